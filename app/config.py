@@ -1,0 +1,73 @@
+"""Service settings, every one read from the environment (or a `.env` file).
+
+The defaults make `make run` work on a fresh machine: a SQLite file under
+`./var/`, an embedded Redis, and a secret key generated once into `./var/`.
+Production sets `DATABASE_URL`, `REDIS_URL` and `SECRET_KEYS` explicitly.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DATA_DIR = Path("var")
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; names are the environment variables, upper-cased."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        default=f"sqlite:///{DATA_DIR / 'imap-bridge.db'}",
+        description="SQLAlchemy URL; PostgreSQL in production (postgresql+psycopg://...).",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis for arq; unset starts an embedded Redis under ./var/.",
+    )
+    secret_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Fernet keys, comma-separated, newest first; unset uses ./var/secret.key.",
+    )
+
+    imap_connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to connect.")
+    imap_read_timeout: float = Field(default=60.0, gt=0, description="Seconds per IMAP read.")
+    imap_allow_private_hosts: bool = Field(
+        default=False,
+        description="Allow IMAP hosts on loopback, private or link-local addresses.",
+    )
+    imap_ca_file: Path | None = Field(
+        default=None, description="PEM bundle trusted for IMAP TLS instead of the system store."
+    )
+
+    sync_interval_minutes: int = Field(default=30, ge=1, description="Cron period.")
+    sync_window_days: int = Field(default=365, ge=1, description="First-sync window.")
+    sync_batch_size: int = Field(default=200, ge=1, le=5000, description="Messages per FETCH.")
+    sync_time_budget_seconds: float = Field(
+        default=60.0, gt=0, description="Time one mailbox sync may take before it checkpoints."
+    )
+    sync_lease_seconds: int = Field(
+        default=600, ge=30, description="How long a crashed worker's lease blocks a mailbox."
+    )
+    sync_max_jobs: int = Field(default=10, ge=1, description="Concurrent sync jobs per worker.")
+    sync_max_connections_per_host: int = Field(
+        default=4, ge=1, description="Concurrent IMAP connections to one server host."
+    )
+
+    @field_validator("secret_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Return the process-wide settings, read once."""
+    return Settings()
