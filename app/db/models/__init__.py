@@ -1,0 +1,67 @@
+"""Every table of the service, imported here so `metadata` holds them all for Alembic.
+
+No ORM relationships on purpose: deletes cascade in the database
+(`ON DELETE CASCADE` / `SET NULL`), so removing a mailbox with a million
+emails is one statement, and the sync engine never lazy-loads by accident.
+"""
+
+from __future__ import annotations
+
+from app.db.models.api_key import ApiKey, ApiKeyBase
+from app.db.models.attachment import Attachment, AttachmentBase
+from app.db.models.base import Model, utcnow
+from app.db.models.email import Email, EmailBase, MailAddress
+from app.db.models.email_folder import EmailFolder, EmailFolderBase
+from app.db.models.event import Event, EventBase
+from app.db.models.event_delivery import DeliveryState, EventDelivery
+from app.db.models.folder import Folder, FolderBase, FolderType
+from app.db.models.mailbox import AuthType, Mailbox, MailboxBase, MailboxSecurity, MailboxStatus
+from app.db.models.notification import Notification, NotificationBase
+from app.db.models.notification_recipient import NotificationRecipient, NotificationRecipientBase
+from app.db.models.oauth_provider_settings import OAuthProviderSettings, OAuthProviderSettingsBase
+from app.db.models.sync_run import SyncRun, SyncRunBase, SyncRunStatus, SyncTrigger
+from app.db.models.webhook_delivery import WebhookDelivery, WebhookDeliveryBase
+from app.db.models.webhook_endpoint import WebhookEndpoint, WebhookEndpointBase
+
+metadata = Model.metadata
+
+__all__ = [
+    "ApiKey",
+    "ApiKeyBase",
+    "Attachment",
+    "AttachmentBase",
+    "AuthType",
+    "DeliveryState",
+    "Email",
+    "EmailBase",
+    "EmailFolder",
+    "EmailFolderBase",
+    "Event",
+    "EventBase",
+    "EventDelivery",
+    "Folder",
+    "FolderBase",
+    "FolderType",
+    "MailAddress",
+    "Mailbox",
+    "MailboxBase",
+    "MailboxSecurity",
+    "MailboxStatus",
+    "Model",
+    "Notification",
+    "NotificationBase",
+    "NotificationRecipient",
+    "NotificationRecipientBase",
+    "OAuthProviderSettings",
+    "OAuthProviderSettingsBase",
+    "SyncRun",
+    "SyncRunBase",
+    "SyncRunStatus",
+    "SyncTrigger",
+    "WebhookDelivery",
+    "WebhookDeliveryBase",
+    "WebhookEndpoint",
+    "WebhookEndpointBase",
+    "metadata",
+    "utcnow",
+]

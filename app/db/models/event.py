@@ -1,0 +1,38 @@
+"""The outbox: every event is written in the transaction that caused it.
+
+Channels then deliver it (`event_delivery`), and SSE clients resume by `id`.
+On SQLite the table is AUTOINCREMENT, so an id is never handed out twice even
+after the newest row is deleted; PostgreSQL sequences never reuse one either.
+A sequence value is taken at INSERT but becomes visible at COMMIT, so
+concurrent writers can commit ids out of order: a reader resuming "after id N"
+must allow for late arrivals just below its high mark.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field
+
+from app.db.models.base import Model, utcnow
+
+
+class EventBase(Model):
+    type: str = Field(max_length=64, description="e.g. email.received, mailbox.synced")
+    mailbox_id: int | None = Field(
+        default=None, foreign_key="mailbox.id", ondelete="SET NULL", index=True
+    )
+    owner_user_id: str | None = Field(default=None, max_length=255)
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+
+
+class Event(EventBase, table=True):
+    __table_args__ = (
+        sa.Index("ix_event_owner_user_id_id", "owner_user_id", "id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow, index=True)

@@ -1,0 +1,31 @@
+"""A URL the CRM registered for signed event deliveries (Standard Webhooks).
+
+An empty `event_types` list subscribes to every event type. Too many failed
+deliveries in a row disable the endpoint and say why in `disabled_reason`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import Field
+
+from app.db.models.base import Model, utcnow
+
+
+class WebhookEndpointBase(Model):
+    url: str = Field(max_length=2048)
+    event_types: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    enabled: bool = True
+
+
+class WebhookEndpoint(WebhookEndpointBase, table=True):
+    __tablename__ = "webhook_endpoint"
+
+    id: int | None = Field(default=None, primary_key=True)
+    secret_enc: str = Field(sa_type=sa.Text)
+    disabled_reason: str | None = Field(default=None, sa_type=sa.Text)
+    failure_count: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow, sa_column_kwargs={"onupdate": utcnow})

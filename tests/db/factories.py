@@ -1,0 +1,65 @@
+"""Plain factory functions: a valid row with defaults, any column overridable."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from sqlmodel import Session
+
+from app.db.models import Email, EmailFolder, Folder, FolderType, Mailbox
+
+
+def id_of(row: Mailbox | Folder | Email) -> int:
+    """Return the primary key of a flushed row; it is None only before the INSERT."""
+    assert row.id is not None
+    return row.id
+
+
+def create_mailbox(session: Session, **overrides: Any) -> Mailbox:
+    values: dict[str, Any] = {
+        "owner_user_id": "user-1",
+        "email_address": f"{secrets.token_hex(4)}@example.com",
+        "host": "imap.example.com",
+        "username": "user",
+        "password_enc": "not-a-real-token",
+    }
+    mailbox = Mailbox(**(values | overrides))
+    session.add(mailbox)
+    session.flush()
+    return mailbox
+
+
+def create_folder(session: Session, mailbox: Mailbox, **overrides: Any) -> Folder:
+    values: dict[str, Any] = {
+        "mailbox_id": mailbox.id,
+        "full_name": "INBOX",
+        "name": "INBOX",
+        "type": FolderType.INBOX,
+        "sync_enabled": True,
+    }
+    folder = Folder(**(values | overrides))
+    session.add(folder)
+    session.flush()
+    return folder
+
+
+def create_email(session: Session, mailbox: Mailbox, **overrides: Any) -> Email:
+    message_id = f"<{secrets.token_hex(8)}@example.com>"
+    values: dict[str, Any] = {
+        "mailbox_id": mailbox.id,
+        "identity": f"mid:{message_id}",
+        "message_id": message_id,
+        "subject": "Hello",
+    }
+    email = Email(**(values | overrides))
+    session.add(email)
+    session.flush()
+    return email
+
+
+def link_email(session: Session, email: Email, folder: Folder, uid: int) -> EmailFolder:
+    link = EmailFolder(email_id=id_of(email), folder_id=id_of(folder), uid=uid)
+    session.add(link)
+    session.flush()
+    return link
