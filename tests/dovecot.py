@@ -1,0 +1,652 @@
+"""Run a private, real Dovecot for the test session and change mailboxes under the sync.
+
+The instance lives entirely in one work directory (its own `base_dir`, `state_dir`,
+log, certificates, users and homes), listens on 127.0.0.1 only and is driven with
+`doveadm -c <its config>`, so a system Dovecot is never touched.
+
+    start_dovecot(workdir) -> Dovecot -> add_user() -> MailUser -> append/move/flag/...
+                                      -> doveadm(...)            (kick, UIDVALIDITY)
+                                      -> stop()
+
+Storage is sdbox: its index is the only record of UIDVALIDITY and UIDs, so
+`doveadm mailbox update --uid-validity` is one authoritative change, as on a server
+that really renumbered a folder (Maildir keeps a second copy in dovecot-uidlist).
+Each user has a passwd-file of their own (`users/%u`): Dovecot re-reads a passwd-file
+at most once a second and only when its mtime or size changed, and a per-user file
+makes a new user visible at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import itertools
+import os
+import pwd
+import re
+import secrets
+import shutil
+import socket
+import ssl
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Container, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from imapclient import IMAPClient
+
+DOVECOT_BIN = "/usr/sbin/dovecot"
+DOVEADM_BIN = "/usr/bin/doveadm"
+HOST = "127.0.0.1"
+MAIL_USER = "dovecot"  # Debian's unprivileged Dovecot account; owns every mailbox
+SPECIAL_USE_FOLDERS = {
+    "Sent": "\\Sent",
+    "Drafts": "\\Drafts",
+    "Trash": "\\Trash",
+    "Junk": "\\Junk",
+    "Archive": "\\Archive",
+}
+# Dovecot 2.3's built-in capability list; `imap_capability` can only replace it whole.
+_CAPABILITIES_WITHOUT_CONDSTORE = (
+    "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT SORT=DISPLAY THREAD=REFERENCES"
+    " THREAD=REFS THREAD=ORDEREDSUBJECT MULTIAPPEND URL-PARTIAL CATENATE UNSELECT CHILDREN"
+    " NAMESPACE UIDPLUS LIST-EXTENDED I18NLEVEL=1 ESEARCH ESORT SEARCHRES WITHIN"
+    " CONTEXT=SEARCH LIST-STATUS BINARY MOVE SNIPPET=FUZZY PREVIEW=FUZZY PREVIEW STATUS=SIZE"
+    " SAVEDATE LITERAL+ NOTIFY SPECIAL-USE"
+)
+_USER_NAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,63}$")
+_APPENDUID = re.compile(rb"\[APPENDUID \d+ (\d+)\]")
+_COPYUID = re.compile(rb"\[COPYUID \d+ ([0-9:,]+) ([0-9:,]+)\]")
+_STARTUP_TIMEOUT = 15.0
+_EX_NOUSER = 68  # doveadm kick: the user had no session to drop
+_user_numbers = itertools.count(1)
+
+
+class DovecotError(RuntimeError):
+    """The test Dovecot failed to start, or a doveadm command failed."""
+
+
+@dataclass(frozen=True)
+class Passdb:
+    """One `passdb { }` block, limited to the SASL mechanisms it may answer."""
+
+    driver: str
+    args: str
+    mechanisms: str
+
+
+@dataclass(frozen=True)
+class DovecotConfig:
+    """Everything that varies between test instances; `render_config` turns it into a file."""
+
+    root: Path
+    tls_port: int
+    plain_port: int
+    condstore: bool
+    starttls: bool
+    auth_mechanisms: tuple[str, ...] = ("plain", "login")
+    # Tried after the users' passwd-files, e.g. an oauth2 passdb for XOAUTH2.
+    extra_passdbs: tuple[Passdb, ...] = ()
+
+    @property
+    def base_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "dovecot.log"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.root / "tls"
+
+    @property
+    def users_dir(self) -> Path:
+        return self.root / "users"
+
+    @property
+    def homes_dir(self) -> Path:
+        return self.root / "homes"
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "dovecot.conf"
+
+
+def render_config(config: DovecotConfig) -> str:
+    """Return dovecot.conf text for one private instance (Dovecot 2.3 syntax)."""
+    users = Passdb(driver="passwd-file", args=f"{config.users_dir}/%u", mechanisms="plain login")
+    passdbs = "".join(
+        f"passdb {{\n  driver = {db.driver}\n  args = {db.args}\n"
+        f"  mechanisms = {db.mechanisms}\n}}\n"
+        for db in (users, *config.extra_passdbs)
+    )
+    # Dovecot 2.3 advertises CONDSTORE and QRESYNC by default; "+" would list them twice.
+    capability = "" if config.condstore else _CAPABILITIES_WITHOUT_CONDSTORE
+    mailboxes = "".join(
+        f"  mailbox {name} {{\n    special_use = {use}\n    auto = subscribe\n  }}\n"
+        for name, use in SPECIAL_USE_FOLDERS.items()
+    )
+    # STARTTLS is offered on every plain listener while `ssl` is on, so an instance
+    # without it serves the plain port from a login service started with ssl=no.
+    if config.starttls:
+        starttls_port, plain_login_service = config.plain_port, ""
+    else:
+        starttls_port = 0
+        plain_login_service = (
+            "service imap-login-nostarttls {\n"
+            "  executable = imap-login -o ssl=no\n"
+            "  protocol = imap\n  type = login\n"
+            "  user = $default_login_user\n  chroot = login\n"
+            f"  inet_listener imap-plain {{\n    port = {config.plain_port}\n  }}\n"
+            "}\n"
+        )
+    return f"""\
+base_dir = {config.base_dir}
+state_dir = {config.state_dir}
+instance_name = imap-bridge-test
+log_path = {config.log_file}
+auth_verbose = yes
+protocols = imap
+listen = {HOST}
+default_internal_user = {MAIL_USER}
+default_login_user = dovenull
+ssl = yes
+ssl_cert = <{config.tls_dir / "server.pem"}
+ssl_key = <{config.tls_dir / "server.key"}
+ssl_min_protocol = TLSv1.2
+disable_plaintext_auth = no
+auth_mechanisms = {" ".join(config.auth_mechanisms)}
+# Failed logins must not hold later ones back (anvil's penalty grows to 15 s).
+auth_failure_delay = 0
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+{passdbs}userdb {{
+  driver = passwd-file
+  args = {users.args}
+}}
+mail_uid = {MAIL_USER}
+mail_gid = {MAIL_USER}
+first_valid_uid = 1
+first_valid_gid = 1
+mail_location = sdbox:~/mail
+mail_fsync = never
+mail_max_userip_connections = 100
+imap_capability = {capability}
+namespace inbox {{
+  inbox = yes
+  separator = /
+{mailboxes}}}
+service imap-login {{
+  inet_listener imap {{
+    port = {starttls_port}
+  }}
+  inet_listener imaps {{
+    port = {config.tls_port}
+    ssl = yes
+  }}
+}}
+{plain_login_service}"""
+
+
+@dataclass
+class Dovecot:
+    """A running private Dovecot; `stop()` ends it."""
+
+    host: str
+    tls_port: int
+    plain_port: int
+    ca_file: Path
+    other_ca_file: Path
+    config: DovecotConfig
+    process: subprocess.Popen[bytes] = field(repr=False)
+
+    def add_user(self, name: str | None = None, password: str | None = None) -> MailUser:
+        """Create a user with an empty mailbox; Dovecot creates the special-use folders."""
+        name = name or f"user{next(_user_numbers)}-{secrets.token_hex(3)}"
+        if not _USER_NAME.match(name):
+            raise ValueError(f"user name {name!r} must be lowercase [a-z0-9._@-]")
+        if (self.config.users_dir / name).exists():
+            raise ValueError(f"user {name!r} already exists")
+        user = MailUser(name=name, password="", dovecot=self)
+        user.set_password(password or secrets.token_urlsafe(12))
+        return user
+
+    def doveadm(self, *args: str, ok_exit_codes: Container[int] = (0,)) -> str:
+        """Run doveadm against this instance only and return its stdout."""
+        result = subprocess.run(
+            [DOVEADM_BIN, "-c", str(self.config.config_file), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if result.returncode not in ok_exit_codes:
+            raise DovecotError(
+                f"doveadm {' '.join(args)} exited {result.returncode}: {result.stderr.strip()}"
+            )
+        return result.stdout
+
+    def read_log(self) -> str:
+        """Return the instance's log, for failure output."""
+        return _read_text(self.config.log_file)
+
+    def stop(self) -> None:
+        """Stop the master and every process it started."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@dataclass
+class MailUser:
+    """One account on the test Dovecot, changed over IMAP the way another mail client would."""
+
+    name: str
+    password: str
+    dovecot: Dovecot
+
+    def client(self) -> IMAPClient:
+        """Return a logged-in IMAPClient on the plain port; the caller closes it."""
+        client = IMAPClient(self.dovecot.host, port=self.dovecot.plain_port, ssl=False, timeout=10)
+        try:
+            client.login(self.name, self.password)
+        except BaseException:
+            client.shutdown()
+            raise
+        return client
+
+    @contextmanager
+    def _session(self, folder: str | None = None) -> Iterator[IMAPClient]:
+        client = self.client()
+        try:
+            if folder is not None:
+                client.select_folder(folder)
+            yield client
+        finally:
+            try:
+                client.logout()
+            except (IMAPClient.Error, OSError):  # already dropped; keep the first error
+                client.shutdown()
+
+    def append(
+        self,
+        folder: str,
+        message: bytes,
+        *,
+        flags: Sequence[str] = (),
+        date: dt.datetime | None = None,
+    ) -> int:
+        """Store a message with IMAP APPEND and return its UID (APPENDUID, RFC 4315)."""
+        with self._session() as client:
+            response: bytes = client.append(folder, message, flags=tuple(flags), msg_time=date)
+        match = _APPENDUID.search(response)
+        if match is None:
+            raise DovecotError(f"APPEND gave no APPENDUID: {response!r}")
+        return int(match.group(1))
+
+    def add_flags(self, folder: str, uids: Sequence[int], flags: Sequence[str]) -> None:
+        with self._session(folder) as client:
+            client.add_flags(list(uids), list(flags), silent=True)
+
+    def remove_flags(self, folder: str, uids: Sequence[int], flags: Sequence[str]) -> None:
+        with self._session(folder) as client:
+            client.remove_flags(list(uids), list(flags), silent=True)
+
+    def move(self, folder: str, uids: Sequence[int], target: str) -> list[int]:
+        """Move with UID MOVE (RFC 6851); return the new UIDs in the order of `uids`."""
+        with self._session(folder) as client:
+            return _copy_or_move(client, b"MOVE", uids, target)
+
+    def copy(self, folder: str, uids: Sequence[int], target: str) -> list[int]:
+        """Copy with UID COPY; return the new UIDs in the order of `uids`."""
+        with self._session(folder) as client:
+            return _copy_or_move(client, b"COPY", uids, target)
+
+    def expunge(self, folder: str, uids: Sequence[int]) -> None:
+        """Flag the messages \\Deleted and UID EXPUNGE exactly those."""
+        with self._session(folder) as client:
+            client.add_flags(list(uids), ["\\Deleted"], silent=True)
+            client.uid_expunge(list(uids))
+
+    def create_folder(self, name: str) -> None:
+        with self._session() as client:
+            client.create_folder(name)
+
+    def delete_folder(self, name: str) -> None:
+        with self._session() as client:
+            client.delete_folder(name)
+
+    def rename_folder(self, old: str, new: str) -> None:
+        with self._session() as client:
+            client.rename_folder(old, new)
+
+    def uids(self, folder: str) -> list[int]:
+        with self._session() as client:
+            client.select_folder(folder, readonly=True)
+            found: list[int] = client.search("ALL")
+        return sorted(found)
+
+    def flags(self, folder: str) -> dict[int, set[str]]:
+        """Return each message's stored flags, e.g. {3: {"\\Seen"}}; \\Recent is per session."""
+        with self._session() as client:
+            client.select_folder(folder, readonly=True)
+            uids = client.search("ALL")
+            fetched: dict[int, tuple[bytes, ...]] = client.get_flags(uids) if uids else {}
+        return {
+            uid: {flag.decode() for flag in flags} - {"\\Recent"} for uid, flags in fetched.items()
+        }
+
+    def uidvalidity(self, folder: str) -> int:
+        with self._session() as client:
+            status: dict[bytes, int] = client.folder_status(folder, [b"UIDVALIDITY"])
+        return status[b"UIDVALIDITY"]
+
+    def set_uidvalidity(self, folder: str, value: int) -> None:
+        """Renumber the folder as a server would, then drop sessions so they notice."""
+        self.dovecot.doveadm(
+            "mailbox", "update", "-u", self.name, "--uid-validity", str(value), folder
+        )
+        self.kick()
+
+    def kick(self) -> None:
+        """Drop every open IMAP session of this user (a server-side disconnect)."""
+        self.dovecot.doveadm("kick", self.name, ok_exit_codes=(0, _EX_NOUSER))
+
+    def set_password(self, password: str) -> None:
+        """Rewrite the user's passwd-file; returns once Dovecot will see the change.
+
+        Dovecot stats a passwd-file at most once per second and compares whole-second
+        mtimes, so the file gets a new mtime and this waits out the current second.
+        """
+        if not password or any(c in password for c in ":\r\n"):
+            raise ValueError("password must be non-empty without ':' or line breaks")
+        config = self.dovecot.config
+        path = config.users_dir / self.name
+        existed = path.exists()
+        previous_mtime = path.stat().st_mtime if existed else 0.0
+        home = config.homes_dir / self.name
+        path.write_text(f"{self.name}:{{PLAIN}}{password}::::{home}::\n")
+        os.chmod(path, 0o640)
+        shutil.chown(path, group=MAIL_USER)
+        self.password = password
+        if existed:
+            written = int(time.time())
+            mtime = max(written, int(previous_mtime) + 1)
+            os.utime(path, (mtime, mtime))
+            time.sleep(max(0.0, written + 1.05 - time.time()))
+
+
+def start_dovecot(workdir: Path, *, condstore: bool = True, starttls: bool = True) -> Dovecot:
+    """Start a private Dovecot in `workdir` (keep it short: unix sockets live there)."""
+    tls_port, plain_port = _free_ports(2)
+    config = DovecotConfig(
+        root=workdir,
+        tls_port=tls_port,
+        plain_port=plain_port,
+        condstore=condstore,
+        starttls=starttls,
+    )
+    _prepare_directories(config)
+    ca_file, other_ca_file = _write_certificates(config.tls_dir)
+    config.config_file.write_text(render_config(config))
+    process = subprocess.Popen(
+        [DOVECOT_BIN, "-F", "-c", str(config.config_file)],
+        stdin=subprocess.DEVNULL,
+        stdout=(config.root / "master.out").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    dovecot = Dovecot(
+        host=HOST,
+        tls_port=tls_port,
+        plain_port=plain_port,
+        ca_file=ca_file,
+        other_ca_file=other_ca_file,
+        config=config,
+        process=process,
+    )
+    try:
+        _wait_for_greeting(dovecot)
+    except DovecotError:
+        dovecot.stop()
+        raise
+    return dovecot
+
+
+class DovecotInstances:
+    """Start each kind of instance once, each in its own short temporary directory.
+
+    Unix socket paths are limited to about 100 characters, and the `dovecot` user must
+    be able to reach the homes, so pytest's deep 0700 tmp paths do not fit.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[tuple[bool, bool], Dovecot] = {}
+
+    def get(self, *, condstore: bool = True, starttls: bool = True) -> Dovecot:
+        """Return the running instance with these options, starting it on first use."""
+        key = (condstore, starttls)
+        if key not in self._running:
+            workdir = Path(tempfile.mkdtemp(prefix="dv"))
+            try:
+                self._running[key] = start_dovecot(workdir, condstore=condstore, starttls=starttls)
+            except BaseException:
+                shutil.rmtree(workdir, ignore_errors=True)
+                raise
+        return self._running[key]
+
+    def stop_all(self) -> None:
+        """Stop every instance and delete its directory."""
+        running = list(self._running.values())
+        self._running.clear()
+        for dovecot in running:  # a master takes about a second to stop: signal all first
+            dovecot.process.terminate()
+        for dovecot in running:
+            dovecot.stop()
+            shutil.rmtree(dovecot.config.root, ignore_errors=True)
+
+
+def _prepare_directories(config: DovecotConfig) -> None:
+    mail_user = pwd.getpwnam(MAIL_USER)
+    blocked = [
+        parent
+        for parent in config.root.resolve().parents
+        if not _traversable(parent.stat(), mail_user.pw_uid, mail_user.pw_gid)
+    ]
+    if blocked:
+        raise DovecotError(
+            f"user {MAIL_USER!r} cannot reach {config.root} (blocked at {blocked[0]});"
+            " use a directory from tempfile.mkdtemp() or DovecotInstances"
+        )
+    # The mail processes run as `dovecot` and must reach their homes under root.
+    config.root.chmod(0o711)
+    config.tls_dir.mkdir(mode=0o700)
+    config.users_dir.mkdir(mode=0o750)
+    shutil.chown(config.users_dir, group=MAIL_USER)
+    config.homes_dir.mkdir(mode=0o700)
+    shutil.chown(config.homes_dir, user=MAIL_USER, group=MAIL_USER)
+
+
+def _traversable(status: os.stat_result, uid: int, gid: int) -> bool:
+    if status.st_uid == uid:
+        return bool(status.st_mode & stat.S_IXUSR)
+    if status.st_gid == gid:
+        return bool(status.st_mode & stat.S_IXGRP)
+    return bool(status.st_mode & stat.S_IXOTH)
+
+
+def _wait_for_greeting(dovecot: Dovecot) -> None:
+    """Return once both listeners greet; raise with the log if the master exits or stalls."""
+    deadline = time.monotonic() + _STARTUP_TIMEOUT
+    tls_context = ssl.create_default_context(cafile=str(dovecot.ca_file))
+    pending = {dovecot.plain_port: None, dovecot.tls_port: tls_context}
+    while pending:
+        if dovecot.process.poll() is not None or time.monotonic() > deadline:
+            raise DovecotError(
+                f"Dovecot did not start (exit code {dovecot.process.poll()}).\n"
+                f"--- master output ---\n{_read_text(dovecot.config.root / 'master.out')}"
+                f"--- dovecot.log ---\n{dovecot.read_log()}"
+            )
+        for port, context in list(pending.items()):
+            if _greets(dovecot.host, port, context):
+                del pending[port]
+        time.sleep(0.02)
+
+
+def _greets(host: str, port: int, context: ssl.SSLContext | None) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2) as raw:
+            if context is None:
+                return raw.recv(64).startswith(b"* OK")
+            with context.wrap_socket(raw, server_hostname=host) as wrapped:
+                return wrapped.recv(64).startswith(b"* OK")
+    except OSError:
+        return False
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((HOST, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _read_text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else "(missing)\n"
+
+
+def _copy_or_move(
+    client: IMAPClient, command: bytes, uids: Sequence[int], target: str
+) -> list[int]:
+    """Run UID COPY or UID MOVE and map each source UID through COPYUID (RFC 4315).
+
+    imapclient returns neither response text, so the command goes out raw: COPY puts
+    COPYUID in its tagged OK, MOVE in an untagged OK before the expunges.
+    """
+    client._imap.untagged_responses.pop("OK", None)
+    uid_set = ",".join(str(uid) for uid in uids).encode()
+    status, tagged = client._raw_command(
+        command, [uid_set, client._normalise_folder(target)], uid=True
+    )
+    lines = [*tagged, *client._imap.untagged_responses.pop("OK", [])]
+    text = b" ".join(line for line in lines if isinstance(line, bytes))
+    match = _COPYUID.search(text)
+    if status != "OK" or match is None:
+        raise DovecotError(f"UID {command.decode()} to {target!r} failed: {text!r}")
+    mapping = dict(
+        zip(_expand_uid_set(match.group(1)), _expand_uid_set(match.group(2)), strict=True)
+    )
+    return [mapping[uid] for uid in uids]
+
+
+def _expand_uid_set(uid_set: bytes) -> list[int]:
+    uids: list[int] = []
+    for part in uid_set.decode().split(","):
+        first, _, last = part.partition(":")
+        uids.extend(range(int(first), int(last or first) + 1))
+    return uids
+
+
+def _write_certificates(tls_dir: Path) -> tuple[Path, Path]:
+    """Write the server key and chain plus two CA files: the signing one and an unrelated one."""
+    ca = _CertificateAuthority("imap-bridge test CA")
+    other_ca = _CertificateAuthority("imap-bridge unrelated CA")
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server_cert = ca.issue_server_certificate(server_key, "localhost", HOST)
+    (tls_dir / "server.key").write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    (tls_dir / "server.pem").write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    ca_file = tls_dir / "ca.pem"
+    other_ca_file = tls_dir / "other-ca.pem"
+    ca_file.write_bytes(ca.certificate.public_bytes(serialization.Encoding.PEM))
+    other_ca_file.write_bytes(other_ca.certificate.public_bytes(serialization.Encoding.PEM))
+    return ca_file, other_ca_file
+
+
+class _CertificateAuthority:
+    """A self-signed CA that issues one server certificate, valid for a few days."""
+
+    def __init__(self, common_name: str) -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        public_key = self.key.public_key()
+        self.certificate = (
+            _certificate_builder(name, name, public_key)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=False,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+
+    def issue_server_certificate(
+        self, key: ec.EllipticCurvePrivateKey, dns_name: str, ip: str
+    ) -> x509.Certificate:
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_name)])
+        names = [x509.DNSName(dns_name), x509.IPAddress(ipaddress.ip_address(ip))]
+        return (
+            _certificate_builder(subject, self.certificate.subject, key.public_key())
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                critical=False,
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+
+
+def _certificate_builder(
+    subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey
+) -> x509.CertificateBuilder:
+    now = dt.datetime.now(dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=7))
+    )
