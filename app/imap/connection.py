@@ -1,0 +1,272 @@
+"""The connector factory: open, secure and authenticate one IMAP session.
+
+    resolve host (SSRF guard) -> TCP to a vetted address -> TLS (implicit, or
+    STARTTLS only when offered) -> greeting -> LOGIN / AUTHENTICATE XOAUTH2 -> ID
+
+Every failure on the way leaves as one `ImapError` subclass, so the sync
+engine decides by type whether to tell the owner (`AuthenticationFailed`) or
+to retry later (`NetworkError`). The session counts the commands it sends,
+which is how the sync engine proves that an unchanged folder costs one round
+trip.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import logging
+import re
+import socket
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from importlib.metadata import PackageNotFoundError, version
+from types import TracebackType
+from typing import Any
+
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
+from imapclient.imapclient import SocketTimeout
+
+from app import netguard
+from app.imap.config import ConnectOptions, ImapConfig
+from app.imap.errors import (
+    AuthenticationFailed,
+    BlockedHost,
+    ConnectionLost,
+    ImapError,
+    ProtocolError,
+    ServerUnavailable,
+    TimedOut,
+    TlsFailed,
+    Unreachable,
+)
+
+log = logging.getLogger(__name__)
+
+# RFC 5530 response codes that mean "try again later", not "wrong credentials".
+_TRANSIENT_LOGIN_CODES = {"UNAVAILABLE", "SERVERBUG", "INUSE", "LIMIT"}
+_RESPONSE_CODE = re.compile(r"\[([A-Z-]+)")
+
+
+def _client_version() -> str:
+    try:
+        return version("imap-bridge")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "dev"
+
+
+@contextmanager
+def imap_errors(*, connecting: bool = False) -> Iterator[None]:
+    """Translate socket, TLS, imaplib and imapclient failures into `ImapError`s.
+
+    While `connecting`, an `OSError` means the server cannot be reached; once
+    a session exists it means the session was lost.
+    """
+    try:
+        yield
+    except ImapError:
+        raise
+    except (ssl.SSLError, ssl.CertificateError) as exc:
+        raise TlsFailed(f"TLS failed: {exc.__class__.__name__}") from exc
+    except TimeoutError as exc:
+        raise TimedOut("the server did not answer in time") from exc
+    except LoginError as exc:
+        raise _refusal(exc) from exc
+    except (IMAPClientAbortError, imaplib.IMAP4.abort, EOFError) as exc:
+        raise ConnectionLost("the server closed the connection") from exc
+    except (IMAPClientError, imaplib.IMAP4.error) as exc:
+        raise ProtocolError(_server_said(exc)) from exc
+    except OSError as exc:
+        if connecting:
+            raise Unreachable(f"cannot connect: {exc.strerror or exc}") from exc
+        raise ConnectionLost(f"connection lost: {exc.strerror or exc}") from exc
+
+
+def _server_said(exc: Exception) -> str:
+    """Keep the server's words short; they never contain our credentials."""
+    return str(exc)[:300]
+
+
+def _refusal(refused: LoginError) -> ImapError:
+    """Tell a wrong credential from a server that cannot log anyone in right now.
+
+    The tagged NO of LOGIN/AUTHENTICATE carries an RFC 5530 response code
+    (`NO [UNAVAILABLE] ...`); imapclient keeps only that line's text, so the
+    bracketed code is read back from it. It is protocol data, not prose.
+    """
+    match = _RESPONSE_CODE.search(str(refused))
+    code = match.group(1) if match else None
+    if code in _TRANSIENT_LOGIN_CODES:
+        return ServerUnavailable(f"the server cannot log in now ({code})")
+    return AuthenticationFailed("the server refused the credentials")
+
+
+class _PinnedIMAP4(imaplib.IMAP4):
+    """imaplib connection that dials pre-vetted addresses and counts commands.
+
+    `host` stays the name the user gave, so TLS verifies the certificate
+    against it while the socket goes to an address the guard already checked.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        addresses: list[netguard.ResolvedAddress],
+        timeout: float,
+        tls_context: ssl.SSLContext | None,
+    ) -> None:
+        self._addresses = addresses
+        self._tls_context = tls_context
+        self.commands_sent = 0
+        super().__init__(host, port, timeout)
+
+    def _create_socket(self, timeout: float | None = None) -> socket.socket:
+        sock = netguard.connect_resolved(self._addresses, timeout or 10.0)
+        if self._tls_context is None:
+            return sock
+        try:
+            return self._tls_context.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+
+    def _command(self, name: str, *args: Any) -> Any:
+        self.commands_sent += 1
+        log.debug("imap.command", extra={"command": name})
+        return super()._command(name, *args)  # type: ignore[misc]
+
+
+class _PinnedIMAPClient(IMAPClient):  # type: ignore[misc]
+    """IMAPClient whose transport is `_PinnedIMAP4`."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        addresses: list[netguard.ResolvedAddress],
+        implicit_tls: ssl.SSLContext | None,
+        timeout: SocketTimeout,
+    ) -> None:
+        self._addresses = addresses
+        self._implicit_tls = implicit_tls
+        super().__init__(host, port=port, ssl=implicit_tls is not None, timeout=timeout)
+
+    def _create_IMAP4(self) -> _PinnedIMAP4:  # noqa: N802 - imapclient's hook name
+        return _PinnedIMAP4(
+            self.host, self.port, self._addresses, self._timeout.connect, self._implicit_tls
+        )
+
+
+def tls_context(config: ImapConfig, options: ConnectOptions) -> ssl.SSLContext:
+    """Build the TLS context: system or configured CA, TLS 1.2+, verification unless opted out."""
+    context = ssl.create_default_context(cafile=str(options.ca_file) if options.ca_file else None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if not config.tls_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class ImapConnection:
+    """One authenticated IMAP session; `close()` (or leaving the `with`) logs out."""
+
+    def __init__(self, client: IMAPClient, config: ImapConfig) -> None:
+        self.client = client
+        self.config = config
+        with imap_errors():
+            raw = client.capabilities()
+        self.capabilities = frozenset(
+            (c.decode() if isinstance(c, bytes) else str(c)).upper() for c in raw
+        )
+
+    def has(self, capability: str) -> bool:
+        """Say whether the server announced `capability` after login."""
+        return capability.upper() in self.capabilities
+
+    @property
+    def commands_sent(self) -> int:
+        """Count every IMAP command sent on this session, login included."""
+        imap: _PinnedIMAP4 = self.client._imap
+        return imap.commands_sent
+
+    def close(self) -> None:
+        """Log out, or just drop the socket when the session is already broken."""
+        try:
+            self.client.logout()
+        except (ImapError, IMAPClientError, imaplib.IMAP4.error, OSError, EOFError):
+            with suppress(OSError):  # the session was already gone
+                self.client.shutdown()
+
+    def __enter__(self) -> ImapConnection:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def connect(config: ImapConfig, options: ConnectOptions | None = None) -> ImapConnection:
+    """Open an authenticated session for `config`, or raise the `ImapError` that says why."""
+    options = options or ConnectOptions()
+    try:
+        addresses = netguard.resolve(
+            config.host, config.port, allow_private=options.allow_private_hosts
+        )
+    except netguard.AddressBlocked as exc:
+        raise BlockedHost(str(exc)) from exc
+    except netguard.ResolutionFailed as exc:
+        raise Unreachable(str(exc)) from exc
+
+    context = tls_context(config, options) if config.security != "none" else None
+    with imap_errors(connecting=True):
+        client = _PinnedIMAPClient(
+            config.host,
+            config.port,
+            addresses=addresses,
+            implicit_tls=context if config.security == "ssl" else None,
+            timeout=SocketTimeout(options.connect_timeout, options.read_timeout),
+        )
+    try:
+        with imap_errors(connecting=True):
+            if config.security == "starttls":
+                _start_tls(client, context)
+        with imap_errors():
+            _authenticate(client, config)
+        connection = ImapConnection(client, config)
+        if connection.has("ID"):
+            _identify(connection, options)
+    except BaseException:
+        with suppress(OSError):  # a failed TLS upgrade has already closed the socket
+            client.shutdown()
+        raise
+    return connection
+
+
+def _start_tls(client: IMAPClient, context: ssl.SSLContext | None) -> None:
+    offered = {c.upper() for c in client.capabilities()}
+    if b"STARTTLS" not in offered:
+        raise TlsFailed("the server does not offer STARTTLS")
+    client.starttls(context)
+
+
+def _authenticate(client: IMAPClient, config: ImapConfig) -> None:
+    if config.access_token is not None:
+        client.oauth2_login(config.username, config.access_token.get_secret_value())
+    else:
+        assert config.password is not None  # ImapConfig guarantees one credential
+        client.login(config.username, config.password.get_secret_value())
+
+
+def _identify(connection: ImapConnection, options: ConnectOptions) -> None:
+    """Send RFC 2971 ID; some providers (163.com, Yandex) refuse sessions without it."""
+    try:
+        with imap_errors():
+            connection.client.id_({"name": options.client_name, "version": _client_version()})
+    except ProtocolError:
+        log.debug("imap.id_refused")
