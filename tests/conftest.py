@@ -1,12 +1,16 @@
-"""Session-wide fixtures: a private Dovecot, a fresh mailbox per test, connect options."""
+"""Shared fixtures: a private Dovecot with a fresh user per test, and a fresh database per
+test on each backend (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import Engine
 
+from app.db import create_db_engine
 from app.imap.config import ConnectOptions
+from tests.databases import BACKENDS, Backend, ThrowawayDatabases, throwaway_databases
 from tests.dovecot import Dovecot, DovecotInstances, MailUser
 
 
@@ -39,3 +43,30 @@ def connect_options(dovecot: Dovecot) -> ConnectOptions:
     return ConnectOptions(
         connect_timeout=5, read_timeout=10, allow_private_hosts=True, ca_file=dovecot.ca_file
     )
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def databases(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ThrowawayDatabases]:
+    backend: Backend = request.param
+    with throwaway_databases(backend, tmp_path_factory.mktemp(backend)) as factory:
+        yield factory
+
+
+@pytest.fixture
+def empty_database_url(databases: ThrowawayDatabases) -> str:
+    return databases.create_empty()
+
+
+@pytest.fixture
+def database_url(databases: ThrowawayDatabases) -> str:
+    """A database of its own for this test, already migrated to the newest revision."""
+    return databases.create_migrated()
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    db_engine = create_db_engine(database_url)
+    yield db_engine
+    db_engine.dispose()

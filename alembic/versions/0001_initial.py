@@ -233,7 +233,7 @@ def upgrade() -> None:
         sa.Column("message_count", sa.Integer(), nullable=False),
         sa.Column("outdated_since", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
         sa.Column("synced_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
-        sa.Column("last_full_flag_scan_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+        sa.Column("sync_since", sa.Date(), nullable=True),
         sa.ForeignKeyConstraint(
             ["mailbox_id"],
             ["mailbox.id"],

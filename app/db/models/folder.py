@@ -4,13 +4,15 @@ The checkpoint is the folder's view of the server at the end of the last
 consistent batch: `uidvalidity`, `uidnext`, `highestmodseq` (RFC 7162) and
 `last_seen_uid`, the high mark. A first sync fills in newest-first: `low_uid`
 is the lowest UID fetched so far, and `backfill_done` says nothing older
-within the window is left. `outdated_since` marks a folder gone from the
-server that still holds synced mail.
+within the window is left. `sync_since` is that window's first day, fixed at
+the first sync, so a UIDVALIDITY reset rescans exactly what was synced.
+`outdated_since` marks a folder gone from the server that still holds synced
+mail.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 
 import sqlalchemy as sa
@@ -56,4 +58,4 @@ class Folder(FolderBase, table=True):
     message_count: int = 0
     outdated_since: datetime | None = None
     synced_at: datetime | None = None
-    last_full_flag_scan_at: datetime | None = None
+    sync_since: date | None = None

@@ -1,0 +1,1 @@
+"""Every query of the service, grouped by table; callers own the transaction."""

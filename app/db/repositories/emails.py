@@ -1,0 +1,63 @@
+"""Queries on `email` and `attachment` that the sync engine needs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from app.db.models import Email, EmailFolder
+
+
+def relinkable_emails(
+    session: Session, mailbox_id: int, folder_id: int, identities: Iterable[str]
+) -> dict[str, int]:
+    """Map identities to emails of the mailbox that are not yet in `folder_id`.
+
+    A message that shows up in a second folder (a copy, a move, a folder whose
+    UIDVALIDITY changed) is linked to the email already stored instead of
+    stored twice. Emails already in this folder are left out: two UIDs of one
+    folder are two messages, however alike their headers are.
+    """
+    wanted = list(set(identities))
+    found: dict[str, int] = {}
+    in_folder = select(EmailFolder.email_id).where(EmailFolder.folder_id == folder_id)
+    for start in range(0, len(wanted), 500):
+        statement = (
+            select(Email.identity, Email.id)
+            .where(
+                Email.mailbox_id == mailbox_id,
+                col(Email.identity).in_(wanted[start : start + 500]),
+                col(Email.id).not_in(in_folder),
+            )
+            .order_by(col(Email.id))
+        )
+        for identity, email_id in session.exec(statement):
+            if email_id is not None:
+                found.setdefault(identity, email_id)
+    return found
+
+
+def set_flags(session: Session, email_id: int, flags: frozenset[str]) -> bool:
+    """Store the system flags the API exposes; return whether anything changed."""
+    values = {
+        "seen": "\\Seen" in flags,
+        "flagged": "\\Flagged" in flags,
+        "answered": "\\Answered" in flags,
+        "draft": "\\Draft" in flags,
+    }
+    differs = sa.or_(*(getattr(Email, name) != value for name, value in values.items()))
+    result = session.execute(
+        sa.update(Email).where(col(Email.id) == email_id, differs).values(**values)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def delete_orphans(session: Session, mailbox_id: int) -> int:
+    """Delete the mailbox's emails that no folder holds any more; return how many."""
+    linked = select(EmailFolder.email_id).where(col(EmailFolder.email_id) == Email.id)
+    result = session.execute(
+        sa.delete(Email).where(col(Email.mailbox_id) == mailbox_id, ~linked.exists())
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

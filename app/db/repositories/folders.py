@@ -1,0 +1,54 @@
+"""Queries on `folder` and on the links (`email_folder`) that place mail in folders."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, func, select
+
+from app.db.models import EmailFolder, Folder
+
+
+def mailbox_folders(session: Session, mailbox_id: int) -> list[Folder]:
+    """Return every local folder of the mailbox."""
+    return list(session.exec(select(Folder).where(Folder.mailbox_id == mailbox_id)))
+
+
+def folder_ids_with_links(session: Session, folder_ids: list[int]) -> set[int]:
+    """Return those of `folder_ids` that hold at least one synced email."""
+    if not folder_ids:
+        return set()
+    statement = select(EmailFolder.folder_id).where(col(EmailFolder.folder_id).in_(folder_ids))
+    return set(session.exec(statement.distinct()))
+
+
+def linked_uids(session: Session, folder_id: int) -> dict[int, int]:
+    """Map every synced UID of the folder to its email id."""
+    statement = select(EmailFolder.uid, EmailFolder.email_id).where(
+        EmailFolder.folder_id == folder_id
+    )
+    return dict(session.exec(statement).all())
+
+
+def lowest_linked_uid(session: Session, folder_id: int) -> int | None:
+    """Return the smallest synced UID of the folder, or None when it holds no mail."""
+    statement = select(func.min(EmailFolder.uid)).where(EmailFolder.folder_id == folder_id)
+    return session.exec(statement).one()
+
+
+def unlink_uids(session: Session, folder_id: int, uids: list[int]) -> int:
+    """Remove the folder's links for `uids` (mail expunged there); return how many went."""
+    removed = 0
+    for start in range(0, len(uids), 500):
+        result = session.execute(
+            sa.delete(EmailFolder).where(
+                col(EmailFolder.folder_id) == folder_id,
+                col(EmailFolder.uid).in_(uids[start : start + 500]),
+            )
+        )
+        removed += int(result.rowcount)  # type: ignore[attr-defined]
+    return removed
+
+
+def unlink_folder(session: Session, folder_id: int) -> None:
+    """Drop every link of the folder (its UIDs are void after a UIDVALIDITY change)."""
+    session.execute(sa.delete(EmailFolder).where(col(EmailFolder.folder_id) == folder_id))

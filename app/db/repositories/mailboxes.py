@@ -1,0 +1,62 @@
+"""Queries on `mailbox`: the lease, the schedule, and status transitions."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from app.db.models import Mailbox, MailboxStatus
+
+
+def get_mailbox(session: Session, mailbox_id: int) -> Mailbox | None:
+    return session.get(Mailbox, mailbox_id)
+
+
+def acquire_lease(
+    session: Session, mailbox_id: int, owner: str, now: datetime, duration: timedelta
+) -> bool:
+    """Take the mailbox for `owner` unless another live holder has it (one conditional UPDATE).
+
+    The row is claimed only when it is free, its lease expired (a crashed
+    holder) or `owner` already holds it, so two workers racing for the same
+    mailbox cannot both win, on SQLite or PostgreSQL alike.
+    """
+    result = session.execute(
+        sa.update(Mailbox)
+        .where(
+            col(Mailbox.id) == mailbox_id,
+            sa.or_(
+                col(Mailbox.lease_owner).is_(None),
+                col(Mailbox.lease_expires_at) < now,
+                col(Mailbox.lease_owner) == owner,
+            ),
+        )
+        .values(lease_owner=owner, lease_expires_at=now + duration)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def release_lease(session: Session, mailbox_id: int, owner: str) -> None:
+    """Give the mailbox back, only if `owner` still holds it."""
+    session.execute(
+        sa.update(Mailbox)
+        .where(col(Mailbox.id) == mailbox_id, col(Mailbox.lease_owner) == owner)
+        .values(lease_owner=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def due_mailbox_ids(session: Session, now: datetime) -> list[int]:
+    """Return the mailboxes the scheduler should sync now, the longest-waiting first."""
+    statement = (
+        select(Mailbox.id)
+        .where(
+            col(Mailbox.status).in_([MailboxStatus.ACTIVE, MailboxStatus.AUTH_FAILED]),
+            sa.or_(col(Mailbox.next_sync_at).is_(None), col(Mailbox.next_sync_at) <= now),
+        )
+        .order_by(col(Mailbox.next_sync_at).asc().nulls_first(), col(Mailbox.id))
+    )
+    return [mailbox_id for mailbox_id in session.exec(statement) if mailbox_id is not None]
