@@ -1,0 +1,38 @@
+"""Turn a stored mailbox into what the IMAP layer needs to log in."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+
+from app.config import Settings
+from app.db.models import AuthType, Mailbox
+from app.imap.config import ConnectOptions, ImapConfig
+from app.security import SecretBox
+
+
+def imap_config(mailbox: Mailbox, secrets: SecretBox) -> ImapConfig:
+    """Decrypt the mailbox's credential into an `ImapConfig` (secrets stay `SecretStr`)."""
+    password = access_token = None
+    if mailbox.auth_type is AuthType.OAUTH and mailbox.access_token_enc:
+        access_token = SecretStr(secrets.decrypt(mailbox.access_token_enc))
+    elif mailbox.password_enc:
+        password = SecretStr(secrets.decrypt(mailbox.password_enc))
+    return ImapConfig(
+        host=mailbox.host,
+        port=mailbox.port,
+        security=mailbox.security.value,
+        username=mailbox.username,
+        password=password,
+        access_token=access_token,
+        tls_verify=mailbox.tls_verify,
+    )
+
+
+def connect_options(settings: Settings) -> ConnectOptions:
+    """Build the connector's service-wide options from the settings."""
+    return ConnectOptions(
+        connect_timeout=settings.imap_connect_timeout,
+        read_timeout=settings.imap_read_timeout,
+        allow_private_hosts=settings.imap_allow_private_hosts,
+        ca_file=settings.imap_ca_file,
+    )

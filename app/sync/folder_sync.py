@@ -1,0 +1,459 @@
+"""Step 4 of a sync: bring one folder's mail up to date, cheapest check first.
+
+    STATUS (or LIST-STATUS) equals the checkpoint ........ done, no SELECT
+    EXAMINE
+    UIDVALIDITY changed .................................. drop the folder's links,
+                                                           `folder.reset`, rescan as a first sync
+    first sync ........................................... checkpoint the high mark, then
+                                                           backfill newest-first since `sync_since`
+    later syncs:
+      flags   CHANGEDSINCE highestmodseq (RFC 7162), else a full flag scan
+      expunges  only when EXISTS disagrees with the checkpoint: UID SEARCH diff
+      new mail  UIDs above the high mark, oldest first (`email.received` per batch)
+    checkpoint uidnext/EXISTS ............................ the next run can skip the folder
+
+Every batch is written in one transaction together with the folder marks it
+advances (`last_seen_uid` going up, `low_uid` going down), so a crash repeats
+at most one batch and the unique (folder, uid) key makes the repeat harmless.
+Mail already stored in another folder of the mailbox is recognised by its
+identity and linked, without downloading its body again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from app.db import session_scope
+from app.db.models import Attachment, Email, EmailFolder, Folder, MailAddress, Mailbox, utcnow
+from app.db.repositories.emails import relinkable_emails
+from app.db.repositories.events import record_event
+from app.db.repositories.folders import linked_uids, lowest_linked_uid, unlink_folder, unlink_uids
+from app.imap import EmailManager, FolderStatus, SelectedFolder
+from app.imap.email_manager import chunked
+from app.imap.message import Address, ParsedMessage
+from app.sync.identity import message_identity
+
+
+@dataclass(slots=True)
+class SyncCounts:
+    """What one run changed, for the sync run record and the `mailbox.synced` event."""
+
+    new: int = 0
+    flags_changed: int = 0
+    expunged: int = 0
+    folders_added: int = 0
+    folders_removed: int = 0
+    bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SyncProgress:
+    """Where a running sync is, for a progress display."""
+
+    folder: str
+    stored: int
+    total: int
+
+
+ProgressCallback = Callable[[SyncProgress], None]
+
+
+class Deadline:
+    """The run's time budget: checked between batches, never in the middle of one."""
+
+    def __init__(self, seconds: float) -> None:
+        self._end = time.monotonic() + seconds
+
+    def passed(self) -> bool:
+        return time.monotonic() >= self._end
+
+
+@dataclass
+class FolderSyncer:
+    """Syncs the folders of one mailbox over one IMAP session."""
+
+    engine: Engine
+    mailbox: Mailbox
+    mail: EmailManager
+    deadline: Deadline
+    window_start: date
+    batch_size: int
+    counts: SyncCounts = field(default_factory=SyncCounts)
+    progress: ProgressCallback | None = None
+    # A run stores at least one batch, however small its budget: every run makes progress.
+    _batches_stored: int = 0
+
+    def sync(self, folder: Folder, status: FolderStatus | None) -> bool:
+        """Bring `folder` up to date; return False when the time budget ran out first."""
+        if status is not None and _unchanged(folder, status):
+            return True
+        selected = self.mail.select_folder(folder.full_name)
+        if folder.uidvalidity is not None and folder.uidvalidity != selected.uidvalidity:
+            folder = self._reset(folder, selected)
+        if folder.uidvalidity is None:
+            folder = self._start(folder, selected)
+        else:
+            new_uids = self._server_uids_since_checkpoint(folder, selected)
+            folder = self._flags_and_expunges(folder, selected, len(new_uids))
+            fresh = [uid for uid in new_uids if uid > folder.last_seen_uid]
+            if not self._store(folder, fresh, newest_first=False, announce=True):
+                return False
+        if not folder.backfill_done and not self._backfill(folder):
+            return False
+        self._checkpoint(folder, selected)
+        return True
+
+    # -- the phases ---------------------------------------------------------------------
+
+    def _reset(self, folder: Folder, selected: SelectedFolder) -> Folder:
+        """UIDVALIDITY changed: every UID is void; rescan and relink by identity."""
+        with session_scope(self.engine) as session:
+            unlink_folder(session, _id(folder))
+            record_event(
+                session,
+                "folder.reset",
+                self.mailbox,
+                {
+                    "folder_id": folder.id,
+                    "full_name": folder.full_name,
+                    "old_uidvalidity": folder.uidvalidity,
+                    "new_uidvalidity": selected.uidvalidity,
+                },
+            )
+            return _update_folder(
+                session,
+                folder,
+                uidvalidity=None,
+                uidnext=None,
+                highestmodseq=None,
+                last_seen_uid=0,
+                low_uid=None,
+                backfill_done=False,
+                message_count=0,
+            )
+
+    def _start(self, folder: Folder, selected: SelectedFolder) -> Folder:
+        """First sync: fix the window and the high mark before fetching anything."""
+        since = folder.sync_since or self.window_start
+        in_window = self._snapshot(
+            self.mail.search(self.mail.query().since(since).build()), selected
+        )
+        high = max((selected.uidnext or 1) - 1, in_window[-1] if in_window else 0)
+        with session_scope(self.engine) as session:
+            return _update_folder(
+                session,
+                folder,
+                uidvalidity=selected.uidvalidity,
+                highestmodseq=selected.highestmodseq,
+                sync_since=since,
+                last_seen_uid=high,
+                low_uid=high + 1,
+                backfill_done=not in_window,
+            )
+
+    def _server_uids_since_checkpoint(self, folder: Folder, selected: SelectedFolder) -> list[int]:
+        """UIDs that arrived since the last complete checkpoint, up to the SELECT snapshot."""
+        first = min(folder.uidnext or folder.last_seen_uid + 1, folder.last_seen_uid + 1)
+        last = (selected.uidnext - 1) if selected.uidnext else None
+        if last is not None and last < first:
+            return []
+        uids = self.mail.search(self.mail.query().uid_range(first, last).build())
+        return [uid for uid in self._snapshot(uids, selected) if uid >= first]
+
+    def _flags_and_expunges(self, folder: Folder, selected: SelectedFolder, arrived: int) -> Folder:
+        """Apply flag changes and expunges of stored mail; advance HIGHESTMODSEQ with them.
+
+        Expunges are looked for only when EXISTS disagrees with the checkpoint's
+        count plus the arrivals: a folder that only gained mail costs no UID diff.
+        """
+        low = self._lowest_uid(folder)
+        flags: dict[int, frozenset[str]] = {}
+        on_server: set[int] | None = None
+        if low is not None:
+            flags = self._changed_flags(folder, selected, low)
+            if folder.uidnext is None or folder.message_count + arrived != selected.exists:
+                query = self.mail.query().uid_range(low, folder.last_seen_uid).build()
+                on_server = set(self.mail.search(query))
+        with session_scope(self.engine) as session:
+            if low is not None:
+                links = linked_uids(session, _id(folder))
+                if on_server is not None:
+                    gone = [uid for uid in links if uid not in on_server]
+                    self.counts.expunged += unlink_uids(session, _id(folder), gone)
+                self.counts.flags_changed += _apply_flags(session, links, flags)
+            return _update_folder(session, folder, highestmodseq=selected.highestmodseq)
+
+    def _changed_flags(
+        self, folder: Folder, selected: SelectedFolder, low: int
+    ) -> dict[int, frozenset[str]]:
+        if folder.highestmodseq is not None and selected.highestmodseq is not None:
+            if folder.highestmodseq == selected.highestmodseq:
+                return {}
+            changes = self.mail.flags_changed_since(low, folder.last_seen_uid, folder.highestmodseq)
+            return {uid: state.flags for uid, state in changes.items()}
+        return self.mail.flags(low, folder.last_seen_uid)
+
+    def _backfill(self, folder: Folder) -> bool:
+        """Fetch the rest of the first-sync window, newest first, within the budget."""
+        assert folder.sync_since is not None, "set by the first sync"
+        assert folder.low_uid is not None, "set by the first sync"
+        if folder.low_uid <= 1:
+            remaining: list[int] = []
+        else:
+            query = self.mail.query().since(folder.sync_since).uid_range(1, folder.low_uid - 1)
+            remaining = [uid for uid in self.mail.search(query.build()) if uid < folder.low_uid]
+        if not self._store(folder, remaining, newest_first=True, announce=False):
+            return False
+        with session_scope(self.engine) as session:
+            _update_folder(session, folder, backfill_done=True)
+        return True
+
+    def _checkpoint(self, folder: Folder, selected: SelectedFolder) -> None:
+        """Record the SELECT snapshot: the next run skips the folder if it still matches."""
+        with session_scope(self.engine) as session:
+            row = _update_folder(
+                session, folder, uidnext=selected.uidnext, message_count=selected.exists
+            )
+            row.last_seen_uid = max(row.last_seen_uid, (selected.uidnext or 1) - 1)
+            row.synced_at = utcnow()
+
+    # -- storing mail ---------------------------------------------------------------------
+
+    def _store(
+        self, folder: Folder, uids: Sequence[int], *, newest_first: bool, announce: bool
+    ) -> bool:
+        """Store `uids` batch by batch; return False when the budget ran out before the end."""
+        ordered = sorted(uids, reverse=newest_first)
+        stored = 0
+        for batch in chunked(ordered, self.batch_size):
+            if self.deadline.passed() and self._batches_stored:
+                return False
+            self._store_batch(folder, batch, newest_first=newest_first, announce=announce)
+            self._batches_stored += 1
+            stored += len(batch)
+            if self.progress:
+                self.progress(SyncProgress(folder.full_name, stored, len(ordered)))
+        return True
+
+    def _store_batch(
+        self, folder: Folder, batch: Sequence[int], *, newest_first: bool, announce: bool
+    ) -> None:
+        known = self._known_elsewhere(folder, batch)
+        bodies = list(self.mail.fetch([uid for uid in batch if uid not in known]))
+        with session_scope(self.engine) as session:
+            relinked = _link_known(session, folder, known)
+            new_ids = self._insert(session, folder, bodies, relinked)
+            if announce and new_ids:
+                record_event(
+                    session,
+                    "email.received",
+                    self.mailbox,
+                    {"folder_id": folder.id, "folder": folder.full_name, "email_ids": new_ids},
+                )
+            marks: dict[str, Any] = (
+                {"low_uid": min(batch)} if newest_first else {"last_seen_uid": max(batch)}
+            )
+            _update_folder(session, folder, **marks)
+        self.counts.new += len(new_ids)
+        self.counts.bytes += sum(message.size for message in bodies)
+
+    def _known_elsewhere(self, folder: Folder, batch: Sequence[int]) -> dict[int, KnownMessage]:
+        """Find which UIDs hold mail stored from another folder, from their headers only."""
+        if not self._mailbox_has_mail_outside(folder):
+            return {}
+        identities = {m.uid: (message_identity(m), m.flags) for m in self.mail.identities(batch)}
+        with session_scope(self.engine) as session:
+            emails = relinkable_emails(
+                session, _id(self.mailbox), _id(folder), (i for i, _ in identities.values())
+            )
+        known: dict[int, KnownMessage] = {}
+        claimed: set[int] = set()
+        for uid, (identity, flags) in identities.items():
+            email_id = emails.get(identity)
+            if email_id is not None and email_id not in claimed:
+                claimed.add(email_id)
+                known[uid] = KnownMessage(email_id, flags)
+        return known
+
+    def _mailbox_has_mail_outside(self, folder: Folder) -> bool:
+        with session_scope(self.engine) as session:
+            in_folder = select(EmailFolder.email_id).where(EmailFolder.folder_id == folder.id)
+            statement = select(Email.id).where(
+                Email.mailbox_id == self.mailbox.id, col(Email.id).not_in(in_folder)
+            )
+            return session.exec(statement.limit(1)).first() is not None
+
+    def _insert(
+        self,
+        session: Session,
+        folder: Folder,
+        messages: list[ParsedMessage],
+        taken: set[int],
+    ) -> list[int]:
+        """Store fetched messages; link those whose identity matches an email stored elsewhere."""
+        identities = [message_identity(message) for message in messages]
+        existing = relinkable_emails(session, _id(self.mailbox), _id(folder), identities)
+        new: list[tuple[ParsedMessage, Email]] = []
+        for message, identity in zip(messages, identities, strict=True):
+            email_id = existing.get(identity)
+            if email_id is not None and email_id not in taken:
+                taken.add(email_id)
+                session.add(EmailFolder(email_id=email_id, folder_id=_id(folder), uid=message.uid))
+                continue
+            new.append((message, _email_row(_id(self.mailbox), identity, message)))
+        session.add_all([email for _, email in new])
+        session.flush()
+        for message, email in new:
+            session.add(EmailFolder(email_id=_id(email), folder_id=_id(folder), uid=message.uid))
+            session.add_all(_attachment_rows(_id(email), message))
+        return [_id(email) for _, email in new]
+
+    def _snapshot(self, uids: list[int], selected: SelectedFolder) -> list[int]:
+        """Keep the UIDs that existed at SELECT time; later arrivals wait for the next run."""
+        if selected.uidnext is None:
+            return uids
+        return [uid for uid in uids if uid < selected.uidnext]
+
+    def _lowest_uid(self, folder: Folder) -> int | None:
+        with session_scope(self.engine) as session:
+            return lowest_linked_uid(session, _id(folder))
+
+
+@dataclass(frozen=True, slots=True)
+class KnownMessage:
+    """A UID whose message the mailbox already stores (found by identity)."""
+
+    email_id: int
+    flags: frozenset[str]
+
+
+def _unchanged(folder: Folder, status: FolderStatus) -> bool:
+    """Say whether STATUS proves nothing changed since the checkpoint (needs CONDSTORE)."""
+    return (
+        folder.backfill_done
+        and status.highestmodseq is not None
+        and folder.uidvalidity == status.uidvalidity
+        and folder.uidnext == status.uidnext
+        and folder.message_count == status.messages
+        and folder.highestmodseq == status.highestmodseq
+    )
+
+
+def _link_known(session: Session, folder: Folder, known: dict[int, KnownMessage]) -> set[int]:
+    for uid, message in known.items():
+        session.add(EmailFolder(email_id=message.email_id, folder_id=_id(folder), uid=uid))
+    _apply_flags(
+        session,
+        {uid: message.email_id for uid, message in known.items()},
+        {uid: message.flags for uid, message in known.items()},
+    )
+    return {message.email_id for message in known.values()}
+
+
+_FLAG_COLUMNS = {
+    "seen": "\\Seen",
+    "flagged": "\\Flagged",
+    "answered": "\\Answered",
+    "draft": "\\Draft",
+}
+
+
+def _apply_flags(session: Session, links: dict[int, int], flags: dict[int, frozenset[str]]) -> int:
+    """Write changed system flags of linked UIDs; return how many emails changed."""
+    targets = {links[uid]: state for uid, state in flags.items() if uid in links}
+    if not targets:
+        return 0
+    columns = [col(getattr(Email, name)) for name in _FLAG_COLUMNS]
+    current = {
+        email_id: tuple(values)
+        for email_id, *values in session.execute(
+            sa.select(col(Email.id), *columns).where(col(Email.id).in_(list(targets)))
+        )
+    }
+    changed = 0
+    for email_id, state in targets.items():
+        wanted = tuple(flag in state for flag in _FLAG_COLUMNS.values())
+        if current.get(email_id) != wanted:
+            session.execute(
+                sa.update(Email)
+                .where(col(Email.id) == email_id)
+                .values(dict(zip(_FLAG_COLUMNS, wanted, strict=True)))
+            )
+            changed += 1
+    return changed
+
+
+def _update_folder(session: Session, folder: Folder, **values: Any) -> Folder:
+    """Write `values` to the folder row and return the updated snapshot."""
+    row = session.get(Folder, _id(folder))
+    assert row is not None, "a folder cannot vanish while its mailbox is leased"
+    for name, value in values.items():
+        setattr(row, name, value)
+    session.flush()
+    return row
+
+
+def _clean(text: str | None) -> str | None:
+    """Drop NUL characters: PostgreSQL text cannot hold them."""
+    return text.replace("\x00", "\ufffd") if text else text
+
+
+def _addresses(addresses: tuple[Address, ...]) -> list[MailAddress]:
+    return [{"name": _clean(a.name) or None, "email": _clean(a.email) or ""} for a in addresses]
+
+
+def _email_row(mailbox_id: int, identity: str, message: ParsedMessage) -> Email:
+    return Email(
+        mailbox_id=mailbox_id,
+        identity=identity,
+        gm_msgid=message.gm_msgid,
+        message_id=_clean(message.message_id),
+        in_reply_to=_clean(message.in_reply_to),
+        references=_clean(" ".join(message.references)) or None,
+        thread_key=_clean(message.thread_key),
+        subject=_clean(message.subject),
+        from_name=_clean(message.sender.name) or None if message.sender else None,
+        from_email=_clean(message.sender.email) if message.sender else None,
+        to=_addresses(message.to),
+        cc=_addresses(message.cc),
+        bcc=_addresses(message.bcc),
+        reply_to=_addresses(message.reply_to),
+        date=message.date,
+        received_at=message.internal_date,
+        size=message.size,
+        seen=message.seen,
+        flagged=message.flagged,
+        answered="\\Answered" in message.flags,
+        draft="\\Draft" in message.flags,
+        has_attachments=any(not a.inline for a in message.attachments),
+        text_body=_clean(message.text),
+        html_body=_clean(message.html),
+        headers=_clean(message.headers),
+    )
+
+
+def _attachment_rows(email_id: int, message: ParsedMessage) -> Iterator[Attachment]:
+    for n, attachment in enumerate(message.attachments):
+        yield Attachment(
+            email_id=email_id,
+            n=n,
+            part_id=attachment.part_id,
+            filename=_clean(attachment.filename),
+            content_type=attachment.content_type[:255],
+            size=attachment.size,
+            content_id=_clean(attachment.content_id),
+            inline=attachment.inline,
+        )
+
+
+def _id(row: Folder | Mailbox | Email) -> int:
+    assert row.id is not None, "rows are flushed before their id is used"
+    return row.id

@@ -1,0 +1,134 @@
+"""Step 3 of a sync: make the local folder list match the server's.
+
+remote only            -> created (inbox and sent enabled for sync, others not)
+local only, same UIDVALIDITY as one new remote name
+                       -> renamed: keeps its mail and settings (`folder.renamed`)
+local only, no mail    -> deleted (`folder.deleted`)
+local only, with mail  -> kept, marked outdated (`folder.deleted`, kept=true)
+both                   -> name, delimiter and type refreshed; outdated mark cleared
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlmodel import Session
+
+from app.db.models import Folder, FolderType, Mailbox, utcnow
+from app.db.repositories.events import record_event
+from app.db.repositories.folders import folder_ids_with_links, mailbox_folders
+from app.imap.folder_manager import FolderListing, FolderStatus, RemoteFolder
+
+ENABLED_BY_DEFAULT = frozenset({FolderType.INBOX, FolderType.SENT})
+
+
+@dataclass(frozen=True, slots=True)
+class FolderChanges:
+    """How many folders the server added and removed since the last sync."""
+
+    added: int
+    removed: int
+
+
+def reconcile_folders(
+    session: Session,
+    mailbox: Mailbox,
+    listing: FolderListing,
+    status_of: Callable[[str], FolderStatus],
+) -> FolderChanges:
+    """Apply the server's folder list to the mailbox's folders; events go to the outbox."""
+    assert mailbox.id is not None
+    local = {folder.full_name: folder for folder in mailbox_folders(session, mailbox.id)}
+    remote = {folder.full_name: folder for folder in listing.folders}
+    gone = [folder for name, folder in local.items() if name not in remote]
+    fresh = [folder for name, folder in remote.items() if name not in local]
+
+    for folder, new_remote in _renames(gone, fresh, listing, status_of):
+        record_event(
+            session,
+            "folder.renamed",
+            mailbox,
+            {
+                "folder_id": folder.id,
+                "old_name": folder.full_name,
+                "new_name": new_remote.full_name,
+            },
+        )
+        _refresh(folder, new_remote)
+        gone.remove(folder)
+        fresh.remove(new_remote)
+        local[new_remote.full_name] = folder
+
+    removed = _remove_gone(session, mailbox, gone)
+    for remote_folder in fresh:
+        folder_type = FolderType(remote_folder.type)
+        folder = Folder(
+            mailbox_id=mailbox.id,
+            full_name=remote_folder.full_name,
+            name=remote_folder.name,
+            type=folder_type,
+            sync_enabled=remote_folder.selectable and folder_type in ENABLED_BY_DEFAULT,
+        )
+        session.add(folder)
+        local[remote_folder.full_name] = folder
+    for name, remote_folder in remote.items():
+        _refresh(local[name], remote_folder)
+    session.flush()
+    for name, remote_folder in remote.items():
+        parent = local.get(remote_folder.parent) if remote_folder.parent else None
+        local[name].parent_id = parent.id if parent else None
+    return FolderChanges(added=len(fresh), removed=removed)
+
+
+def _refresh(folder: Folder, remote: RemoteFolder) -> None:
+    folder.full_name = remote.full_name
+    folder.name = remote.name
+    folder.delimiter = remote.delimiter
+    folder.type = FolderType(remote.type)
+    folder.outdated_since = None
+
+
+def _renames(
+    gone: list[Folder],
+    fresh: list[RemoteFolder],
+    listing: FolderListing,
+    status_of: Callable[[str], FolderStatus],
+) -> list[tuple[Folder, RemoteFolder]]:
+    """Pair vanished folders with new names that carry the same UIDVALIDITY (RFC 3501 2.3.1.1)."""
+    candidates = [folder for folder in gone if folder.uidvalidity is not None]
+    if not candidates:
+        return []
+    by_validity: dict[int, list[RemoteFolder]] = {}
+    for remote in fresh:
+        if remote.selectable:
+            status = listing.statuses.get(remote.full_name) or status_of(remote.full_name)
+            by_validity.setdefault(status.uidvalidity, []).append(remote)
+    pairs = []
+    for folder in candidates:
+        matches = by_validity.get(folder.uidvalidity or 0, [])
+        if len(matches) == 1:
+            pairs.append((folder, matches[0]))
+    return pairs
+
+
+def _remove_gone(session: Session, mailbox: Mailbox, gone: list[Folder]) -> int:
+    """Delete vanished folders without mail; keep the others, marked outdated."""
+    with_mail = folder_ids_with_links(session, [f.id for f in gone if f.id is not None])
+    removed = 0
+    for folder in gone:
+        kept = folder.id in with_mail
+        if kept and folder.outdated_since is not None:
+            continue  # already reported when it vanished
+        removed += 1
+        record_event(
+            session,
+            "folder.deleted",
+            mailbox,
+            {"folder_id": folder.id, "full_name": folder.full_name, "kept": kept},
+        )
+        if kept:
+            folder.outdated_since = utcnow()
+        else:
+            session.delete(folder)
+    return removed

@@ -1,0 +1,297 @@
+"""Synchronize one mailbox: the six steps of DESIGN.md, one run at a time.
+
+    take the lease ---- held by another live worker ----> return None
+      | sync_run: running
+    connect + log in -- AuthenticationFailed ----------> mailbox auth_failed, run failed;
+      |                                                  `mailbox.credentials_invalid` once
+      |                                                  per transition, retried with backoff
+      |              -- NetworkError ------------------> run failed, retried with backoff,
+      |                                                  nobody is told
+      |              -- any other ImapError -----------> run failed, `mailbox.sync_failed`
+    folders: LIST (+STATUS) and reconcile ------------> folders_only: done
+    each enabled folder, inbox and sent first, until the time budget is spent
+    run succeeded: `mailbox.synced` (+ `mailbox.credentials_restored` after a failure)
+    release the lease (always)
+
+A run cut short by its time budget still succeeds: every folder ends at a
+consistent checkpoint, `complete` is False and the mailbox is due again at
+once, so the worker continues it with a follow-up job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timedelta
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from app.config import Settings
+from app.db import session_scope
+from app.db.models import (
+    Folder,
+    FolderType,
+    Mailbox,
+    MailboxStatus,
+    SyncRun,
+    SyncRunStatus,
+    SyncTrigger,
+    utcnow,
+)
+from app.db.repositories.emails import delete_orphans
+from app.db.repositories.events import record_event
+from app.db.repositories.folders import mailbox_folders
+from app.db.repositories.mailboxes import acquire_lease, get_mailbox, release_lease
+from app.imap import EmailManager, FolderManager, ImapConnection, connect
+from app.imap.errors import AuthenticationFailed, FolderNotFound, ImapError, NetworkError
+from app.imap.folder_manager import FolderListing
+from app.security import SecretBox
+from app.sync.credentials import connect_options, imap_config
+from app.sync.errors import MailboxNotFoundError
+from app.sync.folder_sync import Deadline, FolderSyncer, ProgressCallback, SyncCounts
+from app.sync.folders import reconcile_folders
+
+log = logging.getLogger(__name__)
+
+_FIRST_FOLDERS = (FolderType.INBOX, FolderType.SENT)
+_NETWORK_RETRY_BASE = timedelta(minutes=1)
+_AUTH_RETRY_CAP = timedelta(hours=24)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    """The outcome of one run, as recorded in its `sync_run` row."""
+
+    run_id: int
+    status: SyncRunStatus
+    counts: SyncCounts
+    complete: bool
+    error_code: str | None = None
+
+
+def worker_identity() -> str:
+    """Name this process as a lease holder: host, pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def sync_mailbox(
+    engine: Engine,
+    mailbox_id: int,
+    settings: Settings,
+    *,
+    folders_only: bool = False,
+    trigger: SyncTrigger = SyncTrigger.CRON,
+    run_id: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> SyncResult | None:
+    """Sync one mailbox now; return None when another worker holds its lease."""
+    with _leased(engine, mailbox_id, settings) as leased:
+        if not leased:
+            return None
+        run = _start_run(engine, mailbox_id, run_id, folders_only, trigger)
+        return _Run(engine, settings, run, progress).execute()
+
+
+@contextmanager
+def _leased(engine: Engine, mailbox_id: int, settings: Settings) -> Iterator[bool]:
+    owner = worker_identity()
+    with session_scope(engine) as session:
+        if get_mailbox(session, mailbox_id) is None:
+            raise MailboxNotFoundError(f"mailbox {mailbox_id} does not exist")
+        leased = acquire_lease(
+            session, mailbox_id, owner, utcnow(), timedelta(seconds=settings.sync_lease_seconds)
+        )
+    try:
+        yield leased
+    finally:
+        if leased:
+            with session_scope(engine) as session:
+                release_lease(session, mailbox_id, owner)
+
+
+def _start_run(
+    engine: Engine, mailbox_id: int, run_id: int | None, folders_only: bool, trigger: SyncTrigger
+) -> SyncRun:
+    with session_scope(engine) as session:
+        run = session.get(SyncRun, run_id) if run_id is not None else None
+        if run is None or run.mailbox_id != mailbox_id:
+            run = SyncRun(mailbox_id=mailbox_id, folders_only=folders_only, trigger=trigger)
+            session.add(run)
+        run.status = SyncRunStatus.RUNNING
+        run.started_at = utcnow()
+        session.flush()
+        return run
+
+
+class _Run:
+    """One execution of the algorithm, from login to the recorded outcome."""
+
+    def __init__(
+        self, engine: Engine, settings: Settings, run: SyncRun, progress: ProgressCallback | None
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.run = run
+        self.progress = progress
+        self.counts = SyncCounts()
+        self.deadline = Deadline(settings.sync_time_budget_seconds)
+
+    def execute(self) -> SyncResult:
+        with session_scope(self.engine) as session:
+            mailbox = session.get(Mailbox, self.run.mailbox_id)
+            assert mailbox is not None  # the lease was taken on it
+        try:
+            config = imap_config(mailbox, SecretBox.from_settings(self.settings))
+            with connect(config, connect_options(self.settings)) as connection:
+                complete = self._synchronize(mailbox, connection)
+        except AuthenticationFailed as exc:
+            return self._failed(exc, credentials=True)
+        except ImapError as exc:
+            return self._failed(exc, credentials=False)
+        return self._succeeded(complete)
+
+    def _synchronize(self, mailbox: Mailbox, connection: ImapConnection) -> bool:
+        listing = FolderManager(connection).listing()
+        with session_scope(self.engine) as session:
+            changes = reconcile_folders(session, mailbox, listing, FolderManager(connection).status)
+            self.counts.folders_added = changes.added
+            self.counts.folders_removed = changes.removed
+            folders = _folders_to_sync(mailbox_folders(session, _id(mailbox)), listing)
+        if self.run.folders_only:
+            return True
+        syncer = FolderSyncer(
+            engine=self.engine,
+            mailbox=mailbox,
+            mail=EmailManager(connection, batch_size=self.settings.sync_batch_size),
+            deadline=self.deadline,
+            window_start=_window_start(mailbox, self.settings),
+            batch_size=self.settings.sync_batch_size,
+            counts=self.counts,
+            progress=self.progress,
+        )
+        for folder in folders:
+            try:
+                done = syncer.sync(folder, listing.statuses.get(folder.full_name))
+            except FolderNotFound:
+                log.info("sync.folder_vanished", extra={"folder_id": folder.id})
+                continue
+            if not done:
+                return False
+        with session_scope(self.engine) as session:
+            delete_orphans(session, _id(mailbox))
+        return True
+
+    def _succeeded(self, complete: bool) -> SyncResult:
+        now = utcnow()
+        with session_scope(self.engine) as session:
+            mailbox = _mailbox_of_run(session, self.run.mailbox_id)
+            if mailbox.status is MailboxStatus.AUTH_FAILED:
+                mailbox.status = MailboxStatus.ACTIVE
+                record_event(session, "mailbox.credentials_restored", mailbox, {})
+            mailbox.last_error = None
+            mailbox.consecutive_failures = 0
+            if not self.run.folders_only:
+                mailbox.last_synced_at = now
+                interval = timedelta(minutes=self.settings.sync_interval_minutes)
+                mailbox.next_sync_at = now if not complete else now + interval
+            run = self._finish(session, SyncRunStatus.SUCCEEDED, now)
+            record_event(
+                session,
+                "mailbox.synced",
+                mailbox,
+                {"run_id": run.id, "complete": complete, **asdict(self.counts)},
+            )
+        log.info("sync.done", extra={"mailbox_id": run.mailbox_id, **asdict(self.counts)})
+        return SyncResult(_id(run), SyncRunStatus.SUCCEEDED, self.counts, complete)
+
+    def _failed(self, error: ImapError, *, credentials: bool) -> SyncResult:
+        now = utcnow()
+        with session_scope(self.engine) as session:
+            mailbox = _mailbox_of_run(session, self.run.mailbox_id)
+            mailbox.consecutive_failures += 1
+            mailbox.last_error = f"{error.code}: {error}"
+            mailbox.next_sync_at = now + self._backoff(mailbox.consecutive_failures, credentials)
+            if credentials and mailbox.status is MailboxStatus.ACTIVE:
+                mailbox.status = MailboxStatus.AUTH_FAILED
+                record_event(
+                    session,
+                    "mailbox.credentials_invalid",
+                    mailbox,
+                    {"error_code": error.code, "message": str(error)},
+                )
+            elif not credentials and not isinstance(error, NetworkError):
+                record_event(session, "mailbox.sync_failed", mailbox, {"error_code": error.code})
+            run = self._finish(session, SyncRunStatus.FAILED, now, error)
+        log.warning("sync.failed", extra={"mailbox_id": run.mailbox_id, "error_code": error.code})
+        return SyncResult(_id(run), SyncRunStatus.FAILED, self.counts, False, error.code)
+
+    def _backoff(self, failures: int, credentials: bool) -> timedelta:
+        """Retry network failures soon, doubling up to the sync interval; credentials slowly."""
+        interval = timedelta(minutes=self.settings.sync_interval_minutes)
+        factor = 1 << min(failures - 1, 20)
+        if credentials:
+            return min(interval * factor, _AUTH_RETRY_CAP)
+        return min(_NETWORK_RETRY_BASE * factor, interval)
+
+    def _finish(
+        self,
+        session: Session,
+        status: SyncRunStatus,
+        now: datetime,
+        error: ImapError | None = None,
+    ) -> SyncRun:
+        run = session.get(SyncRun, self.run.id)
+        assert run is not None
+        run.status = status
+        run.finished_at = now
+        run.new = self.counts.new
+        run.flags_changed = self.counts.flags_changed
+        run.expunged = self.counts.expunged
+        run.folders_added = self.counts.folders_added
+        run.folders_removed = self.counts.folders_removed
+        run.bytes_fetched = self.counts.bytes
+        if error is not None:
+            run.error_code = error.code
+            run.error = str(error)
+        return run
+
+
+def _mailbox_of_run(session: Session, mailbox_id: int) -> Mailbox:
+    mailbox = session.get(Mailbox, mailbox_id)
+    if mailbox is None:
+        raise MailboxNotFoundError(f"mailbox {mailbox_id} was deleted during its sync")
+    return mailbox
+
+
+def _folders_to_sync(folders: list[Folder], listing: FolderListing) -> list[Folder]:
+    """Enabled folders that exist and can be selected; inbox, then sent, then by name."""
+    selectable = {f.full_name for f in listing.folders if f.selectable}
+    chosen = [
+        f
+        for f in folders
+        if f.sync_enabled and f.outdated_since is None and f.full_name in selectable
+    ]
+
+    def order(folder: Folder) -> tuple[int, str]:
+        rank = _FIRST_FOLDERS.index(folder.type) if folder.type in _FIRST_FOLDERS else 2
+        return rank, folder.full_name.casefold()
+
+    return sorted(chosen, key=order)
+
+
+def _window_start(mailbox: Mailbox, settings: Settings) -> date:
+    """The first day a first sync reaches back to: the mailbox's own, else the window setting."""
+    if mailbox.sync_start is not None:
+        return mailbox.sync_start
+    return utcnow().date() - timedelta(days=settings.sync_window_days)
+
+
+def _id(row: Mailbox | SyncRun) -> int:
+    assert row.id is not None
+    return row.id

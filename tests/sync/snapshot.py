@@ -1,0 +1,65 @@
+"""Read back what a sync stored, to compare it with the server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlmodel import col, select
+
+from app.db import session_scope
+from app.db.models import Email, EmailFolder, Event, Folder
+from tests.dovecot import MailUser
+
+
+def stored_uids(engine: Engine, mailbox_id: int) -> dict[str, set[int]]:
+    """Map each folder holding synced mail to the UIDs stored for it."""
+    with session_scope(engine) as session:
+        rows = session.exec(
+            select(Folder.full_name, EmailFolder.uid)
+            .join(EmailFolder, col(EmailFolder.folder_id) == Folder.id)
+            .where(Folder.mailbox_id == mailbox_id)
+        ).all()
+    stored: dict[str, set[int]] = {}
+    for folder, uid in rows:
+        stored.setdefault(folder, set()).add(uid)
+    return stored
+
+
+def stored_subjects(engine: Engine, mailbox_id: int, folder: str) -> dict[int, str | None]:
+    with session_scope(engine) as session:
+        rows = session.exec(
+            select(EmailFolder.uid, Email.subject)
+            .join(Email, col(Email.id) == EmailFolder.email_id)
+            .join(Folder, col(Folder.id) == EmailFolder.folder_id)
+            .where(Folder.mailbox_id == mailbox_id, Folder.full_name == folder)
+        ).all()
+    return dict(rows)
+
+
+def email_count(engine: Engine, mailbox_id: int) -> int:
+    with session_scope(engine) as session:
+        return len(session.exec(select(Email.id).where(Email.mailbox_id == mailbox_id)).all())
+
+
+def folder_row(engine: Engine, mailbox_id: int, full_name: str) -> Folder | None:
+    with session_scope(engine) as session:
+        return session.exec(
+            select(Folder).where(Folder.mailbox_id == mailbox_id, Folder.full_name == full_name)
+        ).first()
+
+
+def events_of(engine: Engine, mailbox_id: int, event_type: str) -> list[dict[str, Any]]:
+    with session_scope(engine) as session:
+        rows = session.exec(
+            select(Event.data)
+            .where(Event.mailbox_id == mailbox_id, Event.type == event_type)
+            .order_by(col(Event.id))
+        ).all()
+    return [dict(row) for row in rows]
+
+
+def server_uids(user: MailUser, folders: list[str]) -> dict[str, set[int]]:
+    """The server's side of the comparison, for the folders that hold mail."""
+    uids = {folder: set(user.uids(folder)) for folder in folders}
+    return {folder: found for folder, found in uids.items() if found}
