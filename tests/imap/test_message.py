@@ -1,0 +1,673 @@
+"""Parsing fetched messages: bodies, headers, attachments and IMAP part numbers, broken input."""
+
+from __future__ import annotations
+
+import base64
+import random
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from app.imap.message import (
+    Address,
+    ParsedMessage,
+    decode_header_value,
+    extract_part,
+    normalise_flags,
+    parse_addresses,
+    parse_message,
+)
+from tests.mailgen import Attachment, make_message
+
+PDF = b"%PDF-1.4\n" + bytes(range(256)) * 40
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(200)) * 3
+
+
+def raw_message(*headers: str | bytes, body: bytes = b"") -> bytes:
+    """Build message bytes by hand (CRLF), with From and Date unless given."""
+    lines = [line.encode() if isinstance(line, str) else line for line in headers]
+    names = {line.split(b":", 1)[0].lower() for line in lines}
+    defaults = [b"From: Alice <alice@example.com>", b"Date: Mon, 1 Jan 2024 10:00:00 +0000"]
+    lines = [line for line in defaults if line.split(b":", 1)[0].lower() not in names] + lines
+    return b"".join(line + b"\r\n" for line in lines) + b"\r\n" + body
+
+
+def multipart(boundary: str, *parts: bytes, close: bool = True) -> bytes:
+    """Join MIME parts (each its own header, blank line, body) with a boundary."""
+    delimiter = f"--{boundary}\r\n".encode()
+    closing = f"--{boundary}--\r\n".encode() if close else b""
+    return b"".join(delimiter + part + b"\r\n" for part in parts) + closing
+
+
+def parse(raw: bytes) -> ParsedMessage:
+    return parse_message(raw, uid=7)
+
+
+def part_ids(message: ParsedMessage) -> list[str]:
+    return [attachment.part_id for attachment in message.attachments]
+
+
+def test_alternative_message_gives_both_bodies_and_no_attachments() -> None:
+    raw = make_message(text="Hello Bob,\nplain\n", html="<p>Hello <b>Bob</b></p>\n")
+
+    message = parse(raw)
+
+    assert message.text is not None and message.text.replace("\r\n", "\n") == "Hello Bob,\nplain\n"
+    assert message.html is not None and "<p>Hello <b>Bob</b></p>" in message.html
+    assert message.attachments == ()
+    assert not message.malformed, message.defects
+
+
+def test_envelope_fields_are_decoded() -> None:
+    raw = make_message(
+        subject="Quarterly report",
+        sender="Alice Example <alice@example.com>",
+        to="Bob Example <bob@example.com>, carol@example.com",
+        cc="Dan <dan@example.com>",
+        bcc="eve@example.com",
+        date=datetime(2024, 3, 5, 9, 30, tzinfo=UTC),
+        message_id="<report-1@example.com>",
+        headers={"Reply-To": "Sales <sales@example.com>"},
+    )
+
+    message = parse_message(
+        raw, uid=42, flags=[b"\\Seen", "$Label"], size=123, gm_msgid=99, internal_date=None
+    )
+
+    assert (message.uid, message.size, message.gm_msgid) == (42, 123, 99)
+    assert message.subject == "Quarterly report"
+    assert message.sender == Address("Alice Example", "alice@example.com")
+    assert message.to == (
+        Address("Bob Example", "bob@example.com"),
+        Address("", "carol@example.com"),
+    )
+    assert message.cc == (Address("Dan", "dan@example.com"),)
+    assert message.bcc == (Address("", "eve@example.com"),)
+    assert message.reply_to == (Address("Sales", "sales@example.com"),)
+    assert message.date == datetime(2024, 3, 5, 9, 30, tzinfo=UTC)
+    assert message.message_id == "<report-1@example.com>"
+    assert message.seen and not message.flagged
+    assert message.flags == {"\\Seen", "$Label"}
+    assert message.headers.startswith("Subject: Quarterly report")
+
+
+@pytest.mark.parametrize(
+    ("charset", "encoded", "expected"),
+    [
+        ("iso-8859-1", "Crème brûlée à Noël".encode("iso-8859-1"), "Crème brûlée à Noël"),
+        ("windows-1252", "“Smart” quotes – €5".encode("cp1252"), "“Smart” quotes – €5"),
+        ("koi8-r", "Привет, мир".encode("koi8-r"), "Привет, мир"),
+    ],
+)
+def test_text_is_decoded_in_its_declared_charset(
+    charset: str, encoded: bytes, expected: str
+) -> None:
+    raw = raw_message(
+        f'Content-Type: text/plain; charset="{charset}"',
+        "Content-Transfer-Encoding: 8bit",
+        body=encoded,
+    )
+
+    message = parse(raw)
+
+    assert message.text == expected
+    assert not message.malformed, message.defects
+
+
+def test_quoted_printable_utf8_text_is_decoded() -> None:
+    raw = raw_message(
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Transfer-Encoding: quoted-printable",
+        body=b"Gr=C3=BC=C3=9Fe aus K=C3=B6ln, a long line that is soft=\r\n-wrapped =E2=82=AC",
+    )
+
+    assert parse(raw).text == "Grüße aus Köln, a long line that is soft-wrapped €"
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("=?utf-8?B?w4lsw6lvbm9yZSDwn5iA?=", "Éléonore 😀"),
+        ("=?UTF-8?Q?Caf=C3=A9_cr=C3=A8me?=", "Café crème"),
+        ("Re: =?utf-8?q?caf=C3=A9?= at =?utf-8?b?5p2x5Lqs?= today", "Re: café at 東京 today"),
+        ("=?utf-8?q?split_=E2=82?= =?utf-8?q?=AC_sign?=", "split € sign"),
+        ("=?ISO-2022-JP?B?GyRCRnxLXDhsGyhC?=", "日本語"),
+        ("=?utf-8?q?folded?=\r\n =?utf-8?q?_words?=", "folded words"),
+        ("plain subject, no encoding", "plain subject, no encoding"),
+    ],
+)
+def test_rfc2047_subjects_are_decoded(header: str, expected: str) -> None:
+    assert parse(raw_message(f"Subject: {header}")).subject == expected
+    assert decode_header_value(header) == expected
+
+
+def test_rfc2231_filename_is_decoded() -> None:
+    attachment = (
+        b"Content-Type: application/pdf\r\n"
+        b"Content-Disposition: attachment; filename*=UTF-8''%E2%82%AC%20rates.pdf\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(PDF)
+    )
+    continued = (
+        b"Content-Type: text/csv\r\n"
+        b"Content-Disposition: attachment; filename*0*=utf-8''Pr%C3%BCfung; filename*1=\".csv\"\r\n"
+        b"\r\na,b"
+    )
+    outlook_style = (
+        b'Content-Type: image/png; name="=?utf-8?B?w7xiZXIucG5n?="\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(PNG)
+    )
+    raw = raw_message(
+        "Content-Type: multipart/mixed; boundary=b1",
+        body=multipart("b1", b"\r\nbody", attachment, continued, outlook_style),
+    )
+
+    message = parse(raw)
+
+    filenames = [attachment.filename for attachment in message.attachments]
+    assert filenames == ["€ rates.pdf", "Prüfung.csv", "über.png"]
+    assert [attachment.size for attachment in message.attachments] == [len(PDF), 3, len(PNG)]
+
+
+def test_address_lists_keep_commas_quotes_and_encoded_names() -> None:
+    value = (
+        '"Doe, John" <john@example.com>, =?utf-8?q?J=C3=B6rg_M=C3=BCller?= <jorg@example.com>,'
+        ' "O\'Brien \\"Bob\\"" <bob@example.com>, plain@example.com,'
+        ' "=?utf-8?b?5bGx55SwLCDlpKrpg44=?=" <taro@example.jp>, undisclosed-recipients:;'
+    )
+
+    expected = (
+        Address("Doe, John", "john@example.com"),
+        Address("Jörg Müller", "jorg@example.com"),
+        Address('O\'Brien "Bob"', "bob@example.com"),
+        Address("", "plain@example.com"),
+        Address("山田, 太郎", "taro@example.jp"),
+    )
+    assert parse_addresses(value) == expected
+    assert parse(raw_message(f"To: {value}")).to == expected
+
+
+def test_single_part_message_is_part_1() -> None:
+    raw = raw_message(
+        "Content-Type: application/pdf; name=scan.pdf",
+        "Content-Transfer-Encoding: base64",
+        body=base64.encodebytes(PDF),
+    )
+
+    message = parse(raw)
+
+    assert message.text is None and message.html is None
+    [scan] = message.attachments
+    assert (scan.part_id, scan.filename, scan.content_type, scan.size) == (
+        "1",
+        "scan.pdf",
+        "application/pdf",
+        len(PDF),
+    )
+
+
+def test_mixed_message_numbers_two_attachments_after_the_text() -> None:
+    raw = make_message(
+        text="See attached.\n",
+        attachments=(
+            Attachment("report.pdf", PDF, "application/pdf"),
+            Attachment("chart.png", PNG, "image/png"),
+        ),
+    )
+
+    message = parse(raw)
+
+    assert message.text is not None and message.text.startswith("See attached.")
+    assert [(a.part_id, a.filename, a.content_type, a.size) for a in message.attachments] == [
+        ("2", "report.pdf", "application/pdf", len(PDF)),
+        ("3", "chart.png", "image/png", len(PNG)),
+    ]
+    assert not any(attachment.inline for attachment in message.attachments)
+
+
+def test_alternative_inside_mixed_puts_bodies_in_part_1_and_attachment_in_2() -> None:
+    raw = make_message(
+        text="plain body\n",
+        html="<p>html body</p>\n",
+        attachments=(Attachment("report.pdf", PDF, "application/pdf"),),
+    )
+
+    message = parse(raw)
+
+    assert message.text is not None and message.text.startswith("plain body")
+    assert message.html is not None and message.html.startswith("<p>html body</p>")
+    assert part_ids(message) == ["2"]
+
+
+def test_related_inline_image_is_an_inline_attachment_with_its_content_id() -> None:
+    raw = make_message(
+        text=None,
+        html='<p>Logo: <img src="cid:logo@example.com"></p>\n',
+        attachments=(
+            Attachment("logo.png", PNG, "image/png", inline_cid="logo@example.com"),
+            Attachment("terms.pdf", PDF, "application/pdf"),
+        ),
+    )
+
+    message = parse(raw)
+
+    assert message.html is not None and "cid:logo@example.com" in message.html
+    logo, terms = message.attachments
+    assert (logo.part_id, logo.content_id, logo.inline, logo.size) == (
+        "1.2",
+        "logo@example.com",
+        True,
+        len(PNG),
+    )
+    assert (terms.part_id, terms.inline) == ("2", False)
+
+
+def test_forwarded_message_is_an_attachment_and_its_parts_are_numbered_under_it() -> None:
+    forwarded = make_message(
+        subject="Quarterly numbers",
+        text="inner body\n",
+        attachments=(Attachment("q3.pdf", PDF, "application/pdf"),),
+    )
+    raw = raw_message(
+        "Subject: Fwd: Quarterly numbers",
+        "Content-Type: multipart/mixed; boundary=outer",
+        body=multipart(
+            "outer",
+            b"Content-Type: text/plain\r\n\r\nSee the forwarded mail.",
+            b"Content-Type: message/rfc822\r\n\r\n" + forwarded,
+        ),
+    )
+
+    message = parse(raw)
+
+    assert message.text == "See the forwarded mail."
+    eml, inner_pdf = message.attachments
+    assert (eml.part_id, eml.filename, eml.content_type) == (
+        "2",
+        "Quarterly numbers.eml",
+        "message/rfc822",
+    )
+    assert eml.size == len(forwarded)
+    assert (inner_pdf.part_id, inner_pdf.filename, inner_pdf.size) == ("2.2", "q3.pdf", len(PDF))
+
+
+def test_forwarded_single_part_message_body_is_part_n_1_and_unnamed_one_is_message_eml() -> None:
+    inner = b"From: x@example.com\r\nContent-Type: image/png\r\nContent-Transfer-Encoding: base64"
+    raw = raw_message(
+        "Content-Type: multipart/mixed; boundary=outer",
+        body=multipart(
+            "outer",
+            b"\r\nbody",
+            b"Content-Type: message/rfc822\r\n\r\n" + inner + b"\r\n\r\n" + base64.encodebytes(PNG),
+        ),
+    )
+
+    message = parse(raw)
+
+    assert [(a.part_id, a.filename) for a in message.attachments] == [
+        ("2", "message.eml"),
+        ("2.1", None),
+    ]
+    assert message.attachments[1].size == len(PNG)
+
+
+def test_digest_parts_default_to_messages() -> None:
+    raw = raw_message(
+        "Content-Type: multipart/digest; boundary=d",
+        body=multipart("d", b"\r\nSubject: first\r\n\r\none", b"\r\nSubject: second\r\n\r\ntwo"),
+    )
+
+    message = parse(raw)
+
+    assert [(a.part_id, a.filename, a.content_type) for a in message.attachments] == [
+        ("1", "first.eml", "message/rfc822"),
+        ("2", "second.eml", "message/rfc822"),
+    ]
+
+
+def test_a_second_plain_body_stays_reachable_as_an_attachment() -> None:
+    raw = raw_message(
+        "Content-Type: multipart/mixed; boundary=b",
+        body=multipart(
+            "b",
+            b"Content-Type: text/plain\r\n\r\nmain text",
+            b"Content-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            + base64.encodebytes(PNG),
+            b"Content-Type: text/plain\r\n\r\nfooter text",
+        ),
+    )
+
+    message = parse(raw)
+
+    assert message.text == "main text"
+    assert [(a.part_id, a.content_type, a.size) for a in message.attachments] == [
+        ("2", "image/png", len(PNG)),
+        ("3", "text/plain", len("footer text")),
+    ]
+
+
+def test_text_part_with_a_filename_is_an_attachment_not_the_body() -> None:
+    raw = raw_message(
+        "Content-Type: multipart/mixed; boundary=b",
+        body=multipart(
+            "b",
+            b"Content-Type: text/plain\r\n\r\nthe body",
+            b"Content-Type: text/plain\r\nContent-Disposition: inline; filename=notes.txt\r\n"
+            b"\r\nnotes",
+            b"Content-Type: text/html\r\nContent-Disposition: attachment\r\n\r\n<p>page</p>",
+        ),
+    )
+
+    message = parse(raw)
+
+    assert message.text == "the body"
+    assert message.html is None
+    assert [(a.part_id, a.filename, a.inline) for a in message.attachments] == [
+        ("2", "notes.txt", True),
+        ("3", None, False),
+    ]
+
+
+def test_missing_message_id_leaves_identity_and_thread_key_empty() -> None:
+    message = parse(make_message(message_id=None))
+
+    assert message.message_id is None
+    assert message.thread_key is None
+    assert not message.malformed, message.defects
+
+
+def test_thread_key_is_the_root_of_references() -> None:
+    raw = raw_message(
+        "Message-ID: <reply-2@example.com>",
+        "In-Reply-To: <reply-1@example.com> (Bob's message)",
+        "References: <root@example.com>\r\n <reply-1@example.com>",
+    )
+
+    message = parse(raw)
+
+    assert message.references == ("<root@example.com>", "<reply-1@example.com>")
+    assert message.in_reply_to == "<reply-1@example.com>"
+    assert message.thread_key == "<root@example.com>"
+
+
+def test_thread_key_falls_back_to_in_reply_to_then_own_id() -> None:
+    replying = parse(raw_message("Message-ID: <b@x>", "In-Reply-To: <a@x>"))
+    starting = parse(raw_message("Message-ID: <a@x>"))
+
+    assert replying.thread_key == "<a@x>"
+    assert starting.thread_key == "<a@x>"
+
+
+def test_message_ids_are_normalised_to_angle_brackets_without_whitespace() -> None:
+    message = parse(
+        raw_message("Message-ID:  < abc.123@example.com >", "References: root@x  other@y")
+    )
+
+    assert message.message_id == "<abc.123@example.com>"
+    assert message.references == ("<root@x>", "<other@y>")
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (
+            "Tue, 5 Mar 2024 09:30:00 +0200",
+            datetime(2024, 3, 5, 9, 30, tzinfo=timezone(timedelta(hours=2))),
+        ),
+        ("Tue, 5 Mar 2024 09:30:00", datetime(2024, 3, 5, 9, 30, tzinfo=UTC)),
+        ("5 Mar 2024 09:30:00 -0000", datetime(2024, 3, 5, 9, 30, tzinfo=UTC)),
+        ("Tue, 5 Mar 2024 09:30:00 EST", datetime(2024, 3, 5, 14, 30, tzinfo=UTC)),
+    ],
+)
+def test_dates_are_timezone_aware(header: str, expected: datetime) -> None:
+    message = parse(raw_message(f"Date: {header}"))
+
+    assert message.date == expected
+    assert message.date is not None and message.date.tzinfo is not None
+
+
+@pytest.mark.parametrize("header", ["yesterday afternoon", "Mon, 31 Feb 2024 10:00:00 +0000", ""])
+def test_unparseable_date_is_none_and_a_defect(header: str) -> None:
+    message = parse(raw_message(f"Date: {header}"))
+
+    assert message.date is None
+    assert any("Date" in defect for defect in message.defects)
+
+
+def test_naive_internal_date_becomes_aware() -> None:
+    message = parse_message(make_message(), uid=1, internal_date=datetime(2024, 1, 2, 3, 4, 5))
+
+    assert message.internal_date is not None and message.internal_date.tzinfo is not None
+
+
+def test_broken_boundary_keeps_the_body_as_text_and_records_a_defect() -> None:
+    raw = raw_message(
+        "Content-Type: multipart/alternative; boundary=declared",
+        body=b"--actual\r\nContent-Type: text/plain\r\n\r\nstill readable\r\n--actual--\r\n",
+    )
+
+    message = parse(raw)
+
+    assert message.text is not None and "still readable" in message.text
+    assert message.attachments == ()
+    assert any("boundary" in defect for defect in message.defects)
+
+
+def test_unclosed_multipart_keeps_its_parts() -> None:
+    raw = raw_message(
+        "Content-Type: multipart/mixed; boundary=b",
+        body=multipart(
+            "b",
+            b"\r\nbody",
+            b"Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            + base64.encodebytes(PDF),
+            close=False,
+        ),
+    )
+
+    message = parse(raw)
+
+    assert message.text == "body"
+    assert [(a.part_id, a.size) for a in message.attachments] == [("2", len(PDF))]
+    assert any("not closed" in defect for defect in message.defects)
+
+
+def test_multipart_without_boundary_is_a_defect() -> None:
+    message = parse(raw_message("Content-Type: multipart/mixed", body=b"just text"))
+
+    assert message.text == "just text"
+    assert any("without a boundary" in defect for defect in message.defects)
+
+
+def test_boundary_lines_follow_dovecot_prefix_and_longest_match_rules() -> None:
+    # "--outerX" is a delimiter of "outer" (a line need only start with it), and a
+    # nested boundary that extends its parent's wins where both match.
+    raw = raw_message(
+        "Content-Type: multipart/mixed; boundary=outer",
+        body=(
+            b"--outer\r\nContent-Type: multipart/alternative; boundary=outer-inner\r\n\r\n"
+            b"--outer-inner\r\n\r\nplain\r\n"
+            b"--outer-inner\r\nContent-Type: image/png\r\n\r\npng\r\n"
+            b"--outer-inner--\r\n"
+            b"--outerX trailing text\r\nContent-Type: application/pdf\r\n\r\npdf\r\n"
+            b"--outer--\r\n"
+        ),
+    )
+
+    message = parse(raw)
+
+    assert message.text == "plain"
+    assert [(a.part_id, a.content_type) for a in message.attachments] == [
+        ("1.2", "image/png"),
+        ("2", "application/pdf"),
+    ]
+
+
+def test_undeclared_8bit_header_is_read_as_cp1252_with_a_defect() -> None:
+    message = parse(raw_message(b"Subject: Caf\xe9 cr\xe8me \x93quoted\x94"))
+
+    assert message.subject == "Café crème “quoted”"
+    assert any("8-bit" in defect for defect in message.defects)
+
+
+def test_raw_utf8_header_is_accepted_as_rfc6532() -> None:
+    message = parse(raw_message("Subject: Grüße, 東京", "To: Jörg <jörg@example.de>"))
+
+    assert message.subject == "Grüße, 東京"
+    assert message.to == (Address("Jörg", "jörg@example.de"),)
+    assert not message.malformed, message.defects
+
+
+def test_unknown_charset_falls_back_to_utf8_with_a_defect() -> None:
+    raw = raw_message(
+        "Subject: =?x-unknown?q?caf=C3=A9?=",
+        "Content-Type: text/plain; charset=x-unknown",
+        body="naïve café".encode(),
+    )
+
+    message = parse(raw)
+
+    assert message.text == "naïve café"
+    assert message.subject == "café"
+    assert any("x-unknown" in defect for defect in message.defects)
+
+
+def test_text_invalid_in_its_charset_falls_back_without_raising() -> None:
+    raw = raw_message("Content-Type: text/plain; charset=utf-8", body=b"caf\xe9 \x81 ok")
+
+    message = parse(raw)
+
+    assert message.text == "café \ufffd ok"
+    assert any("not valid utf-8" in defect for defect in message.defects)
+
+
+def test_invalid_base64_is_decoded_best_effort_with_a_defect() -> None:
+    raw = raw_message(
+        "Content-Type: multipart/mixed; boundary=b",
+        body=multipart(
+            "b",
+            b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n"
+            b"\r\nSGVsbG8g!!d29y*bGQ",
+            b"Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0x#",
+        ),
+    )
+
+    message = parse(raw)
+
+    assert message.text == "Hello world"
+    assert [(a.part_id, a.size) for a in message.attachments] == [("2", len(b"%PDF-1"))]
+    assert any("invalid base64" in defect for defect in message.defects)
+
+
+def test_nul_bytes_are_removed_from_text_and_recorded() -> None:
+    raw = raw_message("Subject: nul\x00here", body=b"line one\x00\r\nline two")
+
+    message = parse(raw)
+
+    assert message.text == "line one\r\nline two"
+    assert message.subject == "nulhere"
+    assert "\x00" not in message.headers
+    assert any("NUL" in defect for defect in message.defects)
+
+
+def test_missing_from_and_date_are_defects() -> None:
+    message = parse(b"Subject: hello\r\n\r\nbody")
+
+    assert message.sender is None and message.date is None
+    assert message.text == "body"
+    assert "no From address" in message.defects
+    assert "missing Date header" in message.defects
+
+
+def test_nesting_beyond_the_servers_limit_becomes_an_opaque_part() -> None:
+    raw = b"".join(
+        f"Content-Type: multipart/mixed; boundary=b{level}\r\n\r\n--b{level}\r\n".encode()
+        for level in range(150)
+    )
+
+    message = parse(raw)
+
+    [opaque] = message.attachments
+    assert opaque.part_id == ".".join(["1"] * 99)
+    assert opaque.content_type == "application/octet-stream"
+    assert any("nested too deep" in defect for defect in message.defects)
+
+
+def test_deeply_nested_address_comments_do_not_break_parsing() -> None:
+    message = parse(raw_message("To: " + "(" * 5000 + "x@example.com"))
+
+    assert message.to == (Address("", "x@example.com"),)
+
+
+def test_truncated_message_parses_at_every_cut() -> None:
+    raw = make_message(
+        subject="=?utf-8?q?caf=C3=A9?=",
+        text="body text\n",
+        html="<p>body</p>\n",
+        attachments=(Attachment("report.pdf", PDF, "application/pdf"),),
+    )
+
+    for cut in range(0, len(raw), 97):
+        message = parse(raw[:cut])
+        assert message.size == cut
+    assert parse(raw[: len(raw) // 2]).malformed
+
+
+def test_random_bytes_never_raise() -> None:
+    rng = random.Random(20240101)
+    tokens = [
+        b"\r\n",
+        b"\n",
+        b"--b\r\n",
+        b"--b--",
+        b"Content-Type: multipart/mixed; boundary=b\r\n",
+        b"Content-Type: message/rfc822\r\n",
+        b"Content-Transfer-Encoding: base64\r\n",
+        b"=?utf-8?b?",
+        b"?=",
+        b"filename*0*=x'y'%E2;",
+        b"\x00",
+        b"\xff",
+        b":",
+    ]
+    for _ in range(200):
+        if rng.random() < 0.5:
+            raw = rng.randbytes(rng.randrange(2000))
+        else:
+            raw = b"".join(rng.choice(tokens) + rng.randbytes(rng.randrange(8)) for _ in range(99))
+
+        message = parse(raw)
+
+        assert isinstance(message, ParsedMessage)
+        for text in (message.text, message.html, message.headers, message.subject):
+            assert text is None or "\x00" not in text
+
+
+@pytest.mark.parametrize(
+    ("mime", "body", "expected"),
+    [
+        (b"Content-Transfer-Encoding: base64\r\n\r\n", base64.encodebytes(PDF), PDF),
+        (
+            b"Content-Transfer-Encoding: Quoted-Printable\r\n\r\n",
+            b"caf=C3=A9=\r\n!",
+            "café!".encode(),
+        ),
+        (b"Content-Type: text/plain\r\n\r\n", b"as is\r\n", b"as is\r\n"),
+        (
+            b"Content-Type: message/rfc822\r\n\r\n",
+            b"Subject: x\r\n\r\nbody",
+            b"Subject: x\r\n\r\nbody",
+        ),
+        (b"", base64.encodebytes(PNG), base64.encodebytes(PNG)),
+    ],
+)
+def test_extract_part_decodes_a_fetched_section(mime: bytes, body: bytes, expected: bytes) -> None:
+    assert extract_part(mime + body) == expected
+
+
+def test_flags_are_normalised_to_canonical_system_flags() -> None:
+    assert normalise_flags([b"\\SEEN", "\\flagged", b"$Forwarded"]) == {
+        "\\Seen",
+        "\\Flagged",
+        "$Forwarded",
+    }
+    assert parse_message(make_message(), uid=1, flags=["\\Flagged"]).flagged
