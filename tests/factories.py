@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from sqlmodel import Session
 
 from app.db.models import Email, EmailFolder, Folder, FolderType, Mailbox
+
+# add_mailbox(user, **columns) -> mailbox id: registers a Dovecot user as a mailbox.
+MailboxFactory = Callable[..., int]
 
 
 def id_of(row: Mailbox | Folder | Email) -> int:

@@ -14,8 +14,8 @@ from app.db import session_scope
 from app.db.models import Email, Folder, Mailbox, SyncRunStatus
 from app.sync.service import SyncResult, sync_mailbox
 from tests.dovecot import MailUser
+from tests.factories import MailboxFactory
 from tests.mailgen import make_message
-from tests.sync.conftest import MailboxFactory
 from tests.sync.snapshot import (
     email_count,
     events_of,

@@ -1,0 +1,63 @@
+"""Cursor pagination (`?limit=&cursor=` -> `next_cursor`), stable while rows are added.
+
+A cursor is the sort key of the last row served, opaque to clients
+(URL-safe base64 of JSON). Pages continue *after* that key, so rows inserted
+meanwhile never make a page repeat or skip a row already listed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import Query
+from pydantic import BaseModel
+
+from app.api.problems import ApiError, FieldError
+
+T = TypeVar("T")
+
+MAX_PAGE_SIZE = 500
+
+LimitQuery = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page.")]
+CursorQuery = Annotated[
+    str | None, Query(max_length=512, description="`next_cursor` of the previous page.")
+]
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list; `next_cursor` is null on the last page."""
+
+    items: list[T]
+    next_cursor: str | None
+
+
+def encode_cursor(key: list[Any]) -> str:
+    """Make an opaque cursor from the sort key of the last row of a page."""
+    raw = json.dumps(key, separators=(",", ":"), default=str).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, length: int) -> list[Any]:
+    """Read a cursor back; a cursor this API did not make is a 422 naming `cursor`."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        key = json.loads(base64.urlsafe_b64decode(padded))
+    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raise _bad_cursor() from exc
+    if not isinstance(key, list) or len(key) != length:
+        raise _bad_cursor()
+    return key
+
+
+def _bad_cursor() -> ApiError:
+    message = "not a cursor this API returned"
+    return ApiError(
+        422,
+        "validation_error",
+        "The request is invalid",
+        f"cursor: {message}",
+        errors=[FieldError(field="cursor", message=message)],
+    )

@@ -1,0 +1,56 @@
+"""A real uvicorn serving the app on loopback, and an HTTP client holding a valid API key."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import Engine
+
+from app.config import Settings
+from app.db import session_scope
+from app.db.models import ApiKey
+from app.main import create_app
+from app.security import generate_api_key
+
+
+@dataclass(frozen=True)
+class LiveApi:
+    """The running service: its URL, a client authenticated with a fresh API key, the key."""
+
+    base_url: str
+    client: httpx.Client
+    api_key: str
+
+
+def create_api_key(engine: Engine, name: str = "tests") -> str:
+    key, prefix, key_hash = generate_api_key()
+    with session_scope(engine) as session:
+        session.add(ApiKey(name=name, prefix=prefix, key_hash=key_hash))
+    return key
+
+
+@pytest.fixture
+def live_api(engine: Engine, settings: Settings) -> Iterator[LiveApi]:
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    base_url = f"http://127.0.0.1:{port}"
+    key = create_api_key(engine)
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=base_url, headers=headers, timeout=30) as client:
+        yield LiveApi(base_url, client, key)
+    server.should_exit = True
+    thread.join(timeout=10)

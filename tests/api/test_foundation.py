@@ -1,0 +1,28 @@
+"""Errors, auth and probes over real HTTP: what every route relies on."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.api.conftest import LiveApi
+
+
+def test_health_and_readiness(live_api: LiveApi) -> None:
+    assert live_api.client.get("/healthz").json() == {"status": "ok"}
+    assert live_api.client.get("/readyz").json() == {"status": "ready"}
+
+
+def test_unknown_route_is_a_problem(live_api: LiveApi) -> None:
+    response = live_api.client.get("/nowhere")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "not_found"
+    assert response.json()["type"] == "/problems/not_found"
+
+
+def test_v1_needs_a_valid_api_key(live_api: LiveApi) -> None:
+    for headers in ({}, {"Authorization": "Bearer ib_nothere_x"}, {"Authorization": "Basic eA=="}):
+        response = httpx.get(f"{live_api.base_url}/v1/mailboxes", headers=headers)
+        assert response.status_code == 401
+        assert response.json()["code"] == "unauthorized"
+        assert response.headers["www-authenticate"] == "Bearer"
