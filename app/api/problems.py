@@ -141,15 +141,10 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = validation_errors(list(exc.errors()))
-        detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
-        return problem_response(
-            422, "validation_error", "The request is invalid", detail, errors=errors
-        )
-
     @app.exception_handler(ValidationError)
-    async def _invalid_value(_request: Request, exc: ValidationError) -> JSONResponse:
+    async def _invalid_request(
+        _request: Request, exc: RequestValidationError | ValidationError
+    ) -> JSONResponse:
         errors = validation_errors(list(exc.errors()))
         detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
         return problem_response(

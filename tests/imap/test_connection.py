@@ -19,18 +19,7 @@ from app.imap.errors import (
     Unreachable,
 )
 from tests.dovecot import Dovecot, DovecotInstances, MailUser
-
-
-def config_for(user: MailUser, **overrides: object) -> ImapConfig:
-    values: dict[str, object] = {
-        "host": user.dovecot.host,
-        "port": user.dovecot.tls_port,
-        "security": "ssl",
-        "username": user.name,
-        "password": user.password,
-    }
-    values.update(overrides)
-    return ImapConfig.model_validate(values)
+from tests.imap.conftest import config_for
 
 
 def test_login_over_implicit_tls(mail_user: MailUser, connect_options: ConnectOptions) -> None:

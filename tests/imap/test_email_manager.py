@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 
-from app.imap import EmailManager, ImapConnection, connect
-from app.imap.config import ConnectOptions, ImapConfig
+from app.imap import EmailManager, ImapConnection
 from app.imap.errors import FolderNotFound
 from tests.dovecot import MailUser
 from tests.mailgen import Attachment, make_message
 
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 40
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x01\x02" * 500
-
-
-@pytest.fixture
-def connection(mail_user: MailUser, connect_options: ConnectOptions) -> Iterator[ImapConnection]:
-    config = ImapConfig(
-        host=mail_user.dovecot.host,
-        port=mail_user.dovecot.tls_port,
-        username=mail_user.name,
-        password=mail_user.password,
-    )
-    with connect(config, connect_options) as session:
-        yield session
 
 
 def test_select_reports_the_checkpoint_counters(

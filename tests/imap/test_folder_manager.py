@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from app.imap import FolderManager, ImapConnection, connect
-from app.imap.config import ConnectOptions, ImapConfig
+from app.imap import FolderManager, ImapConnection
 from app.imap.folder_manager import folder_type
 from tests.dovecot import MailUser
 from tests.mailgen import make_message
-
-
-@pytest.fixture
-def connection(mail_user: MailUser, connect_options: ConnectOptions) -> Iterator[ImapConnection]:
-    config = ImapConfig(
-        host=mail_user.dovecot.host,
-        port=mail_user.dovecot.tls_port,
-        username=mail_user.name,
-        password=mail_user.password,
-    )
-    with connect(config, connect_options) as session:
-        yield session
 
 
 def test_special_use_folders_are_typed(connection: ImapConnection) -> None:
