@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import health
+from app.api import health, metrics
 from app.api.problems import Problem, install_problem_handlers
 from app.config import Settings, get_settings
 from app.db import create_db_engine
@@ -39,5 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = create_db_engine(settings.database_url)
     app.state.secrets = SecretBox.from_settings(settings)
     install_problem_handlers(app)
+    metrics.install_metrics(app)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     return app
