@@ -30,6 +30,12 @@ class Settings(BaseSettings):
         default=None,
         description="Redis for arq; unset starts an embedded Redis under ./var/.",
     )
+    queue_name: str = Field(
+        default="imap-bridge",
+        min_length=1,
+        max_length=64,
+        description="arq queue name; deployments sharing one Redis use different names.",
+    )
     secret_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description="Fernet keys, comma-separated, newest first; unset uses ./var/secret.key.",

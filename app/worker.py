@@ -1,0 +1,297 @@
+"""The arq worker: a cron that queues the mailboxes that are due, and the job that syncs one.
+
+    cron, every minute (one worker per tick) ... queue `sync` for each mailbox whose
+                                                 `next_sync_at` passed; the job id makes
+                                                 a second enqueue a no-op
+    sync job
+      its run already finished (redelivery) .... done: arq delivers at least once
+      wait for a slot on the mailbox's host .... SYNC_MAX_CONNECTIONS_PER_HOST
+      sync_mailbox in a thread
+        lease held elsewhere, no run id ........ done: the holder is syncing it
+        lease held elsewhere, a queued run ..... (the API's, with its run id) Retry every
+                                                 30 s for as long as a crashed holder's
+                                                 lease can last, then the run fails with
+                                                 error code `busy`
+        time budget spent (incomplete) ......... a follow-up job is queued as soon as
+                                                 this one has left the queue
+        done ................................... the engine set `next_sync_at`
+
+The schedule lives in the database, not in the cron: the engine sets
+`next_sync_at` after every run (the interval after a success, a backoff after a
+failure, now when the time budget ran out), so a changed
+`SYNC_INTERVAL_MINUTES` needs no restart and failed mailboxes retry on their
+backoff. A follow-up that is lost (the worker died between the two steps) is
+picked up by the next tick, since the mailbox is due.
+
+Limits are per worker process: `SYNC_MAX_JOBS` jobs at once, and at most
+`SYNC_MAX_CONNECTIONS_PER_HOST` of them talking to one IMAP host (a job waits
+for a slot, holding one of the `SYNC_MAX_JOBS`). With N workers a host sees
+up to N times that many connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
+
+from arq import ArqRedis, Retry, cron, func
+from arq.connections import RedisSettings
+from arq.cron import CronJob
+from arq.typing import StartupShutdown
+from arq.worker import Function
+from sqlalchemy.engine import Engine
+
+from app.config import Settings
+from app.db import create_db_engine, session_scope
+from app.db.models import SyncRun, SyncRunStatus, SyncTrigger, utcnow
+from app.db.repositories.mailboxes import due_mailbox_ids, get_mailbox
+from app.queue import SYNC_JOB, enqueue_sync, redis_settings
+from app.sync.errors import MailboxNotFoundError
+from app.sync.service import sync_mailbox
+
+log = logging.getLogger(__name__)
+
+JobContext = dict[Any, Any]
+
+BUSY_ERROR_CODE = "busy"
+_STATE = "imap_bridge.state"
+_FOLLOW_UP = "imap_bridge.follow_up"
+_JOB_TIMEOUT_MARGIN_SECONDS = 60
+_CRON_TIMEOUT_SECONDS = 60
+_SPARE_THREADS = 4  # database look-ups of waiting jobs and the cron's query
+
+
+@dataclass(frozen=True, slots=True)
+class BusyRetry:
+    """How long a requested run waits for a lease that another worker holds."""
+
+    delay_seconds: float
+    attempts: int
+
+    @classmethod
+    def covering(cls, lease_seconds: float, delay_seconds: float = 30.0) -> BusyRetry:
+        """Wait as long as a crashed holder's lease can last, so only a live holder fails a run."""
+        return cls(delay_seconds, max(1, math.ceil(lease_seconds / delay_seconds)))
+
+
+class HostSlots:
+    """One semaphore per IMAP host, so a worker never opens too many connections to one server."""
+
+    def __init__(self, per_host: int) -> None:
+        self._per_host = per_host
+        self._slots: dict[str, asyncio.Semaphore] = {}
+
+    def __call__(self, host: str) -> asyncio.Semaphore:
+        return self._slots.setdefault(host.casefold(), asyncio.Semaphore(self._per_host))
+
+
+@dataclass(slots=True)
+class _WorkerState:
+    settings: Settings
+    busy_retry: BusyRetry
+    engine: Engine
+    host_slots: HostSlots = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.host_slots = HostSlots(self.settings.sync_max_connections_per_host)
+
+
+@dataclass(frozen=True, slots=True)
+class _FollowUp:
+    mailbox_id: int
+    trigger: SyncTrigger
+
+
+class WorkerSettings(TypedDict):
+    """The arq `Worker` arguments of this service (`Worker(**worker_settings(settings))`)."""
+
+    functions: Sequence[Function]
+    cron_jobs: Sequence[CronJob]
+    redis_settings: RedisSettings
+    queue_name: str
+    max_jobs: int
+    job_timeout: int
+    keep_result: int
+    on_startup: StartupShutdown
+    on_shutdown: StartupShutdown
+    after_job_end: StartupShutdown
+
+
+def worker_settings(
+    settings: Settings, *, queue_name: str | None = None, busy_retry: BusyRetry | None = None
+) -> WorkerSettings:
+    """Describe the worker: the sync job, the every-minute cron, limits from `settings`.
+
+    Results are not kept (`keep_result=0`): a run's outcome is its `sync_run`
+    row, and a kept result would block the mailbox's job id from being queued
+    again for as long as it is kept. A job may run longer than the lease
+    (`job_timeout`), so arq never gives up on a job whose thread still syncs.
+    """
+    retry = busy_retry or BusyRetry.covering(settings.sync_lease_seconds)
+    queue_name = queue_name or settings.queue_name
+
+    async def start(ctx: JobContext) -> None:
+        # asyncio's default pool has min(32, cpus + 4) threads: on a small machine fewer than
+        # SYNC_MAX_JOBS syncs would run, and the cron's query would queue behind them.
+        threads = ThreadPoolExecutor(
+            settings.sync_max_jobs + _SPARE_THREADS, thread_name_prefix="imap-bridge-sync"
+        )
+        asyncio.get_running_loop().set_default_executor(threads)
+        ctx[_STATE] = _WorkerState(settings, retry, create_db_engine(settings.database_url))
+
+    async def stop(ctx: JobContext) -> None:
+        _state(ctx).engine.dispose()
+
+    return WorkerSettings(
+        # One spare try beyond the busy retries: a redelivery after a crash also counts.
+        functions=[func(sync_job, name=SYNC_JOB, max_tries=retry.attempts + 2)],
+        cron_jobs=[
+            cron(
+                enqueue_due_syncs_job,
+                name=f"{queue_name}:enqueue-due-syncs",  # cron job ids are global, like all
+                second=0,
+                timeout=_CRON_TIMEOUT_SECONDS,
+            )
+        ],
+        redis_settings=redis_settings(settings),
+        queue_name=queue_name,
+        max_jobs=settings.sync_max_jobs,
+        job_timeout=settings.sync_lease_seconds + _JOB_TIMEOUT_MARGIN_SECONDS,
+        keep_result=0,
+        on_startup=start,
+        on_shutdown=stop,
+        after_job_end=_enqueue_follow_up,
+    )
+
+
+async def enqueue_due_syncs(pool: ArqRedis, engine: Engine) -> list[int]:
+    """Queue a sync of every mailbox whose `next_sync_at` passed; return the newly queued."""
+    due = await asyncio.to_thread(_due_mailbox_ids, engine)
+    queued = [mailbox_id for mailbox_id in due if await enqueue_sync(pool, mailbox_id)]
+    log.info("worker.due_queued", extra={"due": len(due), "queued": len(queued)})
+    return queued
+
+
+async def enqueue_due_syncs_job(ctx: JobContext) -> int:
+    """Cron entry point: queue the due mailboxes."""
+    return len(await enqueue_due_syncs(ctx["redis"], _state(ctx).engine))
+
+
+async def sync_job(
+    ctx: JobContext,
+    mailbox_id: int,
+    *,
+    folders_only: bool = False,
+    run_id: int | None = None,
+    trigger: str = SyncTrigger.CRON.value,
+) -> str:
+    """Sync one mailbox in a thread, within its host's connection limit; safe to run twice."""
+    state = _state(ctx)
+    facts = {"mailbox_id": mailbox_id, "job_id": ctx["job_id"], "run_id": run_id}
+    if run_id is not None and await asyncio.to_thread(_run_finished, state.engine, run_id):
+        log.info("worker.sync_redelivered", extra=facts)
+        return "already done"
+    host = await asyncio.to_thread(_mailbox_host, state.engine, mailbox_id)
+    if host is None:
+        return _mailbox_deleted(facts)
+    async with state.host_slots(host):
+        try:
+            result = await asyncio.to_thread(
+                sync_mailbox,
+                state.engine,
+                mailbox_id,
+                state.settings,
+                folders_only=folders_only,
+                trigger=SyncTrigger(trigger),
+                run_id=run_id,
+            )
+        except MailboxNotFoundError:  # deleted while the job waited for its slot
+            return _mailbox_deleted(facts)
+    if result is None:
+        return await _lease_held(ctx, state, run_id, facts)
+    if result.status is SyncRunStatus.SUCCEEDED and not result.complete:
+        ctx[_FOLLOW_UP] = _FollowUp(mailbox_id, SyncTrigger(trigger))
+    log.info(
+        "worker.sync_done",
+        extra={
+            **facts,
+            "status": result.status.value,
+            "complete": result.complete,
+            "new": result.counts.new,
+            "error_code": result.error_code,
+        },
+    )
+    return f"{result.status.value}, {result.counts.new} new" + (
+        "" if result.complete else ", continues"
+    )
+
+
+def _mailbox_deleted(facts: dict[str, Any]) -> str:
+    log.info("worker.mailbox_gone", extra=facts)
+    return "mailbox deleted"
+
+
+async def _lease_held(
+    ctx: JobContext, state: _WorkerState, run_id: int | None, facts: dict[str, Any]
+) -> str:
+    """Leave a scheduled sync to the holder; make a requested run wait, then fail it."""
+    if run_id is None:
+        log.info("worker.sync_skipped_lease_held", extra=facts)
+        return "synced elsewhere"
+    if ctx["job_try"] <= state.busy_retry.attempts:
+        log.info("worker.sync_waits_for_lease", extra={**facts, "try": ctx["job_try"]})
+        raise Retry(defer=state.busy_retry.delay_seconds)
+    await asyncio.to_thread(_fail_busy_run, state.engine, run_id)
+    log.warning("worker.sync_busy", extra=facts)
+    return BUSY_ERROR_CODE
+
+
+async def _enqueue_follow_up(ctx: JobContext) -> None:
+    """Queue the rest of an incomplete sync, now that its own job id is free again."""
+    follow_up = ctx.get(_FOLLOW_UP)
+    if isinstance(follow_up, _FollowUp):
+        queued = await enqueue_sync(ctx["redis"], follow_up.mailbox_id, trigger=follow_up.trigger)
+        log.info(
+            "worker.follow_up_queued",
+            extra={"mailbox_id": follow_up.mailbox_id, "queued": queued},
+        )
+
+
+def _state(ctx: JobContext) -> _WorkerState:
+    state = ctx[_STATE]
+    assert isinstance(state, _WorkerState), "on_startup sets the worker state"
+    return state
+
+
+def _due_mailbox_ids(engine: Engine) -> list[int]:
+    with session_scope(engine) as session:
+        return due_mailbox_ids(session, utcnow())
+
+
+def _mailbox_host(engine: Engine, mailbox_id: int) -> str | None:
+    with session_scope(engine) as session:
+        mailbox = get_mailbox(session, mailbox_id)
+        return mailbox.host if mailbox is not None else None
+
+
+def _run_finished(engine: Engine, run_id: int) -> bool:
+    with session_scope(engine) as session:
+        run = session.get(SyncRun, run_id)
+        return run is not None and run.status in {SyncRunStatus.SUCCEEDED, SyncRunStatus.FAILED}
+
+
+def _fail_busy_run(engine: Engine, run_id: int) -> None:
+    """Fail a run that never started because another worker kept the mailbox's lease."""
+    with session_scope(engine) as session:
+        run = session.get(SyncRun, run_id)
+        if run is None or run.status is not SyncRunStatus.QUEUED:
+            return  # started by a copy of this job, or already over
+        run.status = SyncRunStatus.FAILED
+        run.finished_at = utcnow()
+        run.error_code = BUSY_ERROR_CODE
+        run.error = "another worker kept the mailbox locked; try again later"

@@ -1,0 +1,322 @@
+"""The arq worker against the real Redis, the test Dovecot, SQLite and PostgreSQL.
+
+Each test has a queue of its own (`queue_name`), and every key holding that
+name is deleted afterwards, so tests never see each other's jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import redis
+from arq import ArqRedis, Worker
+from sqlalchemy import Engine
+from sqlmodel import col, select
+
+from app.config import Settings
+from app.db import session_scope
+from app.db.models import Mailbox, MailboxStatus, SyncRun, SyncRunStatus, SyncTrigger, utcnow
+from app.db.repositories.mailboxes import acquire_lease
+from app.queue import create_queue, enqueue_sync, sync_job_id
+from app.worker import BUSY_ERROR_CODE, BusyRetry, enqueue_due_syncs, worker_settings
+from tests.dovecot import MailUser
+from tests.factories import MailboxFactory
+from tests.mailgen import make_message
+from tests.sync.snapshot import email_count, stored_uids
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+RECENT = datetime.now(UTC) - timedelta(days=3)
+# The embedded Redis does not depend on the database: one backend is enough.
+SQLITE_ONLY = pytest.mark.parametrize("databases", ["sqlite"], indirect=True)
+
+# Reads a key through the embedded Redis of the working directory, as another process would.
+READ_KEY_SCRIPT = """
+import asyncio, sys
+from app.config import Settings
+from app.queue import create_queue
+
+async def read() -> None:
+    pool = await create_queue(Settings(redis_url=None))
+    print((await pool.get(sys.argv[1])).decode())
+    await pool.aclose()
+
+asyncio.run(read())
+"""
+
+
+@pytest.fixture
+def queue_name() -> Iterator[str]:
+    """Return a queue name of this test's own; delete every key that carries it afterwards."""
+    name = f"test-imap-bridge:{uuid.uuid4().hex}"
+    yield name
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"*{name}*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def queue_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"redis_url": REDIS_URL})
+
+
+@pytest.fixture
+def fresh_workdir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Work in an empty directory, REDIS_URL unset, as on a fresh machine."""
+    workdir = tmp_path_factory.mktemp("embedded")  # short: a unix socket path has 107 bytes
+    monkeypatch.chdir(workdir)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    return workdir
+
+
+async def run_worker(
+    settings: Settings, queue_name: str, *, busy_retry: BusyRetry | None = None
+) -> None:
+    """Run a worker until its queue is empty (arq's burst mode)."""
+    worker = Worker(
+        **worker_settings(settings, queue_name=queue_name, busy_retry=busy_retry),
+        burst=True,
+        poll_delay=0.02,
+        handle_signals=False,
+    )
+    try:
+        await worker.async_run()
+    finally:
+        await worker.close()
+
+
+async def queued_job_ids(pool: ArqRedis) -> set[str]:
+    return {job_id.decode() for job_id in await pool.zrange(pool.default_queue_name, 0, -1)}
+
+
+def sync_runs(engine: Engine, mailbox_id: int) -> list[SyncRun]:
+    with session_scope(engine) as session:
+        statement = select(SyncRun).where(SyncRun.mailbox_id == mailbox_id)
+        return list(session.exec(statement.order_by(col(SyncRun.id))))
+
+
+def started_at(run: SyncRun) -> datetime:
+    assert run.started_at is not None
+    return run.started_at
+
+
+def test_cron_queues_each_due_mailbox_once(
+    engine: Engine,
+    queue_settings: Settings,
+    mail_user: MailUser,
+    add_mailbox: MailboxFactory,
+    queue_name: str,
+) -> None:
+    now = utcnow()
+    never_synced = add_mailbox(mail_user, email_address="a@example.com")
+    overdue = add_mailbox(
+        mail_user, email_address="b@example.com", next_sync_at=now - timedelta(minutes=1)
+    )
+    add_mailbox(mail_user, email_address="c@example.com", next_sync_at=now + timedelta(minutes=5))
+    add_mailbox(mail_user, email_address="d@example.com", status=MailboxStatus.DISABLED)
+
+    async def scenario() -> tuple[list[int], list[int], set[str], bool, bool]:
+        pool = await create_queue(queue_settings, queue_name=queue_name)
+        try:
+            first = await enqueue_due_syncs(pool, engine)
+            second = await enqueue_due_syncs(pool, engine)
+            queued = await queued_job_ids(pool)
+            again = await enqueue_sync(pool, overdue, trigger=SyncTrigger.API)
+            folders = await enqueue_sync(pool, overdue, folders_only=True)
+            return first, second, queued, again, folders
+        finally:
+            await pool.aclose()
+
+    first, second, queued, again, folders = asyncio.run(scenario())
+
+    assert first == [never_synced, overdue]
+    assert second == []
+    assert queued == {sync_job_id(queue_name, never_synced), sync_job_id(queue_name, overdue)}
+    assert not again, "a mailbox is never queued twice"
+    assert folders, "a folders-only sync is not held up by a queued full sync"
+
+
+def test_worker_syncs_a_queued_mailbox(
+    engine: Engine,
+    queue_settings: Settings,
+    mail_user: MailUser,
+    add_mailbox: MailboxFactory,
+    queue_name: str,
+) -> None:
+    uids = [mail_user.append("INBOX", make_message(subject=f"m{n}"), date=RECENT) for n in range(3)]
+    mailbox_id = add_mailbox(mail_user)
+
+    async def scenario() -> set[str]:
+        pool = await create_queue(queue_settings, queue_name=queue_name)
+        try:
+            assert await enqueue_sync(pool, mailbox_id)
+            await run_worker(queue_settings, queue_name)
+            return await queued_job_ids(pool)
+        finally:
+            await pool.aclose()
+
+    left = asyncio.run(scenario())
+
+    assert left == set()
+    assert stored_uids(engine, mailbox_id) == {"INBOX": set(uids)}
+    [run] = sync_runs(engine, mailbox_id)
+    assert (run.status, run.trigger, run.new) == (SyncRunStatus.SUCCEEDED, SyncTrigger.CRON, 3)
+
+
+def test_one_connection_per_host_makes_syncs_of_one_server_take_turns(
+    engine: Engine,
+    queue_settings: Settings,
+    mail_user: MailUser,
+    add_mailbox: MailboxFactory,
+    queue_name: str,
+) -> None:
+    mail_user.append("INBOX", make_message(), date=RECENT)
+    mailbox_ids = [add_mailbox(mail_user, email_address=f"{n}@example.com") for n in range(3)]
+    one_per_host = queue_settings.model_copy(update={"sync_max_connections_per_host": 1})
+
+    async def scenario() -> None:
+        pool = await create_queue(one_per_host, queue_name=queue_name)
+        try:
+            for mailbox_id in mailbox_ids:
+                assert await enqueue_sync(pool, mailbox_id)
+            await run_worker(one_per_host, queue_name)
+        finally:
+            await pool.aclose()
+
+    asyncio.run(scenario())
+
+    runs = sorted((run for m in mailbox_ids for run in sync_runs(engine, m)), key=started_at)
+    assert [run.status for run in runs] == [SyncRunStatus.SUCCEEDED] * 3
+    for earlier, later in itertools.pairwise(runs):
+        assert earlier.finished_at is not None
+        assert earlier.finished_at <= started_at(later), "never two connections to the host"
+
+
+def test_incomplete_sync_is_followed_up_until_complete(
+    engine: Engine,
+    queue_settings: Settings,
+    mail_user: MailUser,
+    add_mailbox: MailboxFactory,
+    queue_name: str,
+) -> None:
+    for n in range(5):
+        mail_user.append("INBOX", make_message(subject=f"m{n}"), date=RECENT)
+    mailbox_id = add_mailbox(mail_user)
+    hurried = queue_settings.model_copy(
+        update={"sync_time_budget_seconds": 0.001, "sync_batch_size": 2}
+    )
+
+    async def scenario() -> int:
+        """Run the worker until nothing is left; return how many times it found work."""
+        pool = await create_queue(hurried, queue_name=queue_name)
+        try:
+            assert await enqueue_sync(pool, mailbox_id)
+            rounds = 0
+            while await queued_job_ids(pool) and rounds < 20:
+                await run_worker(hurried, queue_name)
+                rounds += 1
+            return rounds
+        finally:
+            await pool.aclose()
+
+    rounds = asyncio.run(scenario())
+
+    runs = sync_runs(engine, mailbox_id)
+    assert rounds < 20
+    assert email_count(engine, mailbox_id) == 5
+    assert len(runs) >= 3, "one batch of two per run"
+    assert all(run.status is SyncRunStatus.SUCCEEDED for run in runs)
+    assert sum(run.new for run in runs) == 5
+    with session_scope(engine) as session:
+        mailbox = session.get(Mailbox, mailbox_id)
+        assert mailbox is not None
+        assert mailbox.next_sync_at is not None
+        assert mailbox.next_sync_at > utcnow(), "complete: due again one interval later"
+
+
+def test_lease_held_elsewhere_fails_a_requested_run_as_busy_and_skips_a_scheduled_one(
+    engine: Engine,
+    queue_settings: Settings,
+    mail_user: MailUser,
+    add_mailbox: MailboxFactory,
+    queue_name: str,
+) -> None:
+    mailbox_id = add_mailbox(mail_user)
+    with session_scope(engine) as session:
+        assert acquire_lease(session, mailbox_id, "another-worker", utcnow(), timedelta(minutes=5))
+        requested = SyncRun(mailbox_id=mailbox_id, folders_only=True, trigger=SyncTrigger.API)
+        session.add(requested)
+        session.flush()
+        assert requested.id is not None
+        run_id = requested.id
+
+    async def scenario() -> None:
+        pool = await create_queue(queue_settings, queue_name=queue_name)
+        try:
+            assert await enqueue_sync(pool, mailbox_id)
+            assert await enqueue_sync(
+                pool, mailbox_id, folders_only=True, run_id=run_id, trigger=SyncTrigger.API
+            )
+            await run_worker(
+                queue_settings, queue_name, busy_retry=BusyRetry(delay_seconds=0.05, attempts=2)
+            )
+            assert await queued_job_ids(pool) == set()
+        finally:
+            await pool.aclose()
+
+    asyncio.run(scenario())
+
+    [run] = sync_runs(engine, mailbox_id)
+    assert run.id == run_id
+    assert (run.status, run.error_code) == (SyncRunStatus.FAILED, BUSY_ERROR_CODE)
+    assert run.finished_at is not None
+    assert email_count(engine, mailbox_id) == 0
+
+
+@SQLITE_ONLY
+def test_embedded_redis_serves_the_queue_when_redis_url_is_unset(
+    engine: Engine,
+    settings: Settings,
+    mail_user: MailUser,
+    add_mailbox: MailboxFactory,
+    fresh_workdir: Path,
+) -> None:
+    embedded = settings.model_copy(update={"redis_url": None})
+    uid = mail_user.append("INBOX", make_message(), date=RECENT)
+    mailbox_id = add_mailbox(mail_user)
+
+    async def scenario() -> None:
+        pool = await create_queue(embedded)
+        try:
+            assert await enqueue_sync(pool, mailbox_id)
+            await pool.set("probe", "seen by another process")
+            await run_worker(embedded, pool.default_queue_name)
+        finally:
+            await pool.aclose()
+
+    asyncio.run(scenario())
+
+    assert stored_uids(engine, mailbox_id) == {"INBOX": {uid}}
+    assert (fresh_workdir / "var" / "redis.sock").is_socket()
+    other = subprocess.run(
+        [sys.executable, "-c", READ_KEY_SCRIPT, "probe"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert (other.returncode, other.stdout.strip()) == (0, "seen by another process"), other.stderr
