@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from app.api import health, metrics
+from app.api.connection.router import router as connection_router
+from app.api.emails.router import router as emails_router
+from app.api.folders.router import router as folders_router
+from app.api.mailboxes.router import router as mailboxes_router
 from app.api.problems import Problem, install_problem_handlers
+from app.api.queue import connect_queue
+from app.api.search.router import router as search_router
+from app.api.sync_runs.router import router as sync_runs_router
 from app.config import Settings, get_settings
 from app.db import create_db_engine
 from app.security import SecretBox
@@ -22,7 +30,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # None while Redis is down: the first request that needs the queue connects then.
+        app.state.queue = await connect_queue(settings)
         yield
+        if app.state.queue is not None:
+            await app.state.queue.aclose()
         app.state.engine.dispose()
 
     app = FastAPI(
@@ -38,8 +50,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = create_db_engine(settings.database_url)
     app.state.secrets = SecretBox.from_settings(settings)
+    app.state.queue = None
+    app.state.queue_lock = asyncio.Lock()
     install_problem_handlers(app)
     metrics.install_metrics(app)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    app.include_router(connection_router)
+    app.include_router(mailboxes_router)
+    app.include_router(folders_router)
+    app.include_router(sync_runs_router)
+    app.include_router(emails_router)
+    app.include_router(search_router)
     return app

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel
+from sqlalchemy.engine import Engine
+from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import EngineDep
-from app.api.problems import ApiError
+from app.api.problems import ApiError, Problem
+from app.api.queue import check_queue
 
 router = APIRouter(tags=["operations"])
 
@@ -24,10 +27,21 @@ def healthz() -> Health:
 @router.get(
     "/readyz",
     operation_id="readyz",
-    summary="The database answers",
-    responses={503: {"description": "A dependency is down"}},
+    summary="The database and the job queue's Redis answer",
+    responses={
+        503: {
+            "model": Problem,
+            "description": "A dependency is down: `database_unavailable` or `queue_unavailable`",
+        }
+    },
 )
-def readyz(engine: EngineDep) -> Health:
+async def readyz(request: Request, engine: EngineDep) -> Health:
+    await run_in_threadpool(_check_database, engine)
+    await check_queue(request)
+    return Health(status="ready")
+
+
+def _check_database(engine: Engine) -> None:
     try:
         with engine.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
@@ -35,4 +49,3 @@ def readyz(engine: EngineDep) -> Health:
         raise ApiError(
             503, "database_unavailable", "The database is not available", str(exc.orig)[:200]
         ) from exc
-    return Health(status="ready")

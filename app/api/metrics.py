@@ -19,6 +19,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from redis.exceptions import RedisError
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
@@ -27,8 +28,6 @@ from app.db import session_scope
 from app.db.repositories.stats import mailboxes_by_status, messages_synced, sync_runs_by_status
 
 router = APIRouter(tags=["operations"])
-
-ARQ_QUEUE = "arq:queue"
 
 
 class ServiceMetrics:
@@ -110,10 +109,11 @@ def _read_database(engine: Engine, service: ServiceMetrics) -> None:
 
 
 async def _queue_depth(request: Request) -> int:
+    """Jobs waiting in arq's queue (a sorted set named after the queue), -1 when unknown."""
     queue = getattr(request.app.state, "queue", None)
     if queue is None:
         return -1
     try:
-        return int(await queue.zcard(ARQ_QUEUE))
-    except (OSError, ConnectionError):
+        return int(await queue.zcard(queue.default_queue_name))
+    except (RedisError, OSError):
         return -1

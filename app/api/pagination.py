@@ -15,6 +15,7 @@ from typing import Annotated, Any, Generic, TypeVar
 from fastapi import Query
 from pydantic import BaseModel
 
+from app.api.deps import MAX_ROW_ID
 from app.api.problems import ApiError, FieldError
 
 T = TypeVar("T")
@@ -46,13 +47,22 @@ def decode_cursor(cursor: str, length: int) -> list[Any]:
         padded = cursor + "=" * (-len(cursor) % 4)
         key = json.loads(base64.urlsafe_b64decode(padded))
     except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
-        raise _bad_cursor() from exc
+        raise bad_cursor() from exc
     if not isinstance(key, list) or len(key) != length:
-        raise _bad_cursor()
+        raise bad_cursor()
     return key
 
 
-def _bad_cursor() -> ApiError:
+def decode_id_cursor(cursor: str) -> int:
+    """Read a cursor made of one row id (lists ordered by id)."""
+    (row_id,) = decode_cursor(cursor, 1)
+    if type(row_id) is not int or not 0 < row_id <= MAX_ROW_ID:
+        raise bad_cursor()
+    return row_id
+
+
+def bad_cursor() -> ApiError:
+    """The 422 for a cursor this API did not make."""
     message = "not a cursor this API returned"
     return ApiError(
         422,

@@ -82,6 +82,9 @@ STATUS_OF: dict[type[Exception], tuple[int, str]] = {
     imap.ServerUnavailable: (503, "The IMAP server cannot serve the request now"),
     imap.NetworkError: (502, "The connection to the IMAP server failed"),
     sync.MailboxNotFoundError: (404, "Not found"),
+    sync.EmailNotFoundError: (404, "Not found"),
+    sync.AttachmentNotFoundError: (404, "Not found"),
+    sync.MessageGoneError: (404, "The message is no longer on the server"),
     sync.SyncError: (409, "The request conflicts with the mailbox's state"),
 }
 

@@ -60,3 +60,33 @@ def due_mailbox_ids(session: Session, now: datetime) -> list[int]:
         .order_by(col(Mailbox.next_sync_at).asc().nulls_first(), col(Mailbox.id))
     )
     return [mailbox_id for mailbox_id in session.exec(statement) if mailbox_id is not None]
+
+
+def find_mailbox(session: Session, owner_user_id: str | None, email_address: str) -> Mailbox | None:
+    """Return the owner's mailbox for the address; owner None looks among system mailboxes."""
+    owner_matches = (
+        col(Mailbox.owner_user_id).is_(None)
+        if owner_user_id is None
+        else col(Mailbox.owner_user_id) == owner_user_id
+    )
+    statement = select(Mailbox).where(owner_matches, col(Mailbox.email_address) == email_address)
+    return session.exec(statement).first()
+
+
+def list_mailboxes(
+    session: Session,
+    *,
+    after_id: int | None,
+    limit: int,
+    owner_user_id: str | None = None,
+    status: MailboxStatus | None = None,
+) -> list[Mailbox]:
+    """Return up to `limit` mailboxes in id order, after `after_id` (a cursor page)."""
+    statement = select(Mailbox).order_by(col(Mailbox.id)).limit(limit)
+    if after_id is not None:
+        statement = statement.where(col(Mailbox.id) > after_id)
+    if owner_user_id is not None:
+        statement = statement.where(col(Mailbox.owner_user_id) == owner_user_id)
+    if status is not None:
+        statement = statement.where(col(Mailbox.status) == status)
+    return list(session.exec(statement))

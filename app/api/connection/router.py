@@ -1,0 +1,34 @@
+"""Route of the connection check: parse, log in once, answer."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from app.api.auth import require_api_key
+from app.api.connection.schemas import LOGIN_PROBLEMS, ConnectionCheck, ConnectionCheckResult
+from app.api.deps import SettingsDep
+from app.api.problems import Problem
+from app.sync.connection_check import check_connection
+from app.sync.credentials import connect_options
+
+router = APIRouter(
+    prefix="/v1/connection",
+    tags=["connection"],
+    dependencies=[Depends(require_api_key)],
+    responses={401: {"model": Problem, "description": "Missing or invalid API key"}},
+)
+
+
+@router.post(
+    "/check",
+    operation_id="check_connection",
+    summary="Try IMAP settings and credentials without saving them",
+    response_model=ConnectionCheckResult,
+    responses=LOGIN_PROBLEMS,
+)
+def check_imap_connection(body: ConnectionCheck, settings: SettingsDep) -> ConnectionCheckResult:
+    """Log in and list the folders; a problem's `code` says why it failed."""
+    report = check_connection(
+        body.imap.to_server(), body.auth.to_credential(), connect_options(settings)
+    )
+    return ConnectionCheckResult.from_report(report)

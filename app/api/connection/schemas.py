@@ -1,0 +1,181 @@
+"""IMAP settings and credentials as the API takes them, and the connection check's answer.
+
+The mailbox routes take the same `imap` and `auth` objects, so a CRM builds
+one form for "test connection" and "save".
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails
+
+from app.api.problems import Problem
+from app.imap import FolderNode
+from app.imap.config import ImapConfig, Security
+from app.imap.folder_manager import FolderType
+from app.sync.connection_check import ConnectionReport, Credential, ServerSettings
+
+_TAG_ERRORS = {"union_tag_invalid", "union_tag_not_found"}
+
+
+class ImapSettings(BaseModel):
+    """Where the IMAP server is and how to talk to it."""
+
+    host: str = Field(min_length=1, max_length=253, examples=["imap.example.com"])
+    port: int = Field(default=993, ge=1, le=65535)
+    security: Security = Field(
+        default="ssl", description="`ssl`: TLS from the start; `starttls`: upgrade; `none`."
+    )
+    username: str = Field(min_length=1, max_length=320)
+    tls_verify: bool = Field(
+        default=True, description="Verify the server's certificate; turn off only on purpose."
+    )
+
+    @model_validator(mode="after")
+    def _host_is_reachable_by_name(self) -> ImapSettings:
+        """Check and normalize the host the way the connector will read it.
+
+        `ImapConfig` is the one place that knows what a valid host is; its
+        errors surface here as `imap.host`. The placeholder password is never used.
+        """
+        checked = ImapConfig(host=self.host, username=self.username, password=SecretStr("-"))
+        self.host = checked.host
+        return self
+
+    def to_server(self) -> ServerSettings:
+        return ServerSettings(
+            host=self.host,
+            port=self.port,
+            security=self.security,
+            username=self.username,
+            tls_verify=self.tls_verify,
+        )
+
+
+class PasswordAuth(BaseModel):
+    """Log in with LOGIN and a password."""
+
+    type: Literal["password"]
+    password: SecretStr = Field(min_length=1, max_length=1024)
+
+    def to_credential(self) -> Credential:
+        return Credential(password=self.password)
+
+
+class OAuthAuth(BaseModel):
+    """Log in with XOAUTH2 and an access token from an OAuth provider."""
+
+    type: Literal["oauth"]
+    provider: str = Field(min_length=1, max_length=64, examples=["google", "microsoft"])
+    access_token: SecretStr = Field(min_length=1, max_length=8192)
+    refresh_token: SecretStr | None = Field(default=None, max_length=8192)
+    expires_in: int | None = Field(
+        default=None, ge=0, description="Seconds until the access token expires."
+    )
+
+    def to_credential(self) -> Credential:
+        return Credential(
+            access_token=self.access_token,
+            provider=self.provider,
+            refresh_token=self.refresh_token,
+            expires_in=self.expires_in,
+        )
+
+
+def _errors_without_union_tag(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """Report `auth.password`, not `auth.password.password`.
+
+    A tagged union puts the tag into every error location; clients should see
+    the field they wrote, so the tag is dropped again.
+    """
+    try:
+        return handler(value)
+    except ValidationError as exc:
+        details: list[InitErrorDetails] = []
+        for error in exc.errors():
+            location = error["loc"]
+            if error["type"] not in _TAG_ERRORS and location:
+                location = location[1:]
+            detail: InitErrorDetails = {
+                "type": error["type"],
+                "loc": location,
+                "input": error["input"],
+            }
+            if "ctx" in error:
+                detail["ctx"] = error["ctx"]
+            details.append(detail)
+        raise ValidationError.from_exception_data(exc.title, details) from None
+
+
+Auth = Annotated[
+    PasswordAuth | OAuthAuth,
+    Field(discriminator="type"),
+    WrapValidator(_errors_without_union_tag),
+]
+
+
+class ConnectionCheck(BaseModel):
+    """IMAP settings and a credential to try; nothing is saved."""
+
+    imap: ImapSettings
+    auth: Auth
+
+
+class FolderNodeRead(BaseModel):
+    """A folder on the server, with its subfolders."""
+
+    full_name: str
+    name: str
+    delimiter: str | None
+    type: FolderType
+    selectable: bool
+    children: list[FolderNodeRead]
+
+    @classmethod
+    def from_node(cls, node: FolderNode) -> FolderNodeRead:
+        folder = node.folder
+        return cls(
+            full_name=folder.full_name,
+            name=folder.name,
+            delimiter=folder.delimiter,
+            type=folder.type,
+            selectable=folder.selectable,
+            children=[cls.from_node(child) for child in node.children],
+        )
+
+
+class ConnectionCheckResult(BaseModel):
+    """The login worked: what the server can do, and its folders."""
+
+    ok: Literal[True] = True
+    capabilities: list[str]
+    folders: list[FolderNodeRead]
+
+    @classmethod
+    def from_report(cls, report: ConnectionReport) -> ConnectionCheckResult:
+        return cls(
+            capabilities=report.capabilities,
+            folders=[FolderNodeRead.from_node(node) for node in report.folders],
+        )
+
+
+# The problems a login can end in, for the OpenAPI document of every route that logs in.
+LOGIN_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    422: {
+        "model": Problem,
+        "description": "Invalid input, or `auth_failed` / `blocked_host`: fix the field named",
+    },
+    502: {"model": Problem, "description": "`tls_error` or `unreachable`"},
+    503: {"model": Problem, "description": "`server_unavailable`: the server cannot log in now"},
+    504: {"model": Problem, "description": "`timeout`: the server did not answer in time"},
+}

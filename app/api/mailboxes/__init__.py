@@ -1,0 +1,1 @@
+"""`/v1/mailboxes`: register, list, read, change and delete the mailboxes the service syncs."""

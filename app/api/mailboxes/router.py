@@ -1,0 +1,184 @@
+"""Routes of `/v1/mailboxes`: parse, call one service or repository function, answer.
+
+Registering a mailbox or giving it new credentials queues its sync after the
+transaction commits (so the worker finds the row), when the app has a queue.
+Redis being down never fails the request: the mailbox is due either way and
+the scheduler's next round picks it up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated, Any
+
+from arq import ArqRedis
+from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Response
+from redis.exceptions import RedisError
+
+from app.api.auth import require_api_key
+from app.api.connection.schemas import LOGIN_PROBLEMS
+from app.api.deps import MailboxIdPath, SecretsDep, SessionDep, SettingsDep
+from app.api.mailboxes.schemas import MailboxCreate, MailboxRead, MailboxUpdate
+from app.api.pagination import CursorQuery, LimitQuery, Page, decode_id_cursor, encode_cursor
+from app.api.problems import Problem, not_found
+from app.db.models import Mailbox, MailboxStatus, SyncTrigger
+from app.db.repositories.mailboxes import get_mailbox, list_mailboxes
+from app.queue import enqueue_sync
+from app.sync.credentials import connect_options
+from app.sync.mailboxes import change_mailbox, register_mailbox, remove_mailbox
+
+log = logging.getLogger(__name__)
+
+QUEUE_TIMEOUT_SECONDS = 5.0
+
+router = APIRouter(
+    prefix="/v1/mailboxes",
+    tags=["mailboxes"],
+    dependencies=[Depends(require_api_key)],
+    responses={401: {"model": Problem, "description": "Missing or invalid API key"}},
+)
+
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "No such mailbox"}
+}
+_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": Problem, "description": "`mailbox_exists`: the address is taken"}
+}
+
+
+def mailbox_of_path(session: SessionDep, mailbox_id: MailboxIdPath) -> Mailbox:
+    """Resolve `{mailbox_id}` to the mailbox, else 404."""
+    mailbox = get_mailbox(session, mailbox_id)
+    if mailbox is None:
+        raise not_found("mailbox", mailbox_id)
+    return mailbox
+
+
+MailboxDep = Annotated[Mailbox, Depends(mailbox_of_path)]
+
+
+@router.post(
+    "",
+    operation_id="create_mailbox",
+    summary="Register a mailbox: verify the login, discover its folders, queue its first sync",
+    status_code=201,
+    response_model=MailboxRead,
+    responses={**LOGIN_PROBLEMS, **_CONFLICT},
+)
+def create_mailbox(
+    *,
+    body: MailboxCreate,
+    request: Request,
+    background: BackgroundTasks,
+    session: SessionDep,
+    settings: SettingsDep,
+    secrets: SecretsDep,
+) -> MailboxRead:
+    mailbox = register_mailbox(session, secrets, connect_options(settings), body.to_registration())
+    _queue_sync_after_commit(request, background, mailbox)
+    return MailboxRead.from_mailbox(mailbox)
+
+
+@router.get(
+    "",
+    operation_id="list_mailboxes",
+    summary="List mailboxes, optionally of one owner or in one status",
+    response_model=Page[MailboxRead],
+)
+def list_mailbox_page(
+    session: SessionDep,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+    owner: Annotated[
+        str | None, Query(min_length=1, max_length=255, description="A CRM user id.")
+    ] = None,
+    status: MailboxStatus | None = None,
+) -> Page[MailboxRead]:
+    mailboxes = list_mailboxes(
+        session,
+        after_id=decode_id_cursor(cursor) if cursor is not None else None,
+        limit=limit + 1,
+        owner_user_id=owner,
+        status=status,
+    )
+    page = mailboxes[:limit]
+    next_cursor = encode_cursor([page[-1].id]) if len(mailboxes) > limit else None
+    return Page(
+        items=[MailboxRead.from_mailbox(mailbox) for mailbox in page], next_cursor=next_cursor
+    )
+
+
+@router.get(
+    "/{mailbox_id}",
+    operation_id="get_mailbox",
+    summary="Read one mailbox and where its synchronization stands",
+    response_model=MailboxRead,
+    responses=_NOT_FOUND,
+)
+def read_mailbox(mailbox: MailboxDep) -> MailboxRead:
+    return MailboxRead.from_mailbox(mailbox)
+
+
+@router.patch(
+    "/{mailbox_id}",
+    operation_id="update_mailbox",
+    summary="Change settings, credentials, owner, sync start or status",
+    description=(
+        "New IMAP settings or credentials must log in before they are saved; they then clear"
+        " `auth_failed` and make the mailbox due for a sync at once."
+    ),
+    response_model=MailboxRead,
+    responses={**LOGIN_PROBLEMS, **_NOT_FOUND, **_CONFLICT},
+)
+def update_mailbox(
+    *,
+    mailbox: MailboxDep,
+    body: MailboxUpdate,
+    request: Request,
+    background: BackgroundTasks,
+    session: SessionDep,
+    settings: SettingsDep,
+    secrets: SecretsDep,
+) -> MailboxRead:
+    changed = change_mailbox(
+        session, secrets, connect_options(settings), mailbox, body.to_changes()
+    )
+    if changed.due_now:
+        _queue_sync_after_commit(request, background, changed.mailbox)
+    return MailboxRead.from_mailbox(changed.mailbox)
+
+
+@router.delete(
+    "/{mailbox_id}",
+    operation_id="delete_mailbox",
+    summary="Delete a mailbox with its folders and local mail",
+    status_code=204,
+    response_class=Response,
+    responses=_NOT_FOUND,
+)
+def delete_mailbox(mailbox: MailboxDep, session: SessionDep) -> None:
+    remove_mailbox(session, mailbox)
+
+
+def _queue_sync_after_commit(
+    request: Request, background: BackgroundTasks, mailbox: Mailbox
+) -> None:
+    """Queue the mailbox's sync once the response is on its way (the row is committed by then)."""
+    assert mailbox.id is not None
+    pool: ArqRedis | None = getattr(request.app.state, "queue", None)
+    if pool is None:
+        log.info("mailbox.sync_left_to_scheduler", extra={"mailbox_id": mailbox.id})
+        return
+    background.add_task(_queue_sync, pool, mailbox.id)
+
+
+async def _queue_sync(pool: ArqRedis, mailbox_id: int) -> None:
+    try:
+        async with asyncio.timeout(QUEUE_TIMEOUT_SECONDS):
+            await enqueue_sync(pool, mailbox_id, trigger=SyncTrigger.API)
+    except (RedisError, OSError) as exc:
+        log.warning(
+            "mailbox.sync_not_queued",
+            extra={"mailbox_id": mailbox_id, "error": type(exc).__name__, "due": True},
+        )

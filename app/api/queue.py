@@ -1,0 +1,74 @@
+"""The API's connection to the job queue (arq's Redis).
+
+Redis may be down when the API starts: the pool is made at startup when Redis
+answers, else at the first request that needs it, and every such request
+while it is down gets 503 `queue_unavailable` with Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from typing import Annotated
+
+from arq import ArqRedis, create_pool
+from fastapi import Depends, Request
+from redis.exceptions import RedisError
+
+from app.api.problems import ApiError
+from app.config import Settings
+from app.queue import EmbeddedRedisError, redis_settings
+
+log = logging.getLogger(__name__)
+
+QUEUE_TIMEOUT_SECONDS = 5.0
+QUEUE_RETRY_AFTER_SECONDS = 10
+
+
+async def connect_queue(settings: Settings) -> ArqRedis | None:
+    """Connect to arq's Redis with one attempt; None when it does not answer (log says why)."""
+    try:
+        where = await asyncio.to_thread(redis_settings, settings)
+        return await create_pool(
+            replace(where, conn_retries=0), default_queue_name=settings.queue_name
+        )
+    except (RedisError, OSError, EmbeddedRedisError) as exc:
+        log.warning("api.queue_unavailable", extra={"error": type(exc).__name__})
+        return None
+
+
+def queue_unavailable() -> ApiError:
+    return ApiError(
+        503,
+        "queue_unavailable",
+        "The job queue is not available",
+        "Redis, which holds the sync jobs, does not answer; try again later",
+        headers={"Retry-After": str(QUEUE_RETRY_AFTER_SECONDS)},
+    )
+
+
+async def queue_pool(request: Request) -> ArqRedis:
+    """Return the app's queue pool, connecting first if Redis was down until now."""
+    state = request.app.state
+    if state.queue is None:
+        async with state.queue_lock:
+            if state.queue is None:
+                state.queue = await connect_queue(state.settings)
+    pool: ArqRedis | None = state.queue
+    if pool is None:
+        raise queue_unavailable()
+    return pool
+
+
+QueueDep = Annotated[ArqRedis, Depends(queue_pool)]
+
+
+async def check_queue(request: Request) -> None:
+    """PING the queue's Redis (for readiness); 503 `queue_unavailable` when it does not answer."""
+    pool = await queue_pool(request)
+    try:
+        async with asyncio.timeout(QUEUE_TIMEOUT_SECONDS):
+            await pool.ping()
+    except (RedisError, OSError) as exc:
+        raise queue_unavailable() from exc

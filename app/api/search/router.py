@@ -1,0 +1,41 @@
+"""Search a folder on the IMAP server: mail the local copy does not hold, or not yet."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from app.api.auth import require_api_key
+from app.api.deps import EngineDep, MailboxIdPath, SecretsDep, SettingsDep
+from app.api.problems import Problem
+from app.api.search.schemas import RemoteSearchPage, RemoteSearchRequest
+from app.sync.remote_search import search_remote_folder
+
+router = APIRouter(prefix="/v1", tags=["search"], dependencies=[Depends(require_api_key)])
+
+
+@router.post(
+    "/mailboxes/{mailbox_id}/search",
+    operation_id="search_remote_folder",
+    summary="Search a folder on the server and return the newest matches",
+    description=(
+        "Runs UID SEARCH on the server with every criterion given, then fetches the newest"
+        " `limit` matches (read-only: nothing is marked seen). `total` counts all matches."
+    ),
+    response_model=RemoteSearchPage,
+    responses={
+        404: {"model": Problem, "description": "No such mailbox, or `folder_not_found`"},
+        422: {"model": Problem, "description": "A bad criterion, or `auth_failed`"},
+        502: {"model": Problem, "description": "The IMAP server failed or cannot be reached"},
+        503: {"model": Problem, "description": "The IMAP server cannot serve the request now"},
+        504: {"model": Problem, "description": "The IMAP server did not answer in time"},
+    },
+)
+def search_remote(
+    engine: EngineDep,
+    settings: SettingsDep,
+    secrets: SecretsDep,
+    mailbox_id: MailboxIdPath,
+    search: RemoteSearchRequest,
+) -> RemoteSearchPage:
+    result = search_remote_folder(engine, settings, secrets, mailbox_id, search.criteria())
+    return RemoteSearchPage.of(result)

@@ -1,0 +1,80 @@
+"""Queries on `sync_run`: the runs the API queues and the history it lists."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from app.db.models import Mailbox, SyncRun, SyncRunStatus, SyncTrigger
+
+
+def get_sync_run(session: Session, run_id: int) -> SyncRun | None:
+    return session.get(SyncRun, run_id)
+
+
+def unfinished_sync_run(
+    session: Session, mailbox_id: int, *, folders_only: bool, now: datetime
+) -> SyncRun | None:
+    """Return the mailbox's newest queued or running run of this kind, if any.
+
+    A `running` run counts only while the mailbox's lease is live: a worker
+    that died mid-run leaves its row `running` for ever, and that row must not
+    stand in for a sync nobody is doing.
+    """
+    lease_live = col(Mailbox.lease_expires_at) > now
+    statement = (
+        select(SyncRun)
+        .join(Mailbox, col(Mailbox.id) == SyncRun.mailbox_id)
+        .where(
+            SyncRun.mailbox_id == mailbox_id,
+            SyncRun.folders_only == folders_only,
+            sa.or_(
+                col(SyncRun.status) == SyncRunStatus.QUEUED,
+                sa.and_(col(SyncRun.status) == SyncRunStatus.RUNNING, lease_live),
+            ),
+        )
+        .order_by(col(SyncRun.id).desc())
+    )
+    return session.exec(statement.limit(1)).first()
+
+
+def add_queued_sync_run(
+    session: Session, mailbox_id: int, *, folders_only: bool, trigger: SyncTrigger
+) -> SyncRun:
+    """Insert a `queued` run (its id is known after the flush) for a job to fill in."""
+    run = SyncRun(mailbox_id=mailbox_id, folders_only=folders_only, trigger=trigger)
+    session.add(run)
+    session.flush()
+    return run
+
+
+def delete_queued_sync_run(session: Session, run_id: int) -> None:
+    """Remove a run whose job was never queued; one a worker already started is left alone."""
+    session.execute(
+        sa.delete(SyncRun).where(
+            col(SyncRun.id) == run_id, col(SyncRun.status) == SyncRunStatus.QUEUED
+        )
+    )
+
+
+def fail_queued_sync_run(
+    session: Session, run_id: int, *, error_code: str, error: str, now: datetime
+) -> None:
+    """Close a queued run that will never start (its job is gone), if it is still queued."""
+    session.execute(
+        sa.update(SyncRun)
+        .where(col(SyncRun.id) == run_id, col(SyncRun.status) == SyncRunStatus.QUEUED)
+        .values(status=SyncRunStatus.FAILED, finished_at=now, error_code=error_code, error=error)
+    )
+
+
+def mailbox_sync_runs(
+    session: Session, mailbox_id: int, *, limit: int, before_id: int | None = None
+) -> list[SyncRun]:
+    """Return up to `limit` runs of the mailbox, newest first, older than `before_id`."""
+    statement = select(SyncRun).where(SyncRun.mailbox_id == mailbox_id)
+    if before_id is not None:
+        statement = statement.where(col(SyncRun.id) < before_id)
+    return list(session.exec(statement.order_by(col(SyncRun.id).desc()).limit(limit)))

