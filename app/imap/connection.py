@@ -152,6 +152,9 @@ class _PinnedIMAPClient(IMAPClient):  # type: ignore[misc]
         self._addresses = addresses
         self._implicit_tls = implicit_tls
         super().__init__(host, port=port, ssl=implicit_tls is not None, timeout=timeout)
+        # imapclient turns imaplib's debug tracing on for its logger, which formats every
+        # response (message bodies included) into text that is then thrown away.
+        self._imap.debug = 0
 
     def _create_IMAP4(self) -> _PinnedIMAP4:  # noqa: N802 - imapclient's hook name
         return _PinnedIMAP4(
