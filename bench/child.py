@@ -1,0 +1,51 @@
+"""Run one measured operation in this process: `python -m bench.child JOB_FILE RESULT_FILE`.
+
+The job names its operation as "module:function"; only that module is
+imported, so a row's peak RSS counts what it needs and nothing else.
+"""
+
+from __future__ import annotations
+
+import importlib
+import resource
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from bench.job import Job, Measurement
+
+
+def run(job: Job) -> Measurement:
+    """Run the job's operation and add this process's peak RSS to what it measured."""
+    module_name, _, function_name = job.operation.partition(":")
+    operation: Callable[[Job], Measurement] = getattr(
+        importlib.import_module(module_name), function_name
+    )
+    measurement = operation(job)
+    return replace(measurement, peak_rss_kb=peak_rss_kb())
+
+
+def peak_rss_kb() -> int:
+    """Return this process's peak resident set size in kilobytes.
+
+    Linux keeps `ru_maxrss` across fork and exec, so a child started by a big
+    parent reports the parent's peak; VmHWM belongs to this program's memory alone.
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def main(argv: list[str]) -> int:
+    job_file, result_file = argv
+    measurement = run(Job.from_json(Path(job_file).read_text()))
+    Path(result_file).write_text(measurement.to_json())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

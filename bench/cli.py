@@ -1,0 +1,333 @@
+"""`python -m bench`: build the mailbox, measure every row in its own process, print the table.
+
+start a private Dovecot (tests.dovecot) -> generate + MULTIAPPEND the corpus
+-> warm-up fetch of every folder (no row pays for cold caches)
+-> peers:  imaplib full fetch (reference), imapclient full fetch,
+           imapclient STATUS per folder (no-change reference)
+-> ours:   first sync of all mail on SQLite, then its no-change resyncs;
+           first sync with the one-year window on SQLite;
+           first sync of all mail on PostgreSQL, then its no-change resyncs
+-> [--profile] one more first sync under pyinstrument (not a row)
+-> table on stdout and in bench/results/latest.txt
+-> stop Dovecot, drop the databases, delete every temporary directory (always)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+from cryptography.fernet import Fernet
+from sqlalchemy import make_url
+
+from app.config import Settings
+from app.db import create_db_engine, session_scope
+from app.db.models import Mailbox, MailboxSecurity
+from app.security import SecretBox
+from bench import peers
+from bench.corpus import DEFAULT_SEED, FOLDERS, CorpusSpec, LoadedCorpus, load
+from bench.job import Job, Measurement, Server
+from bench.table import Ratio, Row, Section, render
+from tests.databases import (
+    POSTGRES_ADMIN_URL,
+    PostgresDatabases,
+    SQLiteDatabases,
+    ThrowawayDatabases,
+)
+from tests.dovecot import DOVECOT_BIN, Dovecot, start_dovecot
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+FETCHED_FOLDERS = ("INBOX",)  # the peers' full fetch, as in the issue
+CHECK_REPEAT = 5
+_ERROR_LINES = 15
+
+
+class RowFailed(Exception):
+    """A measuring child exited with an error; the message is the end of its stderr."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Everything a job needs besides its operation: the server and the secret key."""
+
+    server: Server
+    secret_key: str
+    work: Path
+
+    def measure(self, job: Job) -> Measurement:
+        """Run `job` in a child process and return what it measured."""
+        job_file, result_file = self.work / "job.json", self.work / "result.json"
+        job_file.write_text(job.to_json())
+        result_file.unlink(missing_ok=True)
+        completed = subprocess.run(
+            [sys.executable, "-m", "bench.child", str(job_file), str(result_file)],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if completed.returncode != 0:
+            raise RowFailed("\n".join(completed.stderr.strip().splitlines()[-_ERROR_LINES:]))
+        return Measurement.from_json(result_file.read_text())
+
+    def register_mailbox(self, database_url: str, sync_start: date | None) -> int:
+        """Add the bench user as a mailbox, as the API would, and return its id."""
+        server = self.server
+        engine = create_db_engine(database_url)
+        try:
+            with session_scope(engine) as session:
+                mailbox = Mailbox.model_validate(
+                    {
+                        "owner_user_id": "bench",
+                        "email_address": f"{server.username}@example.com",
+                        "host": server.host,
+                        "port": server.port,
+                        "security": MailboxSecurity.SSL,
+                        "username": server.username,
+                        "password_enc": SecretBox([self.secret_key]).encrypt(server.password),
+                        "sync_start": sync_start,
+                    }
+                )
+                session.add(mailbox)
+                session.flush()
+                assert mailbox.id is not None
+                return mailbox.id
+        finally:
+            engine.dispose()
+
+    def sync_job(self, database_url: str, mailbox_id: int) -> Job:
+        return Job(
+            operation="bench.ours:sync_with_ours",
+            server=self.server,
+            folders=FOLDERS,
+            database_url=database_url,
+            mailbox_id=mailbox_id,
+            secret_key=self.secret_key,
+        )
+
+
+class Progress:
+    """Say what the bench is doing on stderr; the table alone goes to stdout."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def say(self, message: str) -> None:
+        print(f"[{time.monotonic() - self.started:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--messages", type=int, default=10_000, help="INBOX size; Sent gets a twentieth"
+    )
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="corpus random seed")
+    parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL rows")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile one first sync (bench/results/profile-first-sync.txt and .html)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.messages < 20:
+        raise SystemExit("--messages must be at least 20")
+    progress = Progress()
+    load_before = os.getloadavg()[0]
+    spec = CorpusSpec(messages=args.messages, seed=args.seed)
+    with ExitStack() as cleanup:
+        dovecot = _start_dovecot(cleanup)
+        work = Path(tempfile.mkdtemp(prefix="bench-"))
+        cleanup.callback(shutil.rmtree, work, ignore_errors=True)
+        user = dovecot.add_user("bench")
+        progress.say(f"generating and storing {spec.total:,} messages")
+        corpus = load(spec, user)
+        progress.say(f"stored {corpus.megabytes:.1f} MB in {corpus.seconds:.1f} s")
+        target = Target(
+            Server(dovecot.host, dovecot.tls_port, str(dovecot.ca_file), user.name, user.password),
+            Fernet.generate_key().decode(),
+            work,
+        )
+        peers.fetch_with_imaplib(Job("bench.peers:fetch_with_imaplib", target.server, FOLDERS))
+        progress.say("caches warmed")
+        rows = Rows(target, spec, SQLiteDatabases(work / "sqlite"), progress)
+        rows.peers()
+        rows.ours("SQLite", rows.sqlite)
+        rows.ours_in_window()
+        postgres = None if args.no_postgres else _postgres(cleanup, progress)
+        if isinstance(postgres, str):
+            rows.skip("PostgreSQL", postgres)
+        elif postgres is not None:
+            rows.ours("PostgreSQL", postgres)
+        if args.profile:
+            RESULTS_DIR.mkdir(exist_ok=True)
+            rows.profile(RESULTS_DIR / "profile-first-sync")
+    sections = rows.sections
+    table = render(_header(spec, corpus, (load_before, os.getloadavg()[0])), sections)
+    print(table, end="")
+    RESULTS_DIR.mkdir(exist_ok=True)
+    (RESULTS_DIR / "latest.txt").write_text(table)
+    progress.say(f"table written to {RESULTS_DIR / 'latest.txt'}")
+    failed = any(row.outcome == "failed" for section in sections for row in section.rows)
+    return 1 if failed else 0
+
+
+def _start_dovecot(cleanup: ExitStack) -> Dovecot:
+    """Start the bench's own Dovecot; `cleanup` stops it and removes its directory."""
+    workdir = Path(tempfile.mkdtemp(prefix="bench-dv"))  # short: unix sockets live there
+    cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
+    dovecot = start_dovecot(workdir)
+    cleanup.callback(dovecot.stop)
+    return dovecot
+
+
+def _postgres(cleanup: ExitStack, progress: Progress) -> PostgresDatabases | str:
+    """Return a factory of throwaway PostgreSQL databases, or why there is none."""
+    conninfo = make_url(POSTGRES_ADMIN_URL).set(drivername="postgresql")
+    try:
+        admin = psycopg.connect(
+            conninfo.render_as_string(hide_password=False), autocommit=True, connect_timeout=5
+        )
+    except psycopg.OperationalError as exc:
+        progress.say(f"PostgreSQL rows skipped: {exc}")
+        return f"skipped: PostgreSQL not reachable at {POSTGRES_ADMIN_URL}"
+    cleanup.callback(admin.close)
+    databases = PostgresDatabases(admin, POSTGRES_ADMIN_URL)
+    cleanup.callback(databases.drop_all)
+    return databases
+
+
+class Rows:
+    """Measure the rows in order, each in its own process, into the two sections."""
+
+    def __init__(
+        self, target: Target, spec: CorpusSpec, sqlite: SQLiteDatabases, progress: Progress
+    ) -> None:
+        self.target = target
+        self.sqlite = sqlite
+        self.progress = progress
+        self.all_mail = spec.start.date() - timedelta(days=1)  # a window older than any mail
+        self.fetch = Section("Full fetch over TLS", Ratio.RATE)
+        self.check = Section("No-change check over TLS", Ratio.TIME)
+
+    def measure(self, section: Section, title: str, job: Job) -> bool:
+        self.progress.say(f"measuring: {title}")
+        try:
+            measurement = self.target.measure(job)
+        except RowFailed as exc:
+            self.progress.say(f"FAILED: {title}\n{exc}")
+            last_line = str(exc).splitlines()[-1] if str(exc) else "no error output"
+            section.rows.append(Row(title, len(job.folders), None, last_line, outcome="failed"))
+            return False
+        # Our no-change rows name their commands: one round trip per folder is a target.
+        ours = job.operation.startswith("bench.ours:") and section is self.check
+        note = f"IMAP commands {' '.join(measurement.commands)}" if ours else ""
+        section.rows.append(Row(title, len(job.folders), measurement, note))
+        return True
+
+    def peers(self) -> None:
+        server = self.target.server
+        self.measure(
+            self.fetch,
+            "imaplib UID FETCH x500 (reference)",
+            Job("bench.peers:fetch_with_imaplib", server, FETCHED_FOLDERS),
+        )
+        self.measure(
+            self.fetch,
+            "imapclient fetch x500",
+            Job("bench.peers:fetch_with_imapclient", server, FETCHED_FOLDERS),
+        )
+        self.measure(
+            self.check,
+            "imapclient STATUS per folder (reference)",
+            Job("bench.peers:check_with_imapclient", server, FOLDERS, repeat=CHECK_REPEAT),
+        )
+
+    def ours(self, backend: str, databases: ThrowawayDatabases) -> None:
+        """A first sync of all mail on a new database, then no-change resyncs of it."""
+        job = self.new_mailbox(databases, self.all_mail)
+        if self.measure(self.fetch, f"ours first sync, {backend}, all mail", job):
+            self.measure(
+                self.check,
+                f"ours no-change resync, {backend} (median of {CHECK_REPEAT})",
+                replace(job, repeat=CHECK_REPEAT),
+            )
+
+    def ours_in_window(self) -> None:
+        """A first sync with the default window (mail of the last year only)."""
+        job = self.new_mailbox(self.sqlite, None)
+        self.measure(self.fetch, "ours first sync, SQLite, 1-year window", job)
+
+    def skip(self, backend: str, reason: str) -> None:
+        for section, title in (
+            (self.fetch, f"ours first sync, {backend}, all mail"),
+            (self.check, f"ours no-change resync, {backend}"),
+        ):
+            section.rows.append(Row(title, len(FOLDERS), None, reason, outcome="skipped"))
+
+    def profile(self, path: Path) -> None:
+        """Profile one more first sync of all mail; its time is not a row."""
+        job = self.new_mailbox(self.sqlite, self.all_mail)
+        self.progress.say("profiling: ours first sync, SQLite, all mail")
+        self.target.measure(
+            replace(job, operation="bench.profiling:profile_sync", profile_path=str(path))
+        )
+        self.progress.say(f"profile written to {path}.txt and {path}.html")
+
+    def new_mailbox(self, databases: ThrowawayDatabases, sync_start: date | None) -> Job:
+        """Return a sync job for the bench user registered in a new, migrated database."""
+        url = databases.create_migrated()
+        return self.target.sync_job(url, self.target.register_mailbox(url, sync_start))
+
+    @property
+    def sections(self) -> list[Section]:
+        return [self.fetch, self.check]
+
+
+def _header(spec: CorpusSpec, corpus: LoadedCorpus, load: tuple[float, float]) -> list[str]:
+    counts = ", ".join(f"{folder} {count:,}" for folder, count in corpus.counts.items())
+    return [
+        f"imap-bridge benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"machine: {_machine()}, {_dovecot_version()} on loopback, implicit TLS;"
+        f" load average {load[0]:.1f} before the run, {load[1]:.1f} after",
+        f"corpus: seed {spec.seed}; {counts} messages, {corpus.megabytes:.1f} MB;"
+        f" generated and stored (MULTIAPPEND) in {corpus.seconds:.1f} s",
+        f"peers fetch {' + '.join(FETCHED_FOLDERS)}; ours syncs {' + '.join(FOLDERS)}"
+        f" with {Settings().sync_batch_size} messages per batch (SYNC_BATCH_SIZE),"
+        " time budget lifted; no-change rows are the median of"
+        f" {CHECK_REPEAT} runs",
+    ]
+
+
+def _machine() -> str:
+    model = platform.processor() or "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}"
+
+
+def _dovecot_version() -> str:
+    completed = subprocess.run(
+        [DOVECOT_BIN, "--version"], capture_output=True, text=True, check=False
+    )
+    return f"Dovecot {completed.stdout.split()[0]}" if completed.stdout else "Dovecot"

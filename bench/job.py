@@ -1,0 +1,92 @@
+"""What the parent hands a measuring child process, and what the child hands back.
+
+    parent: Job -> JSON file -> python -m bench.child FILE
+    child:  import Job.operation ("module:function"), run it -> Measurement -> JSON on stdout
+
+A process per row makes its peak RSS that row's alone and keeps one row's
+imports (SQLAlchemy, our sync engine) out of another's memory, which is why
+this module and the peers' module import nothing from `app`.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Commands a session costs whatever it does; every other command is about one folder.
+SESSION_COMMANDS = frozenset(
+    {"CAPABILITY", "LOGIN", "AUTHENTICATE", "ID", "LIST", "LSUB", "NAMESPACE", "ENABLE", "LOGOUT"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """The Dovecot user every row reads, over implicit TLS."""
+
+    host: str
+    port: int
+    ca_file: str
+    username: str
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What one child process measures; with `repeat` > 1 it reports the median run."""
+
+    operation: str  # "module:function", the function taking a Job and returning a Measurement
+    server: Server
+    folders: tuple[str, ...]
+    database_url: str | None = None
+    mailbox_id: int | None = None
+    secret_key: str | None = None
+    repeat: int = 1
+    profile_path: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Job:
+        data: dict[str, Any] = json.loads(text)
+        data["server"] = Server(**data["server"])
+        data["folders"] = tuple(data["folders"])
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """One row's figures.
+
+    `command_count` is every IMAP command of the (median) run, `folder_commands`
+    those about one folder (SELECT, STATUS, FETCH...), and `commands` their names
+    when the row can see them.
+    """
+
+    seconds: float
+    messages: int
+    bytes: int
+    command_count: int = 0
+    folder_commands: int = 0
+    commands: list[str] = field(default_factory=list)
+    peak_rss_kb: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Measurement:
+        return cls(**json.loads(text))
+
+
+def folder_scoped(commands: list[str]) -> int:
+    """Count the commands that are about one folder rather than the session."""
+    return sum(1 for name in commands if name.upper() not in SESSION_COMMANDS)
+
+
+def median_run(runs: list[Measurement]) -> Measurement:
+    """Return the run of median duration (the upper one of an even count)."""
+    middle = statistics.median_high(run.seconds for run in runs)
+    return next(run for run in runs if run.seconds == middle)

@@ -1,0 +1,97 @@
+"""What a user could run instead of us, measured the same way: raw Python IMAP clients.
+
+Bodies are fetched with BODY.PEEK[] (so nothing is marked read) in batches of
+500 UIDs over implicit TLS and dropped on arrival: no parsing, no storage.
+That is the practical ceiling for a Python client on this server, and the
+reference the sync engine's throughput is divided by.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import ssl
+from collections.abc import Iterator, Sequence
+from time import perf_counter
+from typing import Any
+
+from imapclient import IMAPClient
+
+from bench.job import Job, Measurement, Server, median_run
+
+FETCH_BATCH = 500
+_STATUS_ITEMS = [b"UIDVALIDITY", b"UIDNEXT", b"MESSAGES", b"HIGHESTMODSEQ"]
+
+
+def _tls_context(server: Server) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=server.ca_file)
+
+
+def _uid_batches(uids: Sequence[int]) -> Iterator[Sequence[int]]:
+    ordered = sorted(uids)
+    for start in range(0, len(ordered), FETCH_BATCH):
+        yield ordered[start : start + FETCH_BATCH]
+
+
+def _imapclient(server: Server) -> IMAPClient:
+    client = IMAPClient(server.host, port=server.port, ssl=True, ssl_context=_tls_context(server))
+    client.login(server.username, server.password)
+    return client
+
+
+def fetch_with_imaplib(job: Job) -> Measurement:
+    """UID FETCH every message of the job's folders with the standard library."""
+    server = job.server
+    messages = size = 0
+    started = perf_counter()
+    imap = imaplib.IMAP4_SSL(server.host, server.port, ssl_context=_tls_context(server))
+    imap.login(server.username, server.password)
+    for folder in job.folders:
+        imap.select(folder, readonly=True)
+        _, found = imap.uid("SEARCH", "ALL")
+        uids = [int(uid) for uid in found[0].split()]
+        for batch in _uid_batches(uids):
+            _, data = imap.uid("FETCH", ",".join(map(str, batch)), "(BODY.PEEK[])")
+            for item in data:
+                if isinstance(item, tuple):  # (b'1 (UID 1 BODY[] {size}', literal)
+                    messages += 1
+                    size += len(item[1])
+    imap.logout()
+    return Measurement(perf_counter() - started, messages, size, command_count=imap.tagnum)
+
+
+def fetch_with_imapclient(job: Job) -> Measurement:
+    """The same fetch through IMAPClient.fetch, whose parser builds a dict per message."""
+    messages = size = 0
+    started = perf_counter()
+    client = _imapclient(job.server)
+    for folder in job.folders:
+        client.select_folder(folder, readonly=True)
+        for batch in _uid_batches(client.search("ALL")):
+            response: dict[int, dict[bytes, Any]] = client.fetch(batch, [b"BODY.PEEK[]"])
+            for data in response.values():
+                messages += 1
+                size += len(data[b"BODY[]"])
+    client.logout()
+    return Measurement(perf_counter() - started, messages, size, command_count=client._imap.tagnum)
+
+
+def check_with_imapclient(job: Job) -> Measurement:
+    """Ask STATUS of each folder once: the least a client can do to see that nothing changed."""
+    runs: list[Measurement] = []
+    for _ in range(job.repeat):
+        started = perf_counter()
+        client = _imapclient(job.server)
+        for folder in job.folders:
+            client.folder_status(folder, _STATUS_ITEMS)
+        client.logout()
+        runs.append(
+            Measurement(
+                perf_counter() - started,
+                messages=0,
+                bytes=0,
+                command_count=client._imap.tagnum,
+                folder_commands=len(job.folders),
+                commands=["STATUS"] * len(job.folders),
+            )
+        )
+    return median_run(runs)
