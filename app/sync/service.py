@@ -28,7 +28,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
+from typing import Literal
 
+from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -48,10 +50,11 @@ from app.db.repositories.emails import delete_orphans
 from app.db.repositories.events import record_event
 from app.db.repositories.folders import mailbox_folders
 from app.db.repositories.mailboxes import acquire_lease, get_mailbox, release_lease
+from app.db.repositories.sync_runs import fail_interrupted_sync_runs
 from app.imap import EmailManager, FolderManager, ImapConnection, connect
 from app.imap.errors import AuthenticationFailed, FolderNotFound, ImapError, NetworkError
 from app.imap.folder_manager import FolderListing
-from app.security import SecretBox
+from app.security import SecretBox, SecretError
 from app.sync.credentials import connect_options, imap_config
 from app.sync.errors import MailboxNotFoundError
 from app.sync.folder_sync import Deadline, FolderSyncer, ProgressCallback, SyncCounts
@@ -61,7 +64,20 @@ log = logging.getLogger(__name__)
 
 _FIRST_FOLDERS = (FolderType.INBOX, FolderType.SENT)
 _NETWORK_RETRY_BASE = timedelta(minutes=1)
-_AUTH_RETRY_CAP = timedelta(hours=24)
+_SLOW_RETRY_CAP = timedelta(hours=24)
+
+# credentials: the owner must act (told once); transient: the network or server, retried
+# soon, nobody told; permanent: anything else that will not fix itself (`mailbox.sync_failed`).
+FailureKind = Literal["credentials", "transient", "permanent"]
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why a run failed, in the terms the run record and the events use."""
+
+    code: str
+    message: str
+    kind: FailureKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +135,7 @@ def _start_run(
     engine: Engine, mailbox_id: int, run_id: int | None, folders_only: bool, trigger: SyncTrigger
 ) -> SyncRun:
     with session_scope(engine) as session:
+        fail_interrupted_sync_runs(session, mailbox_id, utcnow())
         run = session.get(SyncRun, run_id) if run_id is not None else None
         if run is None or run.mailbox_id != mailbox_id:
             run = SyncRun(mailbox_id=mailbox_id, folders_only=folders_only, trigger=trigger)
@@ -151,9 +168,16 @@ class _Run:
             with connect(config, connect_options(self.settings)) as connection:
                 complete = self._synchronize(mailbox, connection)
         except AuthenticationFailed as exc:
-            return self._failed(exc, credentials=True)
-        except ImapError as exc:
-            return self._failed(exc, credentials=False)
+            return self._failed(Failure(exc.code, str(exc), "credentials"))
+        except NetworkError as exc:
+            return self._failed(Failure(exc.code, str(exc), "transient"))
+        except (ImapError, SecretError) as exc:
+            return self._failed(Failure(exc.code, str(exc), "permanent"))
+        except ValidationError as exc:  # stored settings no longer pass ImapConfig's checks
+            return self._failed(Failure("invalid_settings", _first_error(exc), "permanent"))
+        except Exception:
+            self._failed(Failure("internal_error", "unexpected error; see the logs", "permanent"))
+            raise
         return self._succeeded(complete)
 
     def _synchronize(self, mailbox: Mailbox, connection: ImapConnection) -> bool:
@@ -195,6 +219,8 @@ class _Run:
                 mailbox.status = MailboxStatus.ACTIVE
                 record_event(session, "mailbox.credentials_restored", mailbox, {})
             mailbox.last_error = None
+            if self.run.folders_only and mailbox.consecutive_failures:
+                mailbox.next_sync_at = now  # the server answers again: mail need not wait
             mailbox.consecutive_failures = 0
             if not self.run.folders_only:
                 mailbox.last_synced_at = now
@@ -210,41 +236,41 @@ class _Run:
         log.info("sync.done", extra={"mailbox_id": run.mailbox_id, **asdict(self.counts)})
         return SyncResult(_id(run), SyncRunStatus.SUCCEEDED, self.counts, complete)
 
-    def _failed(self, error: ImapError, *, credentials: bool) -> SyncResult:
+    def _failed(self, failure: Failure) -> SyncResult:
         now = utcnow()
         with session_scope(self.engine) as session:
             mailbox = _mailbox_of_run(session, self.run.mailbox_id)
             mailbox.consecutive_failures += 1
-            mailbox.last_error = f"{error.code}: {error}"
-            mailbox.next_sync_at = now + self._backoff(mailbox.consecutive_failures, credentials)
-            if credentials and mailbox.status is MailboxStatus.ACTIVE:
+            mailbox.last_error = f"{failure.code}: {failure.message}"
+            mailbox.next_sync_at = now + self._backoff(mailbox.consecutive_failures, failure.kind)
+            if failure.kind == "credentials" and mailbox.status is MailboxStatus.ACTIVE:
                 mailbox.status = MailboxStatus.AUTH_FAILED
                 record_event(
                     session,
                     "mailbox.credentials_invalid",
                     mailbox,
-                    {"error_code": error.code, "message": str(error)},
+                    {"error_code": failure.code, "message": failure.message},
                 )
-            elif not credentials and not isinstance(error, NetworkError):
-                record_event(session, "mailbox.sync_failed", mailbox, {"error_code": error.code})
-            run = self._finish(session, SyncRunStatus.FAILED, now, error)
-        log.warning("sync.failed", extra={"mailbox_id": run.mailbox_id, "error_code": error.code})
-        return SyncResult(_id(run), SyncRunStatus.FAILED, self.counts, False, error.code)
+            elif failure.kind == "permanent":
+                record_event(session, "mailbox.sync_failed", mailbox, {"error_code": failure.code})
+            run = self._finish(session, SyncRunStatus.FAILED, now, failure)
+        log.warning("sync.failed", extra={"mailbox_id": run.mailbox_id, "error_code": failure.code})
+        return SyncResult(_id(run), SyncRunStatus.FAILED, self.counts, False, failure.code)
 
-    def _backoff(self, failures: int, credentials: bool) -> timedelta:
-        """Retry network failures soon, doubling up to the sync interval; credentials slowly."""
+    def _backoff(self, failures: int, kind: FailureKind) -> timedelta:
+        """Retry transient failures soon, doubling up to the interval; the others slowly."""
         interval = timedelta(minutes=self.settings.sync_interval_minutes)
         factor = 1 << min(failures - 1, 20)
-        if credentials:
-            return min(interval * factor, _AUTH_RETRY_CAP)
-        return min(_NETWORK_RETRY_BASE * factor, interval)
+        if kind == "transient":
+            return min(_NETWORK_RETRY_BASE * factor, interval)
+        return min(interval * factor, _SLOW_RETRY_CAP)
 
     def _finish(
         self,
         session: Session,
         status: SyncRunStatus,
         now: datetime,
-        error: ImapError | None = None,
+        failure: Failure | None = None,
     ) -> SyncRun:
         run = session.get(SyncRun, self.run.id)
         assert run is not None
@@ -256,9 +282,9 @@ class _Run:
         run.folders_added = self.counts.folders_added
         run.folders_removed = self.counts.folders_removed
         run.bytes_fetched = self.counts.bytes
-        if error is not None:
-            run.error_code = error.code
-            run.error = str(error)
+        if failure is not None:
+            run.error_code = failure.code
+            run.error = failure.message
         return run
 
 
@@ -283,6 +309,11 @@ def _folders_to_sync(folders: list[Folder], listing: FolderListing) -> list[Fold
         return rank, folder.full_name.casefold()
 
     return sorted(chosen, key=order)
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    return f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
 
 
 def _window_start(mailbox: Mailbox, settings: Settings) -> date:

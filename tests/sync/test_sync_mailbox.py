@@ -11,7 +11,7 @@ from sqlmodel import select
 
 from app.config import Settings
 from app.db import session_scope
-from app.db.models import Email, Folder, Mailbox, SyncRunStatus
+from app.db.models import Email, Folder, Mailbox, SyncRun, SyncRunStatus
 from app.sync.service import SyncResult, sync_mailbox
 from tests.dovecot import MailUser
 from tests.factories import MailboxFactory
@@ -230,3 +230,38 @@ def test_wrong_password_is_reported_once_and_restored_once(
     assert restored.status is SyncRunStatus.SUCCEEDED
     assert len(events_of(engine, mailbox_id, "mailbox.credentials_restored")) == 1
     assert len(events_of(engine, mailbox_id, "mailbox.credentials_invalid")) == 1
+
+
+def test_an_undecryptable_secret_fails_the_run_instead_of_leaving_it_running(
+    engine: Engine, settings: Settings, mail_user: MailUser, add_mailbox: MailboxFactory
+) -> None:
+    mailbox_id = add_mailbox(mail_user, password_enc="gAAAAA-not-a-token")
+
+    failed = run(engine, mailbox_id, settings)
+
+    assert (failed.status, failed.error_code) == (SyncRunStatus.FAILED, "secret_undecryptable")
+    [event] = events_of(engine, mailbox_id, "mailbox.sync_failed")
+    assert event == {"error_code": "secret_undecryptable"}
+    with session_scope(engine) as session:
+        mailbox = session.get(Mailbox, mailbox_id)
+        assert mailbox is not None
+        assert mailbox.next_sync_at is not None
+        assert mailbox.next_sync_at > datetime.now(UTC)
+
+
+def test_a_run_left_running_by_a_dead_worker_is_closed_by_the_next_one(
+    engine: Engine, settings: Settings, mail_user: MailUser, add_mailbox: MailboxFactory
+) -> None:
+    mailbox_id = add_mailbox(mail_user)
+    with session_scope(engine) as session:
+        orphan = SyncRun(mailbox_id=mailbox_id, status=SyncRunStatus.RUNNING)
+        session.add(orphan)
+        session.flush()
+        orphan_id = orphan.id
+
+    assert run(engine, mailbox_id, settings).status is SyncRunStatus.SUCCEEDED
+
+    with session_scope(engine) as session:
+        closed = session.get(SyncRun, orphan_id)
+        assert closed is not None
+        assert (closed.status, closed.error_code) == (SyncRunStatus.FAILED, "interrupted")

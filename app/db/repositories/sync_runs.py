@@ -78,3 +78,21 @@ def mailbox_sync_runs(
     if before_id is not None:
         statement = statement.where(col(SyncRun.id) < before_id)
     return list(session.exec(statement.order_by(col(SyncRun.id).desc()).limit(limit)))
+
+
+def fail_interrupted_sync_runs(session: Session, mailbox_id: int, now: datetime) -> int:
+    """Close runs left `running` by a worker that died: whoever takes the lease calls this."""
+    result = session.execute(
+        sa.update(SyncRun)
+        .where(
+            col(SyncRun.mailbox_id) == mailbox_id,
+            col(SyncRun.status) == SyncRunStatus.RUNNING,
+        )
+        .values(
+            status=SyncRunStatus.FAILED,
+            finished_at=now,
+            error_code="interrupted",
+            error="the worker stopped before the run finished",
+        )
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
