@@ -54,9 +54,8 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 def existing_mailbox_id(engine: EngineDep, mailbox_id: MailboxIdPath) -> int:
     """Resolve the `{mailbox_id}` of a path to a mailbox that exists, else 404.
 
-    It reads in a session of its own: the request's session must not flush
-    (the API key's `last_used_at`) before a route that writes through the
-    engine, or on SQLite that write would wait for the request's lock.
+    It reads in a short session of its own, so routes that then talk to the
+    IMAP server hold no database transaction open while the server answers.
     """
     with session_scope(engine) as session:
         if get_mailbox(session, mailbox_id) is None:

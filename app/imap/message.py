@@ -136,6 +136,11 @@ class ParsedMessage:
         return "\\Flagged" in self.flags
 
     @property
+    def has_attachments(self) -> bool:
+        """Say whether a part is attached for its own sake (inline images do not count)."""
+        return any(not attachment.inline for attachment in self.attachments)
+
+    @property
     def malformed(self) -> bool:
         return bool(self.defects)
 

@@ -10,7 +10,7 @@ class SyncError(Exception):
 
 
 class MailboxNotFoundError(SyncError):
-    code = "mailbox_not_found"
+    code = "not_found"  # the same code as every other missing resource of the API
 
 
 class UnknownFoldersError(SyncError):

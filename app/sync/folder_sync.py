@@ -433,7 +433,7 @@ def _email_row(mailbox_id: int, identity: str, message: ParsedMessage) -> Email:
         flagged=message.flagged,
         answered="\\Answered" in message.flags,
         draft="\\Draft" in message.flags,
-        has_attachments=any(not a.inline for a in message.attachments),
+        has_attachments=message.has_attachments,
         text_body=_clean(message.text),
         html_body=_clean(message.html),
         headers=_clean(message.headers),

@@ -126,7 +126,7 @@ class RemoteMessage(BaseModel):
                 "seen": message.seen,
                 "flagged": message.flagged,
                 "size": message.size,
-                "has_attachments": any(not part.inline for part in message.attachments),
+                "has_attachments": message.has_attachments,
             }
         )
 
