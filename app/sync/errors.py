@@ -9,6 +9,12 @@ class SyncError(Exception):
     code = "sync_error"
 
 
+class LeaseLostError(SyncError):
+    """The run outlived its lease and another worker took the mailbox: it must stop."""
+
+    code = "lease_lost"
+
+
 class MailboxNotFoundError(SyncError):
     code = "not_found"  # the same code as every other missing resource of the API
 

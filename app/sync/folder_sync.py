@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -36,9 +37,11 @@ from app.db.models import Attachment, Email, EmailFolder, Folder, MailAddress, M
 from app.db.repositories.emails import relinkable_emails
 from app.db.repositories.events import record_event
 from app.db.repositories.folders import linked_uids, lowest_linked_uid, unlink_folder, unlink_uids
+from app.db.repositories.mailboxes import renew_lease
 from app.imap import EmailManager, FolderStatus, SelectedFolder
 from app.imap.email_manager import chunked
 from app.imap.message import Address, ParsedMessage
+from app.sync.errors import LeaseLostError
 from app.sync.identity import message_identity
 
 
@@ -76,6 +79,20 @@ class Deadline:
         return time.monotonic() >= self._end
 
 
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """The mailbox lease a run holds; each transaction it commits first proves it still does."""
+
+    mailbox_id: int
+    owner: str
+    duration: timedelta
+
+    def hold(self, session: Session) -> None:
+        """Renew the lease in `session`'s transaction; raise if another worker took it."""
+        if not renew_lease(session, self.mailbox_id, self.owner, utcnow(), self.duration):
+            raise LeaseLostError(f"mailbox {self.mailbox_id} was taken over by another worker")
+
+
 @dataclass
 class FolderSyncer:
     """Syncs the folders of one mailbox over one IMAP session."""
@@ -86,6 +103,7 @@ class FolderSyncer:
     deadline: Deadline
     window_start: date
     batch_size: int
+    lease: Lease
     counts: SyncCounts = field(default_factory=SyncCounts)
     progress: ProgressCallback | None = None
     # A run stores at least one batch, however small its budget: every run makes progress.
@@ -111,11 +129,18 @@ class FolderSyncer:
         self._checkpoint(folder, selected)
         return True
 
+    @contextmanager
+    def _writing(self) -> Iterator[Session]:
+        """A transaction that commits only while this run still holds the mailbox's lease."""
+        with session_scope(self.engine) as session:
+            self.lease.hold(session)
+            yield session
+
     # -- the phases ---------------------------------------------------------------------
 
     def _reset(self, folder: Folder, selected: SelectedFolder) -> Folder:
         """UIDVALIDITY changed: every UID is void; rescan and relink by identity."""
-        with session_scope(self.engine) as session:
+        with self._writing() as session:
             unlink_folder(session, _id(folder))
             record_event(
                 session,
@@ -147,7 +172,7 @@ class FolderSyncer:
             self.mail.search(self.mail.query().since(since).build()), selected
         )
         high = max((selected.uidnext or 1) - 1, in_window[-1] if in_window else 0)
-        with session_scope(self.engine) as session:
+        with self._writing() as session:
             return _update_folder(
                 session,
                 folder,
@@ -182,7 +207,7 @@ class FolderSyncer:
             if folder.uidnext is None or folder.message_count + arrived != selected.exists:
                 query = self.mail.query().uid_range(low, folder.last_seen_uid).build()
                 on_server = set(self.mail.search(query))
-        with session_scope(self.engine) as session:
+        with self._writing() as session:
             if low is not None:
                 links = linked_uids(session, _id(folder))
                 if on_server is not None:
@@ -212,13 +237,13 @@ class FolderSyncer:
             remaining = [uid for uid in self.mail.search(query.build()) if uid < folder.low_uid]
         if not self._store(folder, remaining, newest_first=True, announce=False):
             return False
-        with session_scope(self.engine) as session:
+        with self._writing() as session:
             _update_folder(session, folder, backfill_done=True)
         return True
 
     def _checkpoint(self, folder: Folder, selected: SelectedFolder) -> None:
         """Record the SELECT snapshot: the next run skips the folder if it still matches."""
-        with session_scope(self.engine) as session:
+        with self._writing() as session:
             row = _update_folder(
                 session, folder, uidnext=selected.uidnext, message_count=selected.exists
             )
@@ -248,7 +273,7 @@ class FolderSyncer:
     ) -> None:
         known = self._known_elsewhere(folder, batch)
         bodies = list(self.mail.fetch([uid for uid in batch if uid not in known]))
-        with session_scope(self.engine) as session:
+        with self._writing() as session:
             relinked = _link_known(session, folder, known)
             new_ids = self._insert(session, folder, bodies, relinked)
             if announce and new_ids:

@@ -56,8 +56,8 @@ from app.imap.errors import AuthenticationFailed, FolderNotFound, ImapError, Net
 from app.imap.folder_manager import FolderListing
 from app.security import SecretBox, SecretError
 from app.sync.credentials import connect_options, imap_config
-from app.sync.errors import MailboxNotFoundError
-from app.sync.folder_sync import Deadline, FolderSyncer, ProgressCallback, SyncCounts
+from app.sync.errors import LeaseLostError, MailboxNotFoundError
+from app.sync.folder_sync import Deadline, FolderSyncer, Lease, ProgressCallback, SyncCounts
 from app.sync.folders import reconcile_folders
 
 log = logging.getLogger(__name__)
@@ -107,28 +107,26 @@ def sync_mailbox(
     progress: ProgressCallback | None = None,
 ) -> SyncResult | None:
     """Sync one mailbox now; return None when another worker holds its lease."""
-    with _leased(engine, mailbox_id, settings) as leased:
-        if not leased:
+    with _leased(engine, mailbox_id, settings) as lease:
+        if lease is None:
             return None
         run = _start_run(engine, mailbox_id, run_id, folders_only, trigger)
-        return _Run(engine, settings, run, progress).execute()
+        return _Run(engine, settings, run, progress, lease).execute()
 
 
 @contextmanager
-def _leased(engine: Engine, mailbox_id: int, settings: Settings) -> Iterator[bool]:
-    owner = worker_identity()
+def _leased(engine: Engine, mailbox_id: int, settings: Settings) -> Iterator[Lease | None]:
+    lease = Lease(mailbox_id, worker_identity(), timedelta(seconds=settings.sync_lease_seconds))
     with session_scope(engine) as session:
         if get_mailbox(session, mailbox_id) is None:
             raise MailboxNotFoundError(f"mailbox {mailbox_id} does not exist")
-        leased = acquire_lease(
-            session, mailbox_id, owner, utcnow(), timedelta(seconds=settings.sync_lease_seconds)
-        )
+        leased = acquire_lease(session, mailbox_id, lease.owner, utcnow(), lease.duration)
     try:
-        yield leased
+        yield lease if leased else None
     finally:
         if leased:
             with session_scope(engine) as session:
-                release_lease(session, mailbox_id, owner)
+                release_lease(session, mailbox_id, lease.owner)
 
 
 def _start_run(
@@ -150,9 +148,15 @@ class _Run:
     """One execution of the algorithm, from login to the recorded outcome."""
 
     def __init__(
-        self, engine: Engine, settings: Settings, run: SyncRun, progress: ProgressCallback | None
+        self,
+        engine: Engine,
+        settings: Settings,
+        run: SyncRun,
+        progress: ProgressCallback | None,
+        lease: Lease,
     ) -> None:
         self.engine = engine
+        self.lease = lease
         self.settings = settings
         self.run = run
         self.progress = progress
@@ -160,6 +164,12 @@ class _Run:
         self.deadline = Deadline(settings.sync_time_budget_seconds)
 
     def execute(self) -> SyncResult:
+        try:
+            return self._attempt()
+        except LeaseLostError as exc:  # stalled past the lease: the new holder owns the mailbox
+            return self._lost(exc)
+
+    def _attempt(self) -> SyncResult:
         with session_scope(self.engine) as session:
             mailbox = session.get(Mailbox, self.run.mailbox_id)
             assert mailbox is not None  # the lease was taken on it
@@ -175,6 +185,8 @@ class _Run:
             return self._failed(Failure(exc.code, str(exc), "permanent"))
         except ValidationError as exc:  # stored settings no longer pass ImapConfig's checks
             return self._failed(Failure("invalid_settings", _first_error(exc), "permanent"))
+        except LeaseLostError:
+            raise
         except Exception:
             self._failed(Failure("internal_error", "unexpected error; see the logs", "permanent"))
             raise
@@ -183,6 +195,7 @@ class _Run:
     def _synchronize(self, mailbox: Mailbox, connection: ImapConnection) -> bool:
         listing = FolderManager(connection).listing()
         with session_scope(self.engine) as session:
+            self.lease.hold(session)
             changes = reconcile_folders(session, mailbox, listing, FolderManager(connection).status)
             self.counts.folders_added = changes.added
             self.counts.folders_removed = changes.removed
@@ -196,6 +209,7 @@ class _Run:
             deadline=self.deadline,
             window_start=_window_start(mailbox, self.settings),
             batch_size=self.settings.sync_batch_size,
+            lease=self.lease,
             counts=self.counts,
             progress=self.progress,
         )
@@ -208,12 +222,14 @@ class _Run:
             if not done:
                 return False
         with session_scope(self.engine) as session:
+            self.lease.hold(session)
             delete_orphans(session, _id(mailbox))
         return True
 
     def _succeeded(self, complete: bool) -> SyncResult:
         now = utcnow()
         with session_scope(self.engine) as session:
+            self.lease.hold(session)
             mailbox = _mailbox_of_run(session, self.run.mailbox_id)
             if mailbox.status is MailboxStatus.AUTH_FAILED:
                 mailbox.status = MailboxStatus.ACTIVE
@@ -239,6 +255,7 @@ class _Run:
     def _failed(self, failure: Failure) -> SyncResult:
         now = utcnow()
         with session_scope(self.engine) as session:
+            self.lease.hold(session)
             mailbox = _mailbox_of_run(session, self.run.mailbox_id)
             mailbox.consecutive_failures += 1
             mailbox.last_error = f"{failure.code}: {failure.message}"
@@ -256,6 +273,14 @@ class _Run:
             run = self._finish(session, SyncRunStatus.FAILED, now, failure)
         log.warning("sync.failed", extra={"mailbox_id": run.mailbox_id, "error_code": failure.code})
         return SyncResult(_id(run), SyncRunStatus.FAILED, self.counts, False, failure.code)
+
+    def _lost(self, error: LeaseLostError) -> SyncResult:
+        """Close this run's record and touch nothing else: the mailbox is another's now."""
+        failure = Failure(error.code, str(error), "transient")
+        with session_scope(self.engine) as session:
+            run = self._finish(session, SyncRunStatus.FAILED, utcnow(), failure)
+        log.warning("sync.lease_lost", extra={"mailbox_id": run.mailbox_id})
+        return SyncResult(_id(run), SyncRunStatus.FAILED, self.counts, False, error.code)
 
     def _backoff(self, failures: int, kind: FailureKind) -> timedelta:
         """Retry transient failures soon, doubling up to the interval; the others slowly."""

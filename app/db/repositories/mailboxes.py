@@ -39,6 +39,24 @@ def acquire_lease(
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
+def renew_lease(
+    session: Session, mailbox_id: int, owner: str, now: datetime, duration: timedelta
+) -> bool:
+    """Extend `owner`'s lease; False when another worker has taken the mailbox meanwhile.
+
+    A sync calls this first in every transaction it commits: the row lock it takes
+    (PostgreSQL) or the write lock (SQLite) holds a competing `acquire_lease` off until
+    the commit, so a worker that lost its lease never writes after the new holder began.
+    """
+    result = session.execute(
+        sa.update(Mailbox)
+        .where(col(Mailbox.id) == mailbox_id, col(Mailbox.lease_owner) == owner)
+        .values(lease_expires_at=now + duration)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
 def release_lease(session: Session, mailbox_id: int, owner: str) -> None:
     """Give the mailbox back, only if `owner` still holds it."""
     session.execute(
