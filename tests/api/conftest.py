@@ -5,11 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from app.config import Settings
@@ -35,11 +37,10 @@ def create_api_key(engine: Engine, name: str = "tests") -> str:
     return key
 
 
-@pytest.fixture
-def live_api(engine: Engine, settings: Settings) -> Iterator[LiveApi]:
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning")
-    )
+@contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """Run `app` under a real uvicorn on a free loopback port; yield its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -47,10 +48,19 @@ def live_api(engine: Engine, settings: Settings) -> Iterator[LiveApi]:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
-    base_url = f"http://127.0.0.1:{port}"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_api(engine: Engine, settings: Settings) -> Iterator[LiveApi]:
     key = create_api_key(engine)
     headers = {"Authorization": f"Bearer {key}"}
-    with httpx.Client(base_url=base_url, headers=headers, timeout=30) as client:
+    with (
+        serving(create_app(settings)) as base_url,
+        httpx.Client(base_url=base_url, headers=headers, timeout=30) as client,
+    ):
         yield LiveApi(base_url, client, key)
-    server.should_exit = True
-    thread.join(timeout=10)

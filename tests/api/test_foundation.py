@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import httpx
 
-from tests.api.conftest import LiveApi
+from app.config import Settings
+from app.main import create_app
+from tests.api.conftest import LiveApi, serving
 
 
 def test_health_and_readiness(live_api: LiveApi) -> None:
@@ -26,3 +28,20 @@ def test_v1_needs_a_valid_api_key(live_api: LiveApi) -> None:
         assert response.status_code == 401
         assert response.json()["code"] == "unauthorized"
         assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_a_database_that_does_not_answer_is_a_503_problem(settings: Settings) -> None:
+    unreachable = settings.model_copy(
+        update={"database_url": "postgresql://nobody@127.0.0.1:9/nothing?connect_timeout=2"}
+    )
+    with serving(create_app(unreachable)) as base_url:
+        listed = httpx.get(
+            f"{base_url}/v1/mailboxes", headers={"Authorization": "Bearer ib_abcd1234_secret"}
+        )
+        ready = httpx.get(f"{base_url}/readyz")
+    for response in (listed, ready):
+        assert response.status_code == 503
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == "database_unavailable"
+    assert listed.headers["retry-after"] == "5"
+    assert "nobody" not in listed.text  # no connection details leak
