@@ -8,7 +8,7 @@ not an error (RFC 3501 7.4.2 lets the server omit it).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +16,7 @@ from imapclient.response_parser import parse_fetch_response
 
 from app.imap.connection import ImapConnection, imap_errors
 from app.imap.errors import FolderNotFound, ProtocolError
+from app.imap.fetch import uid_fetch
 from app.imap.message import ParsedMessage, extract_part, normalise_flags, parse_message
 from app.imap.search import SearchQuery, SearchQueryBuilder
 
@@ -119,20 +120,34 @@ class EmailManager:
     ) -> Iterator[ParsedMessage]:
         """Fetch and parse `uids` in batches, in the order given; vanished UIDs are skipped."""
         for batch in chunked(list(uids), batch_size or self._batch_size):
-            with imap_errors():
-                response: dict[int, dict[bytes, Any]] = self._client.fetch(batch, self._fetch_items)
-            for uid in batch:
-                data = response.get(uid)
-                if data is None or b"BODY[]" not in data:
-                    continue
-                yield parse_message(
-                    data[b"BODY[]"],
-                    uid=uid,
-                    flags=data.get(b"FLAGS", ()),
-                    internal_date=_optional_datetime(data.get(b"INTERNALDATE")),
-                    size=_optional_int(data.get(b"RFC822.SIZE")),
-                    gm_msgid=_optional_int(data.get(b"X-GM-MSGID")),
-                )
+            parsed = self._fetch_parsed(batch)
+            yield from (parsed[uid] for uid in batch if uid in parsed)
+
+    def _fetch_parsed(self, batch: Sequence[int]) -> dict[int, ParsedMessage]:
+        """Parse each message as it arrives; raw bytes are dropped once parsed.
+
+        A flag update of a message already parsed (another session changed it
+        during the fetch) replaces its flags: the later response is the truth.
+        """
+        parsed: dict[int, ParsedMessage] = {}
+        seen: dict[int, dict[bytes, Any]] = {}
+        with imap_errors():
+            for uid, data in uid_fetch(self._client._imap, batch, self._fetch_items):
+                if data.get(b"BODY[]") is not None:
+                    merged = {**seen.pop(uid, {}), **data}
+                    parsed[uid] = parse_message(
+                        merged[b"BODY[]"],
+                        uid=uid,
+                        flags=merged.get(b"FLAGS", ()),
+                        internal_date=_optional_datetime(merged.get(b"INTERNALDATE")),
+                        size=_optional_int(merged.get(b"RFC822.SIZE")),
+                        gm_msgid=_optional_int(merged.get(b"X-GM-MSGID")),
+                    )
+                elif uid in parsed and b"FLAGS" in data:
+                    parsed[uid] = replace(parsed[uid], flags=normalise_flags(data[b"FLAGS"]))
+                else:
+                    seen.setdefault(uid, {}).update(data)
+        return parsed
 
     def identities(self, uids: Sequence[int]) -> Iterator[ParsedMessage]:
         """Fetch only what identifies each message (Message-ID, Date, From, Subject, size).

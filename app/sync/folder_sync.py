@@ -33,8 +33,13 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from app.db import session_scope
-from app.db.models import Attachment, Email, EmailFolder, Folder, MailAddress, Mailbox, utcnow
-from app.db.repositories.emails import relinkable_emails
+from app.db.models import Email, EmailFolder, Folder, MailAddress, Mailbox, utcnow
+from app.db.repositories.emails import (
+    insert_attachments,
+    insert_emails,
+    insert_links,
+    relinkable_emails,
+)
 from app.db.repositories.events import record_event
 from app.db.repositories.folders import linked_uids, lowest_linked_uid, unlink_folder, unlink_uids
 from app.db.repositories.mailboxes import renew_lease
@@ -324,22 +329,35 @@ class FolderSyncer:
         taken: set[int],
     ) -> list[int]:
         """Store fetched messages; link those whose identity matches an email stored elsewhere."""
+        folder_id = _id(folder)
         identities = [message_identity(message) for message in messages]
-        existing = relinkable_emails(session, _id(self.mailbox), _id(folder), identities)
-        new: list[tuple[ParsedMessage, Email]] = []
+        existing = relinkable_emails(session, _id(self.mailbox), folder_id, identities)
+        links: list[dict[str, Any]] = []
+        new: list[ParsedMessage] = []
+        rows: list[dict[str, Any]] = []
         for message, identity in zip(messages, identities, strict=True):
             email_id = existing.get(identity)
             if email_id is not None and email_id not in taken:
                 taken.add(email_id)
-                session.add(EmailFolder(email_id=email_id, folder_id=_id(folder), uid=message.uid))
+                links.append({"email_id": email_id, "folder_id": folder_id, "uid": message.uid})
                 continue
-            new.append((message, _email_row(_id(self.mailbox), identity, message)))
-        session.add_all([email for _, email in new])
-        session.flush()
-        for message, email in new:
-            session.add(EmailFolder(email_id=_id(email), folder_id=_id(folder), uid=message.uid))
-            session.add_all(_attachment_rows(_id(email), message))
-        return [_id(email) for _, email in new]
+            new.append(message)
+            rows.append(_email_row(_id(self.mailbox), identity, message))
+        new_ids = insert_emails(session, rows)
+        links.extend(
+            {"email_id": email_id, "folder_id": folder_id, "uid": message.uid}
+            for email_id, message in zip(new_ids, new, strict=True)
+        )
+        insert_links(session, links)
+        insert_attachments(
+            session,
+            [
+                row
+                for email_id, message in zip(new_ids, new, strict=True)
+                for row in _attachment_rows(email_id, message)
+            ],
+        )
+        return new_ids
 
     def _snapshot(self, uids: list[int], selected: SelectedFolder) -> list[int]:
         """Keep the UIDs that existed at SELECT time; later arrivals wait for the next run."""
@@ -435,48 +453,49 @@ def _addresses(addresses: tuple[Address, ...]) -> list[MailAddress]:
     return [{"name": _clean(a.name) or None, "email": _clean(a.email) or ""} for a in addresses]
 
 
-def _email_row(mailbox_id: int, identity: str, message: ParsedMessage) -> Email:
-    return Email(
-        mailbox_id=mailbox_id,
-        identity=identity,
-        gm_msgid=message.gm_msgid,
-        message_id=_clean(message.message_id),
-        in_reply_to=_clean(message.in_reply_to),
-        references=_clean(" ".join(message.references)) or None,
-        thread_key=_clean(message.thread_key),
-        subject=_clean(message.subject),
-        from_name=_clean(message.sender.name) or None if message.sender else None,
-        from_email=_clean(message.sender.email) if message.sender else None,
-        to=_addresses(message.to),
-        cc=_addresses(message.cc),
-        bcc=_addresses(message.bcc),
-        reply_to=_addresses(message.reply_to),
-        date=message.date,
-        received_at=message.internal_date,
-        size=message.size,
-        seen=message.seen,
-        flagged=message.flagged,
-        answered="\\Answered" in message.flags,
-        draft="\\Draft" in message.flags,
-        has_attachments=message.has_attachments,
-        text_body=_clean(message.text),
-        html_body=_clean(message.html),
-        headers=_clean(message.headers),
-    )
+def _email_row(mailbox_id: int, identity: str, message: ParsedMessage) -> dict[str, Any]:
+    """Return the `email` columns of a fetched message (`created_at` is the column default)."""
+    return {
+        "mailbox_id": mailbox_id,
+        "identity": identity,
+        "gm_msgid": message.gm_msgid,
+        "message_id": _clean(message.message_id),
+        "in_reply_to": _clean(message.in_reply_to),
+        "references": _clean(" ".join(message.references)) or None,
+        "thread_key": _clean(message.thread_key),
+        "subject": _clean(message.subject),
+        "from_name": _clean(message.sender.name) or None if message.sender else None,
+        "from_email": _clean(message.sender.email) if message.sender else None,
+        "to": _addresses(message.to),
+        "cc": _addresses(message.cc),
+        "bcc": _addresses(message.bcc),
+        "reply_to": _addresses(message.reply_to),
+        "date": message.date,
+        "received_at": message.internal_date,
+        "size": message.size,
+        "seen": message.seen,
+        "flagged": message.flagged,
+        "answered": "\\Answered" in message.flags,
+        "draft": "\\Draft" in message.flags,
+        "has_attachments": message.has_attachments,
+        "text_body": _clean(message.text),
+        "html_body": _clean(message.html),
+        "headers": _clean(message.headers),
+    }
 
 
-def _attachment_rows(email_id: int, message: ParsedMessage) -> Iterator[Attachment]:
+def _attachment_rows(email_id: int, message: ParsedMessage) -> Iterator[dict[str, Any]]:
     for n, attachment in enumerate(message.attachments):
-        yield Attachment(
-            email_id=email_id,
-            n=n,
-            part_id=attachment.part_id,
-            filename=_clean(attachment.filename),
-            content_type=attachment.content_type[:255],
-            size=attachment.size,
-            content_id=_clean(attachment.content_id),
-            inline=attachment.inline,
-        )
+        yield {
+            "email_id": email_id,
+            "n": n,
+            "part_id": attachment.part_id,
+            "filename": _clean(attachment.filename),
+            "content_type": attachment.content_type[:255],
+            "size": attachment.size,
+            "content_id": _clean(attachment.content_id),
+            "inline": attachment.inline,
+        }
 
 
 def _id(row: Folder | Mailbox | Email) -> int:
