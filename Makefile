@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 DOVECOT := /usr/sbin/dovecot
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint format openapi bench dovecot clean
+.PHONY: run test lint format openapi bench dovecot chromium clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +18,15 @@ $(INSTALLED): pyproject.toml
 dovecot:
 	@test -x $(DOVECOT) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd; }
 
+# The OAuth popup test drives Debian's headless Chromium (no browser is ever downloaded).
+chromium:
+	@test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 run: $(INSTALLED)
 	$(BIN)/imap-bridge run
 
 # pytest exits 5 when it collected nothing: that is a failure here, not a pass.
-test: $(INSTALLED) dovecot
+test: $(INSTALLED) dovecot chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

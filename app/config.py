@@ -65,6 +65,39 @@ class Settings(BaseSettings):
         default=4, ge=1, description="Concurrent IMAP connections to one server host."
     )
 
+    webhook_allow_private_hosts: bool = Field(
+        default=False,
+        description="Allow webhook URLs on loopback, private or link-local addresses.",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Seconds a webhook receiver has to answer."
+    )
+    smtp_url: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Where credential-failure mail goes out: smtp://user:pass@host:587?starttls=true"
+            " or smtps://user:pass@host:465; unset turns the email channel off."
+        ),
+    )
+    smtp_from: str = Field(
+        default="imap-bridge@localhost", description="Sender address of notification mail."
+    )
+    event_retention_days: int = Field(
+        default=7, ge=1, description="Days the outbox keeps delivered events for SSE resumes."
+    )
+
+    public_base_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$",
+        description=(
+            "Public URL of this service, for OAuth redirect URIs"
+            " (<url>/oauth/<provider>/callback); unset uses the URL of each request."
+        ),
+    )
+    oauth_state_ttl_seconds: int = Field(
+        default=600, ge=60, le=3600, description="How long a started OAuth popup flow is valid."
+    )
+
     @field_validator("secret_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:

@@ -11,12 +11,17 @@ from fastapi import FastAPI
 from app.api import health, metrics
 from app.api.connection.router import router as connection_router
 from app.api.emails.router import router as emails_router
+from app.api.events.router import router as events_router
 from app.api.folders.router import router as folders_router
 from app.api.mailboxes.router import router as mailboxes_router
+from app.api.notifications.router import router as notifications_router
+from app.api.oauth.router import public_router as oauth_public_router
+from app.api.oauth.router import router as oauth_router
 from app.api.problems import Problem, install_problem_handlers
 from app.api.queue import connect_queue
 from app.api.search.router import router as search_router
 from app.api.sync_runs.router import router as sync_runs_router
+from app.api.webhooks.router import router as webhooks_router
 from app.config import Settings, get_settings
 from app.db import create_db_engine
 from app.security import SecretBox
@@ -62,4 +67,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sync_runs_router)
     app.include_router(emails_router)
     app.include_router(search_router)
+    app.include_router(webhooks_router)
+    app.include_router(notifications_router)
+    app.include_router(events_router)
+    app.include_router(oauth_router)
+    app.include_router(oauth_public_router)
     return app

@@ -50,6 +50,7 @@ from app.config import DATA_DIR, Settings
 from app.db.models import SyncTrigger
 
 SYNC_JOB = "sync_mailbox"
+DISPATCH_JOB = "dispatch_events"
 
 # sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH = 107
@@ -182,4 +183,19 @@ async def enqueue_sync(
         trigger=trigger.value,
         _job_id=sync_job_id(pool.default_queue_name, mailbox_id, folders_only=folders_only),
     )
+    return job is not None
+
+
+def dispatch_job_id(queue_name: str) -> str:
+    """Return the job id that keeps one queued dispatcher pass per queue."""
+    return f"{queue_name}:dispatch"
+
+
+async def enqueue_dispatch(pool: ArqRedis) -> bool:
+    """Queue a pass of the event dispatcher; False when one is already queued or running.
+
+    A pass already running may miss events committed after it started: the
+    dispatcher's cron (every 10 s) delivers those.
+    """
+    job = await pool.enqueue_job(DISPATCH_JOB, _job_id=dispatch_job_id(pool.default_queue_name))
     return job is not None

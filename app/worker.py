@@ -16,6 +16,10 @@
                                                  this one has left the queue
         done ................................... the engine set `next_sync_at`
 
+Notifications: a `dispatch_events` job (app.notify.dispatcher) is queued after
+every sync job, whose events are committed by then, and runs as a cron every
+10 seconds for the events other processes wrote and the retries that fell due.
+
 The schedule lives in the database, not in the cron: the engine sets
 `next_sync_at` after every run (the interval after a success, a backoff after a
 failure, now when the time budget ran out), so a changed
@@ -34,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -50,7 +55,9 @@ from app.config import Settings
 from app.db import create_db_engine, session_scope
 from app.db.models import SyncRun, SyncRunStatus, SyncTrigger, utcnow
 from app.db.repositories.mailboxes import due_mailbox_ids, get_mailbox
-from app.queue import SYNC_JOB, enqueue_sync, redis_settings
+from app.notify.dispatcher import dispatch_due
+from app.queue import DISPATCH_JOB, SYNC_JOB, enqueue_dispatch, enqueue_sync, redis_settings
+from app.security import SecretBox
 from app.sync.errors import MailboxNotFoundError
 from app.sync.service import sync_mailbox
 
@@ -64,6 +71,8 @@ _FOLLOW_UP = "imap_bridge.follow_up"
 _JOB_TIMEOUT_MARGIN_SECONDS = 60
 _CRON_TIMEOUT_SECONDS = 60
 _SPARE_THREADS = 4  # database look-ups of waiting jobs and the cron's query
+_DISPATCH_BUDGET_SECONDS = 50  # a pass over the outbox, then the next cron tick continues
+_DISPATCH_TIMEOUT_SECONDS = 120
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,14 +158,23 @@ def worker_settings(
 
     return WorkerSettings(
         # One spare try beyond the busy retries: a redelivery after a crash also counts.
-        functions=[func(sync_job, name=SYNC_JOB, max_tries=retry.attempts + 2)],
+        functions=[
+            func(sync_job, name=SYNC_JOB, max_tries=retry.attempts + 2),
+            func(dispatch_events_job, name=DISPATCH_JOB, timeout=_DISPATCH_TIMEOUT_SECONDS),
+        ],
         cron_jobs=[
+            cron(
+                dispatch_events_job,
+                name=f"{queue_name}:dispatch-events",
+                second=set(range(0, 60, 10)),
+                timeout=_DISPATCH_TIMEOUT_SECONDS,
+            ),
             cron(
                 enqueue_due_syncs_job,
                 name=f"{queue_name}:enqueue-due-syncs",  # cron job ids are global, like all
                 second=0,
                 timeout=_CRON_TIMEOUT_SECONDS,
-            )
+            ),
         ],
         redis_settings=redis_settings(settings),
         queue_name=queue_name,
@@ -214,6 +232,7 @@ async def sync_job(
             return _mailbox_deleted(facts)
     if result is None:
         return await _lease_held(ctx, state, run_id, facts)
+    await enqueue_dispatch(ctx["redis"])  # the run's events are committed: deliver them now
     if result.status is SyncRunStatus.SUCCEEDED and not result.complete:
         ctx[_FOLLOW_UP] = _FollowUp(mailbox_id, SyncTrigger(trigger))
     log.info(
@@ -229,6 +248,20 @@ async def sync_job(
     return f"{result.status.value}, {result.counts.new} new" + (
         "" if result.complete else ", continues"
     )
+
+
+async def dispatch_events_job(ctx: JobContext) -> str:
+    """Deliver the outbox (app.notify.dispatcher), pass after pass while passes find work."""
+    state = _state(ctx)
+    secrets = SecretBox.from_settings(state.settings)
+    deadline = time.monotonic() + _DISPATCH_BUDGET_SECONDS
+    delivered = failed = 0
+    while True:
+        report = await dispatch_due(state.engine, state.settings, secrets)
+        delivered += report.delivered
+        failed += report.failed
+        if not report.busy or time.monotonic() > deadline:
+            return f"{delivered} delivered, {failed} failed"
 
 
 def _mailbox_deleted(facts: dict[str, Any]) -> str:

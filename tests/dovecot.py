@@ -18,6 +18,7 @@ makes a new user visible at once.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import ipaddress
 import itertools
@@ -396,17 +397,38 @@ class MailUser:
             time.sleep(max(0.0, written + 1.05 - time.time()))
 
 
-def start_dovecot(workdir: Path, *, condstore: bool = True, starttls: bool = True) -> Dovecot:
-    """Start a private Dovecot in `workdir` (keep it short: unix sockets live there)."""
+def start_dovecot(
+    workdir: Path,
+    *,
+    condstore: bool = True,
+    starttls: bool = True,
+    oauth_jwt_key: bytes | None = None,
+) -> Dovecot:
+    """Start a private Dovecot in `workdir` (keep it short: unix sockets live there).
+
+    With `oauth_jwt_key`, XOAUTH2 and OAUTHBEARER log in with HS256 JWTs signed
+    with that key (claims `sub` = user name, `exp`), checked by Dovecot itself.
+    """
     tls_port, plain_port = _free_ports(2)
+    mechanisms: tuple[str, ...] = ("plain", "login")
+    oauth_passdbs: tuple[Passdb, ...] = ()
+    if oauth_jwt_key is not None:
+        mechanisms += tuple(OAUTH_MECHANISMS.split())
+        oauth_passdbs = (
+            Passdb(driver="oauth2", args=str(workdir / "oauth2.conf"), mechanisms=OAUTH_MECHANISMS),
+        )
     config = DovecotConfig(
         root=workdir,
         tls_port=tls_port,
         plain_port=plain_port,
         condstore=condstore,
         starttls=starttls,
+        auth_mechanisms=mechanisms,
+        extra_passdbs=oauth_passdbs,
     )
     _prepare_directories(config)
+    if oauth_jwt_key is not None:
+        _write_jwt_validation(config.root, oauth_jwt_key)
     ca_file, other_ca_file = _write_certificates(config.tls_dir)
     config.config_file.write_text(render_config(config))
     process = subprocess.Popen(
@@ -432,6 +454,29 @@ def start_dovecot(workdir: Path, *, condstore: bool = True, starttls: bool = Tru
     return dovecot
 
 
+OAUTH_MECHANISMS = "xoauth2 oauthbearer"
+
+
+def _write_jwt_validation(root: Path, key: bytes) -> None:
+    """Let the oauth2 passdb validate HS256 JWTs locally (Dovecot 2.3 `introspection_mode`).
+
+    The key dictionary holds the raw secret in standard base64 at
+    `<prefix>/<azp>/<alg>/<kid>`; tokens without `azp` and `kid` use `default`.
+    """
+    keys = root / "oauth2-keys"
+    key_file = keys / "default" / "HS256" / "default"
+    key_file.parent.mkdir(parents=True)
+    key_file.write_text(base64.b64encode(key).decode())
+    (root / "oauth2.conf").write_text(
+        "introspection_mode = local\n"
+        f"local_validation_key_dict = fs:posix:prefix={keys}/\n"
+        "username_attribute = sub\n"
+    )
+    for path in (keys, *keys.rglob("*"), root / "oauth2.conf"):
+        shutil.chown(path, group=MAIL_USER)
+        path.chmod(0o750 if path.is_dir() else 0o640)
+
+
 class DovecotInstances:
     """Start each kind of instance once, each in its own short temporary directory.
 
@@ -440,15 +485,19 @@ class DovecotInstances:
     """
 
     def __init__(self) -> None:
-        self._running: dict[tuple[bool, bool], Dovecot] = {}
+        self._running: dict[tuple[bool, bool, bytes | None], Dovecot] = {}
 
-    def get(self, *, condstore: bool = True, starttls: bool = True) -> Dovecot:
+    def get(
+        self, *, condstore: bool = True, starttls: bool = True, oauth_jwt_key: bytes | None = None
+    ) -> Dovecot:
         """Return the running instance with these options, starting it on first use."""
-        key = (condstore, starttls)
+        key = (condstore, starttls, oauth_jwt_key)
         if key not in self._running:
             workdir = Path(tempfile.mkdtemp(prefix="dv"))
             try:
-                self._running[key] = start_dovecot(workdir, condstore=condstore, starttls=starttls)
+                self._running[key] = start_dovecot(
+                    workdir, condstore=condstore, starttls=starttls, oauth_jwt_key=oauth_jwt_key
+                )
             except BaseException:
                 shutil.rmtree(workdir, ignore_errors=True)
                 raise

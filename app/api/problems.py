@@ -19,6 +19,8 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.imap import errors as imap
+from app.notify import errors as notify
+from app.oauth import errors as oauth
 from app.sync import errors as sync
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,17 @@ STATUS_OF: dict[type[Exception], tuple[int, str]] = {
     sync.AttachmentNotFoundError: (404, "Not found"),
     sync.MessageGoneError: (404, "The message is no longer on the server"),
     sync.SyncError: (409, "The request conflicts with the mailbox's state"),
+    notify.WebhookEndpointNotFoundError: (404, "Not found"),
+    notify.NotificationNotFoundError: (404, "Not found"),
+    notify.WebhookUrlRefusedError: (422, "The webhook URL is not allowed"),
+    oauth.UnknownProviderError: (404, "Not found"),
+    oauth.ProviderDisabledError: (409, "The OAuth provider is not enabled"),
+    oauth.InvalidProviderSettingsError: (422, "The provider settings are invalid"),
+    oauth.InvalidClientError: (422, "The provider refused the client id or secret"),
+    oauth.InvalidGrantError: (400, "The provider refused the code or token"),
+    oauth.FlowStateError: (400, "The OAuth state is not valid"),
+    oauth.ProviderUnavailableError: (502, "The OAuth provider cannot be reached"),
+    oauth.OAuthError: (502, "The OAuth provider answered with an error"),
 }
 
 # Codes that describe an input the client sent and can fix.
@@ -162,11 +175,14 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(imap.ImapError)
     @app.exception_handler(sync.SyncError)
+    @app.exception_handler(oauth.OAuthError)
+    @app.exception_handler(notify.NotifyError)
     async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
         status, title = _for_known_error(exc) or (500, "Internal error")
         code = getattr(exc, "code", "internal_error")
-        field = "auth" if code == "auth_failed" else "imap.host"
-        errors = [FieldError(field=field, message=str(exc))] if code in _CLIENT_FIXABLE else None
+        field = getattr(exc, "field", None) or ("auth" if code == "auth_failed" else "imap.host")
+        fixable = code in _CLIENT_FIXABLE or getattr(exc, "field", None) is not None
+        errors = [FieldError(field=field, message=str(exc))] if fixable else None
         return problem_response(status, code, title, str(exc), errors=errors)
 
     @app.exception_handler(OperationalError)

@@ -18,6 +18,7 @@ from app.db.models.folder import Folder, FolderBase, FolderType
 from app.db.models.mailbox import AuthType, Mailbox, MailboxBase, MailboxSecurity, MailboxStatus
 from app.db.models.notification import Notification, NotificationBase
 from app.db.models.notification_recipient import NotificationRecipient, NotificationRecipientBase
+from app.db.models.oauth_flow import OAuthFlow
 from app.db.models.oauth_provider_settings import OAuthProviderSettings, OAuthProviderSettingsBase
 from app.db.models.sync_run import SyncRun, SyncRunBase, SyncRunStatus, SyncTrigger
 from app.db.models.webhook_delivery import WebhookDelivery, WebhookDeliveryBase
@@ -52,6 +53,7 @@ __all__ = [
     "NotificationBase",
     "NotificationRecipient",
     "NotificationRecipientBase",
+    "OAuthFlow",
     "OAuthProviderSettings",
     "OAuthProviderSettingsBase",
     "SyncRun",

@@ -1,6 +1,7 @@
 """The outbox: every event is written in the transaction that caused it.
 
-Channels then deliver it (`event_delivery`), and SSE clients resume by `id`.
+Channels then deliver it (`event_delivery`, made by the dispatcher, which then
+sets `dispatched_at`), and SSE clients resume by `id`.
 On SQLite the table is AUTOINCREMENT, so an id is never handed out twice even
 after the newest row is deleted; PostgreSQL sequences never reuse one either.
 A sequence value is taken at INSERT but becomes visible at COMMIT, so
@@ -36,3 +37,5 @@ class Event(EventBase, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     created_at: datetime = Field(default_factory=utcnow, index=True)
+    # Set when the dispatcher made the event's `event_delivery` rows (its channels).
+    dispatched_at: datetime | None = Field(default=None, index=True)

@@ -1,4 +1,8 @@
-"""Delivery state of one event on one channel (`webhook:<id>`, `email`, `notification`)."""
+"""Delivery state of one event on one channel.
+
+Channels: `webhook:<endpoint id>`, `notification`, `email` (the owner) and
+`email:<user id>` (one per notification recipient of a system mailbox).
+"""
 
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ class EventDelivery(Model, table=True):
     )
 
     event_id: int = Field(foreign_key="event.id", ondelete="CASCADE", primary_key=True)
-    channel: str = Field(max_length=100, primary_key=True)
+    channel: str = Field(max_length=300, primary_key=True)
     state: DeliveryState = Field(default=DeliveryState.PENDING, sa_type=enum_type(DeliveryState))
     attempts: int = 0
     next_attempt_at: datetime | None = None

@@ -1,0 +1,77 @@
+"""Pending login notifications, their acknowledgement, and who hears about system mailboxes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Path
+
+from app.api.auth import require_api_key
+from app.api.deps import MAX_ROW_ID, SessionDep
+from app.api.notifications.schemas import NotificationRead, NotificationRecipientItem
+from app.api.pagination import CursorQuery, LimitQuery, Page, decode_id_cursor, encode_cursor
+from app.api.problems import ApiError, FieldError, Problem
+from app.db.repositories.notifications import pending_notifications
+from app.notify.login_notifications import acknowledge_notification, set_notification_recipients
+
+router = APIRouter(
+    prefix="/v1",
+    tags=["notifications"],
+    dependencies=[Depends(require_api_key)],
+    responses={401: {"model": Problem, "description": "Missing or invalid API key"}},
+)
+
+UserIdPath = Annotated[str, Path(min_length=1, max_length=255, description="A CRM user id.")]
+NotificationIdPath = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="A notification id.")]
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "No such notification"}
+}
+
+
+@router.get(
+    "/users/{user_id}/notifications",
+    operation_id="list_pending_notifications",
+    summary="The user's unacknowledged notifications, oldest first (show them after login)",
+    response_model=Page[NotificationRead],
+)
+def list_pending_notifications(
+    session: SessionDep, user_id: UserIdPath, limit: LimitQuery = 50, cursor: CursorQuery = None
+) -> Page[NotificationRead]:
+    after_id = decode_id_cursor(cursor) if cursor is not None else None
+    pending = pending_notifications(session, user_id, limit=limit, after_id=after_id)
+    next_cursor = encode_cursor([pending[-1].id]) if len(pending) == limit else None
+    return Page(items=[NotificationRead.of(n) for n in pending], next_cursor=next_cursor)
+
+
+@router.post(
+    "/notifications/{notification_id}/ack",
+    operation_id="acknowledge_notification",
+    summary="Mark a notification seen, so it is no longer pending",
+    response_model=NotificationRead,
+    responses=_NOT_FOUND,
+)
+def ack_notification(session: SessionDep, notification_id: NotificationIdPath) -> NotificationRead:
+    return NotificationRead.of(acknowledge_notification(session, notification_id))
+
+
+@router.put(
+    "/notification-recipients",
+    operation_id="set_notification_recipients",
+    summary="Set the CRM users who hear about system mailboxes (replaces the whole list)",
+    response_model=list[NotificationRecipientItem],
+)
+def put_notification_recipients(
+    session: SessionDep, body: Annotated[list[NotificationRecipientItem], Body()]
+) -> list[NotificationRecipientItem]:
+    user_ids = [item.user_id for item in body]
+    if len(set(user_ids)) != len(user_ids):
+        message = "each user_id may appear once"
+        raise ApiError(
+            422,
+            "validation_error",
+            "The request is invalid",
+            message,
+            errors=[FieldError(field="user_id", message=message)],
+        )
+    rows = set_notification_recipients(session, [(item.user_id, item.email) for item in body])
+    return [NotificationRecipientItem.of(row) for row in rows]

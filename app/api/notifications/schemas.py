@@ -1,0 +1,51 @@
+"""Login notification and notification-recipient shapes of the API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.db.models import Notification, NotificationRecipient
+
+
+class NotificationRead(BaseModel):
+    """A message the CRM shows the user after login, until acknowledged."""
+
+    id: int
+    user_id: str
+    mailbox_id: int | None
+    kind: str = Field(description="e.g. `credentials_invalid`.")
+    title: str
+    body: str
+    created_at: datetime
+    acknowledged_at: datetime | None
+
+    @classmethod
+    def of(cls, notification: Notification) -> NotificationRead:
+        assert notification.id is not None
+        return cls(
+            id=notification.id,
+            user_id=notification.user_id,
+            mailbox_id=notification.mailbox_id,
+            kind=notification.kind,
+            title=notification.title,
+            body=notification.body,
+            created_at=notification.created_at,
+            acknowledged_at=notification.acknowledged_at,
+        )
+
+
+class NotificationRecipientItem(BaseModel):
+    """A CRM user holding the credential-notification capability."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(min_length=1, max_length=255)
+    email: str | None = Field(
+        default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$", description="Where mail goes."
+    )
+
+    @classmethod
+    def of(cls, recipient: NotificationRecipient) -> NotificationRecipientItem:
+        return cls(user_id=recipient.user_id, email=recipient.email)

@@ -1,0 +1,236 @@
+"""Routes of the OAuth providers, the popup flow, get-token and check-connection.
+
+`/v1/oauth/...` needs an API key like every `/v1` route. The callback page and
+the JS module are public: a browser loads them, and neither holds a secret.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, Response
+
+from app.api.auth import require_api_key
+from app.api.connection.schemas import LOGIN_PROBLEMS, ConnectionCheckResult
+from app.api.deps import SecretsDep, SessionDep, SettingsDep
+from app.api.oauth.schemas import (
+    AuthorizeRequest,
+    AuthorizeResponse,
+    OAuthConnectionCheck,
+    ProviderImap,
+    ProviderRead,
+    ProviderSettingsUpdate,
+    TokenDataRead,
+    TokenRequest,
+)
+from app.api.problems import Problem
+from app.config import Settings
+from app.oauth.popup import callback_page, js_module
+from app.oauth.registry import ProviderRegistry, installed_providers
+from app.oauth.service import (
+    callback_target,
+    configure_provider,
+    finish_flow,
+    list_providers,
+    start_flow,
+)
+from app.sync.connection_check import Credential, check_connection
+from app.sync.credentials import connect_options
+
+router = APIRouter(
+    prefix="/v1/oauth",
+    tags=["oauth"],
+    dependencies=[Depends(require_api_key)],
+    responses={401: {"model": Problem, "description": "Missing or invalid API key"}},
+)
+public_router = APIRouter(tags=["oauth"])
+
+RegistryDep = Annotated[ProviderRegistry, Depends(installed_providers)]
+
+_NO_PROVIDER: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "No such provider"}
+}
+_DISABLED: dict[int | str, dict[str, Any]] = {
+    409: {"model": Problem, "description": "`provider_disabled`: not configured or not enabled"}
+}
+_PROVIDER_DOWN: dict[int | str, dict[str, Any]] = {
+    502: {"model": Problem, "description": "`provider_unavailable` or an unexpected answer"}
+}
+
+
+def redirect_uri(settings: Settings, request: Request, provider: str) -> str:
+    """The callback URL registered at the provider: the public base URL, else this request's."""
+    base = settings.public_base_url or str(request.base_url)
+    return f"{base.rstrip('/')}/oauth/{provider}/callback"
+
+
+@router.get(
+    "/providers",
+    operation_id="list_oauth_providers",
+    summary="List the OAuth providers and their settings (never the client secret)",
+    response_model=list[ProviderRead],
+)
+def get_providers(
+    session: SessionDep, settings: SettingsDep, registry: RegistryDep, request: Request
+) -> list[ProviderRead]:
+    return [
+        ProviderRead.from_state(state, redirect_uri(settings, request, state.provider.name))
+        for state in list_providers(session, registry)
+    ]
+
+
+@router.put(
+    "/providers/{name}",
+    operation_id="configure_oauth_provider",
+    summary="Set a provider's client id, secret and tenant; enabling checks them first",
+    response_model=ProviderRead,
+    responses={
+        **_NO_PROVIDER,
+        **_PROVIDER_DOWN,
+        422: {
+            "model": Problem,
+            "description": "Invalid input, or `invalid_client`: the provider refused them",
+        },
+    },
+)
+def put_provider(
+    *,
+    name: str,
+    body: ProviderSettingsUpdate,
+    session: SessionDep,
+    settings: SettingsDep,
+    secrets: SecretsDep,
+    registry: RegistryDep,
+    request: Request,
+) -> ProviderRead:
+    callback = redirect_uri(settings, request, name)
+    state = configure_provider(
+        session, secrets, registry, name, update=body.to_update(), redirect_uri=callback
+    )
+    return ProviderRead.from_state(state, callback)
+
+
+@router.post(
+    "/{provider}/authorize",
+    operation_id="start_oauth_flow",
+    summary="Start the popup flow: the authorization URL (PKCE, state bound to the origin)",
+    response_model=AuthorizeResponse,
+    responses={**_NO_PROVIDER, **_DISABLED},
+)
+def authorize(
+    *,
+    provider: str,
+    body: AuthorizeRequest,
+    session: SessionDep,
+    settings: SettingsDep,
+    secrets: SecretsDep,
+    registry: RegistryDep,
+    request: Request,
+) -> AuthorizeResponse:
+    url, state = start_flow(
+        session,
+        secrets,
+        registry,
+        provider,
+        origin=body.origin,
+        login_hint=body.login_hint,
+        redirect_uri=redirect_uri(settings, request, provider),
+        ttl_seconds=settings.oauth_state_ttl_seconds,
+    )
+    return AuthorizeResponse(authorization_url=url, state=state)
+
+
+@router.post(
+    "/{provider}/token",
+    operation_id="get_oauth_token",
+    summary="Exchange the popup's code and state for tokens and the account's address",
+    response_model=TokenDataRead,
+    responses={
+        **_NO_PROVIDER,
+        **_DISABLED,
+        **_PROVIDER_DOWN,
+        400: {
+            "model": Problem,
+            "description": "`invalid_state`, `state_expired`, `state_used` or `invalid_grant`",
+        },
+    },
+)
+def get_token(
+    provider: str,
+    body: TokenRequest,
+    session: SessionDep,
+    secrets: SecretsDep,
+    registry: RegistryDep,
+) -> TokenDataRead:
+    data = finish_flow(session, secrets, registry, provider, code=body.code, state=body.state)
+    return TokenDataRead.from_data(data)
+
+
+@router.post(
+    "/{provider}/check-connection",
+    operation_id="check_oauth_connection",
+    summary="Log in over XOAUTH2 with an access token and return the folders",
+    response_model=ConnectionCheckResult,
+    responses={**_NO_PROVIDER, **LOGIN_PROBLEMS},
+)
+def check_oauth_connection(
+    provider: str, body: OAuthConnectionCheck, settings: SettingsDep, registry: RegistryDep
+) -> ConnectionCheckResult:
+    known = registry.get(provider)
+    server = body.to_server(ProviderImap(host=known.imap_host, port=known.imap_port))
+    credential = Credential(access_token=body.access_token, provider=provider)
+    report = check_connection(server, credential, connect_options(settings))
+    return ConnectionCheckResult.from_report(report)
+
+
+@public_router.get(
+    "/oauth/{provider}/callback",
+    operation_id="oauth_callback_page",
+    summary="Popup redirect target: posts the code (or the error) to the opener and closes",
+    response_class=HTMLResponse,
+)
+def oauth_callback(
+    *,
+    provider: str,
+    session: SessionDep,
+    state: Annotated[str, Query(max_length=64)] = "",
+    code: Annotated[str | None, Query(max_length=4096)] = None,
+    error: Annotated[str | None, Query(max_length=100)] = None,
+    error_description: Annotated[str | None, Query(max_length=500)] = None,
+) -> HTMLResponse:
+    target = callback_target(session, provider, state)
+    message = {"provider": provider, "state": state}
+    if target is not None and target.error is not None:
+        message |= {"error": target.error, "error_description": "start the sign-in again"}
+    elif error is not None or code is None:
+        message |= {
+            "error": error or "invalid_request",
+            "error_description": error_description or "the provider sent no code",
+        }
+    else:
+        message["code"] = code
+    page = callback_page(target.origin if target else None, message)
+    return HTMLResponse(
+        page.html,
+        status_code=200 if target is not None else 400,
+        headers={
+            "Content-Security-Policy": page.content_security_policy,
+            "Cache-Control": "no-store",
+            "Referrer-Policy": "no-referrer",
+        },
+    )
+
+
+@public_router.get(
+    "/static/imap-bridge-oauth.js",
+    operation_id="oauth_js_module",
+    summary="The ES module a CRM page imports to run the OAuth popup flow",
+    response_class=Response,
+)
+def oauth_js() -> Response:
+    return Response(
+        js_module(),
+        media_type="text/javascript",
+        headers={"Access-Control-Allow-Origin": "*", "Cache-Control": "public, max-age=300"},
+    )

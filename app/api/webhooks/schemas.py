@@ -1,0 +1,111 @@
+"""Webhook endpoint shapes of the API; the signing secret appears once, in `WebhookCreated`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.db.models import DeliveryState, WebhookDelivery, WebhookEndpoint
+from app.notify.envelope import EventType
+
+_URL = "http(s) URL; private and loopback addresses are refused."
+_EVENT_TYPES = "Event types to send; an empty list means every type."
+
+
+class WebhookCreate(BaseModel):
+    """Body of `POST /v1/webhooks`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(max_length=2048, description=_URL)
+    event_types: list[EventType] = Field(default_factory=list, description=_EVENT_TYPES)
+    enabled: bool = True
+
+
+class WebhookUpdate(BaseModel):
+    """Body of `PATCH /v1/webhooks/{id}`; fields left out keep their value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(default=None, max_length=2048, description=_URL)
+    event_types: list[EventType] | None = Field(default=None, description=_EVENT_TYPES)
+    enabled: bool | None = Field(
+        default=None, description="true re-enables a disabled endpoint and clears its reason."
+    )
+
+
+class WebhookRead(BaseModel):
+    """A webhook endpoint; never its secret."""
+
+    id: int
+    url: str
+    event_types: list[str]
+    enabled: bool
+    disabled_reason: str | None = Field(description="Why the service disabled the endpoint.")
+    failure_count: int = Field(description="Failed attempts since the last success.")
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, endpoint: WebhookEndpoint) -> WebhookRead:
+        assert endpoint.id is not None
+        return cls(
+            id=endpoint.id,
+            url=endpoint.url,
+            event_types=endpoint.event_types,
+            enabled=endpoint.enabled,
+            disabled_reason=endpoint.disabled_reason,
+            failure_count=endpoint.failure_count,
+            created_at=endpoint.created_at,
+            updated_at=endpoint.updated_at,
+        )
+
+
+class WebhookCreated(WebhookRead):
+    """The new endpoint with its signing secret: store it now, it is never shown again."""
+
+    secret: str = Field(description="`whsec_...` Standard Webhooks signing secret.")
+
+
+class WebhookDeliveryRead(BaseModel):
+    """One attempt to deliver an event to the endpoint."""
+
+    id: int
+    event_id: int | None = Field(description="null once the event left the outbox.")
+    webhook_id: str = Field(description="The `webhook-id` header, the same on every retry.")
+    event_type: str
+    attempt: int = Field(description="1 for the first try.")
+    state: DeliveryState = Field(
+        description="`succeeded`; `pending`: retried at next_attempt_at; `failed`: given up."
+    )
+    status_code: int | None = Field(description="The receiver's HTTP status; null: no answer.")
+    latency_ms: int | None
+    error: str | None
+    delivered_at: datetime | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, delivery: WebhookDelivery) -> WebhookDeliveryRead:
+        assert delivery.id is not None
+        return cls(
+            id=delivery.id,
+            event_id=delivery.event_id,
+            webhook_id=delivery.webhook_id,
+            event_type=delivery.event_type,
+            attempt=delivery.attempt,
+            state=delivery.state,
+            status_code=delivery.status_code,
+            latency_ms=delivery.latency_ms,
+            error=delivery.error,
+            delivered_at=delivery.delivered_at,
+            next_attempt_at=delivery.next_attempt_at,
+            created_at=delivery.created_at,
+        )
+
+
+class WebhookTestQueued(BaseModel):
+    """The test event queued for the endpoint; its attempts appear in the delivery log."""
+
+    event_id: int

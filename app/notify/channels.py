@@ -1,0 +1,74 @@
+"""Which channels an event goes to, and how a channel is named in `event_delivery`.
+
+    every event .................. each enabled webhook endpoint whose filter matches
+    mailbox.credentials_invalid .. + `notification` and, with SMTP_URL set, mail:
+                                     owned mailbox: `email` (the owner's address)
+                                     system mailbox: `email:<user id>` per recipient
+    mailbox.credentials_restored . + `notification` (clears the pending ones)
+
+SSE is not a channel here: streams read the outbox itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from app.db.models import Event, NotificationRecipient, WebhookEndpoint
+from app.notify.envelope import CREDENTIALS_INVALID, CREDENTIALS_RESTORED
+
+NOTIFICATION_CHANNEL = "notification"
+EMAIL_CHANNEL = "email"
+_WEBHOOK_PREFIX = "webhook:"
+_RECIPIENT_EMAIL_PREFIX = "email:"
+
+
+def webhook_channel(endpoint_id: int) -> str:
+    return f"{_WEBHOOK_PREFIX}{endpoint_id}"
+
+
+def recipient_email_channel(user_id: str) -> str:
+    return f"{_RECIPIENT_EMAIL_PREFIX}{user_id}"
+
+
+def webhook_endpoint_of(channel: str) -> int | None:
+    """Return the endpoint id of a webhook channel, None for other channels."""
+    if not channel.startswith(_WEBHOOK_PREFIX):
+        return None
+    return int(channel.removeprefix(_WEBHOOK_PREFIX))
+
+
+def is_email_channel(channel: str) -> bool:
+    return channel == EMAIL_CHANNEL or channel.startswith(_RECIPIENT_EMAIL_PREFIX)
+
+
+def email_recipient_of(channel: str) -> str | None:
+    """Return the recipient user id of `email:<user id>`; None means the mailbox owner."""
+    if channel == EMAIL_CHANNEL:
+        return None
+    return channel.removeprefix(_RECIPIENT_EMAIL_PREFIX)
+
+
+def channels_for(
+    event: Event,
+    endpoints: Sequence[WebhookEndpoint],
+    recipients: Sequence[NotificationRecipient],
+    *,
+    email_enabled: bool,
+) -> list[str]:
+    """Return every channel the event must reach (see the module docstring)."""
+    channels = [
+        webhook_channel(endpoint.id)
+        for endpoint in endpoints
+        if endpoint.id is not None
+        and endpoint.enabled
+        and (not endpoint.event_types or event.type in endpoint.event_types)
+    ]
+    if event.mailbox_id is None or event.type not in (CREDENTIALS_INVALID, CREDENTIALS_RESTORED):
+        return channels
+    channels.append(NOTIFICATION_CHANNEL)
+    if event.type == CREDENTIALS_INVALID and email_enabled:
+        if event.owner_user_id is not None:
+            channels.append(EMAIL_CHANNEL)
+        else:
+            channels.extend(recipient_email_channel(r.user_id) for r in recipients if r.email)
+    return channels

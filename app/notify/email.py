@@ -1,0 +1,103 @@
+"""Credential-failure mail over SMTP (`SMTP_URL`), plain text + HTML.
+
+    smtp://user:pass@host:587?starttls=true   STARTTLS on the submission port
+    smtps://user:pass@host:465                TLS from the first byte
+    smtp://host:25                            no TLS, no login (a local relay)
+
+A recipient the server refuses for good (5xx) fails the delivery; anything
+else (connection, 4xx, a login problem an operator can fix) is retried on the
+schedule of `app.notify.retry`. One message per recipient, so one person's
+refused address never repeats the mail to the others.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from dataclasses import dataclass
+from email.message import EmailMessage
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from app.config import Settings
+from app.notify.messages import CredentialsMessage
+
+SMTP_TIMEOUT_SECONDS = 30.0
+_TRUE = {"1", "true", "yes", "on"}
+
+
+class MailNotSent(Exception):
+    """The mail did not go out; `permanent` says whether trying again can help."""
+
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpServer:
+    """Where and how mail goes out, read from `SMTP_URL`."""
+
+    host: str
+    port: int
+    implicit_tls: bool
+    starttls: bool
+    username: str | None
+    password: str | None
+
+    @classmethod
+    def from_url(cls, url: str) -> SmtpServer:
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            raise ValueError("SMTP_URL must look like smtp://user:pass@host:587?starttls=true")
+        implicit_tls = parts.scheme == "smtps"
+        query = parse_qs(parts.query)
+        return cls(
+            host=parts.hostname,
+            port=parts.port or (465 if implicit_tls else 25),
+            implicit_tls=implicit_tls,
+            starttls=query.get("starttls", ["false"])[0].lower() in _TRUE,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+
+def smtp_server(settings: Settings) -> SmtpServer | None:
+    """Return the configured SMTP server; None turns the email channel off."""
+    if settings.smtp_url is None:
+        return None
+    return SmtpServer.from_url(settings.smtp_url.get_secret_value())
+
+
+def send_mail(server: SmtpServer, sender: str, recipient: str, message: CredentialsMessage) -> None:
+    """Send one message to one recipient (blocking); raise MailNotSent when it did not go."""
+    mail = EmailMessage()
+    mail["From"] = sender
+    mail["To"] = recipient
+    mail["Subject"] = message.title
+    mail.set_content(message.text)
+    mail.add_alternative(message.html, subtype="html")
+    context = ssl.create_default_context()
+    try:
+        smtp: smtplib.SMTP = (
+            smtplib.SMTP_SSL(
+                server.host, server.port, timeout=SMTP_TIMEOUT_SECONDS, context=context
+            )
+            if server.implicit_tls
+            else smtplib.SMTP(server.host, server.port, timeout=SMTP_TIMEOUT_SECONDS)
+        )
+        with smtp:
+            if server.starttls:
+                smtp.starttls(context=context)
+            if server.username is not None:
+                smtp.login(server.username, server.password or "")
+            smtp.send_message(mail)
+    except smtplib.SMTPRecipientsRefused as exc:
+        codes = [code for code, _ in exc.recipients.values()]
+        raise MailNotSent(
+            f"recipient refused ({', '.join(map(str, codes))})",
+            permanent=all(code >= 500 for code in codes),
+        ) from exc
+    except smtplib.SMTPResponseException as exc:
+        raise MailNotSent(f"SMTP {exc.smtp_code}", permanent=False) from exc
+    except (smtplib.SMTPException, OSError) as exc:
+        raise MailNotSent(f"SMTP failed: {type(exc).__name__}", permanent=False) from exc

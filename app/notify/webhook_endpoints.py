@@ -1,0 +1,98 @@
+"""Webhook endpoints as the API manages them: secret made once, URL vetted, test events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlmodel import Session
+
+from app.config import Settings
+from app.db.models import Event, WebhookEndpoint, utcnow
+from app.db.repositories.event_deliveries import add_deliveries
+from app.db.repositories.webhooks import (
+    add_webhook_endpoint,
+    delete_webhook_endpoint,
+    get_webhook_endpoint,
+)
+from app.notify.channels import webhook_channel
+from app.notify.envelope import WEBHOOK_TEST_EVENT
+from app.notify.errors import WebhookEndpointNotFoundError
+from app.notify.webhooks import check_webhook_url, generate_secret
+from app.security import SecretBox
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEndpointChanges:
+    """Fields a PATCH sets; None leaves a field as it is."""
+
+    url: str | None = None
+    event_types: list[str] | None = None
+    enabled: bool | None = None
+
+
+def create_webhook_endpoint(
+    session: Session,
+    settings: Settings,
+    secrets: SecretBox,
+    *,
+    url: str,
+    event_types: list[str],
+    enabled: bool,
+) -> tuple[WebhookEndpoint, str]:
+    """Register an endpoint; return it with its signing secret, which is never shown again."""
+    check_webhook_url(url, allow_private=settings.webhook_allow_private_hosts)
+    secret = generate_secret()
+    endpoint = add_webhook_endpoint(
+        session,
+        url=url,
+        event_types=event_types,
+        enabled=enabled,
+        secret_enc=secrets.encrypt(secret),
+    )
+    return endpoint, secret
+
+
+def get_webhook_endpoint_or_raise(session: Session, endpoint_id: int) -> WebhookEndpoint:
+    endpoint = get_webhook_endpoint(session, endpoint_id)
+    if endpoint is None:
+        raise WebhookEndpointNotFoundError(f"webhook {endpoint_id} does not exist")
+    return endpoint
+
+
+def update_webhook_endpoint(
+    session: Session, settings: Settings, endpoint_id: int, changes: WebhookEndpointChanges
+) -> WebhookEndpoint:
+    """Apply a PATCH; enabling an endpoint again forgets why and how often it failed."""
+    endpoint = get_webhook_endpoint_or_raise(session, endpoint_id)
+    if changes.url is not None:
+        check_webhook_url(changes.url, allow_private=settings.webhook_allow_private_hosts)
+        endpoint.url = changes.url
+    if changes.event_types is not None:
+        endpoint.event_types = changes.event_types
+    if changes.enabled is not None:
+        if changes.enabled and not endpoint.enabled:
+            endpoint.disabled_reason = None
+            endpoint.failure_count = 0
+        endpoint.enabled = changes.enabled
+    endpoint.updated_at = utcnow()
+    session.flush()
+    return endpoint
+
+
+def remove_webhook_endpoint(session: Session, endpoint_id: int) -> None:
+    delete_webhook_endpoint(session, get_webhook_endpoint_or_raise(session, endpoint_id))
+
+
+def record_test_event(session: Session, endpoint_id: int) -> Event:
+    """Put a `webhook.test` event in the outbox, addressed to this one endpoint only."""
+    endpoint = get_webhook_endpoint_or_raise(session, endpoint_id)
+    event = Event(
+        type=WEBHOOK_TEST_EVENT,
+        data={"endpoint_id": endpoint_id, "url": endpoint.url},
+        dispatched_at=utcnow(),  # its only channel is made here, not by the fan-out
+    )
+    session.add(event)
+    session.flush()
+    assert event.id is not None
+    add_deliveries(session, event.id, [webhook_channel(endpoint_id)])
+    return event

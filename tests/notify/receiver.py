@@ -1,0 +1,72 @@
+"""A real webhook receiver on loopback: checks Standard Webhooks signatures, answers as scripted.
+
+It answers the scripted responses in order, then 200 to everything, and
+accepts each `webhook-id` once, as a receiver with idempotency would.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from standardwebhooks import Webhook, WebhookVerificationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+
+@dataclass
+class WebhookReceiver:
+    """What the receiver saw; set `secret` before deliveries arrive."""
+
+    url: str = ""
+    secret: str | None = None
+    script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    requests: list[dict[str, str]] = field(default_factory=list)
+    accepted: dict[str, Any] = field(default_factory=dict)  # webhook-id -> verified payload
+    bad_signatures: int = 0
+
+    def answer(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str]]:
+        self.requests.append(headers)
+        if self.script:
+            return self.script.pop(0)
+        assert self.secret is not None, "the test sets the endpoint's secret"
+        try:
+            payload = Webhook(self.secret).verify(body, headers)
+        except WebhookVerificationError:
+            self.bad_signatures += 1
+            return 400, {}
+        self.accepted.setdefault(headers["webhook-id"], payload)
+        return 204, {}
+
+
+@contextmanager
+def running_receiver() -> Iterator[WebhookReceiver]:
+    """Serve a receiver with uvicorn in a thread on 127.0.0.1; stop it afterwards."""
+    receiver = WebhookReceiver()
+
+    async def hook(request: Request) -> Response:
+        status, headers = receiver.answer(dict(request.headers), await request.body())
+        return Response(status_code=status, headers=headers)
+
+    app = Starlette(routes=[Route("/hook", hook, methods=["POST"])])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "the receiver did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    receiver.url = f"http://127.0.0.1:{port}/hook"
+    try:
+        yield receiver
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

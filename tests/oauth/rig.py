@@ -1,0 +1,103 @@
+"""What OAuth tests share: a Dovecot that checks JWTs itself, and providers' real answers.
+
+The test Dovecot validates HS256 JWTs with `JWT_KEY` (its oauth2 passdb in
+`introspection_mode = local`), so a token signed here logs in for real and an
+expired one is refused by the server, not by us. Google's and Microsoft's
+endpoints are faked with respx only, in the shapes they really answer with.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from typing import Any
+
+from tests.dovecot import Dovecot, DovecotInstances
+
+JWT_KEY = secrets.token_bytes(32)
+GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
+GOOGLE_CLIENT_ID = "1234567890-abcdefghijklmnop.apps.googleusercontent.com"
+MICROSOFT_CLIENT_ID = "00000000-1111-2222-3333-444444444444"
+
+
+def oauth_dovecot(instances: DovecotInstances) -> Dovecot:
+    """Return the session's Dovecot that logs XOAUTH2 users in with JWTs signed by JWT_KEY."""
+    return instances.get(oauth_jwt_key=JWT_KEY)
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def sign_jwt(subject: str, *, expires_in: int = 3600, key: bytes = JWT_KEY) -> str:
+    """Return an HS256 JWT for `subject` (Dovecot wants `typ` exactly `JWT`)."""
+    header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    claims = _b64url(json.dumps({"sub": subject, "exp": int(time.time()) + expires_in}).encode())
+    signature = hmac.new(key, f"{header}.{claims}".encode(), hashlib.sha256).digest()
+    return f"{header}.{claims}.{_b64url(signature)}"
+
+
+def id_token(claims: dict[str, Any]) -> str:
+    """An ID token as the provider's token endpoint returns it (RS256; the client reads it)."""
+    header = _b64url(json.dumps({"alg": "RS256", "kid": "test", "typ": "JWT"}).encode())
+    body = _b64url(json.dumps({"iat": int(time.time()), **claims}).encode())
+    return f"{header}.{body}.{_b64url(secrets.token_bytes(64))}"
+
+
+def google_tokens(
+    access_token: str, *, refresh_token: str | None = None, email: str | None = None
+) -> dict[str, Any]:
+    """Google's token endpoint answer (refresh answers carry no new refresh token)."""
+    answer: dict[str, Any] = {
+        "access_token": access_token,
+        "expires_in": 3599,
+        "scope": "openid https://mail.google.com/ https://www.googleapis.com/auth/userinfo.email",
+        "token_type": "Bearer",
+    }
+    if refresh_token is not None:
+        answer["refresh_token"] = refresh_token
+    if email is not None:
+        answer["id_token"] = id_token(
+            {"iss": "https://accounts.google.com", "sub": "1098", "email": email}
+        )
+    return answer
+
+
+def microsoft_tokens(access_token: str, refresh_token: str, username: str) -> dict[str, Any]:
+    """Microsoft identity platform v2.0 token answer; it rotates the refresh token every time."""
+    return {
+        "token_type": "Bearer",
+        "scope": "https://outlook.office.com/IMAP.AccessAsUser.All openid email",
+        "expires_in": 3599,
+        "ext_expires_in": 3599,
+        "access_token": access_token,
+        "refresh_token": refresh_token,
+        "id_token": id_token({"preferred_username": username, "tid": "t", "ver": "2.0"}),
+    }
+
+
+GOOGLE_INVALID_GRANT = {
+    "error": "invalid_grant",
+    "error_description": "Token has been expired or revoked.",
+}
+GOOGLE_INVALID_CLIENT = {"error": "invalid_client", "error_description": "Unauthorized"}
+MICROSOFT_INVALID_CLIENT = {
+    "error": "invalid_client",
+    "error_description": "AADSTS7000215: Invalid client secret provided. Ensure the secret"
+    " being sent in the request is the client secret value, not the client secret ID.",
+    "error_codes": [7000215],
+    "timestamp": "2026-11-25 10:00:00Z",
+    "trace_id": "0b6a1c1e-0000-0000-0000-000000000000",
+    "correlation_id": "5e0f0e5a-0000-0000-0000-000000000000",
+    "error_uri": "https://login.microsoftonline.com/error?code=7000215",
+}
+MICROSOFT_INVALID_GRANT = {
+    "error": "invalid_grant",
+    "error_description": "AADSTS70000: The provided value for the 'code' parameter is not valid.",
+    "error_codes": [70000],
+    "error_uri": "https://login.microsoftonline.com/error?code=70000",
+}

@@ -1,0 +1,198 @@
+"""Small HTTP servers the browser test talks to: a local OAuth2 authorization server
+(auto-consent) and the CRM's host page on another origin, each a real uvicorn.
+
+The authorization server follows RFC 6749 + RFC 7636 with authlib's PKCE check:
+`/authorize` consents at once for the `login_hint` user and redirects with a code;
+`/token` exchanges the code (client secret, redirect URI and code verifier
+checked) or a refresh token. Its access tokens are the JWTs the test Dovecot
+accepts, so the popup flow ends in a real XOAUTH2 login.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+from urllib.parse import parse_qs, urlencode
+
+import httpx
+import uvicorn
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from tests.oauth.rig import id_token, sign_jwt
+
+CLIENT_ID = "imap-bridge-test-client"
+CLIENT_SECRET = "test-client-secret"
+
+
+@contextmanager
+def serve(app: FastAPI, host: str = "127.0.0.1") -> Iterator[str]:
+    """Run `app` on a free port of `host` in a thread; yield its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@dataclass
+class AuthorizationServer:
+    """What the local authorization server issued, for the test to inspect."""
+
+    codes: dict[str, dict[str, str]] = field(default_factory=dict)
+    refresh_tokens: dict[str, str] = field(default_factory=dict)
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.get("/authorize")
+        def authorize(
+            *,
+            client_id: str,
+            redirect_uri: str,
+            state: str,
+            code_challenge: str,
+            code_challenge_method: str,
+            login_hint: str,
+            response_type: str = "code",
+        ) -> Response:
+            if client_id != CLIENT_ID or response_type != "code":
+                return JSONResponse({"error": "unauthorized_client"}, status_code=400)
+            if code_challenge_method != "S256":
+                return _redirect(redirect_uri, error="invalid_request", state=state)
+            code = secrets.token_urlsafe(16)
+            self.codes[code] = {
+                "user": login_hint.partition("@")[0],
+                "email": login_hint,
+                "redirect_uri": redirect_uri,
+                "challenge": code_challenge,
+            }
+            return _redirect(redirect_uri, code=code, state=state)
+
+        @app.post("/token")
+        async def token(request: Request) -> JSONResponse:
+            form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
+            if (form.get("client_id"), form.get("client_secret")) != (CLIENT_ID, CLIENT_SECRET):
+                return JSONResponse({"error": "invalid_client"}, status_code=401)
+            if form.get("grant_type") == "refresh_token":
+                user = self.refresh_tokens.get(form.get("refresh_token", ""))
+                if user is None:
+                    return JSONResponse({"error": "invalid_grant"}, status_code=400)
+                return JSONResponse(self._tokens(user, f"{user}@example.com"))
+            grant = self.codes.pop(form.get("code", ""), None)
+            if (
+                grant is None
+                or grant["redirect_uri"] != form.get("redirect_uri")
+                or create_s256_code_challenge(form.get("code_verifier", "")) != grant["challenge"]
+            ):
+                return JSONResponse({"error": "invalid_grant"}, status_code=400)
+            return JSONResponse(self._tokens(grant["user"], grant["email"]))
+
+        return app
+
+    def _tokens(self, user: str, email: str) -> dict[str, Any]:
+        refresh = secrets.token_urlsafe(16)
+        self.refresh_tokens[refresh] = user
+        return {
+            "access_token": sign_jwt(user),
+            "token_type": "Bearer",
+            "expires_in": 3600,
+            "refresh_token": refresh,
+            "id_token": id_token({"sub": user, "email": email}),
+        }
+
+
+def _redirect(redirect_uri: str, **params: str) -> RedirectResponse:
+    return RedirectResponse(f"{redirect_uri}?{urlencode(params)}", status_code=302)
+
+
+HOST_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>CRM</title></head>
+<body><button id="connect">Connect mailbox</button>
+<script type="module">
+import {{ connectMailbox }} from "{bridge}/static/imap-bridge-oauth.js";
+document.getElementById("connect").addEventListener("click", () => {{
+  const post = (path, body) => fetch(path, {{
+    method: "POST", headers: {{"Content-Type": "application/json"}}, body: JSON.stringify(body),
+  }}).then((r) => r.json().then((json) => r.ok ? json : Promise.reject(json)));
+  connectMailbox({{
+    provider: "{provider}",
+    origin: {origin},
+    loginHint: "{login_hint}",
+    timeoutMs: 8000,
+    authorize: (provider, origin, loginHint) =>
+      post("/crm/authorize", {{ provider, origin, login_hint: loginHint }}),
+    exchange: (code, state) => post("/crm/token", {{ code, state }}),
+  }}).then(
+    (tokens) => {{ window.outcome = {{ tokens }}; }},
+    (error) => {{ window.outcome = {{ error: error.code || String(error) }}; }},
+  );
+}});
+</script></body></html>
+"""
+
+
+@dataclass
+class CrmHost:
+    """The CRM: a page that imports the JS module, and a backend holding the API key."""
+
+    bridge_url: str
+    api_key: str
+    provider: str
+    exchanges: list[dict[str, Any]] = field(default_factory=list)
+    # Called with the service's answer to authorize, before the popup goes on.
+    after_authorize: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+        headers = {"Authorization": f"Bearer {self.api_key}"}
+
+        @app.get("/", response_class=HTMLResponse)
+        def page(
+            login_hint: str, bind_origin: Annotated[str | None, Query()] = None
+        ) -> HTMLResponse:
+            origin = f'"{bind_origin}"' if bind_origin else "window.location.origin"
+            return HTMLResponse(
+                HOST_PAGE.format(
+                    bridge=self.bridge_url,
+                    provider=self.provider,
+                    origin=origin,
+                    login_hint=login_hint,
+                )
+            )
+
+        @app.post("/crm/authorize")
+        async def authorize(request: Request) -> JSONResponse:
+            body = await request.json()
+            async with httpx.AsyncClient(base_url=self.bridge_url, headers=headers) as bridge:
+                answer = await bridge.post(
+                    f"/v1/oauth/{body['provider']}/authorize",
+                    json={"origin": body["origin"], "login_hint": body["login_hint"]},
+                )
+            for hook in self.after_authorize:
+                hook(answer.json())
+            return JSONResponse(answer.json(), status_code=answer.status_code)
+
+        @app.post("/crm/token")
+        async def token(request: Request) -> JSONResponse:
+            body = await request.json()
+            async with httpx.AsyncClient(base_url=self.bridge_url, headers=headers) as bridge:
+                answer = await bridge.post(f"/v1/oauth/{self.provider}/token", json=body)
+            self.exchanges.append({"request": body, "status": answer.status_code})
+            return JSONResponse(answer.json(), status_code=answer.status_code)
+
+        return app
