@@ -37,10 +37,10 @@ from app.db.repositories.email_queries import (
     message_copies,
 )
 from app.db.repositories.mailboxes import get_mailbox
-from app.imap import EmailManager, connect
+from app.imap import EmailManager
 from app.imap.errors import FolderNotFound
 from app.security import SecretBox
-from app.sync.credentials import connect_options, imap_config
+from app.sync.credentials import connect_mailbox
 from app.sync.errors import AttachmentNotFoundError, EmailNotFoundError, MessageGoneError
 
 # Fetch something of one message by UID in the selected folder; None when it is gone.
@@ -62,7 +62,9 @@ def fetch_message_source(
     """Return the RFC 5322 source of the email, fetched from the server now."""
     with session_scope(engine) as session:
         mailbox, copies = _locate(session, email_id)
-    return _download(mailbox, copies, settings, secrets, lambda mail, uid: mail.raw(uid))
+    return _download(
+        engine, mailbox, copies, settings=settings, secrets=secrets, download=_raw_source
+    )
 
 
 def fetch_attachment(
@@ -76,7 +78,12 @@ def fetch_attachment(
         raise AttachmentNotFoundError(f"email {email_id} has no attachment {n}")
     part_id = attachment.part_id
     content = _download(
-        mailbox, copies, settings, secrets, lambda mail, uid: mail.attachment(uid, part_id)
+        engine,
+        mailbox,
+        copies,
+        settings=settings,
+        secrets=secrets,
+        download=lambda mail, uid: mail.attachment(uid, part_id),
     )
     return AttachmentContent(attachment.filename, attachment.content_type, content)
 
@@ -90,16 +97,22 @@ def _locate(session: Session, email_id: int) -> tuple[Mailbox, list[MessageCopy]
     return mailbox, message_copies(session, email_id)
 
 
+def _raw_source(mail: EmailManager, uid: int) -> bytes | None:
+    return mail.raw(uid)
+
+
 def _download(
+    engine: Engine,
     mailbox: Mailbox,
     copies: list[MessageCopy],
+    *,
     settings: Settings,
     secrets: SecretBox,
     download: _Download,
 ) -> bytes:
     """Try each copy in turn on one session; raise MessageGoneError when none is left."""
     if copies:
-        with connect(imap_config(mailbox, secrets), connect_options(settings)) as connection:
+        with connect_mailbox(engine, mailbox, settings, secrets) as connection:
             mail = EmailManager(connection)
             for place in copies:
                 try:

@@ -1,13 +1,24 @@
-"""Turn a stored mailbox into what the IMAP layer needs to log in."""
+"""Turn a stored mailbox into what the IMAP layer needs to log in, and log in."""
 
 from __future__ import annotations
 
 from pydantic import SecretStr
+from sqlalchemy.engine import Engine
 
 from app.config import Settings
 from app.db.models import AuthType, Mailbox
+from app.imap import ImapConnection, connect
 from app.imap.config import ConnectOptions, ImapConfig
 from app.security import SecretBox
+from app.sync.token_refresh import refresh_if_expiring
+
+
+def connect_mailbox(
+    engine: Engine, mailbox: Mailbox, settings: Settings, secrets: SecretBox
+) -> ImapConnection:
+    """Log in to the mailbox's server, refreshing an OAuth token that is about to expire."""
+    mailbox = refresh_if_expiring(engine, mailbox, secrets)
+    return connect(imap_config(mailbox, secrets), connect_options(settings))
 
 
 def imap_config(mailbox: Mailbox, secrets: SecretBox) -> ImapConfig:

@@ -22,11 +22,11 @@ from sqlalchemy.engine import Engine
 from app.config import Settings
 from app.db import session_scope
 from app.db.repositories.mailboxes import get_mailbox
-from app.imap import EmailManager, connect
+from app.imap import EmailManager
 from app.imap.message import ParsedMessage
 from app.imap.search import SearchQuery, SearchQueryBuilder
 from app.security import SecretBox
-from app.sync.credentials import connect_options, imap_config
+from app.sync.credentials import connect_mailbox
 from app.sync.errors import MailboxNotFoundError
 
 
@@ -103,7 +103,7 @@ def search_remote_folder(
         mailbox = get_mailbox(session, mailbox_id)
     if mailbox is None:
         raise MailboxNotFoundError(f"mailbox {mailbox_id} does not exist")
-    with connect(imap_config(mailbox, secrets), connect_options(settings)) as connection:
+    with connect_mailbox(engine, mailbox, settings, secrets) as connection:
         mail = EmailManager(connection)
         mail.select_folder(criteria.folder)
         uids = [uid for uid in mail.search(query) if criteria.in_uid_range(uid)]

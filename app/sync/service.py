@@ -2,7 +2,9 @@
 
     take the lease ---- held by another live worker ----> return None
       | sync_run: running
+    refresh the OAuth token when it expires within 5 minutes (app.sync.token_refresh)
     connect + log in -- AuthenticationFailed ----------> mailbox auth_failed, run failed;
+      |                 (or the refresh's invalid_grant)
       |                                                  `mailbox.credentials_invalid` once
       |                                                  per transition, retried with backoff
       |              -- NetworkError ------------------> run failed, retried with backoff,
@@ -51,11 +53,12 @@ from app.db.repositories.events import record_event
 from app.db.repositories.folders import mailbox_folders
 from app.db.repositories.mailboxes import acquire_lease, get_mailbox, release_lease
 from app.db.repositories.sync_runs import fail_interrupted_sync_runs
-from app.imap import EmailManager, FolderManager, ImapConnection, connect
+from app.imap import EmailManager, FolderManager, ImapConnection
 from app.imap.errors import AuthenticationFailed, FolderNotFound, ImapError, NetworkError
 from app.imap.folder_manager import FolderListing
+from app.oauth.errors import InvalidGrantError, OAuthError, ProviderUnavailableError
 from app.security import SecretBox, SecretError
-from app.sync.credentials import connect_options, imap_config
+from app.sync.credentials import connect_mailbox
 from app.sync.errors import LeaseLostError, MailboxNotFoundError
 from app.sync.folder_sync import Deadline, FolderSyncer, Lease, ProgressCallback, SyncCounts
 from app.sync.folders import reconcile_folders
@@ -174,14 +177,14 @@ class _Run:
             mailbox = session.get(Mailbox, self.run.mailbox_id)
             assert mailbox is not None  # the lease was taken on it
         try:
-            config = imap_config(mailbox, SecretBox.from_settings(self.settings))
-            with connect(config, connect_options(self.settings)) as connection:
+            secrets = SecretBox.from_settings(self.settings)
+            with connect_mailbox(self.engine, mailbox, self.settings, secrets) as connection:
                 complete = self._synchronize(mailbox, connection)
-        except AuthenticationFailed as exc:
+        except (AuthenticationFailed, InvalidGrantError) as exc:
             return self._failed(Failure(exc.code, str(exc), "credentials"))
-        except NetworkError as exc:
+        except (NetworkError, ProviderUnavailableError) as exc:
             return self._failed(Failure(exc.code, str(exc), "transient"))
-        except (ImapError, SecretError) as exc:
+        except (ImapError, SecretError, OAuthError) as exc:
             return self._failed(Failure(exc.code, str(exc), "permanent"))
         except ValidationError as exc:  # stored settings no longer pass ImapConfig's checks
             return self._failed(Failure("invalid_settings", _first_error(exc), "permanent"))
