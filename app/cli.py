@@ -1,9 +1,15 @@
 """The `imap-bridge` command: one entry point for operators and for `make`.
 
-    imap-bridge migrate                              create or upgrade the schema
+    imap-bridge run [--host H] [--port P]            API + worker in one process (`make run`)
+    imap-bridge serve [--host H] [--port P]          the API alone (uvicorn)
     imap-bridge worker                               arq worker: cron + sync jobs
+    imap-bridge migrate                              create or upgrade the schema
     imap-bridge sync                                 every due mailbox, now, in this process
     imap-bridge sync --mailbox ID [--folders-only]   one mailbox, due or not
+    imap-bridge apikey create --name N               a new API key, printed once
+    imap-bridge apikey list                          the keys, never their secret part
+    imap-bridge apikey revoke ID                     refuse a key from now on
+    imap-bridge openapi [--output PATH]              the OpenAPI document, as checked in
 
 `sync` is the manual twin of the worker's cron and needs no Redis: it runs
 the same engine in this process, continuing a mailbox whose time budget ran
@@ -11,27 +17,43 @@ out until it is complete. On a terminal one line per mailbox shows the folder
 and how much of it is stored; a summary line always ends the output, and the
 exit status is 1 when a mailbox failed, does not exist, or (asked for by id)
 is being synced by another worker.
+
+`apikey create` prints the key alone on stdout (`KEY=$(imap-bridge apikey
+create --name crm)`); only its SHA-256 is stored, so it cannot be shown again.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import TextIO
 
+import uvicorn
 from arq import Worker
+from cryptography.fernet import Fernet
+from fastapi import FastAPI
+from pydantic import SecretStr
+from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from app.config import Settings, get_settings
 from app.db import create_db_engine, session_scope
 from app.db.migrate import upgrade_database
-from app.db.models import SyncRun, SyncRunStatus, SyncTrigger, utcnow
+from app.db.models import ApiKey, SyncRun, SyncRunStatus, SyncTrigger, utcnow
+from app.db.repositories.api_keys import create_api_key, get_api_key, list_api_keys
 from app.db.repositories.mailboxes import due_mailbox_ids
+from app.main import create_app
+from app.service_runner import run_service
 from app.sync.errors import MailboxNotFoundError
 from app.sync.folder_sync import SyncProgress
 from app.sync.service import sync_mailbox
@@ -41,6 +63,13 @@ Command = Callable[[argparse.Namespace], int]
 
 _EXIT_FAILED = 1
 _EXIT_INTERRUPTED = 130
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+_KEY_NAME_MAX_LENGTH = 100  # ApiKey.name
+
+
+class _NoSchemaError(Exception):
+    """The database has no tables yet."""
 
 
 def _migrate(_args: argparse.Namespace) -> int:
@@ -54,6 +83,123 @@ def _worker(_args: argparse.Namespace) -> int:
     """Run the arq worker until SIGINT or SIGTERM (embedded Redis when REDIS_URL is unset)."""
     Worker(**worker_settings(get_settings())).run()
     return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the API and one worker in this process until SIGINT or SIGTERM."""
+    return run_service(get_settings(), args.host, args.port, sys.stdout)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Serve the API with uvicorn until SIGINT or SIGTERM (workers run separately)."""
+    uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port)
+    return 0
+
+
+def openapi_json(app: FastAPI) -> str:
+    """Render the app's OpenAPI document as checked in: sorted keys, indented, newline-ended."""
+    return json.dumps(app.openapi(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def _openapi(args: argparse.Namespace) -> int:
+    """Write the OpenAPI document (stdout without --output).
+
+    The document does not depend on where the service runs, so the app is built
+    with settings that create nothing: an in-memory database, a throwaway key.
+    """
+    offline = Settings(
+        database_url="sqlite://", secret_keys=[SecretStr(Fernet.generate_key().decode())]
+    )
+    document = openapi_json(create_app(offline))
+    if args.output is None:
+        sys.stdout.write(document)
+        return 0
+    output: Path = args.output
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(document, encoding="utf-8")
+    print(f"wrote {output}")
+    return 0
+
+
+@contextmanager
+def _api_key_session() -> Iterator[Session]:
+    """Yield a session on the configured database, refusing one that was never migrated."""
+    engine = create_db_engine(get_settings().database_url)
+    try:
+        if not inspect(engine).has_table(ApiKey.__tablename__):
+            raise _NoSchemaError
+        with session_scope(engine) as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def _apikey_create(args: argparse.Namespace) -> int:
+    """Print a new key alone on stdout, the facts about it on stderr."""
+    with _api_key_session() as session:
+        row, key = create_api_key(session, args.name)
+    print(key)
+    print(
+        f'created API key {row.id} "{row.name}" (prefix {row.prefix});'
+        " it is not stored and cannot be shown again",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _apikey_list(_args: argparse.Namespace) -> int:
+    """Print one line per key; the secret part of a key is never stored, so never shown."""
+    with _api_key_session() as session:
+        rows = list_api_keys(session)
+    if not rows:
+        print("no API keys; make one with: imap-bridge apikey create --name NAME")
+        return 0
+    table = [("ID", "NAME", "PREFIX", "CREATED (UTC)", "LAST USED", "REVOKED")]
+    table += [
+        (
+            str(row.id),
+            row.name,
+            row.prefix,
+            _minute(row.created_at),
+            _minute(row.last_used_at) if row.last_used_at else "never",
+            _minute(row.revoked_at) if row.revoked_at else "-",
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[column]) for line in table) for column in range(len(table[0]))]
+    for line in table:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        )
+    return 0
+
+
+def _apikey_revoke(args: argparse.Namespace) -> int:
+    """Revoke a key by id; requests with it get 401 from now on."""
+    with _api_key_session() as session:
+        row = get_api_key(session, args.id)
+        if row is None:
+            print(f"imap-bridge: API key {args.id} does not exist", file=sys.stderr)
+            return _EXIT_FAILED
+        revoked_before = row.revoked_at
+        if revoked_before is None:
+            row.revoked_at = utcnow()
+    if revoked_before is not None:
+        print(f'API key {row.id} "{row.name}" was already revoked on {_minute(revoked_before)} UTC')
+    else:
+        print(f'revoked API key {row.id} "{row.name}"')
+    return 0
+
+
+def _minute(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M")
+
+
+def _key_name(text: str) -> str:
+    name = text.strip()
+    if not name or len(name) > _KEY_NAME_MAX_LENGTH:
+        raise argparse.ArgumentTypeError(f"a name of 1 to {_KEY_NAME_MAX_LENGTH} characters")
+    return name
 
 
 @dataclass
@@ -201,6 +347,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    run = commands.add_parser(
+        "run",
+        help="migrate, make a first API key, then run the API and one worker in this process",
+    )
+    _add_listen_arguments(run)
+    run.set_defaults(handler=_run, log_level=logging.INFO)
+
+    serve = commands.add_parser("serve", help="run the API alone (uvicorn)")
+    _add_listen_arguments(serve)
+    serve.set_defaults(handler=_serve, log_level=logging.INFO)
+
     migrate = commands.add_parser("migrate", help="create or upgrade the database schema")
     migrate.set_defaults(handler=_migrate, log_level=logging.INFO)
 
@@ -220,7 +377,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     # Progress and results are the output; engine logs would break the progress line.
     sync.set_defaults(handler=_sync, log_level=logging.WARNING)
+
+    apikey = commands.add_parser("apikey", help="make, list and revoke API keys")
+    apikey_commands = apikey.add_subparsers(dest="apikey_command", required=True)
+    create = apikey_commands.add_parser("create", help="make a key and print it (only this once)")
+    create.add_argument("--name", required=True, type=_key_name, help="what the key is for")
+    create.set_defaults(handler=_apikey_create, log_level=logging.WARNING)
+    listing = apikey_commands.add_parser("list", help="list the keys (never the keys themselves)")
+    listing.set_defaults(handler=_apikey_list, log_level=logging.WARNING)
+    revoke = apikey_commands.add_parser("revoke", help="refuse a key from now on")
+    revoke.add_argument("id", type=int, metavar="ID", help="the key's id (see apikey list)")
+    revoke.set_defaults(handler=_apikey_revoke, log_level=logging.WARNING)
+
+    openapi = commands.add_parser("openapi", help="write the OpenAPI document (JSON)")
+    openapi.add_argument(
+        "--output", type=Path, metavar="PATH", help="write to this file instead of stdout"
+    )
+    openapi.set_defaults(handler=_openapi, log_level=logging.WARNING)
     return parser
+
+
+def _add_listen_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"address (default {DEFAULT_HOST})")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -231,7 +412,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--folders-only needs --mailbox")
     logging.basicConfig(level=logging.DEBUG if args.verbose else args.log_level)
     handler: Command = args.handler
-    return handler(args)
+    try:
+        return handler(args)
+    except _NoSchemaError:
+        print(
+            "imap-bridge: the database has no tables yet; run: imap-bridge migrate", file=sys.stderr
+        )
+        return _EXIT_FAILED
 
 
 if __name__ == "__main__":

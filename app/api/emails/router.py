@@ -49,7 +49,12 @@ from app.db.repositories.email_queries import (
 )
 from app.sync.attachments import fetch_attachment, fetch_message_source
 
-router = APIRouter(prefix="/v1", tags=["emails"], dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    prefix="/v1",
+    tags=["emails"],
+    dependencies=[Depends(require_api_key)],
+    responses={401: {"model": Problem, "description": "Missing or invalid API key"}},
+)
 
 # A MIME type as RFC 6838 spells one; anything else is served as opaque bytes.
 _MIME_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")

@@ -21,7 +21,12 @@ from app.sync.errors import UnknownFoldersError
 from app.sync.folder_settings import FolderSyncSetting, save_folder_settings
 from app.sync.service import SyncResult
 
-router = APIRouter(prefix="/v1", tags=["folders"], dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    prefix="/v1",
+    tags=["folders"],
+    dependencies=[Depends(require_api_key)],
+    responses={401: {"model": Problem, "description": "Missing or invalid API key"}},
+)
 
 _SYNC_HEADERS = {
     "Sync-Status": {

@@ -10,7 +10,12 @@ from app.api.problems import Problem
 from app.api.search.schemas import RemoteSearchPage, RemoteSearchRequest
 from app.sync.remote_search import search_remote_folder
 
-router = APIRouter(prefix="/v1", tags=["search"], dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    prefix="/v1",
+    tags=["search"],
+    dependencies=[Depends(require_api_key)],
+    responses={401: {"model": Problem, "description": "Missing or invalid API key"}},
+)
 
 
 @router.post(

@@ -54,7 +54,12 @@ from app.queue import enqueue_sync, sync_job_id
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1", tags=["sync"], dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    prefix="/v1",
+    tags=["sync"],
+    dependencies=[Depends(require_api_key)],
+    responses={401: {"model": Problem, "description": "Missing or invalid API key"}},
+)
 
 QUEUE_TIMEOUT_SECONDS = 5.0
 QUEUE_RETRY_AFTER_SECONDS = 10
@@ -68,6 +73,9 @@ JOB_LOST_AFTER = timedelta(minutes=1)
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "No such mailbox"}
 }
+# The body may be left out. A default object, not `None`: a nullable optional body makes
+# generated clients (openapi-python-client) send a placeholder instead of no body.
+_FULL_SYNC = SyncRequest()
 
 
 @router.post(
@@ -90,10 +98,9 @@ async def queue_sync(
     mailbox_id: MailboxIdDep,
     engine: EngineDep,
     queue: QueueDep,
-    body: Annotated[SyncRequest | None, Body()] = None,
+    body: Annotated[SyncRequest, Body()] = _FULL_SYNC,
 ) -> SyncRunRead:
-    folders_only = body.folders_only if body is not None else False
-    run = await queue_sync_run(engine, queue, mailbox_id, folders_only=folders_only)
+    run = await queue_sync_run(engine, queue, mailbox_id, folders_only=body.folders_only)
     return SyncRunRead.of(run)
 
 

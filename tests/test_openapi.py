@@ -1,0 +1,128 @@
+"""The checked-in OpenAPI document is the app's, and describes every operation well enough
+for a generated client: an operationId, a summary, and its error answers as problems."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.fernet import Fernet
+from pydantic import SecretStr
+
+from app.config import Settings
+from app.main import create_app
+
+DOCUMENT = Path(__file__).resolve().parents[1] / "openapi" / "openapi.json"
+PROBLEM_REF = "#/components/schemas/Problem"
+HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
+STALE = "openapi/openapi.json is not the app's document; run make openapi"
+
+
+@pytest.fixture(scope="module")
+def app_document() -> dict[str, Any]:
+    settings = Settings(
+        database_url="sqlite://", secret_keys=[SecretStr(Fernet.generate_key().decode())]
+    )
+    document: dict[str, Any] = json.loads(json.dumps(create_app(settings).openapi()))
+    return document
+
+
+def operations(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every operation of the document, keyed `METHOD /path`."""
+    return {
+        f"{method.upper()} {path}": operation
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if method in HTTP_METHODS
+    }
+
+
+def problem_statuses(operation: dict[str, Any]) -> set[str]:
+    """The statuses whose documented body is a Problem."""
+    return {
+        status
+        for status, response in operation["responses"].items()
+        if any(
+            media.get("schema", {}).get("$ref") == PROBLEM_REF
+            for media in response.get("content", {}).values()
+        )
+    }
+
+
+def sorted_json(document: dict[str, Any]) -> list[str]:
+    return json.dumps(document, indent=2, sort_keys=True).splitlines()
+
+
+def test_checked_in_document_is_the_apps(app_document: dict[str, Any]) -> None:
+    checked_in = json.loads(DOCUMENT.read_text(encoding="utf-8"))
+
+    if checked_in != app_document:
+        diff = difflib.unified_diff(
+            sorted_json(checked_in), sorted_json(app_document), "checked in", "app", lineterm=""
+        )
+        pytest.fail(f"{STALE}\n" + "\n".join(list(diff)[:60]))
+
+
+def test_openapi_command_writes_the_checked_in_file_byte_for_byte(tmp_path: Path) -> None:
+    output = tmp_path / "openapi.json"
+
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "openapi", "--output", str(output)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert output.read_bytes() == DOCUMENT.read_bytes(), STALE
+    assert list(tmp_path.iterdir()) == [output], "the command created files of its own"
+
+
+def test_the_document_is_openapi_3_1(app_document: dict[str, Any]) -> None:
+    assert app_document["openapi"].startswith("3.1.")
+
+
+def gaps(operation: dict[str, Any]) -> list[str]:
+    """What a generated client would miss in this operation."""
+    checks = {
+        "operationId": "operationId" in operation,
+        "summary": bool(operation.get("summary")),
+        "a 4xx Problem response": any(s.startswith("4") for s in problem_statuses(operation)),
+    }
+    return [what for what, present in checks.items() if not present]
+
+
+def test_every_operation_has_an_id_a_summary_and_a_problem_for_its_errors(
+    app_document: dict[str, Any],
+) -> None:
+    lacking = [
+        f"{name}: {', '.join(gaps(operation))}"
+        for name, operation in operations(app_document).items()
+        if gaps(operation)
+    ]
+
+    assert not lacking, "operations that lack\n" + "\n".join(lacking)
+
+
+def test_every_v1_operation_documents_the_401_problem(app_document: dict[str, Any]) -> None:
+    undocumented = [
+        name
+        for name, operation in operations(app_document).items()
+        if name.split(" ")[1].startswith("/v1/") and "401" not in problem_statuses(operation)
+    ]
+
+    assert not undocumented, "no 401 Problem response on\n" + "\n".join(undocumented)
+
+
+def test_operation_ids_are_unique(app_document: dict[str, Any]) -> None:
+    ids = Counter(operation.get("operationId") for operation in operations(app_document).values())
+
+    assert [operation_id for operation_id, count in ids.items() if count > 1] == []
