@@ -17,13 +17,16 @@ from bench.job import Job, Measurement
 
 
 def run(job: Job) -> Measurement:
-    """Run the job's operation and add this process's peak RSS to what it measured."""
+    """Run the job's operation and add this process's peak RSS to what it measured.
+
+    A row that runs another program (mbsync) measures that program's peak itself.
+    """
     module_name, _, function_name = job.operation.partition(":")
     operation: Callable[[Job], Measurement] = getattr(
         importlib.import_module(module_name), function_name
     )
     measurement = operation(job)
-    return replace(measurement, peak_rss_kb=peak_rss_kb())
+    return replace(measurement, peak_rss_kb=measurement.peak_rss_kb or peak_rss_kb())
 
 
 def peak_rss_kb() -> int:
@@ -32,12 +35,21 @@ def peak_rss_kb() -> int:
     Linux keeps `ru_maxrss` across fork and exec, so a child started by a big
     parent reports the parent's peak; VmHWM belongs to this program's memory alone.
     """
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return (
+        vm_hwm_kb(Path("/proc/self/status")) or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    )
+
+
+def vm_hwm_kb(status: Path) -> int:
+    """Return VmHWM from a `/proc/<pid>/status`, or 0 without one (gone, or not Linux)."""
+    try:
+        text = status.read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    for line in text.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
 
 
 def main(argv: list[str]) -> int:

@@ -2,11 +2,14 @@
 
 start a private Dovecot (tests.dovecot) -> generate + MULTIAPPEND the corpus
 -> warm-up fetch of every folder (no row pays for cold caches)
--> peers:  imaplib full fetch (reference), imapclient full fetch,
-           imapclient STATUS per folder (no-change reference)
+-> peers:  imaplib full fetch (reference), imapclient full fetch, mbsync pull,
+           imapclient STATUS per folder (no-change reference), mbsync no-change rerun
 -> ours:   first sync of all mail on SQLite, then its no-change resyncs;
            first sync with the one-year window on SQLite;
            first sync of all mail on PostgreSQL, then its no-change resyncs
+-> 100 new messages and 1,000 flag changes: mbsync rerun (reference), ours resync per backend
+-> API: 20 clients list the SQLite copy while another mailbox's first sync runs
+-> [--memory] a bigger mailbox's first sync, its peak RSS beside the first one's
 -> [--profile] one more first sync under pyinstrument (not a row)
 -> table on stdout and in bench/results/latest.txt
 -> stop Dovecot, drop the databases, delete every temporary directory (always)
@@ -36,23 +39,35 @@ from app.config import Settings
 from app.db import create_db_engine, session_scope
 from app.db.models import Mailbox, MailboxSecurity
 from app.security import SecretBox
-from bench import peers
-from bench.corpus import DEFAULT_SEED, FOLDERS, CorpusSpec, LoadedCorpus, load
+from bench import api, peers
+from bench.corpus import (
+    DEFAULT_SEED,
+    FOLDERS,
+    Changes,
+    CorpusSpec,
+    LoadedCorpus,
+    apply_changes,
+    load,
+)
 from bench.job import Job, Measurement, Server
-from bench.table import Ratio, Row, Section, render
+from bench.mbsync import MBSYNC
+from bench.table import Latency, LatencySection, Ratio, Row, Section, render
 from tests.databases import (
     POSTGRES_ADMIN_URL,
     PostgresDatabases,
     SQLiteDatabases,
     ThrowawayDatabases,
 )
-from tests.dovecot import DOVECOT_BIN, Dovecot, start_dovecot
+from tests.dovecot import DOVECOT_BIN, Dovecot, MailUser, start_dovecot
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 FETCHED_FOLDERS = ("INBOX",)  # the peers' full fetch, as in the issue
 CHECK_REPEAT = 5
+CHANGES = Changes(new_messages=100, flag_changes=1_000)
+MEMORY_MESSAGES = 50_000
 _ERROR_LINES = 15
+_COMMANDS_NOTED = ("bench.ours:", "bench.mbsync:")  # rows whose commands the notes list
 
 
 class RowFailed(Exception):
@@ -83,15 +98,17 @@ class Target:
             raise RowFailed("\n".join(completed.stderr.strip().splitlines()[-_ERROR_LINES:]))
         return Measurement.from_json(result_file.read_text())
 
-    def register_mailbox(self, database_url: str, sync_start: date | None) -> int:
-        """Add the bench user as a mailbox, as the API would, and return its id."""
+    def register_mailbox(
+        self, database_url: str, sync_start: date | None, owner: str = "bench"
+    ) -> int:
+        """Add the bench user as a mailbox of `owner`, as the API would, and return its id."""
         server = self.server
         engine = create_db_engine(database_url)
         try:
             with session_scope(engine) as session:
                 mailbox = Mailbox.model_validate(
                     {
-                        "owner_user_id": "bench",
+                        "owner_user_id": owner,
                         "email_address": f"{server.username}@example.com",
                         "host": server.host,
                         "port": server.port,
@@ -141,6 +158,15 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also profile one first sync (bench/results/profile-first-sync.txt and .html)",
     )
+    parser.add_argument(
+        "--memory",
+        nargs="?",
+        type=int,
+        const=MEMORY_MESSAGES,
+        metavar="MESSAGES",
+        help="also measure the peak RSS of a first sync of a second mailbox of MESSAGES INBOX"
+        f" messages (default {MEMORY_MESSAGES:,}: about 5 minutes more)",
+    )
     return parser
 
 
@@ -165,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             work,
         )
         peers.fetch_with_imaplib(Job("bench.peers:fetch_with_imaplib", target.server, FOLDERS))
+        _install_mbsync(progress)
         progress.say("caches warmed")
         rows = Rows(target, spec, SQLiteDatabases(work / "sqlite"), progress)
         rows.peers()
@@ -175,6 +202,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.skip("PostgreSQL", postgres)
         elif postgres is not None:
             rows.ours("PostgreSQL", postgres)
+        rows.after_changes(user)
+        rows.api_during_sync()
+        if args.memory:
+            bigger = replace(spec, messages=args.memory)
+            rows.memory(_bigger_mailbox(dovecot, target, bigger, progress))
         if args.profile:
             RESULTS_DIR.mkdir(exist_ok=True)
             rows.profile(RESULTS_DIR / "profile-first-sync")
@@ -184,7 +216,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     RESULTS_DIR.mkdir(exist_ok=True)
     (RESULTS_DIR / "latest.txt").write_text(table)
     progress.say(f"table written to {RESULTS_DIR / 'latest.txt'}")
-    failed = any(row.outcome == "failed" for section in sections for row in section.rows)
+    failed = rows.api.failure.startswith("failed") or any(
+        row.outcome == "failed"
+        for section in sections
+        if isinstance(section, Section)
+        for row in section.rows
+    )
     return 1 if failed else 0
 
 
@@ -195,6 +232,33 @@ def _start_dovecot(cleanup: ExitStack) -> Dovecot:
     dovecot = start_dovecot(workdir)
     cleanup.callback(dovecot.stop)
     return dovecot
+
+
+def _bigger_mailbox(
+    dovecot: Dovecot, target: Target, spec: CorpusSpec, progress: Progress
+) -> tuple[Target, CorpusSpec]:
+    """Store a bigger corpus for a second Dovecot user; return a target reading it."""
+    user = dovecot.add_user("bench-memory")
+    progress.say(f"generating and storing {spec.total:,} messages for the memory row")
+    corpus = load(spec, user)
+    progress.say(f"stored {corpus.megabytes:.1f} MB in {corpus.seconds:.1f} s")
+    server = replace(target.server, username=user.name, password=user.password)
+    return replace(target, server=server), spec
+
+
+def _install_mbsync(progress: Progress) -> None:
+    """Install Debian's isync if mbsync is missing and we may; else its rows fail, saying why."""
+    if shutil.which(MBSYNC) is not None:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        progress.say("mbsync is missing: install the Debian package isync for its rows")
+        return
+    progress.say("installing mbsync (apt-get install -y isync)")
+    completed = subprocess.run(
+        ["apt-get", "install", "-y", "isync"], capture_output=True, text=True, check=False
+    )
+    if completed.returncode != 0:
+        progress.say(f"apt-get install isync failed: {completed.stderr.strip()[-500:]}")
 
 
 def _postgres(cleanup: ExitStack, progress: Progress) -> PostgresDatabases | str:
@@ -225,6 +289,19 @@ class Rows:
         self.all_mail = spec.start.date() - timedelta(days=1)  # a window older than any mail
         self.fetch = Section("Full fetch over TLS", Ratio.RATE)
         self.check = Section("No-change check over TLS", Ratio.TIME)
+        self.changed = Section(
+            f"Resync after {CHANGES.new_messages} new messages and"
+            f" {CHANGES.flag_changes:,} flag changes in INBOX",
+            Ratio.TIME,
+        )
+        self.mbsync: Job | None = None  # its Maildir, once a first pull filled it
+        self.synced: dict[str, Job] = {}  # per backend, databases a first sync of all mail filled
+        self.spec = spec
+        self.api = LatencySection(
+            f"API on SQLite during a first sync of another mailbox, {api.CLIENTS} clients"
+            f" paging through all mail, {api.PAGE_SIZE} a page"
+        )
+        self.sizes = Section("Peak memory of a first sync, SQLite, all mail", Ratio.MEMORY)
 
     def measure(self, section: Section, title: str, job: Job) -> bool:
         self.progress.say(f"measuring: {title}")
@@ -235,9 +312,15 @@ class Rows:
             last_line = str(exc).splitlines()[-1] if str(exc) else "no error output"
             section.rows.append(Row(title, len(job.folders), None, last_line, outcome="failed"))
             return False
-        # Our no-change rows name their commands: one round trip per folder is a target.
-        ours = job.operation.startswith("bench.ours:") and section is self.check
-        note = f"IMAP commands {' '.join(measurement.commands)}" if ours else ""
+        note = ""
+        if section is self.changed and measurement.flags_changed:
+            note = f"{measurement.messages} new, {measurement.flags_changed:,} flag changes seen; "
+        # No-change rows name their commands: one round trip per folder is a target.
+        resync = section is self.check or section is self.changed
+        if job.operation.startswith(_COMMANDS_NOTED) and resync:
+            note += (
+                f"IMAP commands {' '.join(measurement.commands)}" if measurement.commands else ""
+            )
         section.rows.append(Row(title, len(job.folders), measurement, note))
         return True
 
@@ -253,16 +336,31 @@ class Rows:
             "imapclient fetch x500",
             Job("bench.peers:fetch_with_imapclient", server, FETCHED_FOLDERS),
         )
+        mbsync = Job(
+            "bench.mbsync:sync_with_mbsync",
+            server,
+            FOLDERS,
+            scratch_dir=str(self.target.work / "mbsync"),
+        )
+        if self.measure(self.fetch, "mbsync pull into empty Maildir", mbsync):
+            self.mbsync = mbsync
         self.measure(
             self.check,
             "imapclient STATUS per folder (reference)",
             Job("bench.peers:check_with_imapclient", server, FOLDERS, repeat=CHECK_REPEAT),
         )
+        if self.mbsync is not None:
+            self.measure(
+                self.check,
+                f"mbsync no-change rerun (median of {CHECK_REPEAT})",
+                replace(mbsync, repeat=CHECK_REPEAT),
+            )
 
     def ours(self, backend: str, databases: ThrowawayDatabases) -> None:
         """A first sync of all mail on a new database, then no-change resyncs of it."""
         job = self.new_mailbox(databases, self.all_mail)
         if self.measure(self.fetch, f"ours first sync, {backend}, all mail", job):
+            self.synced[backend] = job
             self.measure(
                 self.check,
                 f"ours no-change resync, {backend} (median of {CHECK_REPEAT})",
@@ -274,10 +372,80 @@ class Rows:
         job = self.new_mailbox(self.sqlite, None)
         self.measure(self.fetch, "ours first sync, SQLite, 1-year window", job)
 
+    def after_changes(self, user: MailUser) -> None:
+        """Change the mailbox as another client would, then resync every copy of it once.
+
+        mbsync's Maildir is the reference: it pulls the same new mail and flags.
+        """
+        self.progress.say(
+            f"appending {CHANGES.new_messages} messages, toggling {CHANGES.flag_changes} flags"
+        )
+        apply_changes(user, CHANGES)
+        reference = "mbsync rerun (reference)"
+        if self.mbsync is None:
+            self.changed.rows.append(
+                Row(reference, len(FOLDERS), None, "mbsync did not pull", outcome="failed")
+            )
+        else:
+            self.measure(self.changed, reference, self.mbsync)
+        for backend, job in self.synced.items():
+            self.measure(self.changed, f"ours resync, {backend}", job)
+
+    def api_during_sync(self) -> None:
+        """List the synced mailbox's mail through the API while another mailbox syncs."""
+        listed = self.synced.get("SQLite")
+        if listed is None:
+            self.api.failure = "failed: no SQLite database was synced"
+            return
+        assert listed.database_url is not None
+        scratch = self.target.work / "api"
+        scratch.mkdir()
+        syncing = self.target.register_mailbox(listed.database_url, self.all_mail, owner="other")
+        sync_job = self.target.sync_job(listed.database_url, syncing)
+        (scratch / api.SYNC_JOB_FILE).write_text(sync_job.to_json())
+        job = replace(listed, operation="bench.api:list_during_sync", scratch_dir=str(scratch))
+        self.progress.say(f"measuring: {self.api.title}")
+        try:
+            measurement = self.target.measure(job)
+        except RowFailed as exc:
+            self.progress.say(f"FAILED: {self.api.title}\n{exc}")
+            self.api.failure = "failed: " + (str(exc).splitlines() or ["no error output"])[-1]
+            return
+        figures = measurement.figures
+        self.api.rows = [
+            api_latency(f"GET {api.HEALTHZ} (reference)", "healthz", figures, measurement),
+            api_latency("GET /v1/mailboxes/{id}/emails", "list", figures, measurement),
+        ]
+        sync_state = "still running" if figures["sync running at the end"] else "over"
+        self.api.note = (
+            f"{measurement.messages:,} emails, {measurement.bytes / 1e6:.1f} MB of JSON listed"
+            f" in {measurement.seconds:.1f} s; uvicorn peak RSS"
+            f" {measurement.peak_rss_kb / 1024:.0f} MB; the sync was {sync_state} when the"
+            " clients were done"
+        )
+
+    def memory(self, bigger: tuple[Target, CorpusSpec]) -> None:
+        """Compare the first sync's peak RSS on the bench mailbox with one on a bigger mailbox."""
+        first_sync = next(
+            (row for row in self.fetch.rows if row.title == "ours first sync, SQLite, all mail"),
+            None,
+        )
+        reference = f"{self.spec.total:,} messages (reference)"
+        self.sizes.rows.append(
+            replace(first_sync, title=reference)
+            if first_sync is not None
+            else Row(reference, len(FOLDERS), None, outcome="failed")
+        )
+        target, spec = bigger
+        url = self.sqlite.create_migrated()
+        job = target.sync_job(url, target.register_mailbox(url, self.all_mail))
+        self.measure(self.sizes, f"{spec.total:,} messages", job)
+
     def skip(self, backend: str, reason: str) -> None:
         for section, title in (
             (self.fetch, f"ours first sync, {backend}, all mail"),
             (self.check, f"ours no-change resync, {backend}"),
+            (self.changed, f"ours resync, {backend}"),
         ):
             section.rows.append(Row(title, len(FOLDERS), None, reason, outcome="skipped"))
 
@@ -296,8 +464,21 @@ class Rows:
         return self.target.sync_job(url, self.target.register_mailbox(url, sync_start))
 
     @property
-    def sections(self) -> list[Section]:
-        return [self.fetch, self.check]
+    def sections(self) -> list[Section | LatencySection]:
+        memory = [self.sizes] if self.sizes.rows else []
+        return [self.fetch, self.check, self.changed, self.api, *memory]
+
+
+def api_latency(title: str, endpoint: str, figures: dict[str, float], load: Measurement) -> Latency:
+    """Pick one endpoint's figures out of the API row's measurement."""
+    return Latency(
+        title,
+        requests=int(figures[f"{endpoint} requests"]),
+        errors=int(figures[f"{endpoint} errors"]),
+        seconds=load.seconds,
+        p50_ms=figures[f"{endpoint} p50 ms"],
+        p99_ms=figures[f"{endpoint} p99 ms"],
+    )
 
 
 def _header(spec: CorpusSpec, corpus: LoadedCorpus, load: tuple[float, float]) -> list[str]:

@@ -339,3 +339,46 @@ def _append(
     loaded.counts[folder] += len(batch)
     loaded.sizes[folder] += sum(len(m.raw) for m in batch)
     batch.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What another mail client did between two syncs: new mail in INBOX, flags toggled."""
+
+    new_messages: int = 100
+    flag_changes: int = 1_000
+
+
+def apply_changes(user: MailUser, changes: Changes, *, seed: int = DEFAULT_SEED) -> None:
+    """Append new INBOX mail (one MULTIAPPEND) and toggle \\Flagged on the oldest INBOX messages.
+
+    Toggling rather than setting makes every call `flag_changes` real changes,
+    however often it runs on the same mailbox.
+    """
+    now = datetime.now(UTC).replace(microsecond=0)
+    new = [
+        {
+            "msg": make_message(
+                subject=f"New since the last sync {n}",
+                date=now,
+                text=f"Message {n} of a change round.\n" * 40,
+                message_id=f"<bench-change-{seed}-{now:%Y%m%d%H%M%S}-{n}@example.com>",
+            ),
+            "date": now,
+        }
+        for n in range(changes.new_messages)
+    ]
+    client = user.client()
+    try:
+        client.select_folder("INBOX")
+        uids = sorted(client.search("ALL"))[: changes.flag_changes]
+        flagged = {uid for uid, flags in client.get_flags(uids).items() if b"\\Flagged" in flags}
+        unflagged = [uid for uid in uids if uid not in flagged]
+        if flagged:
+            client.remove_flags(sorted(flagged), [b"\\Flagged"], silent=True)
+        if unflagged:
+            client.add_flags(unflagged, [b"\\Flagged"], silent=True)
+        if new:
+            client.multiappend("INBOX", new)
+    finally:
+        client.logout()

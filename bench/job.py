@@ -44,6 +44,7 @@ class Job:
     secret_key: str | None = None
     repeat: int = 1
     profile_path: str | None = None
+    scratch_dir: str | None = None  # files a row keeps between its runs (mbsync's Maildir)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -62,7 +63,7 @@ class Measurement:
 
     `command_count` is every IMAP command of the (median) run, `folder_commands`
     those about one folder (SELECT, STATUS, FETCH...), and `commands` their names
-    when the row can see them.
+    when the row can see them. `flags_changed` is what a resync saw, when it says.
     """
 
     seconds: float
@@ -72,6 +73,8 @@ class Measurement:
     folder_commands: int = 0
     commands: list[str] = field(default_factory=list)
     peak_rss_kb: int = 0
+    flags_changed: int = 0
+    figures: dict[str, float] = field(default_factory=dict)  # what the columns have no room for
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -77,6 +77,7 @@ def sync_with_ours(job: Job) -> Measurement:
                     command_count=len(commands),
                     folder_commands=folder_scoped(commands),
                     commands=commands,
+                    flags_changed=result.counts.flags_changed,
                 )
             )
     finally:

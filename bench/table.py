@@ -2,8 +2,8 @@
 
 A section's first row is its reference. In a throughput section the ratio is
 the row's messages/s divided by the reference's (higher is better); in a
-check section it is the row's wall time divided by the reference's (lower is
-better).
+check section it is the row's wall time divided by the reference's, in a
+memory section its peak RSS divided by the reference's (lower is better).
 """
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Protocol
 
 from bench.job import Measurement
 
 _COLUMNS = ("", "wall s", "messages", "msg/s", "MB", "MB/s", "peak RSS MB", "ratio", "commands")
 _MISSING = "-"
+_TITLE_WIDTH = 48  # the first column lines up across sections unless a title is longer
 
 
 class Ratio(Enum):
@@ -23,6 +25,7 @@ class Ratio(Enum):
 
     RATE = "msg/s / reference msg/s, higher is better"
     TIME = "wall time / reference wall time, lower is better"
+    MEMORY = "peak RSS / reference peak RSS, lower is better"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +41,86 @@ class Row:
 
 @dataclass(slots=True)
 class Section:
+    """Rows of messages fetched or synced, each against the first."""
+
     title: str
     ratio: Ratio
     rows: list[Row] = field(default_factory=list)
+
+    @property
+    def heading(self) -> str:
+        return f"{self.title} (ratio: {self.ratio.value})"
+
+    columns = _COLUMNS
+
+    def lines(self) -> list[list[str]]:
+        return [_cells(self, row) for row in self.rows]
+
+    def notes(self) -> list[str]:
+        return [f"{row.title}: {row.note}" for row in self.rows if row.note]
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """One endpoint's requests during a load: how many, how many failed, how long they took."""
+
+    title: str
+    requests: int
+    errors: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+
+
+@dataclass(slots=True)
+class LatencySection:
+    """Endpoints measured under the same load; ratios divide by the first one's percentiles."""
+
+    title: str
+    rows: list[Latency] = field(default_factory=list)
+    failure: str = ""  # why there are no rows
+    note: str = ""
+
+    columns = ("", "requests", "errors", "req/s", "p50 ms", "p99 ms", "p50 ratio", "p99 ratio")
+
+    @property
+    def heading(self) -> str:
+        return f"{self.title} (ratio: latency / reference latency, lower is better)"
+
+    def lines(self) -> list[list[str]]:
+        if not self.rows:
+            return [["all endpoints", self.failure or "failed", *[""] * 6]]
+        reference = self.rows[0]
+        return [
+            [
+                row.title,
+                f"{row.requests:,}",
+                f"{row.errors:,}",
+                f"{row.requests / row.seconds:,.0f}" if row.seconds else _MISSING,
+                f"{row.p50_ms:.1f}",
+                f"{row.p99_ms:.1f}",
+                f"{row.p50_ms / reference.p50_ms:.2f}" if reference.p50_ms else _MISSING,
+                f"{row.p99_ms / reference.p99_ms:.2f}" if reference.p99_ms else _MISSING,
+            ]
+            for row in self.rows
+        ]
+
+    def notes(self) -> list[str]:
+        return [f"{self.title}: {self.note}"] if self.note else []
+
+
+class Printable(Protocol):
+    """What `render` needs of a section."""
+
+    @property
+    def heading(self) -> str: ...
+
+    @property
+    def columns(self) -> tuple[str, ...]: ...
+
+    def lines(self) -> list[list[str]]: ...
+
+    def notes(self) -> list[str]: ...
 
 
 def _ratio(section: Section, measurement: Measurement) -> str:
@@ -52,6 +132,8 @@ def _ratio(section: Section, measurement: Measurement) -> str:
             return _MISSING
         rate = measurement.messages / measurement.seconds
         return f"{rate / (reference.messages / reference.seconds):.2f}"
+    if section.ratio is Ratio.MEMORY:
+        return f"{measurement.peak_rss_kb / reference.peak_rss_kb:.2f}"
     return f"{measurement.seconds / reference.seconds:.2f}"
 
 
@@ -84,27 +166,19 @@ def _cells(section: Section, row: Row) -> list[str]:
     ]
 
 
-def render(header: Sequence[str], sections: Sequence[Section]) -> str:
-    """Return the header lines and every section as one aligned table."""
-    lines: list[list[str] | str] = []
+def render(header: Sequence[str], sections: Sequence[Printable]) -> str:
+    """Return the header lines and every section as one table, aligned section by section."""
+    out = [*header]
     for section in sections:
-        lines.append(f"{section.title} (ratio: {section.ratio.value})")
-        lines.append(list(_COLUMNS))
-        lines.extend(_cells(section, row) for row in section.rows)
-    table = [cells for cells in lines if isinstance(cells, list)]
-    widths = [max(len(cells[i]) for cells in table) for i in range(len(_COLUMNS))]
-    out = [*header, ""]
-    for line in lines:
-        if isinstance(line, str):
-            if out[-1] != "":
-                out.append("")
-            out.append(line)
-            continue
-        first, *rest = line
-        cells = [first.ljust(widths[0])]
-        cells.extend(cell.rjust(width) for cell, width in zip(rest, widths[1:], strict=True))
-        out.append("  ".join(cells).rstrip())
-    notes = [f"  {row.title}: {row.note}" for s in sections for row in s.rows if row.note]
+        table = [list(section.columns), *section.lines()]
+        widths = [max(len(cells[i]) for cells in table) for i in range(len(section.columns))]
+        widths[0] = max(widths[0], _TITLE_WIDTH)
+        out.extend(["", section.heading])
+        for first, *rest in table:
+            cells = [first.ljust(widths[0])]
+            cells.extend(cell.rjust(width) for cell, width in zip(rest, widths[1:], strict=True))
+            out.append("  ".join(cells).rstrip())
+    notes = [f"  {note}" for section in sections for note in section.notes()]
     if notes:
         out.extend(["", "Notes:", *notes])
     return "\n".join(out) + "\n"
