@@ -52,7 +52,7 @@ from app.db.repositories.emails import delete_orphans
 from app.db.repositories.events import record_event
 from app.db.repositories.folders import mailbox_folders
 from app.db.repositories.mailboxes import acquire_lease, get_mailbox, release_lease
-from app.db.repositories.sync_runs import fail_interrupted_sync_runs
+from app.db.repositories.sync_runs import fail_interrupted_sync_runs, oldest_queued_sync_run
 from app.imap import EmailManager, FolderManager, ImapConnection
 from app.imap.errors import AuthenticationFailed, FolderNotFound, ImapError, NetworkError
 from app.imap.folder_manager import FolderListing
@@ -137,7 +137,10 @@ def _start_run(
 ) -> SyncRun:
     with session_scope(engine) as session:
         fail_interrupted_sync_runs(session, mailbox_id, utcnow())
-        run = session.get(SyncRun, run_id) if run_id is not None else None
+        if run_id is not None:
+            run = session.get(SyncRun, run_id)
+        else:  # a scheduled job: it fills in a run the API queued meanwhile, if any
+            run = oldest_queued_sync_run(session, mailbox_id, folders_only=folders_only)
         if run is None or run.mailbox_id != mailbox_id:
             run = SyncRun(mailbox_id=mailbox_id, folders_only=folders_only, trigger=trigger)
             session.add(run)

@@ -232,24 +232,28 @@ def test_runs_nobody_works_on_do_not_block_a_new_sync(
     assert (gone["status"], gone["error_code"]) == ("failed", "job_lost")
 
 
-def test_a_scheduled_sync_already_queued_is_a_conflict(
+def test_a_sync_asked_while_a_scheduled_one_waits_is_filled_in_by_it(
     live_api: LiveApi, settings: Settings, mail_user: MailUser, add_mailbox: MailboxFactory
 ) -> None:
+    mail_user.append("INBOX", make_message(subject="waiting"))
     mailbox_id = add_mailbox(mail_user)
 
     async def schedule() -> None:
         pool = await create_queue(settings)
         try:
-            assert await enqueue_sync(pool, mailbox_id)
+            assert await enqueue_sync(pool, mailbox_id)  # the scheduler's job: no run of its own
         finally:
             await pool.aclose()
 
     asyncio.run(schedule())
     response = live_api.client.post(f"/v1/mailboxes/{mailbox_id}/sync")
 
-    assert response.status_code == 409
-    assert response.json()["code"] == "sync_already_queued"
-    assert live_api.client.get(f"/v1/mailboxes/{mailbox_id}/sync-runs").json()["items"] == []
+    assert response.status_code == 202
+    run_id = response.json()["id"]
+    run_worker(settings)
+    runs = live_api.client.get(f"/v1/mailboxes/{mailbox_id}/sync-runs").json()["items"]
+    assert [(run["id"], run["status"]) for run in runs] == [(run_id, "succeeded")]
+    assert runs[0]["counts"]["new"] == 1
 
 
 def test_sync_run_history_pages_newest_first(

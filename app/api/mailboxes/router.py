@@ -22,6 +22,7 @@ from app.api.deps import MailboxIdPath, SecretsDep, SessionDep, SettingsDep
 from app.api.mailboxes.schemas import MailboxCreate, MailboxRead, MailboxUpdate
 from app.api.pagination import CursorQuery, LimitQuery, Page, decode_id_cursor, encode_cursor
 from app.api.problems import Problem, not_found
+from app.api.queue import QUEUE_TIMEOUT_SECONDS
 from app.db.models import Mailbox, MailboxStatus, SyncTrigger
 from app.db.repositories.mailboxes import get_mailbox, list_mailboxes
 from app.queue import enqueue_sync
@@ -30,7 +31,6 @@ from app.sync.mailboxes import change_mailbox, register_mailbox, remove_mailbox
 
 log = logging.getLogger(__name__)
 
-QUEUE_TIMEOUT_SECONDS = 5.0
 
 router = APIRouter(
     prefix="/v1/mailboxes",

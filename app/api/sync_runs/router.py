@@ -7,9 +7,12 @@
       insert a `queued` run and commit, then enqueue its job:
         queued ..................................................... 202 with the run
         Redis down ................................................. run deleted, 503
-        a job of that kind is already queued (the scheduler's) ..... run deleted; 202 with
-                                                                       the run it started,
-                                                                       else 409
+        a job of that kind is already waiting (the scheduler's) .... 202 with the run: a job
+                                                                       without a run of its
+                                                                       own adopts the oldest
+                                                                       queued one when it starts
+        that job is already running ................................ run deleted; 202 with
+                                                                       the running one
 
 The run is committed before its job is queued, so a worker that starts the job
 at once finds the row; a run whose job could not be queued is deleted, so no
@@ -28,7 +31,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from arq import ArqRedis
-from arq.constants import job_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix
 from fastapi import APIRouter, Body, Depends
 from redis.exceptions import RedisError
 from sqlalchemy.engine import Engine
@@ -37,8 +40,8 @@ from starlette.concurrency import run_in_threadpool
 from app.api.auth import require_api_key
 from app.api.deps import EngineDep, MailboxIdDep, SessionDep, SyncRunIdPath
 from app.api.pagination import CursorQuery, LimitQuery, Page, decode_id_cursor, encode_cursor
-from app.api.problems import ApiError, Problem, not_found
-from app.api.queue import QueueDep, queue_unavailable
+from app.api.problems import Problem, not_found
+from app.api.queue import QUEUE_TIMEOUT_SECONDS, QueueDep, queue_unavailable
 from app.api.sync_runs.schemas import SyncRequest, SyncRunRead
 from app.db import session_scope
 from app.db.models import SyncRun, SyncTrigger, utcnow
@@ -61,8 +64,6 @@ router = APIRouter(
     responses={401: {"model": Problem, "description": "Missing or invalid API key"}},
 )
 
-QUEUE_TIMEOUT_SECONDS = 5.0
-QUEUE_RETRY_AFTER_SECONDS = 10
 # A queued run younger than this may still be waiting for its job to be put on the queue.
 JOB_LOST_AFTER = timedelta(minutes=1)
 
@@ -157,19 +158,23 @@ async def queue_sync_run(
     except (RedisError, OSError) as exc:
         await run_in_threadpool(_delete_run, engine, run.id)
         raise queue_unavailable() from exc
-    if queued:
-        return run
+    if queued or not await _job_started(queue, mailbox_id, folders_only):
+        return run  # ours, or a scheduled job still waiting, which will fill this run in
     await run_in_threadpool(_delete_run, engine, run.id)
-    started = await run_in_threadpool(_unfinished_run, engine, mailbox_id, folders_only)
-    if started is not None:
-        return started
-    raise ApiError(
-        409,
-        "sync_already_queued",
-        "A sync of this mailbox is already queued",
-        "the scheduler queued a sync that has not started yet; ask again when it has",
-        headers={"Retry-After": str(QUEUE_RETRY_AFTER_SECONDS)},
-    )
+    running = await run_in_threadpool(_unfinished_run, engine, mailbox_id, folders_only)
+    if running is None:  # it finished in the meantime: queue ours again
+        return await queue_sync_run(engine, queue, mailbox_id, folders_only=folders_only)
+    return running
+
+
+async def _job_started(queue: ArqRedis, mailbox_id: int, folders_only: bool) -> bool:
+    """Say whether the queued job of this kind is already running (it made its own run)."""
+    job_id = sync_job_id(queue.default_queue_name, mailbox_id, folders_only=folders_only)
+    try:
+        async with asyncio.timeout(QUEUE_TIMEOUT_SECONDS):
+            return bool(await queue.exists(in_progress_key_prefix + job_id))
+    except (RedisError, OSError) as exc:
+        raise queue_unavailable() from exc
 
 
 async def _job_lost(queue: ArqRedis, run: SyncRun) -> bool:

@@ -96,3 +96,19 @@ def fail_interrupted_sync_runs(session: Session, mailbox_id: int, now: datetime)
         )
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def oldest_queued_sync_run(
+    session: Session, mailbox_id: int, *, folders_only: bool
+) -> SyncRun | None:
+    """Return the mailbox's oldest `queued` run of this kind (one a job may adopt)."""
+    statement = (
+        select(SyncRun)
+        .where(
+            SyncRun.mailbox_id == mailbox_id,
+            SyncRun.folders_only == folders_only,
+            SyncRun.status == SyncRunStatus.QUEUED,
+        )
+        .order_by(col(SyncRun.id))
+    )
+    return session.exec(statement).first()
