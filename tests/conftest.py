@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import redis
 from cryptography.fernet import Fernet
@@ -16,10 +17,12 @@ from app.config import Settings
 from app.db import create_db_engine, session_scope
 from app.db.models import Mailbox, MailboxSecurity
 from app.imap.config import ConnectOptions
+from app.main import create_app
 from app.security import SecretBox
 from tests.databases import BACKENDS, Backend, ThrowawayDatabases, throwaway_databases
 from tests.dovecot import Dovecot, DovecotInstances, MailUser
 from tests.factories import MailboxFactory
+from tests.live_api import LiveApi, create_api_key, serving
 
 
 @pytest.fixture(scope="session")
@@ -136,3 +139,14 @@ def add_mailbox(engine: Engine, settings: Settings) -> MailboxFactory:
             return mailbox.id
 
     return add
+
+
+@pytest.fixture
+def live_api(engine: Engine, settings: Settings) -> Iterator[LiveApi]:
+    key = create_api_key(engine)
+    headers = {"Authorization": f"Bearer {key}"}
+    with (
+        serving(create_app(settings)) as base_url,
+        httpx.Client(base_url=base_url, headers=headers, timeout=30) as client,
+    ):
+        yield LiveApi(base_url, client, key)

@@ -16,7 +16,7 @@ from sqlmodel import select
 from app.config import Settings
 from app.db import session_scope
 from app.db.models import ApiKey
-from tests.api.conftest import LiveApi
+from tests.live_api import LiveApi
 from tests.test_cli import imap_bridge
 
 KEY = re.compile(r"ib_[0-9a-f]{8}_[\w-]{43}")

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from app.config import Settings
-from tests.api.conftest import LiveApi
 from tests.dovecot import MailUser
+from tests.live_api import LiveApi
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ from sqlalchemy import Engine
 from app.api.pagination import encode_cursor
 from app.config import Settings
 from app.sync.service import sync_mailbox
-from tests.api.conftest import LiveApi
 from tests.dovecot import MailUser
 from tests.factories import MailboxFactory
+from tests.live_api import LiveApi
 from tests.mailgen import Attachment, make_message
 
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -10,8 +10,8 @@ from sqlalchemy import Engine
 
 from app.db import session_scope
 from app.db.repositories.events import record_event
-from tests.api.conftest import LiveApi
 from tests.factories import create_mailbox
+from tests.live_api import LiveApi
 
 
 def add_events(engine: Engine, owner: str, count: int) -> list[int]:

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from app.config import Settings
-from tests.api.conftest import LiveApi
 from tests.api.test_sync_runs import run_worker
 from tests.dovecot import MailUser
+from tests.live_api import LiveApi
 from tests.mailgen import make_message
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "openapi" / "openapi.json"

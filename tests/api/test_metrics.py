@@ -6,9 +6,9 @@ from sqlalchemy import Engine
 
 from app.config import Settings
 from app.sync.service import sync_mailbox
-from tests.api.conftest import LiveApi
 from tests.dovecot import MailUser
 from tests.factories import MailboxFactory
+from tests.live_api import LiveApi
 from tests.mailgen import make_message
 
 

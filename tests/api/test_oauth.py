@@ -25,8 +25,8 @@ from app.config import Settings
 from app.db import session_scope
 from app.db.models import AuthType, Mailbox, OAuthFlow, OAuthProviderSettings, utcnow
 from app.security import SecretBox
-from tests.api.conftest import LiveApi
 from tests.dovecot import Dovecot, DovecotInstances, MailUser
+from tests.live_api import LiveApi
 from tests.oauth.rig import (
     GOOGLE_CLIENT_ID,
     GOOGLE_INVALID_CLIENT,

@@ -11,9 +11,9 @@ import pytest
 
 from app.config import Settings
 from app.security import SecretBox
-from tests.api.conftest import LiveApi
 from tests.dovecot import MailUser
 from tests.factories import MailboxFactory
+from tests.live_api import LiveApi
 from tests.mailgen import Attachment, make_message
 
 

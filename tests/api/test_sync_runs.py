@@ -26,9 +26,9 @@ from app.db import session_scope
 from app.db.models import SyncRun, SyncRunStatus, SyncTrigger, utcnow
 from app.queue import create_queue, enqueue_sync
 from app.worker import BusyRetry, worker_settings
-from tests.api.conftest import LiveApi
 from tests.dovecot import MailUser
 from tests.factories import MailboxFactory
+from tests.live_api import LiveApi
 from tests.mailgen import make_message
 
 

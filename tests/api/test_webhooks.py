@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from app.config import Settings
 from app.notify.dispatcher import dispatch_due
 from app.security import SecretBox
-from tests.api.conftest import LiveApi
+from tests.live_api import LiveApi
 from tests.notify.receiver import running_receiver
 
 

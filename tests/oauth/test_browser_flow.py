@@ -31,8 +31,8 @@ from app.config import Settings
 from app.db import session_scope
 from app.db.models import OAuthFlow, utcnow
 from app.oauth.registry import ENTRY_POINT_GROUP, installed_providers
-from tests.api.conftest import LiveApi
 from tests.dovecot import Dovecot, DovecotInstances, MailUser
+from tests.live_api import LiveApi
 from tests.oauth.rig import oauth_dovecot
 from tests.oauth.servers import CLIENT_ID, CLIENT_SECRET, AuthorizationServer, CrmHost, serve
 

@@ -25,7 +25,7 @@ from app.api.problems import Problem, not_found
 from app.api.queue import QUEUE_TIMEOUT_SECONDS
 from app.db.models import Mailbox, MailboxStatus, SyncTrigger
 from app.db.repositories.mailboxes import get_mailbox, list_mailboxes
-from app.queue import enqueue_sync
+from app.queue import enqueue_dispatch, enqueue_sync
 from app.sync.credentials import connect_options
 from app.sync.mailboxes import change_mailbox, register_mailbox, remove_mailbox
 
@@ -177,6 +177,7 @@ async def _queue_sync(pool: ArqRedis, mailbox_id: int) -> None:
     try:
         async with asyncio.timeout(QUEUE_TIMEOUT_SECONDS):
             await enqueue_sync(pool, mailbox_id, trigger=SyncTrigger.API)
+            await enqueue_dispatch(pool)  # a restore's `credentials_restored` goes out now
     except (RedisError, OSError) as exc:
         log.warning(
             "mailbox.sync_not_queued",

@@ -1,4 +1,4 @@
-"""A real uvicorn serving the app on loopback, and an HTTP client holding a valid API key."""
+"""A real uvicorn serving the app on loopback, and what tests need to talk to it."""
 
 from __future__ import annotations
 
@@ -9,15 +9,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
-import pytest
 import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from app.config import Settings
 from app.db import session_scope
 from app.db.models import ApiKey
-from app.main import create_app
 from app.security import generate_api_key
 
 
@@ -53,14 +50,3 @@ def serving(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
-
-
-@pytest.fixture
-def live_api(engine: Engine, settings: Settings) -> Iterator[LiveApi]:
-    key = create_api_key(engine)
-    headers = {"Authorization": f"Bearer {key}"}
-    with (
-        serving(create_app(settings)) as base_url,
-        httpx.Client(base_url=base_url, headers=headers, timeout=30) as client,
-    ):
-        yield LiveApi(base_url, client, key)
