@@ -94,9 +94,21 @@ def test_refused_oauth_token_is_auth_failed_and_never_repeated(
 ) -> None:
     body = check_body(mail_user)
     token = "ya29.refused-token-b7c1"
-    body["auth"] = {"type": "oauth", "provider": "google", "access_token": token}
+    body["auth"] = {"type": "oauth", "provider": "gmail", "access_token": token}
 
     assert_problem(check(live_api, body, secret=token), 422, "auth_failed")
+
+
+def test_an_unknown_oauth_provider_is_refused_naming_the_field(
+    live_api: LiveApi, mail_user: MailUser
+) -> None:
+    body = check_body(mail_user)
+    body["auth"] = {"type": "oauth", "provider": "google", "access_token": "ya29.token"}
+
+    response = check(live_api, body, secret="ya29.token")
+
+    assert_problem(response, 422, "validation_error")
+    assert [error["field"] for error in response.json()["errors"]] == ["auth.provider"]
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from pydantic import (
     ValidationError,
     ValidatorFunctionWrapHandler,
     WrapValidator,
+    field_validator,
     model_validator,
 )
 from pydantic_core import InitErrorDetails
@@ -23,6 +24,7 @@ from app.api.problems import Problem
 from app.imap import FolderNode
 from app.imap.config import ImapConfig, Security
 from app.imap.folder_manager import FolderType
+from app.oauth.registry import installed_providers
 from app.sync.connection_check import ConnectionReport, Credential, ServerSettings
 
 _TAG_ERRORS = {"union_tag_invalid", "union_tag_not_found"}
@@ -76,12 +78,25 @@ class OAuthAuth(BaseModel):
     """Log in with XOAUTH2 and an access token from an OAuth provider."""
 
     type: Literal["oauth"]
-    provider: str = Field(min_length=1, max_length=64, examples=["google", "microsoft"])
+    provider: str = Field(
+        min_length=1,
+        max_length=64,
+        examples=["gmail", "microsoft"],
+        description="An installed provider (`GET /v1/oauth/providers`): it refreshes the token.",
+    )
     access_token: SecretStr = Field(min_length=1, max_length=8192)
     refresh_token: SecretStr | None = Field(default=None, max_length=8192)
     expires_in: int | None = Field(
         default=None, ge=0, description="Seconds until the access token expires."
     )
+
+    @field_validator("provider")
+    @classmethod
+    def _installed(cls, name: str) -> str:
+        known = [provider.name for provider in installed_providers()]
+        if name not in known:
+            raise ValueError(f"not an installed OAuth provider; one of {', '.join(known)}")
+        return name
 
     def to_credential(self) -> Credential:
         return Credential(
