@@ -71,6 +71,8 @@ def imap_errors(*, connecting: bool = False) -> Iterator[None]:
     except TimeoutError as exc:
         raise TimedOut("the server did not answer in time") from exc
     except LoginError as exc:
+        if isinstance(exc.__context__, imaplib.IMAP4.abort):  # imapclient wraps a lost session
+            raise ConnectionLost("the connection was lost during login") from exc
         raise _refusal(exc) from exc
     except (IMAPClientAbortError, imaplib.IMAP4.abort, EOFError) as exc:
         raise ConnectionLost("the server closed the connection") from exc

@@ -1,0 +1,111 @@
+"""Judge a sync against the server: what was stored, what failed, who was told."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from sqlalchemy import Engine
+from sqlmodel import col, select
+
+from app.config import Settings
+from app.db import session_scope
+from app.db.models import Email, EmailFolder, Folder, Mailbox, MailboxStatus, SyncRun, SyncRunStatus
+from app.sync.folder_sync import ProgressCallback
+from app.sync.service import SyncResult, sync_mailbox
+from tests.dovecot import MailUser
+from tests.sync.snapshot import events_of
+from tests.sync.test_crash_safety import unlinked_emails
+
+NETWORK_REASONS = {"connection_lost", "timeout", "unreachable"}
+SYNCED_BY_DEFAULT = ("INBOX", "Sent")
+
+# (folder, uid) -> Message-ID (None when the message has none)
+MailMap = dict[tuple[str, int], str | None]
+
+
+def sync(
+    engine: Engine, settings: Settings, mailbox_id: int, progress: ProgressCallback | None = None
+) -> SyncResult:
+    """Run one sync as a worker would; the lease is always free in these tests."""
+    result = sync_mailbox(engine, mailbox_id, settings, progress=progress)
+    assert result is not None, "the lease was free"
+    return result
+
+
+def sync_to_completion(engine: Engine, settings: Settings, mailbox_id: int) -> None:
+    result = sync(engine, settings, mailbox_id)
+    assert (result.status, result.complete, result.error_code) == (
+        SyncRunStatus.SUCCEEDED,
+        True,
+        None,
+    )
+
+
+def assert_failed_on_network(engine: Engine, mailbox_id: int, result: SyncResult) -> None:
+    """A network fault fails the run with a network reason and tells nobody anything."""
+    assert result.status is SyncRunStatus.FAILED
+    assert result.error_code in NETWORK_REASONS
+    with session_scope(engine) as session:
+        run = session.get(SyncRun, result.run_id)
+        mailbox = session.get(Mailbox, mailbox_id)
+        assert run is not None
+        assert mailbox is not None
+        assert (run.status, run.error_code) == (SyncRunStatus.FAILED, result.error_code)
+        assert mailbox.status is MailboxStatus.ACTIVE
+    assert events_of(engine, mailbox_id, "mailbox.credentials_invalid") == []
+    assert events_of(engine, mailbox_id, "mailbox.sync_failed") == []
+
+
+def server_mail(user: MailUser, folders: Sequence[str]) -> MailMap:
+    """Read every message of `folders` from the server: its place and its Message-ID."""
+    found: MailMap = {}
+    client = user.client()
+    try:
+        for folder in folders:
+            client.select_folder(folder, readonly=True)
+            uids = client.search("ALL")
+            for uid, data in client.fetch(uids, [b"ENVELOPE"]).items() if uids else ():
+                message_id = data[b"ENVELOPE"].message_id
+                found[(folder, uid)] = message_id.decode() if message_id else None
+    finally:
+        client.logout()
+    return found
+
+
+def stored_links(engine: Engine, mailbox_id: int) -> dict[tuple[str, int], tuple[int, str | None]]:
+    """Map each stored link of the live (not outdated) folders to its email and Message-ID."""
+    with session_scope(engine) as session:
+        rows = session.exec(
+            select(Folder.full_name, EmailFolder.uid, Email.id, Email.message_id)
+            .join(EmailFolder, col(EmailFolder.folder_id) == Folder.id)
+            .join(Email, col(Email.id) == EmailFolder.email_id)
+            .where(Folder.mailbox_id == mailbox_id, col(Folder.outdated_since).is_(None))
+        ).all()
+    links: dict[tuple[str, int], tuple[int, str | None]] = {}
+    for folder, uid, email_id, message_id in rows:
+        assert (folder, uid) not in links, f"{folder} UID {uid} is linked twice"
+        assert email_id is not None
+        links[(folder, uid)] = (email_id, message_id)
+    return links
+
+
+def assert_mirrors_server(
+    engine: Engine, mailbox_id: int, user: MailUser, folders: Sequence[str] = SYNCED_BY_DEFAULT
+) -> None:
+    """Every message of `folders` is stored once, in its place; nothing else, nothing twice.
+
+    A message copied into several folders is one email with several links; messages
+    without a Message-ID are one email each. Folders deleted on the server keep their
+    mail, marked outdated, so they are left out.
+    """
+    on_server = server_mail(user, folders)
+    links = stored_links(engine, mailbox_id)
+    assert {place: message_id for place, (_, message_id) in links.items()} == on_server
+    emails = dict(links.values())
+    repeated = [mid for mid, n in Counter(emails.values()).items() if mid is not None and n > 1]
+    assert repeated == [], "stored twice"
+    distinct_on_server = {mid for mid in on_server.values() if mid is not None}
+    without_id = sum(mid is None for mid in on_server.values())
+    assert len(emails) == len(distinct_on_server) + without_id
+    assert unlinked_emails(engine, mailbox_id) == 0
