@@ -21,6 +21,7 @@ identity and linked, without downloading its body again.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -453,6 +454,17 @@ def _addresses(addresses: tuple[Address, ...]) -> list[MailAddress]:
     return [{"name": _clean(a.name) or None, "email": _clean(a.email) or ""} for a in addresses]
 
 
+_MAX_ADDRESS = 320  # RFC 5321's limit; the column is indexed
+_MAX_INDEXED_KEY = 200
+
+
+def _index_safe(key: str | None) -> str | None:
+    """Hash keys too long for a B-tree index (PostgreSQL refuses ~2.7 kB), as identities are."""
+    if key is None or len(key) <= _MAX_INDEXED_KEY:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()
+
+
 def _email_row(mailbox_id: int, identity: str, message: ParsedMessage) -> dict[str, Any]:
     """Return the `email` columns of a fetched message (`created_at` is the column default)."""
     return {
@@ -462,10 +474,10 @@ def _email_row(mailbox_id: int, identity: str, message: ParsedMessage) -> dict[s
         "message_id": _clean(message.message_id),
         "in_reply_to": _clean(message.in_reply_to),
         "references": _clean(" ".join(message.references)) or None,
-        "thread_key": _clean(message.thread_key),
+        "thread_key": _index_safe(_clean(message.thread_key)),
         "subject": _clean(message.subject),
         "from_name": _clean(message.sender.name) or None if message.sender else None,
-        "from_email": _clean(message.sender.email) if message.sender else None,
+        "from_email": _clean(message.sender.email[:_MAX_ADDRESS]) if message.sender else None,
         "to": _addresses(message.to),
         "cc": _addresses(message.cc),
         "bcc": _addresses(message.bcc),

@@ -21,5 +21,7 @@ class Attachment(AttachmentBase, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     email_id: int = Field(foreign_key="email.id", ondelete="CASCADE")
-    part_id: str = Field(max_length=64, description="IMAP BODYSTRUCTURE section, e.g. 2.1.")
+    part_id: str = Field(
+        max_length=1024, description="IMAP BODYSTRUCTURE section, e.g. 2.1; deep nesting is long."
+    )
     inline: bool = False
