@@ -98,6 +98,18 @@ class Settings(BaseSettings):
         default=600, ge=60, le=3600, description="How long a started OAuth popup flow is valid."
     )
 
+    api_max_body_bytes: int = Field(
+        default=1 << 20, ge=1024, description="Largest request body the API reads (413 above)."
+    )
+    api_rate_limit_per_minute: int = Field(
+        default=30,
+        ge=1,
+        description=(
+            "Calls per minute one API key may make to remote search, connection checks and"
+            " sync triggers, per API process (429 with Retry-After above)."
+        ),
+    )
+
     @field_validator("secret_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:

@@ -13,6 +13,7 @@ from app.api.connection.router import router as connection_router
 from app.api.emails.router import router as emails_router
 from app.api.events.router import router as events_router
 from app.api.folders.router import router as folders_router
+from app.api.limits import install_limits
 from app.api.mailboxes.router import router as mailboxes_router
 from app.api.notifications.router import router as notifications_router
 from app.api.oauth.router import public_router as oauth_public_router
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.queue = None
     app.state.queue_lock = asyncio.Lock()
     install_problem_handlers(app)
+    install_limits(app, settings)
     metrics.install_metrics(app)
     app.include_router(health.router)
     app.include_router(metrics.router)

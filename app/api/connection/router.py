@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends
 from app.api.auth import require_api_key
 from app.api.connection.schemas import LOGIN_PROBLEMS, ConnectionCheck, ConnectionCheckResult
 from app.api.deps import SettingsDep
+from app.api.limits import rate_limit
 from app.api.problems import Problem
 from app.sync.connection_check import check_connection
 from app.sync.credentials import connect_options
@@ -22,6 +23,7 @@ router = APIRouter(
 @router.post(
     "/check",
     operation_id="check_connection",
+    dependencies=[Depends(rate_limit)],
     summary="Try IMAP settings and credentials without saving them",
     response_model=ConnectionCheckResult,
     responses=LOGIN_PROBLEMS,

@@ -21,7 +21,9 @@ router = APIRouter(
     responses={401: {"model": Problem, "description": "Missing or invalid API key"}},
 )
 
-UserIdPath = Annotated[str, Path(min_length=1, max_length=255, description="A CRM user id.")]
+UserIdPath = Annotated[
+    str, Path(min_length=1, max_length=255, pattern=r"^[^\x00]+$", description="A CRM user id.")
+]
 NotificationIdPath = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="A notification id.")]
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "No such notification"}

@@ -41,9 +41,13 @@ class NotificationRecipientItem(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: str = Field(min_length=1, max_length=255)
+    # NUL is refused: PostgreSQL text cannot hold it.
+    user_id: str = Field(min_length=1, max_length=255, pattern=r"^[^\x00]+$")
     email: str | None = Field(
-        default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$", description="Where mail goes."
+        default=None,
+        max_length=320,
+        pattern=r"^[^@\s\x00]+@[^@\s\x00]+$",
+        description="Where mail goes.",
     )
 
     @classmethod

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends
 
 from app.api.auth import require_api_key
 from app.api.deps import EngineDep, MailboxIdPath, SecretsDep, SettingsDep
+from app.api.limits import rate_limit
 from app.api.problems import Problem
 from app.api.search.schemas import RemoteSearchPage, RemoteSearchRequest
 from app.sync.remote_search import search_remote_folder
@@ -21,6 +22,7 @@ router = APIRouter(
 @router.post(
     "/mailboxes/{mailbox_id}/search",
     operation_id="search_remote_folder",
+    dependencies=[Depends(rate_limit)],
     summary="Search a folder on the server and return the newest matches",
     description=(
         "Runs UID SEARCH on the server with every criterion given, then fetches the newest"

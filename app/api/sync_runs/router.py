@@ -39,6 +39,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.auth import require_api_key
 from app.api.deps import EngineDep, MailboxIdDep, SessionDep, SyncRunIdPath
+from app.api.limits import rate_limit
 from app.api.pagination import CursorQuery, LimitQuery, Page, decode_id_cursor, encode_cursor
 from app.api.problems import Problem, not_found
 from app.api.queue import QUEUE_TIMEOUT_SECONDS, QueueDep, queue_unavailable
@@ -82,6 +83,7 @@ _FULL_SYNC = SyncRequest()
 @router.post(
     "/mailboxes/{mailbox_id}/sync",
     operation_id="queue_sync",
+    dependencies=[Depends(rate_limit)],
     summary="Queue a sync of the mailbox now",
     description=(
         "Answers 202 with a `queued` run that an arq worker then starts. While a run of the"

@@ -1,0 +1,135 @@
+"""Request limits a client runs into: body size (413), page size (422), rate (429)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from sqlalchemy import Engine
+
+from app.api.limits import RateLimiter
+from app.api.pagination import MAX_PAGE_SIZE
+from app.config import Settings
+from tests.live_api import LiveApi, create_api_key
+
+MAX_BODY = 64 * 1024
+RATE_PER_MINUTE = 3
+SEARCH = {"folder": "INBOX", "subject": "invoice"}
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The suite's settings with small limits, so tests reach them in a few requests."""
+    return settings.model_copy(
+        update={"api_max_body_bytes": MAX_BODY, "api_rate_limit_per_minute": RATE_PER_MINUTE}
+    )
+
+
+def raw_post(
+    live_api: LiveApi, head: dict[str, str], chunks: Iterable[bytes]
+) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """POST over a bare socket: the headers as given, then `chunks` exactly as given.
+
+    httpx would always finish sending its body first, which a server refusing the
+    body early may reset; here the test sends only what the server reads.
+    """
+    url = urlsplit(live_api.base_url)
+    assert url.hostname is not None and url.port is not None
+    lines = [
+        "POST /v1/mailboxes HTTP/1.1",
+        f"Host: {url.hostname}",
+        f"Authorization: Bearer {live_api.api_key}",
+        "Content-Type: application/json",
+        *(f"{name}: {value}" for name, value in head.items()),
+    ]
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        for chunk in chunks:
+            sock.sendall(chunk)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return response.status, dict(response.getheaders()), json.loads(response.read())
+
+
+def assert_too_large(status: int, headers: dict[str, str], problem: dict[str, Any]) -> None:
+    assert status == 413
+    assert headers["content-type"] == "application/problem+json"
+    assert problem["code"] == "payload_too_large"
+    assert str(MAX_BODY) in problem["detail"]
+
+
+def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent(live_api: LiveApi) -> None:
+    assert_too_large(*raw_post(live_api, {"Content-Length": str(MAX_BODY + 1)}, []))
+
+
+def test_a_streamed_body_is_refused_once_it_crosses_the_limit(live_api: LiveApi) -> None:
+    piece = b"x" * 4096
+    chunks = [b"%x\r\n%s\r\n" % (len(piece), piece)] * (MAX_BODY // len(piece) + 1)
+
+    assert_too_large(*raw_post(live_api, {"Transfer-Encoding": "chunked"}, chunks))
+
+
+def test_a_body_within_the_limit_reaches_validation(live_api: LiveApi) -> None:
+    body = {"email_address": "x" * (MAX_BODY - 1000)}
+
+    response = live_api.client.post("/v1/mailboxes", json=body)
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "validation_error"
+
+
+@pytest.mark.parametrize("limit", [0, MAX_PAGE_SIZE + 1])
+def test_a_page_size_out_of_range_is_a_422_naming_limit(live_api: LiveApi, limit: int) -> None:
+    response = live_api.client.get("/v1/mailboxes", params={"limit": limit})
+
+    assert response.status_code == 422
+    assert [error["field"] for error in response.json()["errors"]] == ["limit"]
+
+
+def expensive_calls(client: httpx.Client) -> list[httpx.Response]:
+    """One call to each rate-limited route; none reaches an IMAP server (no such mailbox)."""
+    return [
+        client.post("/v1/mailboxes/999999/search", json=SEARCH),
+        client.post("/v1/mailboxes/999999/sync"),
+        client.post("/v1/connection/check", json={}),
+    ]
+
+
+def test_an_api_key_over_its_rate_gets_429_with_retry_after(
+    live_api: LiveApi, engine: Engine
+) -> None:
+    allowed = expensive_calls(live_api.client)
+    refused = [*expensive_calls(live_api.client), live_api.client.post("/v1/connection/check")]
+
+    assert [response.status_code for response in allowed] == [404, 404, 422]
+    assert {response.status_code for response in refused} == {429}
+    problem = refused[0].json()
+    assert problem["code"] == "rate_limited"
+    assert refused[0].headers["content-type"] == "application/problem+json"
+    # 3 calls a minute: the next one is 20 s away.
+    assert refused[0].headers["Retry-After"] == "20"
+    # Cheap routes are not limited, and another key has a bucket of its own.
+    assert live_api.client.get("/v1/mailboxes").status_code == 200
+    other = {"Authorization": f"Bearer {create_api_key(engine, 'other')}"}
+    response = live_api.client.post("/v1/mailboxes/999999/search", json=SEARCH, headers=other)
+    assert response.status_code == 404
+
+
+def test_a_bucket_refills_evenly_and_never_beyond_its_burst() -> None:
+    now = [0.0]
+    limiter = RateLimiter(per_minute=6, clock=lambda: now[0])  # one call every 10 s
+
+    assert [limiter.take(1) for _ in range(6)] == [0.0] * 6
+    assert limiter.take(1) == pytest.approx(10.0)
+    now[0] += 10.0
+    assert limiter.take(1) == 0.0
+    assert limiter.take(1) == pytest.approx(10.0)
+    now[0] += 3600.0
+    assert [limiter.take(1) for _ in range(6)] == [0.0] * 6
+    assert limiter.take(1) > 0
