@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import httpx
 import uvicorn
-from fastapi import FastAPI
 from sqlalchemy import Engine
+from starlette.applications import Starlette
 
 from app.db import session_scope
 from app.db.models import ApiKey
@@ -35,9 +35,9 @@ def create_api_key(engine: Engine, name: str = "tests") -> str:
 
 
 @contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
-    """Run `app` under a real uvicorn on a free loopback port; yield its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+def serving(app: Starlette, host: str = "127.0.0.1") -> Iterator[str]:
+    """Run `app` under a real uvicorn on a free port of `host`; yield its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -46,7 +46,7 @@ def serving(app: FastAPI) -> Iterator[str]:
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://{host}:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -6,19 +6,18 @@ accepts each `webhook-id` once, as a receiver with idempotency would.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from standardwebhooks import Webhook, WebhookVerificationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from tests.live_api import serving
 
 
 @dataclass
@@ -56,17 +55,6 @@ def running_receiver() -> Iterator[WebhookReceiver]:
         return Response(status_code=status, headers=headers)
 
     app = Starlette(routes=[Route("/hook", hook, methods=["POST"])])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the receiver did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    receiver.url = f"http://127.0.0.1:{port}/hook"
-    try:
+    with serving(app) as base_url:
+        receiver.url = f"{base_url}/hook"
         yield receiver
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

@@ -11,16 +11,12 @@ accepts, so the popup flow ends in a real XOAUTH2 login.
 from __future__ import annotations
 
 import secrets
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode
 
 import httpx
-import uvicorn
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -29,24 +25,6 @@ from tests.oauth.rig import id_token, sign_jwt
 
 CLIENT_ID = "imap-bridge-test-client"
 CLIENT_SECRET = "test-client-secret"
-
-
-@contextmanager
-def serve(app: FastAPI, host: str = "127.0.0.1") -> Iterator[str]:
-    """Run `app` on a free port of `host` in a thread; yield its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @dataclass

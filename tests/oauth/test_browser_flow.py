@@ -32,9 +32,9 @@ from app.db import session_scope
 from app.db.models import OAuthFlow, utcnow
 from app.oauth.registry import ENTRY_POINT_GROUP, installed_providers
 from tests.dovecot import Dovecot, DovecotInstances, MailUser
-from tests.live_api import LiveApi
+from tests.live_api import LiveApi, serving
 from tests.oauth.rig import oauth_dovecot
-from tests.oauth.servers import CLIENT_ID, CLIENT_SECRET, AuthorizationServer, CrmHost, serve
+from tests.oauth.servers import CLIENT_ID, CLIENT_SECRET, AuthorizationServer, CrmHost
 
 CHROMIUM = "/usr/bin/chromium"
 PROVIDER_SOURCE = """
@@ -79,7 +79,7 @@ def settings(settings: Settings, jwt_dovecot: Dovecot) -> Settings:
 @pytest.fixture
 def authorization_server() -> Iterator[tuple[AuthorizationServer, str]]:
     server = AuthorizationServer()
-    with serve(server.app()) as url:
+    with serving(server.app()) as url:
         yield server, url
 
 
@@ -142,7 +142,7 @@ def flow(
     )
     assert enabled.status_code == 200, enabled.text
     crm = CrmHost(live_api.base_url, live_api.api_key, provider_name)
-    with serve(crm.app()) as loopback_url:
+    with serving(crm.app()) as loopback_url:
         # "localhost" is another origin than the service's 127.0.0.1
         crm_url = loopback_url.replace("127.0.0.1", "localhost")
         yield Flow(live_api, crm, crm_url, jwt_dovecot.add_user(), browser)
