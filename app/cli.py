@@ -10,6 +10,7 @@
     imap-bridge apikey list                          the keys, never their secret part
     imap-bridge apikey revoke ID                     refuse a key from now on
     imap-bridge openapi [--output PATH]              the OpenAPI document, as checked in
+    imap-bridge rotate-keys                          re-encrypt stored secrets under the newest key
 
 `sync` is the manual twin of the worker's cron and needs no Redis: it runs
 the same engine in this process, continuing a mailbox whose time budget ran
@@ -52,7 +53,9 @@ from app.db.migrate import upgrade_database
 from app.db.models import ApiKey, SyncRun, SyncRunStatus, SyncTrigger, utcnow
 from app.db.repositories.api_keys import create_api_key, get_api_key, list_api_keys
 from app.db.repositories.mailboxes import due_mailbox_ids
+from app.db.repositories.secrets import rotate_secrets
 from app.main import create_app
+from app.security import SecretBox, SecretDecryptionError
 from app.service_runner import run_service
 from app.sync.errors import MailboxNotFoundError
 from app.sync.folder_sync import SyncProgress
@@ -122,7 +125,7 @@ def _openapi(args: argparse.Namespace) -> int:
 
 
 @contextmanager
-def _api_key_session() -> Iterator[Session]:
+def _migrated_session() -> Iterator[Session]:
     """Yield a session on the configured database, refusing one that was never migrated."""
     engine = create_db_engine(get_settings().database_url)
     try:
@@ -134,9 +137,27 @@ def _api_key_session() -> Iterator[Session]:
         engine.dispose()
 
 
+def _rotate_keys(_args: argparse.Namespace) -> int:
+    """Re-encrypt every stored secret under the newest of `SECRET_KEYS`, in one transaction."""
+    settings = get_settings()
+    try:
+        with _migrated_session() as session:
+            counts = rotate_secrets(session, SecretBox.from_settings(settings))
+    except SecretDecryptionError:
+        print(
+            "imap-bridge: a stored secret opens with none of SECRET_KEYS; nothing was changed",
+            file=sys.stderr,
+        )
+        return _EXIT_FAILED
+    for column, count in counts.items():
+        print(f"{column}: {count} re-encrypted")
+    print("every secret now uses the first key of SECRET_KEYS; older keys can be removed")
+    return 0
+
+
 def _apikey_create(args: argparse.Namespace) -> int:
     """Print a new key alone on stdout, the facts about it on stderr."""
-    with _api_key_session() as session:
+    with _migrated_session() as session:
         row, key = create_api_key(session, args.name)
     print(key)
     print(
@@ -149,7 +170,7 @@ def _apikey_create(args: argparse.Namespace) -> int:
 
 def _apikey_list(_args: argparse.Namespace) -> int:
     """Print one line per key; the secret part of a key is never stored, so never shown."""
-    with _api_key_session() as session:
+    with _migrated_session() as session:
         rows = list_api_keys(session)
     if not rows:
         print("no API keys; make one with: imap-bridge apikey create --name NAME")
@@ -176,7 +197,7 @@ def _apikey_list(_args: argparse.Namespace) -> int:
 
 def _apikey_revoke(args: argparse.Namespace) -> int:
     """Revoke a key by id; requests with it get 401 from now on."""
-    with _api_key_session() as session:
+    with _migrated_session() as session:
         row = get_api_key(session, args.id)
         if row is None:
             print(f"imap-bridge: API key {args.id} does not exist", file=sys.stderr)
@@ -388,6 +409,11 @@ def _parser() -> argparse.ArgumentParser:
     revoke = apikey_commands.add_parser("revoke", help="refuse a key from now on")
     revoke.add_argument("id", type=int, metavar="ID", help="the key's id (see apikey list)")
     revoke.set_defaults(handler=_apikey_revoke, log_level=logging.WARNING)
+
+    rotate = commands.add_parser(
+        "rotate-keys", help="re-encrypt every stored secret under the newest SECRET_KEYS key"
+    )
+    rotate.set_defaults(handler=_rotate_keys, log_level=logging.WARNING)
 
     openapi = commands.add_parser("openapi", help="write the OpenAPI document (JSON)")
     openapi.add_argument(
