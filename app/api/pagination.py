@@ -10,7 +10,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Annotated, Any, Generic, TypeVar
+from collections.abc import Sequence
+from typing import Annotated, Any, Generic, Protocol, TypeVar
 
 from fastapi import Query
 from pydantic import BaseModel
@@ -51,6 +52,16 @@ def decode_cursor(cursor: str, length: int) -> list[Any]:
     if not isinstance(key, list) or len(key) != length:
         raise bad_cursor()
     return key
+
+
+class _HasId(Protocol):
+    @property
+    def id(self) -> int | None: ...
+
+
+def next_id_cursor(rows: Sequence[_HasId], limit: int) -> str | None:
+    """The cursor after a full page of rows listed by id; None when the page is short."""
+    return encode_cursor([rows[-1].id]) if len(rows) == limit else None
 
 
 def decode_id_cursor(cursor: str) -> int:

@@ -9,7 +9,13 @@ from fastapi import APIRouter, Body, Depends, Path
 from app.api.auth import require_api_key
 from app.api.deps import MAX_ROW_ID, SessionDep
 from app.api.notifications.schemas import NotificationRead, NotificationRecipientItem
-from app.api.pagination import CursorQuery, LimitQuery, Page, decode_id_cursor, encode_cursor
+from app.api.pagination import (
+    CursorQuery,
+    LimitQuery,
+    Page,
+    decode_id_cursor,
+    next_id_cursor,
+)
 from app.api.problems import ApiError, FieldError, Problem
 from app.db.repositories.notifications import pending_notifications
 from app.notify.login_notifications import acknowledge_notification, set_notification_recipients
@@ -41,7 +47,7 @@ def list_pending_notifications(
 ) -> Page[NotificationRead]:
     after_id = decode_id_cursor(cursor) if cursor is not None else None
     pending = pending_notifications(session, user_id, limit=limit, after_id=after_id)
-    next_cursor = encode_cursor([pending[-1].id]) if len(pending) == limit else None
+    next_cursor = next_id_cursor(pending, limit)
     return Page(items=[NotificationRead.of(n) for n in pending], next_cursor=next_cursor)
 
 

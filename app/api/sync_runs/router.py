@@ -40,7 +40,13 @@ from starlette.concurrency import run_in_threadpool
 from app.api.auth import require_api_key
 from app.api.deps import EngineDep, MailboxIdDep, SessionDep, SyncRunIdPath
 from app.api.limits import rate_limit
-from app.api.pagination import CursorQuery, LimitQuery, Page, decode_id_cursor, encode_cursor
+from app.api.pagination import (
+    CursorQuery,
+    LimitQuery,
+    Page,
+    decode_id_cursor,
+    next_id_cursor,
+)
 from app.api.problems import Problem, not_found
 from app.api.queue import QUEUE_TIMEOUT_SECONDS, QueueDep, queue_unavailable
 from app.api.sync_runs.schemas import SyncRequest, SyncRunRead
@@ -122,7 +128,7 @@ def list_sync_runs(
 ) -> Page[SyncRunRead]:
     before_id = decode_id_cursor(cursor) if cursor is not None else None
     runs = mailbox_sync_runs(session, mailbox_id, limit=limit, before_id=before_id)
-    next_cursor = encode_cursor([runs[-1].id]) if len(runs) == limit else None
+    next_cursor = next_id_cursor(runs, limit)
     return Page(items=[SyncRunRead.of(run) for run in runs], next_cursor=next_cursor)
 
 

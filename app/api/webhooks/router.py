@@ -12,7 +12,13 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.auth import require_api_key
 from app.api.deps import MAX_ROW_ID, EngineDep, SecretsDep, SessionDep, SettingsDep
-from app.api.pagination import CursorQuery, LimitQuery, Page, decode_id_cursor, encode_cursor
+from app.api.pagination import (
+    CursorQuery,
+    LimitQuery,
+    Page,
+    decode_id_cursor,
+    next_id_cursor,
+)
 from app.api.problems import Problem
 from app.api.webhooks.schemas import (
     WebhookCreate,
@@ -88,7 +94,7 @@ def list_webhooks(
 ) -> Page[WebhookRead]:
     after_id = decode_id_cursor(cursor) if cursor is not None else None
     endpoints = list_webhook_endpoints(session, limit=limit, after_id=after_id)
-    next_cursor = encode_cursor([endpoints[-1].id]) if len(endpoints) == limit else None
+    next_cursor = next_id_cursor(endpoints, limit)
     return Page(items=[WebhookRead.of(e) for e in endpoints], next_cursor=next_cursor)
 
 
@@ -148,7 +154,7 @@ def list_webhook_deliveries(
     get_webhook_endpoint_or_raise(session, webhook_id)
     before_id = decode_id_cursor(cursor) if cursor is not None else None
     attempts = webhook_deliveries(session, webhook_id, limit=limit, before_id=before_id)
-    next_cursor = encode_cursor([attempts[-1].id]) if len(attempts) == limit else None
+    next_cursor = next_id_cursor(attempts, limit)
     return Page(items=[WebhookDeliveryRead.of(a) for a in attempts], next_cursor=next_cursor)
 
 
