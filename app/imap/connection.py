@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import imaplib
 import logging
+import os
 import re
 import socket
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from functools import cache, lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
 from typing import Any
@@ -48,6 +50,7 @@ _TRANSIENT_LOGIN_CODES = {"UNAVAILABLE", "SERVERBUG", "INUSE", "LIMIT"}
 _RESPONSE_CODE = re.compile(r"\[([A-Z-]+)")
 
 
+@cache
 def _client_version() -> str:
     try:
         return version("imap-bridge")
@@ -165,10 +168,25 @@ class _PinnedIMAPClient(IMAPClient):  # type: ignore[misc]
 
 
 def tls_context(config: ImapConfig, options: ConnectOptions) -> ssl.SSLContext:
-    """Build the TLS context: system or configured CA, TLS 1.2+, verification unless opted out."""
-    context = ssl.create_default_context(cafile=str(options.ca_file) if options.ca_file else None)
+    """Return the TLS context: system or configured CA, TLS 1.2+, verification unless opted out.
+
+    Loading the system CA store costs tens of milliseconds of CPU, more than the
+    rest of a no-change sync, so contexts are shared by every connection with
+    the same trust settings; a CA file that changes on disk gets a new one.
+    """
+    ca_file = str(options.ca_file) if options.ca_file else None
+    ca_version = os.stat(ca_file).st_mtime_ns if ca_file else None
+    return _shared_tls_context(ca_file, ca_version, verify=config.tls_verify)
+
+
+@lru_cache(maxsize=32)
+def _shared_tls_context(
+    ca_file: str | None, ca_version: int | None, *, verify: bool
+) -> ssl.SSLContext:
+    """Build one context; `ca_version` (the file's mtime) is only part of the cache key."""
+    context = ssl.create_default_context(cafile=ca_file)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if not config.tls_verify:
+    if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
