@@ -4,6 +4,8 @@
     EXAMINE
     UIDVALIDITY changed .................................. drop the folder's links,
                                                            `folder.reset`, rescan as a first sync
+                                                           that announces only mail it cannot
+                                                           relink (arrived during the reset)
     first sync ........................................... checkpoint the high mark, then
                                                            backfill newest-first since `sync_since`
     later syncs:
@@ -241,7 +243,11 @@ class FolderSyncer:
         else:
             query = self.mail.query().since(folder.sync_since).uid_range(1, folder.low_uid - 1)
             remaining = [uid for uid in self.mail.search(query.build()) if uid < folder.low_uid]
-        if not self._store(folder, remaining, newest_first=True, announce=False):
+        # A first sync announces nothing; the rescan after a UIDVALIDITY reset (the folder
+        # had a complete sync before) announces what it cannot relink: mail that arrived
+        # meanwhile.
+        announce = folder.synced_at is not None
+        if not self._store(folder, remaining, newest_first=True, announce=announce):
             return False
         with self._writing() as session:
             _update_folder(session, folder, backfill_done=True)

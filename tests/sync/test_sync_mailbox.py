@@ -162,6 +162,28 @@ def test_uidvalidity_reset_relinks_without_duplicates(
     assert result.counts.new == 0
 
 
+def test_mail_that_arrives_during_a_uidvalidity_reset_is_announced_alone(
+    engine: Engine, settings: Settings, mail_user: MailUser, add_mailbox: MailboxFactory
+) -> None:
+    for n in range(3):
+        mail_user.append("INBOX", make_message(subject=f"m{n}"), date=RECENT)
+    mailbox_id = add_mailbox(mail_user)
+    run(engine, mailbox_id, settings)
+
+    arrived = mail_user.append("INBOX", make_message(subject="during the reset"), date=NOW)
+    mail_user.set_uidvalidity("INBOX", mail_user.uidvalidity("INBOX") + 1000)
+    result = run(engine, mailbox_id, settings)
+
+    assert result.counts.new == 1
+    assert stored_uids(engine, mailbox_id) == server_uids(mail_user, ["INBOX"])
+    announced = events_of(engine, mailbox_id, "email.received")
+    assert len(announced) == 1
+    with session_scope(engine) as session:
+        subjects = [session.get_one(Email, i).subject for i in announced[0]["email_ids"]]
+    assert subjects == ["during the reset"]
+    assert arrived in stored_uids(engine, mailbox_id)["INBOX"]
+
+
 def test_renamed_folder_keeps_its_mail_and_sync_flag(
     engine: Engine, settings: Settings, mail_user: MailUser, add_mailbox: MailboxFactory
 ) -> None:
