@@ -26,6 +26,7 @@ create --name crm)`); only its SHA-256 is stored, so it cannot be shown again.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import shutil
@@ -39,7 +40,6 @@ from pathlib import Path
 from typing import TextIO
 
 import uvicorn
-from arq import Worker
 from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from pydantic import SecretStr
@@ -60,7 +60,7 @@ from app.service_runner import run_service
 from app.sync.errors import MailboxNotFoundError
 from app.sync.folder_sync import SyncProgress
 from app.sync.service import sync_mailbox
-from app.worker import worker_settings
+from app.worker import SupervisedWorker, worker_settings
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -83,8 +83,9 @@ def _migrate(_args: argparse.Namespace) -> int:
 
 
 def _worker(_args: argparse.Namespace) -> int:
-    """Run the arq worker until SIGINT or SIGTERM (embedded Redis when REDIS_URL is unset)."""
-    Worker(**worker_settings(get_settings())).run()
+    """Run the arq worker until SIGINT or SIGTERM, through Redis outages (app.worker)."""
+    worker = SupervisedWorker(worker_settings(get_settings()))  # may start the embedded Redis
+    asyncio.run(worker.run_until_signalled())
     return 0
 
 

@@ -6,7 +6,8 @@
     find the queue's Redis .............. REDIS_URL, else start the embedded one (app.queue)
     one asyncio loop
       uvicorn Server.serve() ............ the API
-      arq Worker.async_run() ............ one worker: the cron and the sync jobs
+      SupervisedWorker.run() ............ one arq worker: the cron and the sync jobs; a new
+                                          one polls after a Redis outage (app.worker)
     the API listens ..................... print its URL and the docs URL
     SIGINT or SIGTERM ................... stop both:
       the API ........................... stops accepting, finishes open requests
@@ -28,8 +29,9 @@ sync makes API answers slower, which is fine on one machine. Production runs
 `imap-bridge serve` and `imap-bridge worker` as separate processes instead.
 
 uvicorn and arq each install SIGINT/SIGTERM handlers of their own; here
-neither does (`capture_signals` is a no-op, `handle_signals=False`), so a
-signal stops both, and uvicorn does not raise it again once it has stopped.
+neither does (`capture_signals` is a no-op; the supervisor starts arq's
+Workers with `handle_signals=False`), so a signal stops both, and uvicorn does
+not raise it again once it has stopped.
 """
 
 from __future__ import annotations
@@ -45,7 +47,6 @@ from ipaddress import ip_address
 from typing import TextIO
 
 import uvicorn
-from arq import Worker
 from sqlalchemy import make_url
 
 from app.config import Settings
@@ -54,7 +55,7 @@ from app.db.migrate import upgrade_database
 from app.db.repositories.api_keys import create_api_key, has_live_api_key
 from app.main import create_app
 from app.queue import embedded_redis_socket
-from app.worker import WorkerSettings, worker_settings
+from app.worker import SupervisedWorker, WorkerSettings, worker_settings
 
 DEFAULT_KEY_NAME = "default"
 # Seconds open HTTP requests (an SSE stream never ends by itself) get to finish at shutdown.
@@ -112,7 +113,7 @@ async def _serve_and_work(
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
     )
-    worker = Worker(**worker_options, handle_signals=False)
+    worker = SupervisedWorker(worker_options)
     stop = asyncio.Event()
 
     def on_signal() -> None:
@@ -123,7 +124,7 @@ async def _serve_and_work(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal)
     api = asyncio.create_task(server.serve(sockets=[listener]))
-    work = asyncio.create_task(worker.async_run())
+    work = asyncio.create_task(worker.run())
     stopping = asyncio.create_task(stop.wait())
     while not (server.started or api.done() or stop.is_set()):
         await asyncio.sleep(_STARTUP_POLL_SECONDS)
@@ -132,7 +133,7 @@ async def _serve_and_work(
     await asyncio.wait({api, work, stopping}, return_when=asyncio.FIRST_COMPLETED)
 
     failure = None if stop.is_set() else _why_it_ended(api, work)
-    running_jobs = sum(not task.done() for task in worker.tasks.values())
+    running_jobs = worker.running_jobs
     if running_jobs:
         _say(
             out,
@@ -141,7 +142,7 @@ async def _serve_and_work(
         )
     server.should_exit = True
     stopping.cancel()
-    await worker.close()  # without its own signal handling, close() cancels the jobs first
+    await worker.close()  # cancels the jobs first: arq queues them again
     await asyncio.gather(api, work, stopping, return_exceptions=True)
     if failure is not None:
         _say(sys.stderr, f"imap-bridge: {failure}; stopped")

@@ -15,9 +15,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.db.engine import is_unavailable
 from app.imap import errors as imap
 from app.notify import errors as notify
 from app.oauth import errors as oauth
@@ -185,12 +186,15 @@ def install_problem_handlers(app: FastAPI) -> None:
         errors = [FieldError(field=field, message=str(exc))] if fixable else None
         return problem_response(status, code, title, str(exc), errors=errors)
 
-    @app.exception_handler(OperationalError)
-    async def _database_down(_request: Request, exc: OperationalError) -> JSONResponse:
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(sync.DatabaseUnavailableError)
+    async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, DBAPIError) and not is_unavailable(exc):
+            return await _unexpected(request, exc)  # a statement failed: a bug, not an outage
         log.error("api.database_unavailable", exc_info=exc)
         return problem_response(
             503,
-            "database_unavailable",
+            sync.DatabaseUnavailableError.code,
             "The database is not available",
             headers={"Retry-After": "5"},
         )

@@ -4,7 +4,16 @@ SQLite is the embedded default, shared by API processes and arq workers on
 one machine, so every connection turns on what concurrent use needs:
 foreign keys (cascades are declared in the schema), WAL (readers never wait
 for the writer) and a busy timeout (a writer waits for the lock instead of
-failing with "database is locked"). PostgreSQL goes through psycopg 3.
+failing with "database is locked"): 30 s, or the seconds of the URL's
+`timeout` (`sqlite:///var/imap-bridge.db?timeout=5`). PostgreSQL goes through
+psycopg 3, with a connect timeout (10 s unless the URL sets `connect_timeout`)
+and a ping before a pooled connection is used, so the pool recovers by itself
+after the server restarts or the network drops.
+
+A database that is down, unreachable or locked surfaces as a SQLAlchemy
+`DBAPIError`; `is_unavailable` tells those apart from errors in a statement,
+by type: each layer turns them into its own answer (the sync engine retries,
+the API says 503).
 """
 
 from __future__ import annotations
@@ -15,10 +24,12 @@ from pathlib import Path
 from sqlite3 import Connection as SQLiteConnection
 
 from sqlalchemy import URL, Engine, create_engine, event, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
 
 
 def database_url(url: str) -> URL:
@@ -37,7 +48,6 @@ def _configure_sqlite_connection(
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     finally:
         cursor.close()
 
@@ -46,13 +56,31 @@ def create_db_engine(url: str) -> Engine:
     """Create the engine for `url`; a SQLite file's directory is created if missing."""
     parsed = database_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(parsed, pool_pre_ping=True)
+        defaults = _unless_in_url(parsed, connect_timeout=POSTGRES_CONNECT_TIMEOUT_SECONDS)
+        return create_engine(parsed, pool_pre_ping=True, connect_args=defaults)
     database = parsed.database
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(parsed, connect_args={"check_same_thread": False})
+    # sqlite3's `timeout` is SQLite's busy timeout.
+    defaults = _unless_in_url(parsed, timeout=SQLITE_BUSY_TIMEOUT_SECONDS)
+    engine = create_engine(parsed, connect_args={"check_same_thread": False, **defaults})
     event.listen(engine, "connect", _configure_sqlite_connection)
     return engine
+
+
+def _unless_in_url(url: URL, **defaults: float) -> dict[str, float]:
+    """Return the driver arguments of `defaults` that the URL does not set in its query."""
+    return {name: value for name, value in defaults.items() if name not in url.query}
+
+
+def is_unavailable(error: DBAPIError) -> bool:
+    """Say whether `error` means the database cannot serve now (down, unreachable, locked).
+
+    The driver's OperationalError is that class of error on both backends (a refused
+    or lost connection, "database is locked"); any error SQLAlchemy recognised as a
+    lost connection (`connection_invalidated`) is one too.
+    """
+    return isinstance(error, OperationalError) or error.connection_invalidated
 
 
 @contextmanager

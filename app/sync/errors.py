@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.exc import DBAPIError
+
+from app.db.engine import is_unavailable
+
+_MAX_REASON = 200
+
 
 class SyncError(Exception):
     """Base of the sync layer's errors; `code` is stable and safe to show."""
@@ -13,6 +22,30 @@ class LeaseLostError(SyncError):
     """The run outlived its lease and another worker took the mailbox: it must stop."""
 
     code = "lease_lost"
+
+
+class DatabaseUnavailableError(SyncError):
+    """The database does not answer (down, unreachable, or locked by another connection)."""
+
+    code = "database_unavailable"
+
+
+@contextmanager
+def database_outages() -> Iterator[None]:
+    """Raise DatabaseUnavailableError for the errors of a database that cannot serve now.
+
+    Other database errors (a constraint, a bad statement) pass unchanged: they are bugs
+    or conflicts, and retrying would not help.
+    """
+    try:
+        yield
+    except DBAPIError as exc:
+        if not is_unavailable(exc):
+            raise
+        lines = str(exc.orig).strip().splitlines() or [type(exc.orig).__name__]
+        raise DatabaseUnavailableError(
+            f"the database did not answer: {lines[0][:_MAX_REASON]}"
+        ) from exc
 
 
 class MailboxNotFoundError(SyncError):

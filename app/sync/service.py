@@ -13,11 +13,24 @@
     folders: LIST (+STATUS) and reconcile ------------> folders_only: done
     each enabled folder, inbox and sent first, until the time budget is spent
     run succeeded: `mailbox.synced` (+ `mailbox.credentials_restored` after a failure)
-    release the lease (always)
+    the database stops answering (any step) ----------> run failed `database_unavailable`,
+                                                         retried with backoff, nobody is
+                                                         told; recorded once it answers
+                                                         again, or raised after
+                                                         DATABASE_WAIT_SECONDS (the run
+                                                         stays `running`)
+    release the lease (always; waiting DATABASE_WAIT_SECONDS for the database at most)
 
 A run cut short by its time budget still succeeds: every folder ends at a
 consistent checkpoint, `complete` is False and the mailbox is due again at
 once, so the worker continues it with a follow-up job.
+
+A database outage costs at most the batch in flight: each batch commits with
+the folder marks it advances, so the next run resumes at the last one stored.
+The run waits a little for the database to answer again, so that it can say
+why it failed and free the mailbox for the retry; a database that stays away
+longer leaves the lease to expire, as a crashed worker's does, and the run
+`running` until the next one closes it as `interrupted`.
 """
 
 from __future__ import annotations
@@ -25,12 +38,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import ValidationError
 from sqlalchemy.engine import Engine
@@ -59,7 +73,12 @@ from app.imap.folder_manager import FolderListing
 from app.oauth.errors import InvalidGrantError, OAuthError, ProviderUnavailableError
 from app.security import SecretBox, SecretError
 from app.sync.credentials import connect_mailbox
-from app.sync.errors import LeaseLostError, MailboxNotFoundError
+from app.sync.errors import (
+    DatabaseUnavailableError,
+    LeaseLostError,
+    MailboxNotFoundError,
+    database_outages,
+)
 from app.sync.folder_sync import Deadline, FolderSyncer, Lease, ProgressCallback, SyncCounts
 from app.sync.folders import reconcile_folders
 
@@ -68,6 +87,12 @@ log = logging.getLogger(__name__)
 _FIRST_FOLDERS = (FolderType.INBOX, FolderType.SENT)
 _NETWORK_RETRY_BASE = timedelta(minutes=1)
 _SLOW_RETRY_CAP = timedelta(hours=24)
+# How long a run whose database stopped answering waits for it, to record why it
+# failed and to release the lease; shorter than the shortest lease.
+DATABASE_WAIT_SECONDS = 15.0
+_DATABASE_POLL_SECONDS = 1.0
+
+_Written = TypeVar("_Written")
 
 # credentials: the owner must act (told once); transient: the network or server, retried
 # soon, nobody told; permanent: anything else that will not fix itself (`mailbox.sync_failed`).
@@ -109,8 +134,12 @@ def sync_mailbox(
     run_id: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> SyncResult | None:
-    """Sync one mailbox now; return None when another worker holds its lease."""
-    with _leased(engine, mailbox_id, settings) as lease:
+    """Sync one mailbox now; return None when another worker holds its lease.
+
+    Raises DatabaseUnavailableError when the database does not answer, before the run
+    started or for longer than DATABASE_WAIT_SECONDS after.
+    """
+    with database_outages(), _leased(engine, mailbox_id, settings) as lease:
         if lease is None:
             return None
         run = _start_run(engine, mailbox_id, run_id, folders_only, trigger)
@@ -128,8 +157,25 @@ def _leased(engine: Engine, mailbox_id: int, settings: Settings) -> Iterator[Lea
         yield lease if leased else None
     finally:
         if leased:
-            with session_scope(engine) as session:
-                release_lease(session, mailbox_id, lease.owner)
+            _when_database_answers(lambda: _release(engine, lease))
+
+
+def _release(engine: Engine, lease: Lease) -> None:
+    with session_scope(engine) as session:
+        release_lease(session, lease.mailbox_id, lease.owner)
+
+
+def _when_database_answers(write: Callable[[], _Written]) -> _Written:
+    """Run `write`, again while the database does not answer, for DATABASE_WAIT_SECONDS at most."""
+    deadline = time.monotonic() + DATABASE_WAIT_SECONDS
+    while True:
+        try:
+            with database_outages():
+                return write()
+        except DatabaseUnavailableError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(_DATABASE_POLL_SECONDS)
 
 
 def _start_run(
@@ -171,9 +217,12 @@ class _Run:
 
     def execute(self) -> SyncResult:
         try:
-            return self._attempt()
+            with database_outages():
+                return self._attempt()
         except LeaseLostError as exc:  # stalled past the lease: the new holder owns the mailbox
             return self._lost(exc)
+        except DatabaseUnavailableError as exc:
+            return self._database_lost(exc)
 
     def _attempt(self) -> SyncResult:
         with session_scope(self.engine) as session:
@@ -181,7 +230,10 @@ class _Run:
             assert mailbox is not None  # the lease was taken on it
         try:
             secrets = SecretBox.from_settings(self.settings)
-            with connect_mailbox(self.engine, mailbox, self.settings, secrets) as connection:
+            with (
+                database_outages(),
+                connect_mailbox(self.engine, mailbox, self.settings, secrets) as connection,
+            ):
                 complete = self._synchronize(mailbox, connection)
         except (AuthenticationFailed, InvalidGrantError) as exc:
             return self._failed(Failure(exc.code, str(exc), "credentials"))
@@ -191,7 +243,7 @@ class _Run:
             return self._failed(Failure(exc.code, str(exc), "permanent"))
         except ValidationError as exc:  # stored settings no longer pass ImapConfig's checks
             return self._failed(Failure("invalid_settings", _first_error(exc), "permanent"))
-        except LeaseLostError:
+        except (LeaseLostError, DatabaseUnavailableError):
             raise
         except Exception:
             self._failed(Failure("internal_error", "unexpected error; see the logs", "permanent"))
@@ -287,6 +339,15 @@ class _Run:
             run = self._finish(session, SyncRunStatus.FAILED, utcnow(), failure)
         log.warning("sync.lease_lost", extra={"mailbox_id": run.mailbox_id})
         return SyncResult(_id(run), SyncRunStatus.FAILED, self.counts, False, error.code)
+
+    def _database_lost(self, error: DatabaseUnavailableError) -> SyncResult:
+        """Record the failure once the database answers again; raise if it stays away."""
+        log.warning("sync.database_unavailable", extra={"mailbox_id": self.run.mailbox_id})
+        failure = Failure(error.code, str(error), "transient")
+        try:
+            return _when_database_answers(lambda: self._failed(failure))
+        except LeaseLostError as exc:  # it stayed away past the lease, and another took it
+            return self._lost(exc)
 
     def _backoff(self, failures: int, kind: FailureKind) -> timedelta:
         """Retry transient failures soon, doubling up to the interval; the others slowly."""

@@ -1,12 +1,16 @@
-"""Fixtures of the fault tests: proxies in front of the session's Dovecot, short timeouts."""
+"""Fixtures of the fault tests: proxies in front of the session's Dovecot, short timeouts, and
+in front of the machine's PostgreSQL and Redis, so one test can take them down for itself."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import make_url
 
 from app.config import Settings
+from tests.conftest import TEST_REDIS_URL
+from tests.databases import POSTGRES_ADMIN_URL
 from tests.dovecot import Dovecot
 from tests.reliability.fault_proxy import FaultProxy
 
@@ -31,3 +35,23 @@ def plain_proxy(dovecot: Dovecot) -> Iterator[FaultProxy]:
 def fault_settings(settings: Settings) -> Settings:
     """The test settings with a read timeout short enough to outlast in a test."""
     return settings.model_copy(update={"imap_read_timeout": READ_TIMEOUT, "sync_batch_size": 50})
+
+
+def _proxy_to(url: str) -> Iterator[FaultProxy]:
+    address = make_url(url)
+    assert address.host is not None
+    assert address.port is not None
+    with FaultProxy(address.host, address.port) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def postgres_proxy() -> Iterator[FaultProxy]:
+    """A fault proxy in front of the machine's PostgreSQL: `take_down()` is a database outage."""
+    yield from _proxy_to(POSTGRES_ADMIN_URL)
+
+
+@pytest.fixture
+def redis_proxy() -> Iterator[FaultProxy]:
+    """A fault proxy in front of the tests' Redis: `take_down()` is a Redis outage."""
+    yield from _proxy_to(TEST_REDIS_URL)

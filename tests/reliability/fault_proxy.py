@@ -13,6 +13,10 @@ connection, each counted from its own start, until `heal()`:
                               closed before the server sees it (plain port only: TLS
                               hides the commands)
 
+`take_down()` plays a server that went away: every open connection is closed and each
+new one is closed as soon as it is accepted, until `heal()`. It serves any TCP service,
+so a PostgreSQL or a Redis shared by other tests can be "down" for one test alone.
+
 The proxy runs an asyncio loop in a thread of its own, so the synchronous sync engine
 under test is driven from the test's thread as the worker would drive it.
 """
@@ -97,6 +101,7 @@ class FaultProxy:
         self.upstream_port = upstream_port
         self.port = 0
         self._fault: Fault | None = None
+        self._down = False
         self._strikes = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -115,6 +120,12 @@ class FaultProxy:
     def heal(self) -> None:
         """Forward faithfully again."""
         self._fault = None
+        self._down = False
+
+    def take_down(self) -> None:
+        """Close every open connection and refuse new ones until `heal()`: the server is down."""
+        self._down = True
+        asyncio.run_coroutine_threadsafe(self._cut_all(), self._loop).result(timeout=10)
 
     def __enter__(self) -> FaultProxy:
         self._thread.start()
@@ -139,10 +150,18 @@ class FaultProxy:
     async def _close(self) -> None:
         assert self._server is not None
         self._server.close()
-        for handler in list(self._handlers):
-            handler.cancel()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await self._cancel_handlers()
         await self._server.wait_closed()
+
+    async def _cut_all(self) -> None:
+        self._strikes += len(self._handlers)
+        await self._cancel_handlers()
+
+    async def _cancel_handlers(self) -> None:
+        handlers = list(self._handlers)
+        for handler in handlers:
+            handler.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
 
     async def _serve(
         self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter
@@ -151,12 +170,14 @@ class FaultProxy:
         assert handler is not None
         self._handlers.add(handler)
         try:
+            if self._down:
+                self._strikes += 1
+                return
             try:
                 server_in, server_out = await asyncio.open_connection(
                     self.upstream_host, self.upstream_port
                 )
             except OSError:
-                client_out.transport.abort()
                 return
             connection = _Connection()
             pumps = [
@@ -170,8 +191,10 @@ class FaultProxy:
                     pump.cancel()
                 await asyncio.gather(*pumps, return_exceptions=True)
                 server_out.transport.abort()
-                client_out.transport.abort()
+        except asyncio.CancelledError:
+            pass  # cut by take_down() or the proxy's end; asyncio would log a cancelled handler
         finally:
+            client_out.transport.abort()
             self._handlers.discard(handler)
 
     async def _to_client(
