@@ -1,7 +1,7 @@
 """Synchronize one mailbox: the six steps of DESIGN.md, one run at a time.
 
     take the lease ---- held by another live worker ----> return None
-      | sync_run: running
+      | sync_run: running (the same transaction)
     refresh the OAuth token when it expires within 5 minutes (app.sync.token_refresh)
     connect + log in -- AuthenticationFailed ----------> mailbox auth_failed, run failed;
       |                 (or the refresh's invalid_grant)
@@ -19,7 +19,8 @@
                                                          again, or raised after
                                                          DATABASE_WAIT_SECONDS (the run
                                                          stays `running`)
-    release the lease (always; waiting DATABASE_WAIT_SECONDS for the database at most)
+    release the lease: in the transaction that records the outcome, else (a crash of
+      the run itself) on the way out, waiting DATABASE_WAIT_SECONDS for the database
 
 A run cut short by its time budget still succeeds: every folder ends at a
 consistent checkpoint, `complete` is False and the mailbox is due again at
@@ -119,6 +120,16 @@ class SyncResult:
     error_code: str | None = None
 
 
+@dataclass(slots=True)
+class _Claim:
+    """What the transaction that takes the lease hands the run: the mailbox and its run row."""
+
+    lease: Lease
+    mailbox: Mailbox
+    run: SyncRun
+    released: bool = False  # the run's last transaction gave the lease back
+
+
 def worker_identity() -> str:
     """Name this process as a lease holder: host, pid and a random suffix."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -139,24 +150,35 @@ def sync_mailbox(
     Raises DatabaseUnavailableError when the database does not answer, before the run
     started or for longer than DATABASE_WAIT_SECONDS after.
     """
-    with database_outages(), _leased(engine, mailbox_id, settings) as lease:
-        if lease is None:
+    lease = Lease(mailbox_id, worker_identity(), timedelta(seconds=settings.sync_lease_seconds))
+    with database_outages(), _claimed(engine, lease, run_id, folders_only, trigger) as claim:
+        if claim is None:
             return None
-        run = _start_run(engine, mailbox_id, run_id, folders_only, trigger)
-        return _Run(engine, settings, run, progress, lease).execute()
+        return _Run(engine, settings, claim, progress).execute()
 
 
 @contextmanager
-def _leased(engine: Engine, mailbox_id: int, settings: Settings) -> Iterator[Lease | None]:
-    lease = Lease(mailbox_id, worker_identity(), timedelta(seconds=settings.sync_lease_seconds))
+def _claimed(
+    engine: Engine, lease: Lease, run_id: int | None, folders_only: bool, trigger: SyncTrigger
+) -> Iterator[_Claim | None]:
+    """Take the lease and start the run in one transaction; give the lease back at the end.
+
+    A no-change sync is mostly database round trips, so the run's first and last
+    transactions also do what would otherwise take transactions of their own.
+    """
     with session_scope(engine) as session:
-        if get_mailbox(session, mailbox_id) is None:
-            raise MailboxNotFoundError(f"mailbox {mailbox_id} does not exist")
-        leased = acquire_lease(session, mailbox_id, lease.owner, utcnow(), lease.duration)
+        mailbox = get_mailbox(session, lease.mailbox_id)
+        if mailbox is None:
+            raise MailboxNotFoundError(f"mailbox {lease.mailbox_id} does not exist")
+        claim = None
+        if acquire_lease(session, lease.mailbox_id, lease.owner, utcnow(), lease.duration):
+            claim = _Claim(
+                lease, mailbox, _start_run(session, lease.mailbox_id, run_id, folders_only, trigger)
+            )
     try:
-        yield lease if leased else None
+        yield claim
     finally:
-        if leased:
+        if claim is not None and not claim.released:
             _when_database_answers(lambda: _release(engine, lease))
 
 
@@ -179,38 +201,37 @@ def _when_database_answers(write: Callable[[], _Written]) -> _Written:
 
 
 def _start_run(
-    engine: Engine, mailbox_id: int, run_id: int | None, folders_only: bool, trigger: SyncTrigger
+    session: Session,
+    mailbox_id: int,
+    run_id: int | None,
+    folders_only: bool,
+    trigger: SyncTrigger,
 ) -> SyncRun:
-    with session_scope(engine) as session:
-        fail_interrupted_sync_runs(session, mailbox_id, utcnow())
-        if run_id is not None:
-            run = session.get(SyncRun, run_id)
-        else:  # a scheduled job: it fills in a run the API queued meanwhile, if any
-            run = oldest_queued_sync_run(session, mailbox_id, folders_only=folders_only)
-        if run is None or run.mailbox_id != mailbox_id:
-            run = SyncRun(mailbox_id=mailbox_id, folders_only=folders_only, trigger=trigger)
-            session.add(run)
-        run.status = SyncRunStatus.RUNNING
-        run.started_at = utcnow()
-        session.flush()
-        return run
+    fail_interrupted_sync_runs(session, mailbox_id, utcnow())
+    if run_id is not None:
+        run = session.get(SyncRun, run_id)
+    else:  # a scheduled job: it fills in a run the API queued meanwhile, if any
+        run = oldest_queued_sync_run(session, mailbox_id, folders_only=folders_only)
+    if run is None or run.mailbox_id != mailbox_id:
+        run = SyncRun(mailbox_id=mailbox_id, folders_only=folders_only, trigger=trigger)
+        session.add(run)
+    run.status = SyncRunStatus.RUNNING
+    run.started_at = utcnow()
+    session.flush()
+    return run
 
 
 class _Run:
     """One execution of the algorithm, from login to the recorded outcome."""
 
     def __init__(
-        self,
-        engine: Engine,
-        settings: Settings,
-        run: SyncRun,
-        progress: ProgressCallback | None,
-        lease: Lease,
+        self, engine: Engine, settings: Settings, claim: _Claim, progress: ProgressCallback | None
     ) -> None:
         self.engine = engine
-        self.lease = lease
+        self.claim = claim
+        self.lease = claim.lease
         self.settings = settings
-        self.run = run
+        self.run = claim.run
         self.progress = progress
         self.counts = SyncCounts()
         self.deadline = Deadline(settings.sync_time_budget_seconds)
@@ -225,9 +246,7 @@ class _Run:
             return self._database_lost(exc)
 
     def _attempt(self) -> SyncResult:
-        with session_scope(self.engine) as session:
-            mailbox = session.get(Mailbox, self.run.mailbox_id)
-            assert mailbox is not None  # the lease was taken on it
+        mailbox = self.claim.mailbox  # read in the lease's transaction
         try:
             secrets = SecretBox.from_settings(self.settings)
             with (
@@ -279,9 +298,6 @@ class _Run:
                 continue
             if not done:
                 return False
-        with session_scope(self.engine) as session:
-            self.lease.hold(session)
-            delete_orphans(session, _id(mailbox))
         return True
 
     def _succeeded(self, complete: bool) -> SyncResult:
@@ -300,6 +316,8 @@ class _Run:
                 mailbox.last_synced_at = now
                 interval = timedelta(minutes=self.settings.sync_interval_minutes)
                 mailbox.next_sync_at = now if not complete else now + interval
+            if complete and not self.run.folders_only:
+                delete_orphans(session, _id(mailbox))  # mail whose last link this run removed
             run = self._finish(session, SyncRunStatus.SUCCEEDED, now)
             record_event(
                 session,
@@ -307,6 +325,8 @@ class _Run:
                 mailbox,
                 {"run_id": run.id, "complete": complete, **asdict(self.counts)},
             )
+            release_lease(session, self.lease.mailbox_id, self.lease.owner)
+        self.claim.released = True
         log.info("sync.done", extra={"mailbox_id": run.mailbox_id, **asdict(self.counts)})
         return SyncResult(_id(run), SyncRunStatus.SUCCEEDED, self.counts, complete)
 
@@ -329,6 +349,8 @@ class _Run:
             elif failure.kind == "permanent":
                 record_event(session, "mailbox.sync_failed", mailbox, {"error_code": failure.code})
             run = self._finish(session, SyncRunStatus.FAILED, now, failure)
+            release_lease(session, self.lease.mailbox_id, self.lease.owner)
+        self.claim.released = True
         log.warning("sync.failed", extra={"mailbox_id": run.mailbox_id, "error_code": failure.code})
         return SyncResult(_id(run), SyncRunStatus.FAILED, self.counts, False, failure.code)
 
