@@ -57,7 +57,7 @@ from app.db.repositories.secrets import rotate_secrets
 from app.main import create_app
 from app.security import SecretBox, SecretDecryptionError
 from app.service_runner import run_service
-from app.sync.errors import MailboxNotFoundError
+from app.sync.errors import DatabaseUnavailableError, MailboxNotFoundError, database_outages
 from app.sync.folder_sync import SyncProgress
 from app.sync.service import sync_mailbox
 from app.worker import SupervisedWorker, worker_settings
@@ -440,11 +440,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else args.log_level)
     handler: Command = args.handler
     try:
-        return handler(args)
+        with database_outages():
+            return handler(args)
     except _NoSchemaError:
         print(
             "imap-bridge: the database has no tables yet; run: imap-bridge migrate", file=sys.stderr
         )
+        return _EXIT_FAILED
+    except DatabaseUnavailableError as exc:
+        print(f"imap-bridge: {exc}", file=sys.stderr)
         return _EXIT_FAILED
 
 

@@ -18,6 +18,7 @@ the API says 503).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,14 +74,34 @@ def _unless_in_url(url: URL, **defaults: float) -> dict[str, float]:
     return {name: value for name, value in defaults.items() if name not in url.query}
 
 
+# SQLite's result codes (primary, the low byte) of a database that cannot serve now.
+_SQLITE_UNAVAILABLE = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_PROTOCOL,
+    }
+)
+
+
 def is_unavailable(error: DBAPIError) -> bool:
     """Say whether `error` means the database cannot serve now (down, unreachable, locked).
 
     The driver's OperationalError is that class of error on both backends (a refused
     or lost connection, "database is locked"); any error SQLAlchemy recognised as a
-    lost connection (`connection_invalidated`) is one too.
+    lost connection (`connection_invalidated`) is one too. sqlite3 also raises
+    OperationalError for a statement it cannot run ("no such table"): its result
+    code tells those apart.
     """
-    return isinstance(error, OperationalError) or error.connection_invalidated
+    if error.connection_invalidated:
+        return True
+    if not isinstance(error, OperationalError):
+        return False
+    code = getattr(error.orig, "sqlite_errorcode", None)
+    return code is None or (code & 0xFF) in _SQLITE_UNAVAILABLE
 
 
 @contextmanager
