@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from sqlalchemy import Engine
 from sqlmodel import col, select
@@ -22,6 +25,21 @@ SYNCED_BY_DEFAULT = ("INBOX", "Sent")
 
 # (folder, uid) -> Message-ID (None when the message has none)
 MailMap = dict[tuple[str, int], str | None]
+
+
+def seed_from_environment(variable: str) -> int:
+    """Return the seed `variable` names, else a fresh one: a randomized test can be replayed."""
+    return int(os.environ.get(variable) or secrets.randbits(32))
+
+
+@contextmanager
+def replayed_with(variable: str, seed: int) -> Iterator[None]:
+    """Add to whatever fails in the block how to run it again with the same seed."""
+    try:
+        yield
+    except BaseException as exc:
+        exc.add_note(f"seed {seed}: replay with {variable}={seed}")
+        raise
 
 
 def sync(

@@ -1,6 +1,6 @@
 """Sync mailboxes in a process of their own, so a test can kill the process or race two.
 
-    python -m tests.sync.sync_driver [--rounds N] [--wait-for-go] MAILBOX_ID...
+    python -m tests.sync.sync_driver [--rounds N] [--wait-for-go] [--freeze-on-signal] MAILBOX_ID...
     python -m tests.sync.sync_driver --lease-only [--wait-for-go] MAILBOX_ID...
 
 Settings come from the environment, as the service reads them (DATABASE_URL, SECRET_KEYS,
@@ -9,9 +9,12 @@ JSON line `{"mailbox_id", "run_id", "status", "complete"}`, `run_id` null when a
 worker held the lease; `--lease-only` asks for the lease only, prints `{"mailbox_id",
 "won"}` and keeps it. `--wait-for-go` prints `{"ready": true}` once the imports are done
 and starts on a line on stdin: a test can then start several processes at one instant,
-or start the interpreter ahead of the moment it needs the sync.
+or start the interpreter ahead of the moment it needs the sync. `--freeze-on-signal`
+makes SIGUSR1 print `{"stack": [...]}` (the main thread's frames, outermost first, as
+`path:function`) and stop the process (SIGSTOP) right there: a test about to SIGKILL it
+learns exactly what the kill interrupts (`freeze_and_kill`).
 
-The test side of the protocol lives here too (`Drivers`).
+The test side of the protocol lives here too (`Drivers`, `DriverSeries`, `freeze_and_kill`).
 """
 
 from __future__ import annotations
@@ -19,11 +22,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
+import traceback
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from pydantic import SecretStr
@@ -37,6 +45,7 @@ from app.sync.service import sync_mailbox, worker_identity
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _READY = {"ready": True}
+FREEZE_SIGNAL = signal.SIGUSR1
 
 
 def sync_rounds(
@@ -63,14 +72,42 @@ def take_lease(engine: Engine, settings: Settings, mailbox_id: int) -> None:
     print(json.dumps({"mailbox_id": mailbox_id, "won": won}), flush=True)
 
 
+def freeze_on_signal() -> None:
+    """On FREEZE_SIGNAL, report the main thread's stack and stop the process where it is."""
+
+    def freeze(_signum: int, frame: FrameType | None) -> None:
+        stack = [
+            f"{_place(entry.filename)}:{entry.name}" for entry in traceback.extract_stack(frame)
+        ]
+        # os.write, not print: the signal may land inside a print of the main thread.
+        os.write(sys.stdout.fileno(), (json.dumps({"stack": stack}) + "\n").encode())
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+    signal.signal(FREEZE_SIGNAL, freeze)
+
+
+def _place(filename: str) -> str:
+    """Name a source file by its path in the repository or in site-packages."""
+    path = Path(filename)
+    if path.is_relative_to(REPO_ROOT) and "site-packages" not in path.parts:
+        return path.relative_to(REPO_ROOT).as_posix()
+    parts = path.parts
+    if "site-packages" in parts:
+        return "/".join(parts[parts.index("site-packages") + 1 :])
+    return path.name
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.sync.sync_driver")
     parser.add_argument("mailbox_ids", type=int, nargs="+", metavar="MAILBOX_ID")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--lease-only", action="store_true")
     parser.add_argument("--wait-for-go", action="store_true")
+    parser.add_argument("--freeze-on-signal", action="store_true")
     args = parser.parse_args(argv)
     settings = Settings()
+    if args.freeze_on_signal:
+        freeze_on_signal()
     if args.wait_for_go:
         print(json.dumps(_READY), flush=True)
         if not sys.stdin.readline():
@@ -197,6 +234,73 @@ class Drivers:
 
     def __exit__(self, *exc_info: object) -> None:
         _stop(self.processes)
+
+
+class DriverSeries:
+    """Driver processes set off one after another, each importing while the one before runs.
+
+    `start()` sets off the driver that is ready and launches its successor at once, so a
+    test that kills driver after driver waits for no interpreter to start. Leaving the
+    `with` block kills whatever still runs.
+    """
+
+    def __init__(self, settings: Settings, arguments: Sequence[str]) -> None:
+        self._settings = settings
+        self._arguments = ["--wait-for-go", *arguments]
+        self.processes: list[subprocess.Popen[str]] = []
+        self._waiting = self._launch()
+
+    def _launch(self) -> subprocess.Popen[str]:
+        process = _launch(self._settings, self._arguments)
+        self.processes.append(process)
+        return process
+
+    def start(self) -> subprocess.Popen[str]:
+        process = self._waiting
+        _wait_until_ready(process)
+        _give_go(process)
+        self._waiting = self._launch()
+        return process
+
+    def __enter__(self) -> DriverSeries:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        _stop(self.processes)
+
+
+@dataclass(frozen=True, slots=True)
+class KilledDriver:
+    """What a driver was doing when it was killed, and the syncs it had reported by then."""
+
+    stack: list[str]
+    synced: list[dict[str, Any]]
+    exited: bool
+
+    @property
+    def finished(self) -> bool:
+        """Say whether the driver was done with its syncs: then the kill interrupted none."""
+        return self.exited or bool(self.synced)
+
+
+def freeze_and_kill(process: subprocess.Popen[str], timeout: float = 30) -> KilledDriver:
+    """Stop a `--freeze-on-signal` driver where it is, read its stack, then SIGKILL it."""
+    assert process.stdout is not None
+    process.send_signal(FREEZE_SIGNAL)  # nothing happens if it has exited already
+    readable, _, _ = select.select([process.stdout], [], [], timeout)
+    first = process.stdout.readline() if readable else ""
+    process.send_signal(signal.SIGKILL)
+    rest, err = process.communicate(timeout=timeout)
+    # A driver already shutting down may die of the freeze signal's default action instead.
+    if not readable or process.returncode not in (0, -signal.SIGKILL, -FREEZE_SIGNAL):
+        raise AssertionError(f"the driver neither froze nor ended well: {first}{rest}{err}")
+    lines = reports(first + rest)
+    stacks = [line["stack"] for line in lines if "stack" in line]
+    return KilledDriver(
+        stack=stacks[0] if stacks else [],
+        synced=[line for line in lines if "stack" not in line],
+        exited=process.returncode == 0,
+    )
 
 
 if __name__ == "__main__":
