@@ -114,14 +114,20 @@ class FolderSyncer:
     lease: Lease
     counts: SyncCounts = field(default_factory=SyncCounts)
     progress: ProgressCallback | None = None
+    # The UIDNEXT this run last saw of each folder it synced, and whether it removed any
+    # link: together they tell whether a message it saw leave may have moved elsewhere.
+    seen_uidnext: dict[str, int | None] = field(default_factory=dict)
+    unlinked: bool = False
     # A run stores at least one batch, however small its budget: every run makes progress.
     _batches_stored: int = 0
 
     def sync(self, folder: Folder, status: FolderStatus | None) -> bool:
         """Bring `folder` up to date; return False when the time budget ran out first."""
         if status is not None and _unchanged(folder, status):
+            self.seen_uidnext[folder.full_name] = status.uidnext
             return True
         selected = self.mail.select_folder(folder.full_name)
+        self.seen_uidnext[folder.full_name] = selected.uidnext
         if folder.uidvalidity is not None and folder.uidvalidity != selected.uidvalidity:
             folder = self._reset(folder, selected)
         if folder.uidvalidity is None:
@@ -148,6 +154,7 @@ class FolderSyncer:
 
     def _reset(self, folder: Folder, selected: SelectedFolder) -> Folder:
         """UIDVALIDITY changed: every UID is void; rescan and relink by identity."""
+        self.unlinked = True
         with self._writing() as session:
             unlink_folder(session, _id(folder))
             record_event(
@@ -221,6 +228,7 @@ class FolderSyncer:
                 if on_server is not None:
                     gone = [uid for uid in links if uid not in on_server]
                     self.counts.expunged += unlink_uids(session, _id(folder), gone)
+                    self.unlinked = self.unlinked or bool(gone)
                 self.counts.flags_changed += _apply_flags(session, links, flags)
             return _update_folder(session, folder, highestmodseq=selected.highestmodseq)
 

@@ -63,7 +63,7 @@ from app.db.models import (
     SyncTrigger,
     utcnow,
 )
-from app.db.repositories.emails import delete_orphans
+from app.db.repositories.emails import delete_orphans, orphan_email_ids
 from app.db.repositories.events import record_event
 from app.db.repositories.folders import mailbox_folders
 from app.db.repositories.mailboxes import acquire_lease, get_mailbox, release_lease
@@ -234,6 +234,11 @@ class _Run:
         self.run = claim.run
         self.progress = progress
         self.counts = SyncCounts()
+        # Emails no folder holds are deleted at the end of a complete run: all of them,
+        # unless a message this run saw leave a folder may have moved into one it had
+        # already passed (a folder grew since): then only those orphaned before the run,
+        # and the next run relinks the rest or deletes them.
+        self.orphans_to_delete: set[int] | None = None
         self.deadline = Deadline(settings.sync_time_budget_seconds)
 
     def execute(self) -> SyncResult:
@@ -277,6 +282,7 @@ class _Run:
             self.counts.folders_added = changes.added
             self.counts.folders_removed = changes.removed
             folders = _folders_to_sync(mailbox_folders(session, _id(mailbox)), listing)
+            orphans_before = orphan_email_ids(session, _id(mailbox))
         if self.run.folders_only:
             return True
         syncer = FolderSyncer(
@@ -298,6 +304,8 @@ class _Run:
                 continue
             if not done:
                 return False
+        if syncer.unlinked and _any_folder_grew(connection, syncer.seen_uidnext):
+            self.orphans_to_delete = orphans_before
         return True
 
     def _succeeded(self, complete: bool) -> SyncResult:
@@ -317,7 +325,7 @@ class _Run:
                 interval = timedelta(minutes=self.settings.sync_interval_minutes)
                 mailbox.next_sync_at = now if not complete else now + interval
             if complete and not self.run.folders_only:
-                delete_orphans(session, _id(mailbox))  # mail whose last link this run removed
+                delete_orphans(session, _id(mailbox), among=self.orphans_to_delete)
             run = self._finish(session, SyncRunStatus.SUCCEEDED, now)
             record_event(
                 session,
@@ -407,6 +415,19 @@ def _mailbox_of_run(session: Session, mailbox_id: int) -> Mailbox:
     if mailbox is None:
         raise MailboxNotFoundError(f"mailbox {mailbox_id} was deleted during its sync")
     return mailbox
+
+
+def _any_folder_grew(connection: ImapConnection, seen_uidnext: dict[str, int | None]) -> bool:
+    """Say whether a folder got new UIDs since the run looked at it (STATUS; one per folder)."""
+    folders = FolderManager(connection)
+    for full_name, seen in seen_uidnext.items():
+        try:
+            now = folders.status(full_name).uidnext
+        except ImapError:  # renamed or deleted meanwhile: it may hold anything
+            return True
+        if seen is None or now != seen:
+            return True
+    return False
 
 
 def _folders_to_sync(folders: list[Folder], listing: FolderListing) -> list[Folder]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -89,10 +89,22 @@ def set_flags(session: Session, email_id: int, flags: frozenset[str]) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def delete_orphans(session: Session, mailbox_id: int) -> int:
-    """Delete the mailbox's emails that no folder holds any more; return how many."""
+def _orphaned(mailbox_id: int) -> sa.ColumnElement[bool]:
     linked = select(EmailFolder.email_id).where(col(EmailFolder.email_id) == Email.id)
-    result = session.execute(
-        sa.delete(Email).where(col(Email.mailbox_id) == mailbox_id, ~linked.exists())
-    )
+    return sa.and_(col(Email.mailbox_id) == mailbox_id, ~linked.exists())
+
+
+def orphan_email_ids(session: Session, mailbox_id: int) -> set[int]:
+    """Return the ids of the mailbox's emails that no folder holds."""
+    return set(session.scalars(select(Email.id).where(_orphaned(mailbox_id))))
+
+
+def delete_orphans(session: Session, mailbox_id: int, among: Collection[int] | None = None) -> int:
+    """Delete the mailbox's emails that no folder holds any more (only `among`, if given)."""
+    if among is not None and not among:
+        return 0
+    condition = _orphaned(mailbox_id)
+    if among is not None:
+        condition = sa.and_(condition, col(Email.id).in_(among))
+    result = session.execute(sa.delete(Email).where(condition))
     return int(result.rowcount)  # type: ignore[attr-defined]
