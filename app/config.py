@@ -85,6 +85,13 @@ class Settings(BaseSettings):
     event_retention_days: int = Field(
         default=7, ge=1, description="Days the outbox keeps delivered events for SSE resumes."
     )
+    smtp_allow_private_hosts: bool = Field(
+        default=False,
+        description=(
+            "Allow an SMTP host on loopback, private or link-local addresses"
+            " (a local relay on 127.0.0.1 needs it)."
+        ),
+    )
 
     public_base_url: str | None = Field(
         default=None,
@@ -96,6 +103,13 @@ class Settings(BaseSettings):
     )
     oauth_state_ttl_seconds: int = Field(
         default=600, ge=60, le=3600, description="How long a started OAuth popup flow is valid."
+    )
+    oauth_allow_private_hosts: bool = Field(
+        default=False,
+        description=(
+            "Allow OAuth token and userinfo endpoints on loopback, private or link-local"
+            " addresses (an identity provider inside your network)."
+        ),
     )
 
     api_max_body_bytes: int = Field(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -18,7 +19,13 @@ from app.api.mailboxes.router import router as mailboxes_router
 from app.api.notifications.router import router as notifications_router
 from app.api.oauth.router import public_router as oauth_public_router
 from app.api.oauth.router import router as oauth_router
-from app.api.problems import Problem, install_problem_handlers
+from app.api.problems import (
+    INTERNAL_ERROR,
+    INVALID_INPUT,
+    document_problems,
+    install_problem_handlers,
+    problem_responses,
+)
 from app.api.queue import connect_queue
 from app.api.search.router import router as search_router
 from app.api.sync_runs.router import router as sync_runs_router
@@ -28,6 +35,15 @@ from app.db import create_db_engine
 from app.security import SecretBox
 
 API_VERSION = "1.0.0"
+
+
+class BridgeApi(FastAPI):
+    """The application; its OpenAPI document files every problem as problem+json."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            self.openapi_schema = document_problems(super().openapi())
+        return self.openapi_schema
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -43,15 +59,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.queue.aclose()
         app.state.engine.dispose()
 
-    app = FastAPI(
+    app = BridgeApi(
         title="imap-bridge",
         version=API_VERSION,
         summary="A local, always-current SQL copy of IMAP mailboxes, for a host CRM.",
         lifespan=lifespan,
-        responses={
-            422: {"model": Problem, "description": "Invalid input; `errors` names each field"},
-            500: {"model": Problem, "description": "Unexpected error"},
-        },
+        responses=problem_responses(INVALID_INPUT, INTERNAL_ERROR),
     )
     app.state.settings = settings
     app.state.engine = create_db_engine(settings.database_url)

@@ -4,16 +4,31 @@ A host name is resolved once; every address it resolves to must be public,
 and the caller then connects to exactly those addresses, so a DNS answer that
 changes between the check and the connect (rebinding) cannot slip through.
 Numeric spellings such as `127.1`, `2130706433` and `0x7f000001` resolve to
-loopback like any name does and are refused the same way.
+loopback like any name does and are refused the same way; an IPv6 address
+that carries an IPv4 one (mapped, 6to4, NAT64) is refused when that one is.
+
+    resolve(host) -> every address public (or private allowed)? -> connect to those
+                  -> one is not: AddressBlocked, nothing connects
+
+Plain sockets (IMAP, SMTP) use `resolve` + `connect_resolved`; an httpx client
+(OAuth) uses `GuardedTransport`, whose network backend does the same for each
+new connection the client opens, so every connection is vetted on its own.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpcore
+import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
+Connection = TypeVar("Connection")
 
 
 class AddressBlocked(ValueError):
@@ -37,7 +52,19 @@ def is_public(address: IPAddress) -> bool:
     """Say whether `address` is routable on the public internet (not ours to reach into)."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
+    tunnelled = _tunnelled_ipv4(address)
+    if tunnelled is not None and not is_public(tunnelled):
+        return False
     return address.is_global and not address.is_multicast
+
+
+def _tunnelled_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """Return the IPv4 address a 6to4 or NAT64 (RFC 6052) IPv6 address leads to."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return None
+    if address in _NAT64_PREFIX:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address.sixtofour
 
 
 def resolve(host: str, port: int, *, allow_private: bool) -> list[ResolvedAddress]:
@@ -61,16 +88,78 @@ def resolve(host: str, port: int, *, allow_private: bool) -> list[ResolvedAddres
 
 def connect_resolved(addresses: list[ResolvedAddress], timeout: float) -> socket.socket:
     """Open a TCP connection to the first of `addresses` that answers."""
-    last_error: OSError | None = None
-    for entry in addresses:
+
+    def open_socket(entry: ResolvedAddress) -> socket.socket:
         sock = socket.socket(entry.family, socket.SOCK_STREAM)
         sock.settimeout(timeout)
         try:
             sock.connect((str(entry.address), entry.port))
-        except OSError as exc:
+        except OSError:
             sock.close()
-            last_error = exc
-            continue
+            raise
         return sock
+
+    return _first_answering(addresses, open_socket, (OSError,))
+
+
+class GuardedNetworkBackend(httpcore.NetworkBackend):
+    """httpcore's blocking network backend, connecting only to addresses `resolve` vetted."""
+
+    def __init__(self, *, allow_private: bool) -> None:
+        self._allow_private = allow_private
+        self._sockets = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        """Resolve `host` once, refuse it if blocked, then connect to a vetted IP literal."""
+        try:
+            addresses = resolve(host, port, allow_private=self._allow_private)
+        except ResolutionFailed as exc:
+            raise httpcore.ConnectError(str(exc)) from exc
+        return _first_answering(
+            addresses,
+            lambda entry: self._sockets.connect_tcp(
+                str(entry.address), entry.port, timeout, local_address, socket_options
+            ),
+            (httpcore.ConnectError, httpcore.ConnectTimeout),
+        )
+
+
+class GuardedTransport(httpx.HTTPTransport):
+    """httpx's transport with every connection made by `GuardedNetworkBackend`.
+
+    A blocked host raises `AddressBlocked` out of the request. There is no
+    proxy option: a proxy would resolve and connect on our behalf, past the
+    guard (so give the client `trust_env=False` too). TLS still checks the
+    certificate against the URL's host name, which is also the SNI sent.
+    """
+
+    def __init__(self, *, allow_private: bool) -> None:
+        ssl_context = httpx.create_ssl_context()
+        super().__init__(verify=ssl_context)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=ssl_context,
+            network_backend=GuardedNetworkBackend(allow_private=allow_private),
+        )
+
+
+def _first_answering(
+    addresses: list[ResolvedAddress],
+    connect: Callable[[ResolvedAddress], Connection],
+    failures: tuple[type[Exception], ...],
+) -> Connection:
+    """Return `connect` of the first address that does not fail; else raise the last failure."""
+    last_error: Exception | None = None
+    for entry in addresses:
+        try:
+            return connect(entry)
+        except failures as exc:
+            last_error = exc
     assert last_error is not None  # resolve() never returns an empty list
     raise last_error

@@ -23,6 +23,9 @@ from tests.databases import BACKENDS, Backend, ThrowawayDatabases, throwaway_dat
 from tests.dovecot import Dovecot, DovecotInstances, MailUser
 from tests.factories import MailboxFactory
 from tests.live_api import LiveApi, create_api_key, serving
+from tests.secret_watch import SecretKind, register_secret
+
+pytest_plugins = ["tests.secret_watch"]
 
 
 @pytest.fixture(scope="session")
@@ -105,7 +108,9 @@ def settings(database_url: str, dovecot: Dovecot, queue_name: str) -> Settings:
         database_url=database_url,
         redis_url=TEST_REDIS_URL,
         queue_name=queue_name,
-        secret_keys=[SecretStr(Fernet.generate_key().decode())],
+        secret_keys=[
+            SecretStr(register_secret(SecretKind.FERNET_KEY, Fernet.generate_key().decode()))
+        ],
         imap_allow_private_hosts=True,
         imap_ca_file=dovecot.ca_file,
         imap_connect_timeout=5,

@@ -44,6 +44,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from imapclient import IMAPClient
 
+from tests.secret_watch import SecretKind, register_secret
+
 DOVECOT_BIN = "/usr/sbin/dovecot"
 DOVEADM_BIN = "/usr/bin/doveadm"
 HOST = "127.0.0.1"
@@ -386,6 +388,7 @@ class MailUser:
         existed = path.exists()
         previous_mtime = path.stat().st_mtime if existed else 0.0
         home = config.homes_dir / self.name
+        register_secret(SecretKind.IMAP_PASSWORD, password, f"user {self.name}")
         path.write_text(f"{self.name}:{{PLAIN}}{password}::::{home}::\n")
         os.chmod(path, 0o640)
         shutil.chown(path, group=MAIL_USER)

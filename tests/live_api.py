@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 from app.db import session_scope
 from app.db.models import ApiKey
 from app.security import generate_api_key
+from tests.secret_watch import SecretKind, register_secret
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ def create_api_key(engine: Engine, name: str = "tests") -> str:
     key, prefix, key_hash = generate_api_key()
     with session_scope(engine) as session:
         session.add(ApiKey(name=name, prefix=prefix, key_hash=key_hash))
-    return key
+    return register_secret(SecretKind.API_KEY, key, f"key {name!r}")
 
 
 @contextmanager

@@ -20,6 +20,7 @@ from app.security import SecretBox
 from tests.dovecot import MailUser
 from tests.factories import MailboxFactory
 from tests.mailgen import make_message
+from tests.secret_watch import SecretKind, register_secret
 from tests.sync.snapshot import email_count
 
 RECENT = datetime.now(UTC) - timedelta(days=3)
@@ -106,7 +107,9 @@ def test_sync_without_a_mailbox_syncs_the_due_ones_and_reports_failures(
     wrong_password = add_mailbox(
         mail_user,
         email_address="wrong@example.com",
-        password_enc=SecretBox.from_settings(settings).encrypt("not-the-password"),
+        password_enc=SecretBox.from_settings(settings).encrypt(
+            register_secret(SecretKind.IMAP_PASSWORD, "not-the-password", "wrong")
+        ),
     )
 
     done = imap_bridge(settings, tmp_path, "sync")
@@ -117,3 +120,16 @@ def test_sync_without_a_mailbox_syncs_the_due_ones_and_reports_failures(
     assert f"mailbox {wrong_password} failed" in done.stderr
     assert email_count(engine, due) == 1
     assert email_count(engine, not_due) == 0
+
+
+def test_sync_with_the_database_down_says_so_without_a_traceback(
+    settings: Settings, tmp_path: Path
+) -> None:
+    nobody_listens = "postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=2"
+    down = settings.model_copy(update={"database_url": nobody_listens})
+
+    done = imap_bridge(down, tmp_path, "sync")
+
+    assert done.returncode == 1
+    assert "imap-bridge: the database did not answer" in done.stderr
+    assert "Traceback" not in done.stderr

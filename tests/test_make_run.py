@@ -27,6 +27,7 @@ import redis
 from app.config import Settings
 from tests.dovecot import Dovecot, MailUser
 from tests.mailgen import make_message
+from tests.secret_watch import SecretKind, register_secret
 
 API_KEY = re.compile(r"^\s+(ib_\w+_[\w-]+)$", re.MULTILINE)
 DOCS_URL = re.compile(r"^API docs\s+(http://\S+)/docs$", re.MULTILINE)
@@ -146,7 +147,7 @@ def test_the_readme_walkthrough_creates_syncs_and_lists_a_mailbox(
 
     # make run: migrates, prints a first API key and the docs URL
     service = start_service()
-    key = service.wait_for(API_KEY)[1]
+    key = register_secret(SecretKind.API_KEY, service.wait_for(API_KEY)[1], "first run's")
     api = service.wait_for(DOCS_URL)[1]
     redis_pid = service.embedded_redis_pid()
     with httpx.Client(
@@ -204,7 +205,7 @@ def test_a_second_run_keeps_the_data_prints_no_new_key_and_stops_on_sigterm(
     start_service: StartService,
 ) -> None:
     first = start_service()
-    key = first.wait_for(API_KEY)[1]
+    key = register_secret(SecretKind.API_KEY, first.wait_for(API_KEY)[1], "first run's")
     first.wait_for(DOCS_URL)
     assert first.interrupt() == 0, first.output
 

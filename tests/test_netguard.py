@@ -1,35 +1,31 @@
-"""The SSRF guard refuses every spelling of an address inside our own network."""
+"""The SSRF guard refuses every spelling of an address inside our own network, and
+its httpx transport connects only to the address it vetted (no DNS rebinding)."""
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from app import netguard
+from tests.ssrf import (
+    BLOCKED_FORMS,
+    PUBLIC_ADDRESS,
+    RecordingServer,
+    connect_only_here,
+    recording_server,
+    resolve_name,
+)
+
+REBINDING_NAME = "rebinding.idp.test"
 
 
 @pytest.mark.parametrize(
     "host",
-    [
-        "localhost",
-        "127.0.0.1",
-        "127.1",
-        "2130706433",
-        "0x7f000001",
-        "0.0.0.0",
-        "::1",
-        "::ffff:127.0.0.1",
-        "10.1.2.3",
-        "172.16.0.1",
-        "192.168.1.1",
-        "100.64.0.1",
-        "169.254.169.254",
-        "fc00::1",
-        "fe80::1",
-        "224.0.0.1",
-    ],
+    [*BLOCKED_FORMS, "224.0.0.1", "2002:7f00:1::1", "64:ff9b::a9fe:a9fe"],  # 6to4, NAT64
 )
 def test_non_public_addresses_are_blocked(host: str) -> None:
     with pytest.raises(netguard.AddressBlocked):
@@ -42,7 +38,17 @@ def test_private_addresses_pass_when_allowed() -> None:
     assert resolved.family == socket.AF_INET
 
 
-@pytest.mark.parametrize("address", ["8.8.8.8", "2001:4860:4860::8888", "1.1.1.1"])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "8.8.8.8",
+        "1.1.1.1",
+        "::ffff:8.8.8.8",
+        "2001:4860:4860::8888",
+        "2002:808:808::1",
+        "64:ff9b::808:808",
+    ],
+)
 def test_public_addresses_are_public(address: str) -> None:
     assert netguard.is_public(ipaddress.ip_address(address))
 
@@ -64,3 +70,79 @@ def test_connect_tries_the_next_address_when_one_refuses() -> None:
         closed.close()
         with netguard.connect_resolved(addresses, timeout=2) as sock:
             assert sock.getpeername()[1] == listening.getsockname()[1]
+
+
+@pytest.fixture
+def loopback_server() -> Iterator[RecordingServer]:
+    with recording_server() as server:
+        yield server
+
+
+def guarded_client(*, allow_private: bool) -> httpx.Client:
+    return httpx.Client(
+        transport=netguard.GuardedTransport(allow_private=allow_private), trust_env=False
+    )
+
+
+def rebinding_url(server: RecordingServer) -> str:
+    return server.url.replace("127.0.0.1", REBINDING_NAME)
+
+
+def test_a_name_rebound_to_loopback_after_the_check_still_goes_to_the_vetted_address(
+    loopback_server: RecordingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = connect_only_here(monkeypatch)
+    answers = resolve_name(monkeypatch, REBINDING_NAME, PUBLIC_ADDRESS, "127.0.0.1")
+
+    with guarded_client(allow_private=False) as client, pytest.raises(httpx.ConnectError):
+        client.get(rebinding_url(loopback_server))
+
+    port = int(loopback_server.url.rpartition(":")[2])
+    assert answers == [PUBLIC_ADDRESS]  # resolved once, for the check and the connect
+    assert elsewhere == [(PUBLIC_ADDRESS, port)]
+    assert loopback_server.hits == []
+
+
+def test_a_name_resolving_to_loopback_is_refused_before_any_connect(
+    loopback_server: RecordingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = connect_only_here(monkeypatch)
+    answers = resolve_name(monkeypatch, REBINDING_NAME, "127.0.0.1", PUBLIC_ADDRESS)
+
+    with guarded_client(allow_private=False) as client, pytest.raises(netguard.AddressBlocked):
+        client.get(rebinding_url(loopback_server))
+
+    assert answers == ["127.0.0.1"]
+    assert elsewhere == []
+    assert loopback_server.hits == []
+
+
+def test_every_new_connection_is_resolved_and_vetted_again(
+    loopback_server: RecordingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = connect_only_here(monkeypatch)
+    answers = resolve_name(monkeypatch, REBINDING_NAME, PUBLIC_ADDRESS, "127.0.0.1")
+
+    with guarded_client(allow_private=False) as client:
+        with pytest.raises(httpx.ConnectError):
+            client.get(rebinding_url(loopback_server))
+        with pytest.raises(netguard.AddressBlocked):
+            client.get(rebinding_url(loopback_server))
+
+    assert answers == [PUBLIC_ADDRESS, "127.0.0.1"]
+    assert len(elsewhere) == 1
+    assert loopback_server.hits == []
+
+
+def test_allowed_private_hosts_are_reached_at_the_first_answer(
+    loopback_server: RecordingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing listens on 127.0.0.2: a second lookup's answer would fail the request.
+    answers = resolve_name(monkeypatch, REBINDING_NAME, "127.0.0.1", "127.0.0.2")
+
+    with guarded_client(allow_private=True) as client:
+        response = client.get(rebinding_url(loopback_server) + "/path")
+
+    assert response.text == "recorded"
+    assert answers == ["127.0.0.1"]
+    assert loopback_server.hits == ["GET /path"]

@@ -1,5 +1,6 @@
 """The checked-in OpenAPI document is the app's, and describes every operation well enough
-for a generated client: an operationId, a summary, and its error answers as problems."""
+for a generated client: an operationId, a summary, and its error answers as problems
+(`application/problem+json`), with the limits every client can run into."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
+from app.api.problems import PROBLEM_MEDIA_TYPE
 from app.config import Settings
 from app.main import create_app
 
@@ -44,14 +46,12 @@ def operations(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def problem_statuses(operation: dict[str, Any]) -> set[str]:
-    """The statuses whose documented body is a Problem."""
+    """The statuses whose documented body is a Problem sent as problem+json."""
     return {
         status
         for status, response in operation["responses"].items()
-        if any(
-            media.get("schema", {}).get("$ref") == PROBLEM_REF
-            for media in response.get("content", {}).values()
-        )
+        if response.get("content", {}).get(PROBLEM_MEDIA_TYPE, {}).get("schema")
+        == {"$ref": PROBLEM_REF}
     }
 
 
@@ -126,3 +126,84 @@ def test_operation_ids_are_unique(app_document: dict[str, Any]) -> None:
     ids = Counter(operation.get("operationId") for operation in operations(app_document).values())
 
     assert [operation_id for operation_id, count in ids.items() if count > 1] == []
+
+
+def test_problems_are_documented_as_problem_json_only(app_document: dict[str, Any]) -> None:
+    elsewhere = [
+        f"{name} {status} as {media_type}"
+        for name, operation in operations(app_document).items()
+        for status, response in operation["responses"].items()
+        for media_type, media in response.get("content", {}).items()
+        if media.get("schema") == {"$ref": PROBLEM_REF} and media_type != PROBLEM_MEDIA_TYPE
+    ]
+
+    assert not elsewhere, "a Problem documented under another media type:\n" + "\n".join(elsewhere)
+
+
+def test_every_operation_with_a_body_documents_the_413_problem(
+    app_document: dict[str, Any],
+) -> None:
+    with_body = {
+        name: operation
+        for name, operation in operations(app_document).items()
+        if "requestBody" in operation
+    }
+
+    assert len(with_body) > 10
+    assert [name for name, op in with_body.items() if "413" not in problem_statuses(op)] == []
+
+
+# The routes that talk to an IMAP server or queue work (app/api/limits.py).
+RATE_LIMITED = {
+    "POST /v1/connection/check",
+    "POST /v1/mailboxes/{mailbox_id}/search",
+    "POST /v1/mailboxes/{mailbox_id}/sync",
+}
+
+
+def test_rate_limited_operations_and_only_they_document_429_with_retry_after(
+    app_document: dict[str, Any],
+) -> None:
+    documented = operations(app_document)
+    with_429 = {name for name, operation in documented.items() if "429" in operation["responses"]}
+
+    assert with_429 == RATE_LIMITED
+    for name in RATE_LIMITED:
+        assert "429" in problem_statuses(documented[name]), name
+        retry_after = documented[name]["responses"]["429"]["headers"]["Retry-After"]
+        assert retry_after["schema"] == {"type": "integer"}, name
+
+
+def test_every_v1_operation_documents_database_unavailable_with_retry_after(
+    app_document: dict[str, Any],
+) -> None:
+    lacking = [
+        name
+        for name, operation in operations(app_document).items()
+        if name.split(" ")[1].startswith("/v1/")
+        and not (
+            "`database_unavailable`" in operation["responses"].get("503", {}).get("description", "")
+            and "Retry-After" in operation["responses"]["503"].get("headers", {})
+        )
+    ]
+
+    assert not lacking, "no 503 `database_unavailable` on\n" + "\n".join(lacking)
+
+
+def test_a_422_always_says_validation_error_besides_its_own_codes(
+    app_document: dict[str, Any],
+) -> None:
+    lacking = [
+        name
+        for name, operation in operations(app_document).items()
+        if "`validation_error`" not in operation["responses"]["422"]["description"]
+    ]
+
+    assert not lacking, "a 422 that forgets `validation_error` on\n" + "\n".join(lacking)
+
+
+def test_the_oauth_callback_documents_its_400_page(app_document: dict[str, Any]) -> None:
+    callback = operations(app_document)["GET /oauth/{provider}/callback"]
+
+    assert callback["responses"]["400"]["content"] == {"text/html": {"schema": {"type": "string"}}}
+    assert problem_statuses(callback) == {"422", "500", "503"}

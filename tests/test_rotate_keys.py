@@ -16,6 +16,7 @@ from app.db import session_scope
 from app.db.models import Mailbox, OAuthProviderSettings
 from app.security import SecretBox, SecretDecryptionError
 from tests.factories import create_mailbox
+from tests.secret_watch import SecretKind, register_secret
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,10 +47,11 @@ def stored_secrets(engine: Engine) -> tuple[str, str]:
 @pytest.fixture
 def old_key(engine: Engine) -> str:
     """A database whose secrets are encrypted under one old key."""
-    key = Fernet.generate_key().decode()
+    key = register_secret(SecretKind.FERNET_KEY, Fernet.generate_key().decode(), "old")
     old = SecretBox([key])
+    password = register_secret(SecretKind.IMAP_PASSWORD, "mailbox password", "stored")
     with session_scope(engine) as session:
-        create_mailbox(session, password_enc=old.encrypt("mailbox password"))
+        create_mailbox(session, password_enc=old.encrypt(password))
         session.add(OAuthProviderSettings(name="gmail", client_secret_enc=old.encrypt("client")))
     return key
 
@@ -57,7 +59,7 @@ def old_key(engine: Engine) -> str:
 def test_every_secret_moves_to_the_newest_key(
     engine: Engine, database_url: str, old_key: str
 ) -> None:
-    new_key = Fernet.generate_key().decode()
+    new_key = register_secret(SecretKind.FERNET_KEY, Fernet.generate_key().decode(), "new")
 
     result = rotate_keys(database_url, [new_key, old_key])
 

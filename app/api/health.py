@@ -9,7 +9,7 @@ from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import EngineDep
-from app.api.problems import ApiError, Problem
+from app.api.problems import ApiError, ProblemDoc, problem_responses
 from app.api.queue import check_queue
 
 router = APIRouter(tags=["operations"])
@@ -28,12 +28,13 @@ def healthz() -> Health:
     "/readyz",
     operation_id="readyz",
     summary="The database and the job queue's Redis answer",
-    responses={
-        503: {
-            "model": Problem,
-            "description": "A dependency is down: `database_unavailable` or `queue_unavailable`",
-        }
-    },
+    responses=problem_responses(
+        ProblemDoc(
+            503,
+            "A dependency is down: `database_unavailable` or `queue_unavailable`",
+            retry_after=True,
+        )
+    ),
 )
 async def readyz(request: Request, engine: EngineDep) -> Health:
     await run_in_threadpool(_check_database, engine)

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import EngineDep
+from app.api.problems import DATABASE_UNAVAILABLE, problem_responses
 from app.db import session_scope
 from app.db.repositories.stats import mailboxes_by_status, messages_synced, sync_runs_by_status
 
@@ -90,7 +91,10 @@ def _route_template(request: Request) -> str:
     operation_id="metrics",
     summary="Prometheus metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"},
+        **problem_responses(DATABASE_UNAVAILABLE),
+    },
 )
 async def metrics(request: Request, engine: EngineDep) -> Response:
     service: ServiceMetrics = request.app.state.metrics

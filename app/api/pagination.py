@@ -3,6 +3,10 @@
 A cursor is the sort key of the last row served, opaque to clients
 (URL-safe base64 of JSON). Pages continue *after* that key, so rows inserted
 meanwhile never make a page repeat or skip a row already listed.
+
+A list asks its query for one row more than the page shows: that row only
+tells whether another page follows, so the last page never carries a cursor
+to an empty one.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Generic, Protocol, TypeVar
 
 from fastapi import Query
@@ -59,9 +63,15 @@ class _HasId(Protocol):
     def id(self) -> int | None: ...
 
 
-def next_id_cursor(rows: Sequence[_HasId], limit: int) -> str | None:
-    """The cursor after a full page of rows listed by id; None when the page is short."""
-    return encode_cursor([rows[-1].id]) if len(rows) == limit else None
+RowT = TypeVar("RowT", bound=_HasId)
+
+
+def id_page(rows: Sequence[RowT], limit: int, item: Callable[[RowT], T]) -> Page[T]:
+    """Serve the first `limit` of `rows` (asked for with `limit + 1`) as a page of a list
+    ordered by id; the cursor, after the last row served, only when more rows follow."""
+    served = rows[:limit]
+    next_cursor = encode_cursor([served[-1].id]) if len(rows) > limit else None
+    return Page(items=[item(row) for row in served], next_cursor=next_cursor)
 
 
 def decode_id_cursor(cursor: str) -> int:

@@ -4,11 +4,16 @@ Every error class of the lower layers has a stable `code`; the table below
 gives it an HTTP status and a title. Anything not in the table is a bug: the
 client gets a generic 500 problem and the traceback goes to the log, never to
 the client.
+
+The OpenAPI document declares the same answers: routes build their
+`responses=` with `problem_responses` from the ProblemDocs below, and
+`document_problems` files them all under `application/problem+json`.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -203,3 +208,109 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.error("api.unexpected_error", exc_info=exc)
         return problem_response(500, "internal_error", "Internal error")
+
+
+# -- how the OpenAPI document declares problems ----------------------------------------------
+
+PROBLEM_SCHEMA_REF = "#/components/schemas/Problem"
+RETRY_AFTER_HEADER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again.",
+        "schema": {"type": "integer"},
+    }
+}
+
+
+@dataclass(frozen=True)
+class ProblemDoc:
+    """A problem answer as an operation documents it: its status, when, and Retry-After."""
+
+    status: int
+    description: str
+    retry_after: bool = False
+
+
+UNAUTHORIZED = ProblemDoc(401, "`unauthorized`: no API key, or one that is not valid")
+BODY_TOO_LARGE = ProblemDoc(413, "`payload_too_large`: the body is over API_MAX_BODY_BYTES")
+INVALID_INPUT = ProblemDoc(422, "`validation_error`: invalid input, `errors` names each field")
+RATE_LIMITED = ProblemDoc(
+    429,
+    "`rate_limited`: this API key made API_RATE_LIMIT_PER_MINUTE such calls within a minute",
+    retry_after=True,
+)
+INTERNAL_ERROR = ProblemDoc(500, "`internal_error`: an unexpected error, logged with its trace")
+DATABASE_UNAVAILABLE = ProblemDoc(
+    503, "`database_unavailable`: the database does not answer", retry_after=True
+)
+
+
+# Any route that talks to an IMAP server; a login adds the answers about what the client sent.
+IMAP_PROBLEMS = (
+    ProblemDoc(502, "`tls_error`, `unreachable`, or another failure of the IMAP server"),
+    ProblemDoc(503, "`server_unavailable`: the IMAP server cannot serve the request now"),
+    ProblemDoc(504, "`timeout`: the IMAP server did not answer in time"),
+)
+LOGIN_PROBLEMS = (
+    ProblemDoc(422, "`auth_failed` or `blocked_host`: fix the field named"),
+    *IMAP_PROBLEMS,
+)
+
+
+def missing(what: str) -> ProblemDoc:
+    """The 404 of an operation whose path names `what`, which may not exist."""
+    return ProblemDoc(404, f"`not_found`: no such {what}")
+
+
+def problem_responses(*answers: ProblemDoc) -> dict[int | str, dict[str, Any]]:
+    """Build a `responses=` declaring problem answers; answers of one status share an entry
+    (a Markdown list of them).
+
+    FastAPI lets a route's entry for a status replace its router's, so a `/v1`
+    route that declares its own 503 lists DATABASE_UNAVAILABLE again.
+    """
+    alike: dict[int, list[ProblemDoc]] = {}
+    for answer in answers:
+        alike.setdefault(answer.status, []).append(answer)
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status, docs in alike.items():
+        description = "\n".join(f"- {doc.description}" for doc in docs)
+        if len(docs) == 1:
+            description = docs[0].description
+        response: dict[str, Any] = {"model": Problem, "description": description}
+        if any(doc.retry_after for doc in docs):
+            response["headers"] = RETRY_AFTER_HEADER
+        responses[status] = response
+    return responses
+
+
+# Every `/v1` route checks the API key, in the database, before anything else.
+API_KEY_PROBLEMS = problem_responses(UNAUTHORIZED, DATABASE_UNAVAILABLE)
+
+
+def document_problems(document: dict[str, Any]) -> dict[str, Any]:
+    """Make an OpenAPI document FastAPI generated say what the handlers send, in place.
+
+    FastAPI files a `Problem` answer under the route's own media type
+    (`application/json`, `text/html`, `text/event-stream`); every problem goes
+    out as `application/problem+json`. And `BodySizeLimit` refuses a body over
+    API_MAX_BODY_BYTES on any route, so each operation that takes one documents
+    the 413.
+    """
+    for path_item in document["paths"].values():
+        for operation in path_item.values():
+            responses: dict[str, Any] = operation["responses"]
+            if "requestBody" in operation:
+                responses.setdefault(str(BODY_TOO_LARGE.status), _rendered(BODY_TOO_LARGE))
+            for response in responses.values():
+                content: dict[str, Any] = response.get("content", {})
+                for media_type, media in list(content.items()):
+                    if media.get("schema") == {"$ref": PROBLEM_SCHEMA_REF}:
+                        content[PROBLEM_MEDIA_TYPE] = content.pop(media_type)
+    return document
+
+
+def _rendered(answer: ProblemDoc) -> dict[str, Any]:
+    """The document's form of an answer (what FastAPI makes of `problem_responses`)."""
+    declared = problem_responses(answer)[answer.status]
+    del declared["model"]
+    return declared | {"content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": PROBLEM_SCHEMA_REF}}}}

@@ -4,6 +4,11 @@
     smtps://user:pass@host:465                TLS from the first byte
     smtp://host:25                            no TLS, no login (a local relay)
 
+SSRF: the host is resolved once and every address must be public unless
+`SMTP_ALLOW_PRIVATE_HOSTS` (a relay on 127.0.0.1 needs it); the connection then
+goes to a vetted address, and TLS still checks the certificate against the
+host name. A blocked host fails the delivery for good, with a warning logged.
+
 A recipient the server refuses for good (5xx) fails the delivery; anything
 else (connection, 4xx, a login problem an operator can fix) is retried on the
 schedule of `app.notify.retry`. One message per recipient, so one person's
@@ -12,14 +17,25 @@ refused address never repeats the mail to the others.
 
 from __future__ import annotations
 
+import logging
 import smtplib
+import socket
 import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from app.config import Settings
+from app.netguard import (
+    AddressBlocked,
+    ResolutionFailed,
+    ResolvedAddress,
+    connect_resolved,
+    resolve,
+)
 from app.notify.messages import CredentialsMessage
+
+log = logging.getLogger(__name__)
 
 SMTP_TIMEOUT_SECONDS = 30.0
 _TRUE = {"1", "true", "yes", "on"}
@@ -43,9 +59,10 @@ class SmtpServer:
     starttls: bool
     username: str | None
     password: str | None
+    allow_private_hosts: bool
 
     @classmethod
-    def from_url(cls, url: str) -> SmtpServer:
+    def from_url(cls, url: str, *, allow_private_hosts: bool) -> SmtpServer:
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
             raise ValueError("SMTP_URL must look like smtp://user:pass@host:587?starttls=true")
@@ -58,14 +75,47 @@ class SmtpServer:
             starttls=query.get("starttls", ["false"])[0].lower() in _TRUE,
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
+            allow_private_hosts=allow_private_hosts,
         )
+
+
+class _PinnedSMTP(smtplib.SMTP):
+    """SMTP over a connection to one of the addresses the SSRF guard vetted."""
+
+    def __init__(self, server: SmtpServer, addresses: list[ResolvedAddress]) -> None:
+        self._addresses = addresses
+        super().__init__(server.host, server.port, timeout=SMTP_TIMEOUT_SECONDS)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return connect_resolved(self._addresses, timeout)
+
+
+class _PinnedSMTPSSL(smtplib.SMTP_SSL):
+    """SMTP over TLS from the first byte to a vetted address; the certificate must name the host."""
+
+    def __init__(
+        self, server: SmtpServer, addresses: list[ResolvedAddress], context: ssl.SSLContext
+    ) -> None:
+        self._addresses = addresses
+        super().__init__(server.host, server.port, timeout=SMTP_TIMEOUT_SECONDS, context=context)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock = connect_resolved(self._addresses, timeout)
+        try:
+            return self.context.wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            sock.close()
+            raise
 
 
 def smtp_server(settings: Settings) -> SmtpServer | None:
     """Return the configured SMTP server; None turns the email channel off."""
     if settings.smtp_url is None:
         return None
-    return SmtpServer.from_url(settings.smtp_url.get_secret_value())
+    return SmtpServer.from_url(
+        settings.smtp_url.get_secret_value(),
+        allow_private_hosts=settings.smtp_allow_private_hosts,
+    )
 
 
 def send_mail(server: SmtpServer, sender: str, recipient: str, message: CredentialsMessage) -> None:
@@ -76,14 +126,13 @@ def send_mail(server: SmtpServer, sender: str, recipient: str, message: Credenti
     mail["Subject"] = message.title
     mail.set_content(message.text)
     mail.add_alternative(message.html, subtype="html")
+    addresses = _vetted_addresses(server)
     context = ssl.create_default_context()
     try:
         smtp: smtplib.SMTP = (
-            smtplib.SMTP_SSL(
-                server.host, server.port, timeout=SMTP_TIMEOUT_SECONDS, context=context
-            )
+            _PinnedSMTPSSL(server, addresses, context)
             if server.implicit_tls
-            else smtplib.SMTP(server.host, server.port, timeout=SMTP_TIMEOUT_SECONDS)
+            else _PinnedSMTP(server, addresses)
         )
         with smtp:
             if server.starttls:
@@ -101,3 +150,21 @@ def send_mail(server: SmtpServer, sender: str, recipient: str, message: Credenti
         raise MailNotSent(f"SMTP {exc.smtp_code}", permanent=False) from exc
     except (smtplib.SMTPException, OSError) as exc:
         raise MailNotSent(f"SMTP failed: {type(exc).__name__}", permanent=False) from exc
+
+
+def _vetted_addresses(server: SmtpServer) -> list[ResolvedAddress]:
+    """Resolve the SMTP host once; refuse it for good when it is inside our network."""
+    try:
+        return resolve(server.host, server.port, allow_private=server.allow_private_hosts)
+    except AddressBlocked as exc:
+        log.warning(
+            "notify.smtp_host_blocked",
+            extra={"host": server.host, "allowed_by": "SMTP_ALLOW_PRIVATE_HOSTS=true"},
+        )
+        raise MailNotSent(
+            f"SMTP host {server.host} resolves to a loopback, private or link-local"
+            " address; SMTP_ALLOW_PRIVATE_HOSTS=true allows it",
+            permanent=True,
+        ) from exc
+    except ResolutionFailed as exc:
+        raise MailNotSent(f"SMTP host {server.host} does not resolve", permanent=False) from exc

@@ -9,7 +9,8 @@ SSRF: the URL's host is resolved before every attempt and every address must
 be public unless `WEBHOOK_ALLOW_PRIVATE_HOSTS`; the request then goes to the
 vetted address itself (the Host header and TLS server name stay the URL's),
 so a DNS answer that changes after the check (rebinding) is never used.
-Redirects are not followed: a 3xx is a failed delivery like any other 4xx.
+Redirects are not followed (the Location could point anywhere, the
+metadata service 169.254.169.254 included): a 3xx fails the delivery like a 4xx.
 
     2xx ............................. delivered
     408, 429, 5xx, timeout, network . retried (Retry-After honoured)
@@ -150,6 +151,8 @@ def _judge(response: httpx.Response, latency_ms: int) -> WebhookAttempt:
     if 200 <= status < 300:
         return WebhookAttempt(AttemptOutcome.DELIVERED, status, latency_ms)
     error = f"HTTP {status}"
+    if 300 <= status < 400:
+        error += ": redirects are not followed"
     if status in (408, 429) or status >= 500:
         retry_after = _retry_after(response.headers.get("retry-after"))
         return WebhookAttempt(AttemptOutcome.RETRY, status, latency_ms, error, retry_after)

@@ -4,14 +4,24 @@ authlib builds the protocol pieces (PKCE S256 challenge, RFC 6749 grant URI,
 random tokens); the token requests themselves are plain httpx POSTs, which
 keeps one HTTP stack in the service (and one that respx can fake in tests).
 
+Every request to a provider (token, userinfo, whatever a plug-in provider asks
+with the client it is handed) goes through `oauth_http_client`: the SSRF
+guard's transport vets the address each connection is made to, so an endpoint
+on a loopback, private or link-local address is refused unless
+`OAUTH_ALLOW_PRIVATE_HOSTS`, whatever its name resolves to later; redirects are
+not followed and no proxy is used.
+
 Every provider answer leaves as one `OAuthError` subclass (RFC 6749 section 5.2
 error codes): `invalid_client` / `unauthorized_client` -> `InvalidClientError`,
 `invalid_grant` -> `InvalidGrantError`, a transport failure, a 5xx or a non-JSON
-answer -> `ProviderUnavailableError`. Tokens never appear in messages or logs.
+answer -> `ProviderUnavailableError`, a blocked endpoint host ->
+`ProviderHostBlockedError`. Tokens never appear in messages or logs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -20,10 +30,12 @@ from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from pydantic import SecretStr
 
+from app.netguard import AddressBlocked, GuardedTransport
 from app.oauth.errors import (
     InvalidClientError,
     InvalidGrantError,
     OAuthError,
+    ProviderHostBlockedError,
     ProviderUnavailableError,
 )
 from app.oauth.providers import ClientSettings, OAuthProvider, TokenGrant, id_token_claims
@@ -33,6 +45,16 @@ _BAD_CLIENT = {"invalid_client", "unauthorized_client"}
 # A code no provider ever issued: exchanging it tells good client credentials
 # (`invalid_grant`) from bad ones (`invalid_client`) without a user.
 _PROBE_CODE = "imap-bridge-credentials-probe"
+
+
+def oauth_http_client(*, allow_private_hosts: bool) -> httpx.Client:
+    """Return an HTTP client for provider endpoints: SSRF-guarded, no redirects, no proxy."""
+    return httpx.Client(
+        transport=GuardedTransport(allow_private=allow_private_hosts),
+        timeout=TIMEOUT_SECONDS,
+        follow_redirects=False,
+        trust_env=False,
+    )
 
 
 def new_code_verifier() -> str:
@@ -75,6 +97,7 @@ def exchange_code(
     code: str,
     code_verifier: str,
     redirect_uri: str,
+    allow_private_hosts: bool,
 ) -> TokenGrant:
     """Trade an authorization code for tokens (RFC 6749 section 4.1.3, RFC 7636)."""
     return _token_request(
@@ -86,21 +109,33 @@ def exchange_code(
             "code_verifier": code_verifier,
             "redirect_uri": redirect_uri,
         },
+        allow_private_hosts=allow_private_hosts,
     )
 
 
 def refresh_access_token(
-    provider: OAuthProvider, client: ClientSettings, refresh_token: SecretStr
+    provider: OAuthProvider,
+    client: ClientSettings,
+    refresh_token: SecretStr,
+    *,
+    allow_private_hosts: bool,
 ) -> TokenGrant:
     """Get a new access token (RFC 6749 section 6); the answer may rotate the refresh token."""
     return _token_request(
         provider,
         client,
         {"grant_type": "refresh_token", "refresh_token": refresh_token.get_secret_value()},
+        allow_private_hosts=allow_private_hosts,
     )
 
 
-def verify_client(provider: OAuthProvider, client: ClientSettings, redirect_uri: str) -> None:
+def verify_client(
+    provider: OAuthProvider,
+    client: ClientSettings,
+    redirect_uri: str,
+    *,
+    allow_private_hosts: bool,
+) -> None:
     """Raise `InvalidClientError` when the provider does not accept the client credentials."""
     try:
         exchange_code(
@@ -109,6 +144,7 @@ def verify_client(provider: OAuthProvider, client: ClientSettings, redirect_uri:
             code=_PROBE_CODE,
             code_verifier=new_code_verifier(),
             redirect_uri=redirect_uri,
+            allow_private_hosts=allow_private_hosts,
         )
     except (InvalidClientError, ProviderUnavailableError):
         raise
@@ -116,14 +152,35 @@ def verify_client(provider: OAuthProvider, client: ClientSettings, redirect_uri:
         return  # the provider judged the code, not the client: the credentials passed
 
 
-def fetch_email_address(provider: OAuthProvider, grant: TokenGrant) -> str | None:
+def fetch_email_address(
+    provider: OAuthProvider, grant: TokenGrant, *, allow_private_hosts: bool
+) -> str | None:
     """Ask the provider whose account the grant is for."""
-    with httpx.Client(timeout=TIMEOUT_SECONDS) as http:
+    with _provider_http(provider, "userinfo endpoint", allow_private_hosts) as http:
         return provider.email_address(grant, http)
 
 
+@contextmanager
+def _provider_http(
+    provider: OAuthProvider, endpoint: str, allow_private_hosts: bool
+) -> Iterator[httpx.Client]:
+    """Lend a guarded client; a blocked host becomes `ProviderHostBlockedError`."""
+    try:
+        with oauth_http_client(allow_private_hosts=allow_private_hosts) as http:
+            yield http
+    except AddressBlocked as exc:
+        raise ProviderHostBlockedError(
+            f"{provider.display_name}'s {endpoint} resolves to a loopback, private or"
+            " link-local address; OAUTH_ALLOW_PRIVATE_HOSTS=true allows it"
+        ) from exc
+
+
 def _token_request(
-    provider: OAuthProvider, client: ClientSettings, form: dict[str, str]
+    provider: OAuthProvider,
+    client: ClientSettings,
+    form: dict[str, str],
+    *,
+    allow_private_hosts: bool,
 ) -> TokenGrant:
     """POST to the token endpoint with the client's credentials in the body (client_secret_post)."""
     body = {
@@ -133,12 +190,17 @@ def _token_request(
     }
     name = provider.display_name
     try:
-        response = httpx.post(
-            provider.token_endpoint(client),
-            data=body,
-            headers={"Accept": "application/json"},
-            timeout=TIMEOUT_SECONDS,
-        )
+        with _provider_http(provider, "token endpoint", allow_private_hosts) as http:
+            response = http.post(
+                provider.token_endpoint(client),
+                data=body,
+                headers={"Accept": "application/json"},
+            )
+        if response.is_redirect:
+            raise ProviderUnavailableError(
+                f"{name}'s token endpoint answered HTTP {response.status_code}:"
+                " redirects are not followed"
+            )
         answer = response.json() if response.status_code < 500 else None
     except (httpx.HTTPError, ValueError) as exc:
         raise ProviderUnavailableError(

@@ -8,6 +8,7 @@ OAuthError
   InvalidGrantError             the code or refresh token is expired, used or revoked
   FlowStateError                the popup's `state`: unknown, expired or already used
   ProviderUnavailableError      the provider's endpoint failed or could not be reached
+    ProviderHostBlockedError    the endpoint's host resolves inside our network (SSRF guard)
 """
 
 from __future__ import annotations
@@ -65,3 +66,7 @@ class FlowStateUsedError(FlowStateError):
 
 class ProviderUnavailableError(OAuthError):
     code = "provider_unavailable"
+
+
+class ProviderHostBlockedError(ProviderUnavailableError):
+    """An endpoint's host resolves to a loopback, private or link-local address."""

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import SecretStr
 
+from app.netguard import AddressBlocked
 from app.oauth.errors import InvalidProviderSettingsError, ProviderUnavailableError
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
@@ -75,7 +76,10 @@ class OAuthProvider:
             raise InvalidProviderSettingsError("client_id", "must not be empty")
 
     def email_address(self, grant: TokenGrant, http: httpx.Client) -> str | None:
-        """Learn the account's address: the ID token's claims, else the userinfo endpoint."""
+        """Learn the account's address: the ID token's claims, else the userinfo endpoint.
+
+        Ask the provider only through `http`: its connections pass the SSRF guard.
+        """
         found = _first_claim(grant.id_token_claims, self.email_claims)
         if found is not None or self.userinfo_url is None:
             return found
@@ -86,6 +90,8 @@ class OAuthProvider:
             )
             answer.raise_for_status()
             claims = answer.json()
+        except AddressBlocked:
+            raise  # the caller says which endpoint was refused, and why
         except (httpx.HTTPError, ValueError) as exc:
             raise ProviderUnavailableError(f"{self.display_name} userinfo failed") from exc
         return _first_claim(claims if isinstance(claims, dict) else {}, self.email_claims)

@@ -103,6 +103,7 @@ def configure_provider(
     *,
     update: ProviderUpdate,
     redirect_uri: str,
+    allow_private_hosts: bool,
 ) -> ProviderState:
     """Store the provider's client settings; enabling first proves them to the provider."""
     provider = registry.get(name)
@@ -118,7 +119,7 @@ def configure_provider(
                 "client_secret", "a client secret is needed to enable the provider"
             )
         client = ClientSettings(update.client_id, secret, tenant)
-        verify_client(provider, client, redirect_uri)
+        verify_client(provider, client, redirect_uri, allow_private_hosts=allow_private_hosts)
     row.client_id = update.client_id
     row.tenant = tenant
     row.enabled = update.enabled
@@ -202,6 +203,7 @@ def finish_flow(
     *,
     code: str,
     state: str,
+    allow_private_hosts: bool,
 ) -> TokenData:
     """Spend the state, exchange the code for tokens and learn the account's address."""
     provider = registry.get(name)
@@ -220,12 +222,13 @@ def finish_flow(
         code=code,
         code_verifier=secrets.decrypt(flow.code_verifier_enc),
         redirect_uri=flow.redirect_uri,
+        allow_private_hosts=allow_private_hosts,
     )
     return TokenData(
         access_token=grant.access_token,
         refresh_token=grant.refresh_token,
         expires_in=grant.expires_in,
-        email_address=fetch_email_address(provider, grant),
+        email_address=fetch_email_address(provider, grant, allow_private_hosts=allow_private_hosts),
     )
 
 

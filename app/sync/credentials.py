@@ -17,7 +17,9 @@ def connect_mailbox(
     engine: Engine, mailbox: Mailbox, settings: Settings, secrets: SecretBox
 ) -> ImapConnection:
     """Log in to the mailbox's server, refreshing an OAuth token that is about to expire."""
-    mailbox = refresh_if_expiring(engine, mailbox, secrets)
+    mailbox = refresh_if_expiring(
+        engine, mailbox, secrets, allow_private_hosts=settings.oauth_allow_private_hosts
+    )
     return connect(imap_config(mailbox, secrets), connect_options(settings))
 
 

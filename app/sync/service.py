@@ -71,7 +71,12 @@ from app.db.repositories.sync_runs import fail_interrupted_sync_runs, oldest_que
 from app.imap import EmailManager, FolderManager, ImapConnection
 from app.imap.errors import AuthenticationFailed, FolderNotFound, ImapError, NetworkError
 from app.imap.folder_manager import FolderListing
-from app.oauth.errors import InvalidGrantError, OAuthError, ProviderUnavailableError
+from app.oauth.errors import (
+    InvalidGrantError,
+    OAuthError,
+    ProviderHostBlockedError,
+    ProviderUnavailableError,
+)
 from app.security import SecretBox, SecretError
 from app.sync.credentials import connect_mailbox
 from app.sync.errors import (
@@ -261,6 +266,8 @@ class _Run:
                 complete = self._synchronize(mailbox, connection)
         except (AuthenticationFailed, InvalidGrantError) as exc:
             return self._failed(Failure(exc.code, str(exc), "credentials"))
+        except ProviderHostBlockedError as exc:  # only a change of settings fixes it
+            return self._failed(Failure(exc.code, str(exc), "permanent"))
         except (NetworkError, ProviderUnavailableError) as exc:
             return self._failed(Failure(exc.code, str(exc), "transient"))
         except (ImapError, SecretError, OAuthError) as exc:

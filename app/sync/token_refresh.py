@@ -47,7 +47,9 @@ def needs_refresh(mailbox: Mailbox, now: datetime) -> bool:
     )
 
 
-def refresh_if_expiring(engine: Engine, mailbox: Mailbox, secrets: SecretBox) -> Mailbox:
+def refresh_if_expiring(
+    engine: Engine, mailbox: Mailbox, secrets: SecretBox, *, allow_private_hosts: bool
+) -> Mailbox:
     """Return the mailbox with an access token good for the next minutes."""
     now = utcnow()
     if not needs_refresh(mailbox, now):
@@ -59,7 +61,12 @@ def refresh_if_expiring(engine: Engine, mailbox: Mailbox, secrets: SecretBox) ->
         client = client_settings(session, secrets, provider, enabled_only=False)
     old_refresh_enc = mailbox.refresh_token_enc
     try:
-        grant = refresh_access_token(provider, client, SecretStr(secrets.decrypt(old_refresh_enc)))
+        grant = refresh_access_token(
+            provider,
+            client,
+            SecretStr(secrets.decrypt(old_refresh_enc)),
+            allow_private_hosts=allow_private_hosts,
+        )
     except InvalidGrantError:
         current = _reread(engine, mailbox.id)
         if current.refresh_token_enc != old_refresh_enc:

@@ -17,6 +17,7 @@ from app.config import Settings
 from app.db import session_scope
 from app.db.models import ApiKey
 from tests.live_api import LiveApi
+from tests.secret_watch import SecretKind, register_secret
 from tests.test_cli import imap_bridge
 
 KEY = re.compile(r"ib_[0-9a-f]{8}_[\w-]{43}")
@@ -28,7 +29,7 @@ def test_a_created_key_opens_the_api_until_it_is_revoked(
 ) -> None:
     created = imap_bridge(settings, tmp_path, "apikey", "create", "--name", "crm backend")
     assert created.returncode == 0, created.stderr
-    key = created.stdout.strip()
+    key = register_secret(SecretKind.API_KEY, created.stdout.strip(), "made by the command")
     assert KEY.fullmatch(key), "stdout is the key alone, ready for KEY=$(...)"
     with session_scope(engine) as session:
         row = session.exec(select(ApiKey).where(ApiKey.name == "crm backend")).one()

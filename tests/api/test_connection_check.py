@@ -11,6 +11,7 @@ import pytest
 from app.config import Settings
 from tests.dovecot import MailUser
 from tests.live_api import LiveApi
+from tests.secret_watch import SecretKind, register_secret
 
 
 @pytest.fixture
@@ -32,6 +33,8 @@ def check_body(user: MailUser, **imap: Any) -> dict[str, Any]:
 
 def check(live_api: LiveApi, body: dict[str, Any], *, secret: str) -> httpx.Response:
     """POST the check and make sure the answer never repeats the credential."""
+    kind = SecretKind.ACCESS_TOKEN if body["auth"]["type"] == "oauth" else SecretKind.IMAP_PASSWORD
+    register_secret(kind, secret, "sent to the connection check")
     response = live_api.client.post("/v1/connection/check", json=body)
     assert secret not in response.text
     return response

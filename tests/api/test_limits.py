@@ -5,7 +5,8 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,6 +22,7 @@ from tests.live_api import LiveApi, create_api_key
 MAX_BODY = 64 * 1024
 RATE_PER_MINUTE = 3
 SEARCH = {"folder": "INBOX", "subject": "invoice"}
+DOCUMENT = Path(__file__).resolve().parents[2] / "openapi" / "openapi.json"
 
 
 @pytest.fixture
@@ -57,11 +59,22 @@ def raw_post(
         return response.status, dict(response.getheaders()), json.loads(response.read())
 
 
+def assert_documented(operation: str, status: int, headers: Mapping[str, str]) -> None:
+    """Check the answer is one the checked-in document declares: status, media type, headers."""
+    method, path = operation.split(" ")
+    document = json.loads(DOCUMENT.read_text(encoding="utf-8"))
+    declared = document["paths"][path][method.lower()]["responses"][str(status)]
+    sent = {name.lower(): value for name, value in headers.items()}
+    assert list(declared["content"]) == [sent["content-type"]]
+    assert {name.lower() for name in declared.get("headers", {})} <= set(sent)
+
+
 def assert_too_large(status: int, headers: dict[str, str], problem: dict[str, Any]) -> None:
     assert status == 413
     assert headers["content-type"] == "application/problem+json"
     assert problem["code"] == "payload_too_large"
     assert str(MAX_BODY) in problem["detail"]
+    assert_documented("POST /v1/mailboxes", status, headers)
 
 
 def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent(live_api: LiveApi) -> None:
@@ -92,6 +105,13 @@ def test_a_page_size_out_of_range_is_a_422_naming_limit(live_api: LiveApi, limit
     assert [error["field"] for error in response.json()["errors"]] == ["limit"]
 
 
+RATE_LIMITED = [
+    "POST /v1/mailboxes/{mailbox_id}/search",
+    "POST /v1/mailboxes/{mailbox_id}/sync",
+    "POST /v1/connection/check",
+]
+
+
 def expensive_calls(client: httpx.Client) -> list[httpx.Response]:
     """One call to each rate-limited route; none reaches an IMAP server (no such mailbox)."""
     return [
@@ -114,6 +134,8 @@ def test_an_api_key_over_its_rate_gets_429_with_retry_after(
     assert refused[0].headers["content-type"] == "application/problem+json"
     # 3 calls a minute: the next one is 20 s away.
     assert refused[0].headers["Retry-After"] == "20"
+    for operation, response in zip(RATE_LIMITED, refused, strict=False):
+        assert_documented(operation, response.status_code, response.headers)
     # Cheap routes are not limited, and another key has a bucket of its own.
     assert live_api.client.get("/v1/mailboxes").status_code == 200
     other = {"Authorization": f"Bearer {create_api_key(engine, 'other')}"}

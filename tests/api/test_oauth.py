@@ -39,6 +39,7 @@ from tests.oauth.rig import (
     oauth_dovecot,
     sign_jwt,
 )
+from tests.secret_watch import SecretKind, register_secret
 
 CRM_ORIGIN = "https://crm.example.com"
 MICROSOFT_TENANT = "contoso.onmicrosoft.com"
@@ -67,6 +68,7 @@ def providers() -> Iterator[respx.Router]:
 
 @pytest.fixture
 def gmail_enabled(live_api: LiveApi, providers: respx.Router) -> None:
+    register_secret(SecretKind.OAUTH_CLIENT_SECRET, "GOCSPX-secret", "Gmail")
     probe = providers.post(GOOGLE_TOKEN_URL).respond(400, json=GOOGLE_INVALID_GRANT)
     answer = live_api.client.put(
         "/v1/oauth/providers/gmail",
@@ -107,6 +109,7 @@ def test_enabling_with_a_secret_google_refuses_is_422_and_saves_nothing(
     live_api: LiveApi, providers: respx.Router, engine: Engine
 ) -> None:
     providers.post(GOOGLE_TOKEN_URL).respond(401, json=GOOGLE_INVALID_CLIENT)
+    register_secret(SecretKind.OAUTH_CLIENT_SECRET, "GOCSPX-bad", "refused by Google")
 
     answer = live_api.client.put(
         "/v1/oauth/providers/gmail",
@@ -126,6 +129,7 @@ def test_enabling_checks_the_credentials_and_stores_the_secret_encrypted(
     live_api: LiveApi, providers: respx.Router, engine: Engine, settings: Settings
 ) -> None:
     probe = providers.post(GOOGLE_TOKEN_URL).respond(400, json=GOOGLE_INVALID_GRANT)
+    register_secret(SecretKind.OAUTH_CLIENT_SECRET, "GOCSPX-right", "Gmail")
 
     answer = live_api.client.put(
         "/v1/oauth/providers/gmail",
@@ -342,6 +346,7 @@ def test_a_mailbox_registered_with_oauth_stores_its_tokens_encrypted(
 ) -> None:
     user: MailUser = jwt_dovecot.add_user()
     access_token = sign_jwt(user.name)
+    register_secret(SecretKind.REFRESH_TOKEN, "1//refresh", "sent by the CRM")
 
     answer = live_api.client.post(
         "/v1/mailboxes",

@@ -20,6 +20,7 @@ from app.imap.errors import (
 )
 from tests.dovecot import Dovecot, DovecotInstances, MailUser
 from tests.imap.conftest import config_for
+from tests.secret_watch import SecretKind, register_secret
 
 
 def test_login_over_implicit_tls(mail_user: MailUser, connect_options: ConnectOptions) -> None:
@@ -45,9 +46,10 @@ def test_login_in_plain_text_when_asked(
 def test_wrong_password_is_authentication_failed_and_fast(
     mail_user: MailUser, connect_options: ConnectOptions
 ) -> None:
+    wrong = register_secret(SecretKind.IMAP_PASSWORD, "not-the-password", "wrong")
     started = time.monotonic()
     with pytest.raises(AuthenticationFailed) as raised:
-        connect(config_for(mail_user, password="not-the-password"), connect_options)
+        connect(config_for(mail_user, password=wrong), connect_options)
     assert time.monotonic() - started < 2
     assert "not-the-password" not in str(raised.value)
 

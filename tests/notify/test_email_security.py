@@ -35,10 +35,13 @@ from app.notify.dispatcher import dispatch_due
 from app.security import SecretBox
 from tests.dovecot import _CertificateAuthority
 from tests.factories import create_mailbox
+from tests.secret_watch import SecretKind, register_secret
+from tests.ssrf import resolve_name
 
 HOST = "127.0.0.1"
 SMTP_USER = "bridge@crm.test"
-SMTP_PASSWORD = "s3cret/p@ss:w%rd"  # every character URL-quoting changes
+# every character URL-quoting changes
+SMTP_PASSWORD = register_secret(SecretKind.SMTP_PASSWORD, "s3cret/p@ss:w%rd", "the relay's")
 
 
 @dataclass(frozen=True)
@@ -178,9 +181,11 @@ def start_implicit_tls_server(
     return start_server(ssl_context=context, auth_require_tls=False)
 
 
-def smtp_url(scheme: str, port: int, password: str, query: str = "") -> SecretStr:
+def smtp_url(
+    scheme: str, port: int, password: str, query: str = "", *, host: str = HOST
+) -> SecretStr:
     credentials = f"{quote(SMTP_USER, safe='')}:{quote(password, safe='')}"
-    return SecretStr(f"{scheme}://{credentials}@{HOST}:{port}{query}")
+    return SecretStr(f"{scheme}://{credentials}@{host}:{port}{query}")
 
 
 def mail_a_credential_failure(engine: Engine, settings: Settings) -> int:
@@ -241,7 +246,7 @@ def test_a_wrong_smtp_password_is_retried_later_and_never_shown(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     server, port = start_starttls_server(start_server, certificates.trusted)
-    wrong_password = "not-the-p@ss/word"
+    wrong_password = register_secret(SecretKind.SMTP_PASSWORD, "not-the-p@ss/word", "wrong")
     wrong_url = smtp_url("smtp", port, wrong_password, "?starttls=true")
 
     event_id = mail_a_credential_failure(
@@ -315,3 +320,36 @@ def test_a_server_certificate_from_an_untrusted_ca_gets_no_mail_and_no_password(
     assert failed.state is DeliveryState.PENDING
     assert failed.attempts == 1
     assert failed.last_error == "SMTP failed: SSLCertVerificationError"
+
+
+@IMPLICIT_TLS_AUTH_WARNING
+@pytest.mark.parametrize("scheme", ["smtp", "smtps"])
+@pytest.mark.parametrize("host", ["relay.mail.test", "localhost"])
+def test_tls_checks_the_relay_name_not_the_vetted_address_connected_to(
+    *,
+    engine: Engine,
+    settings: Settings,
+    certificates: ServerCertificates,
+    start_server: StartServer,
+    monkeypatch: pytest.MonkeyPatch,
+    scheme: str,
+    host: str,
+) -> None:
+    """The certificate names localhost and 127.0.0.1: another name fails, even at 127.0.0.1."""
+    if scheme == "smtps":
+        server, port = start_implicit_tls_server(start_server, certificates.trusted)
+        url = smtp_url(scheme, port, SMTP_PASSWORD, host=host)
+    else:
+        server, port = start_starttls_server(start_server, certificates.trusted)
+        url = smtp_url(scheme, port, SMTP_PASSWORD, "?starttls=true", host=host)
+    resolve_name(monkeypatch, "relay.mail.test", HOST)
+
+    event_id = mail_a_credential_failure(engine, settings.model_copy(update={"smtp_url": url}))
+
+    delivery = email_delivery(engine, event_id)
+    if host == "localhost":
+        assert delivery.state is DeliveryState.SUCCEEDED
+        assert [received.login for received in server.received] == [SMTP_USER]
+    else:
+        assert delivery.last_error == "SMTP failed: SSLCertVerificationError"
+        assert server.mechanisms_tried == []  # the login never left the client

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-import pytest
 from sqlalchemy import Engine
 from sqlmodel import col, select
 
@@ -15,33 +13,11 @@ from app.db import session_scope
 from app.db.models import DeliveryState, EventDelivery, WebhookDelivery, WebhookEndpoint, utcnow
 from app.db.repositories.events import record_event
 from app.notify.dispatcher import DispatchReport, dispatch_due
-from app.notify.webhook_endpoints import create_webhook_endpoint
 from app.security import SecretBox
 from tests.factories import create_mailbox
-from tests.notify.receiver import WebhookReceiver, running_receiver
+from tests.notify.receiver import WebhookReceiver
 
 LATER = timedelta(hours=13)  # beyond the longest retry delay, jitter included
-
-
-@pytest.fixture
-def webhook_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"webhook_allow_private_hosts": True})
-
-
-@pytest.fixture
-def receiver(engine: Engine, webhook_settings: Settings) -> Iterator[WebhookReceiver]:
-    """A receiver registered as the one webhook endpoint, subscribed to every event."""
-    with running_receiver() as hook:
-        with session_scope(engine) as session:
-            _, hook.secret = create_webhook_endpoint(
-                session,
-                webhook_settings,
-                SecretBox.from_settings(webhook_settings),
-                url=hook.url,
-                event_types=[],
-                enabled=True,
-            )
-        yield hook
 
 
 def dispatch(engine: Engine, settings: Settings, now: datetime) -> DispatchReport:

@@ -4,8 +4,9 @@
 The authorization server follows RFC 6749 + RFC 7636 with authlib's PKCE check:
 `/authorize` consents at once for the `login_hint` user and redirects with a code;
 `/token` exchanges the code (client secret, redirect URI and code verifier
-checked) or a refresh token. Its access tokens are the JWTs the test Dovecot
-accepts, so the popup flow ends in a real XOAUTH2 login.
+checked) or a refresh token; `/userinfo` names the account of an access token.
+Its access tokens are the JWTs the test Dovecot accepts, so the popup flow ends
+in a real XOAUTH2 login.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from urllib.parse import parse_qs, urlencode
 
 import httpx
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from tests.oauth.rig import id_token, sign_jwt
+from tests.secret_watch import SecretKind, register_secret
 
 CLIENT_ID = "imap-bridge-test-client"
-CLIENT_SECRET = "test-client-secret"
+CLIENT_SECRET = register_secret(SecretKind.OAUTH_CLIENT_SECRET, "test-client-secret", "local")
 
 
 @dataclass
@@ -33,6 +35,8 @@ class AuthorizationServer:
 
     codes: dict[str, dict[str, str]] = field(default_factory=dict)
     refresh_tokens: dict[str, str] = field(default_factory=dict)
+    access_tokens: dict[str, str] = field(default_factory=dict)  # token -> email
+    calls: list[str] = field(default_factory=list)  # the back-channel paths asked, in order
 
     def app(self) -> FastAPI:
         app = FastAPI()
@@ -63,6 +67,7 @@ class AuthorizationServer:
 
         @app.post("/token")
         async def token(request: Request) -> JSONResponse:
+            self.calls.append("/token")
             form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
             if (form.get("client_id"), form.get("client_secret")) != (CLIENT_ID, CLIENT_SECRET):
                 return JSONResponse({"error": "invalid_client"}, status_code=401)
@@ -80,13 +85,23 @@ class AuthorizationServer:
                 return JSONResponse({"error": "invalid_grant"}, status_code=400)
             return JSONResponse(self._tokens(grant["user"], grant["email"]))
 
+        @app.get("/userinfo")
+        def userinfo(authorization: Annotated[str, Header()] = "") -> JSONResponse:
+            self.calls.append("/userinfo")
+            email = self.access_tokens.get(authorization.removeprefix("Bearer "))
+            if email is None:
+                return JSONResponse({"error": "invalid_token"}, status_code=401)
+            return JSONResponse({"sub": email.partition("@")[0], "email": email})
+
         return app
 
     def _tokens(self, user: str, email: str) -> dict[str, Any]:
-        refresh = secrets.token_urlsafe(16)
+        refresh = register_secret(SecretKind.REFRESH_TOKEN, secrets.token_urlsafe(16), "local")
         self.refresh_tokens[refresh] = user
+        access_token = sign_jwt(user)
+        self.access_tokens[access_token] = email
         return {
-            "access_token": sign_jwt(user),
+            "access_token": access_token,
             "token_type": "Bearer",
             "expires_in": 3600,
             "refresh_token": refresh,

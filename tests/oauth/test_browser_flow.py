@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,25 +28,11 @@ from sqlalchemy import Engine
 from app.config import Settings
 from app.db import session_scope
 from app.db.models import OAuthFlow, utcnow
-from app.oauth.registry import ENTRY_POINT_GROUP, installed_providers
-from tests.dovecot import Dovecot, DovecotInstances, MailUser
+from tests.dovecot import Dovecot, MailUser
 from tests.live_api import LiveApi, serving
-from tests.oauth.rig import oauth_dovecot
-from tests.oauth.servers import CLIENT_ID, CLIENT_SECRET, AuthorizationServer, CrmHost
+from tests.oauth.servers import CLIENT_ID, CLIENT_SECRET, CrmHost
 
 CHROMIUM = "/usr/bin/chromium"
-PROVIDER_SOURCE = """
-from app.oauth.providers import OAuthProvider
-
-
-class LocalProvider(OAuthProvider):
-    name = "{name}"
-    display_name = "Local test IdP"
-    authorize_url = "{server}/authorize"
-    token_url = "{server}/token"
-    scopes = ("openid", "email", "mail")
-    imap_host = "127.0.0.1"
-"""
 
 
 @pytest.fixture(scope="module")
@@ -67,44 +51,11 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def jwt_dovecot(dovecot_instances: DovecotInstances) -> Dovecot:
-    return oauth_dovecot(dovecot_instances)
-
-
-@pytest.fixture
 def settings(settings: Settings, jwt_dovecot: Dovecot) -> Settings:
-    return settings.model_copy(update={"imap_ca_file": jwt_dovecot.ca_file})
-
-
-@pytest.fixture
-def authorization_server() -> Iterator[tuple[AuthorizationServer, str]]:
-    server = AuthorizationServer()
-    with serving(server.app()) as url:
-        yield server, url
-
-
-@pytest.fixture
-def provider_name(
-    authorization_server: tuple[AuthorizationServer, str],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[str]:
-    """Install a distribution whose entry point adds a provider for the local server."""
-    module = f"local_idp_{uuid.uuid4().hex[:8]}"
-    name = module.replace("_", "-")
-    (tmp_path / f"{module}.py").write_text(
-        PROVIDER_SOURCE.format(name=name, server=authorization_server[1])
+    # The local authorization server listens on 127.0.0.1.
+    return settings.model_copy(
+        update={"imap_ca_file": jwt_dovecot.ca_file, "oauth_allow_private_hosts": True}
     )
-    dist_info = tmp_path / f"{module}-1.0.dist-info"
-    dist_info.mkdir()
-    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n")
-    (dist_info / "entry_points.txt").write_text(
-        f"[{ENTRY_POINT_GROUP}]\n{name} = {module}:LocalProvider\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    installed_providers.cache_clear()  # the registry is read once per process
-    yield name
-    installed_providers.cache_clear()
 
 
 @dataclass

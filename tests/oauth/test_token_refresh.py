@@ -37,21 +37,16 @@ from app.imap.errors import AuthenticationFailed
 from app.security import SecretBox
 from app.sync.service import sync_mailbox
 from app.sync.token_refresh import refresh_if_expiring
-from tests.dovecot import Dovecot, DovecotInstances, MailUser
+from tests.dovecot import Dovecot, MailUser
 from tests.factories import MailboxFactory
 from tests.oauth.rig import (
     GOOGLE_CLIENT_ID,
     GOOGLE_INVALID_GRANT,
     GOOGLE_TOKEN_URL,
     google_tokens,
-    oauth_dovecot,
     sign_jwt,
 )
-
-
-@pytest.fixture
-def jwt_dovecot(dovecot_instances: DovecotInstances) -> Dovecot:
-    return oauth_dovecot(dovecot_instances)
+from tests.secret_watch import SecretKind, register_secret
 
 
 @pytest.fixture
@@ -72,7 +67,9 @@ def google(engine: Engine, secrets: SecretBox) -> Iterator[respx.Router]:
             OAuthProviderSettings(
                 name="gmail",
                 client_id=GOOGLE_CLIENT_ID,
-                client_secret_enc=secrets.encrypt("client-secret"),
+                client_secret_enc=secrets.encrypt(
+                    register_secret(SecretKind.OAUTH_CLIENT_SECRET, "client-secret", "Gmail")
+                ),
                 enabled=True,
             )
         )
@@ -101,8 +98,12 @@ class Rig:
             auth_type=AuthType.OAUTH,
             provider="gmail",
             password_enc=None,
-            access_token_enc=self.secrets.encrypt(access_token),
-            refresh_token_enc=self.secrets.encrypt(refresh_token),
+            access_token_enc=self.secrets.encrypt(
+                register_secret(SecretKind.ACCESS_TOKEN, access_token, "stored")
+            ),
+            refresh_token_enc=self.secrets.encrypt(
+                register_secret(SecretKind.REFRESH_TOKEN, refresh_token, "stored")
+            ),
             token_expires_at=utcnow() + expires_in,
         )
 
@@ -113,7 +114,7 @@ class Rig:
         return mailbox
 
     def refresh(self, mailbox: Mailbox) -> Mailbox:
-        return refresh_if_expiring(self.engine, mailbox, self.secrets)
+        return refresh_if_expiring(self.engine, mailbox, self.secrets, allow_private_hosts=False)
 
     def decrypted(self, token: str | None) -> str:
         assert token is not None

@@ -5,10 +5,17 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from app.api.auth import require_api_key
-from app.api.connection.schemas import LOGIN_PROBLEMS, ConnectionCheck, ConnectionCheckResult
+from app.api.connection.schemas import ConnectionCheck, ConnectionCheckResult
 from app.api.deps import SettingsDep
 from app.api.limits import rate_limit
-from app.api.problems import Problem
+from app.api.problems import (
+    API_KEY_PROBLEMS,
+    DATABASE_UNAVAILABLE,
+    INVALID_INPUT,
+    LOGIN_PROBLEMS,
+    RATE_LIMITED,
+    problem_responses,
+)
 from app.sync.connection_check import check_connection
 from app.sync.credentials import connect_options
 
@@ -16,7 +23,7 @@ router = APIRouter(
     prefix="/v1/connection",
     tags=["connection"],
     dependencies=[Depends(require_api_key)],
-    responses={401: {"model": Problem, "description": "Missing or invalid API key"}},
+    responses=API_KEY_PROBLEMS,
 )
 
 
@@ -26,7 +33,7 @@ router = APIRouter(
     dependencies=[Depends(rate_limit)],
     summary="Try IMAP settings and credentials without saving them",
     response_model=ConnectionCheckResult,
-    responses=LOGIN_PROBLEMS,
+    responses=problem_responses(INVALID_INPUT, *LOGIN_PROBLEMS, RATE_LIMITED, DATABASE_UNAVAILABLE),
 )
 def check_imap_connection(body: ConnectionCheck, settings: SettingsDep) -> ConnectionCheckResult:
     """Log in and list the folders; a problem's `code` says why it failed."""

@@ -20,7 +20,6 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails
 
-from app.api.problems import Problem
 from app.imap import FolderNode
 from app.imap.config import ImapConfig, Security
 from app.imap.folder_manager import FolderType
@@ -182,15 +181,3 @@ class ConnectionCheckResult(BaseModel):
             capabilities=report.capabilities,
             folders=[FolderNodeRead.from_node(node) for node in report.folders],
         )
-
-
-# The problems a login can end in, for the OpenAPI document of every route that logs in.
-LOGIN_PROBLEMS: dict[int | str, dict[str, Any]] = {
-    422: {
-        "model": Problem,
-        "description": "Invalid input, or `auth_failed` / `blocked_host`: fix the field named",
-    },
-    502: {"model": Problem, "description": "`tls_error` or `unreachable`"},
-    503: {"model": Problem, "description": "`server_unavailable`: the server cannot log in now"},
-    504: {"model": Problem, "description": "`timeout`: the server did not answer in time"},
-}

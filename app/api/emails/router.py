@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Path, Query
@@ -39,7 +39,16 @@ from app.api.pagination import (
     decode_cursor,
     encode_cursor,
 )
-from app.api.problems import Problem, not_found
+from app.api.problems import (
+    API_KEY_PROBLEMS,
+    DATABASE_UNAVAILABLE,
+    IMAP_PROBLEMS,
+    INVALID_INPUT,
+    ProblemDoc,
+    missing,
+    not_found,
+    problem_responses,
+)
 from app.db.repositories.email_queries import (
     EmailFilters,
     EmailPosition,
@@ -53,7 +62,7 @@ router = APIRouter(
     prefix="/v1",
     tags=["emails"],
     dependencies=[Depends(require_api_key)],
-    responses={401: {"model": Problem, "description": "Missing or invalid API key"}},
+    responses=API_KEY_PROBLEMS,
 )
 
 # A MIME type as RFC 6838 spells one; anything else is served as opaque bytes.
@@ -62,17 +71,17 @@ _MIME_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*"
 _ATTR_CHARS = "!#$&+-.^_`|~"
 _FALLBACK_UNSAFE = re.compile(r'[^\x20-\x7e]|["\\%]')
 
-_IMAP_PROBLEMS: dict[int | str, dict[str, Any]] = {
-    404: {"model": Problem, "description": "No such email, or `gone_from_server`"},
-    422: {"model": Problem, "description": "`auth_failed`: the server refused the credentials"},
-    502: {"model": Problem, "description": "The IMAP server failed or cannot be reached"},
-    503: {"model": Problem, "description": "The IMAP server cannot serve the request now"},
-    504: {"model": Problem, "description": "The IMAP server did not answer in time"},
-}
+_NO_SUCH_EMAIL = missing("email")
+# The source and attachments are fetched from the server with the mailbox's credentials.
+_FETCH_PROBLEMS = problem_responses(
+    _NO_SUCH_EMAIL,
+    ProblemDoc(404, "`gone_from_server`: no folder on the server holds the message any more"),
+    INVALID_INPUT,
+    ProblemDoc(422, "`auth_failed`: the server refused the mailbox's credentials"),
+    *IMAP_PROBLEMS,
+    DATABASE_UNAVAILABLE,
+)
 _BINARY = {"type": "string", "format": "binary"}
-_NO_SUCH_EMAIL: dict[int | str, dict[str, Any]] = {
-    404: {"model": Problem, "description": "No such email"}
-}
 
 
 @router.get(
@@ -85,7 +94,7 @@ _NO_SUCH_EMAIL: dict[int | str, dict[str, Any]] = {
         " by `(date desc, id desc)`, undated mail last, and stay stable while new mail arrives."
     ),
     response_model=Page[EmailSummary],
-    responses={404: {"model": Problem, "description": "No such mailbox"}},
+    responses=problem_responses(missing("mailbox")),
 )
 def list_emails(
     session: SessionDep,
@@ -137,7 +146,7 @@ def list_emails(
     operation_id="get_email",
     summary="One email with its bodies and attachment list",
     response_model=EmailRead,
-    responses=_NO_SUCH_EMAIL,
+    responses=problem_responses(_NO_SUCH_EMAIL),
 )
 def read_email(session: SessionDep, email_id: EmailIdPath) -> EmailRead:
     detail = email_detail(session, email_id)
@@ -156,7 +165,7 @@ def read_email(session: SessionDep, email_id: EmailIdPath) -> EmailRead:
             "content": {"message/rfc822": {"schema": _BINARY}},
             "description": "The message as the server has it",
         },
-        **_IMAP_PROBLEMS,
+        **_FETCH_PROBLEMS,
     },
 )
 def read_email_source(
@@ -178,7 +187,7 @@ def read_email_source(
             "content": {"application/octet-stream": {"schema": _BINARY}},
             "description": "The attachment with its own Content-Type and a download filename",
         },
-        **_IMAP_PROBLEMS,
+        **_FETCH_PROBLEMS,
     },
 )
 def read_email_attachment(

@@ -20,14 +20,14 @@ from starlette.concurrency import run_in_threadpool
 from app.api.auth import require_api_key
 from app.api.deps import MAX_ROW_ID, EngineDep
 from app.api.events.schemas import EventEnvelope, EventType
-from app.api.problems import ApiError, FieldError, Problem
+from app.api.problems import API_KEY_PROBLEMS, ApiError, FieldError
 from app.notify.event_stream import OutboxTail
 
 router = APIRouter(
     prefix="/v1",
     tags=["events"],
     dependencies=[Depends(require_api_key)],
-    responses={401: {"model": Problem, "description": "Missing or invalid API key"}},
+    responses=API_KEY_PROBLEMS,
 )
 
 POLL_SECONDS = 1.0

@@ -15,7 +15,13 @@ from fastapi import APIRouter, Body, Depends, Response
 from app.api.auth import require_api_key
 from app.api.deps import EngineDep, MailboxIdDep, SessionDep, SettingsDep
 from app.api.folders.schemas import FolderRead, FolderSetting
-from app.api.problems import ApiError, FieldError, Problem
+from app.api.problems import (
+    API_KEY_PROBLEMS,
+    ApiError,
+    FieldError,
+    missing,
+    problem_responses,
+)
 from app.db.repositories.folder_listing import folders_with_email_counts
 from app.sync.errors import UnknownFoldersError
 from app.sync.folder_settings import FolderSyncSetting, save_folder_settings
@@ -25,8 +31,9 @@ router = APIRouter(
     prefix="/v1",
     tags=["folders"],
     dependencies=[Depends(require_api_key)],
-    responses={401: {"model": Problem, "description": "Missing or invalid API key"}},
+    responses=API_KEY_PROBLEMS,
 )
+_NO_SUCH_MAILBOX = problem_responses(missing("mailbox"))
 
 _SYNC_HEADERS = {
     "Sync-Status": {
@@ -53,7 +60,7 @@ _SYNC_HEADERS = {
     operation_id="list_folders",
     summary="The mailbox's folders: type, parent, sync flag, synced email count",
     response_model=list[FolderRead],
-    responses={404: {"model": Problem, "description": "No such mailbox"}},
+    responses=_NO_SUCH_MAILBOX,
 )
 def list_folders(session: SessionDep, mailbox_id: MailboxIdDep) -> list[FolderRead]:
     rows = folders_with_email_counts(session, mailbox_id)
@@ -70,10 +77,7 @@ def list_folders(session: SessionDep, mailbox_id: MailboxIdDep) -> list[FolderRe
         " enabled folder comes with the next sync). Answers with the folders as `GET` does."
     ),
     response_model=list[FolderRead],
-    responses={
-        200: {"headers": _SYNC_HEADERS},
-        404: {"model": Problem, "description": "No such mailbox"},
-    },
+    responses={200: {"headers": _SYNC_HEADERS}, **_NO_SUCH_MAILBOX},
 )
 def update_folder_settings(
     *,

@@ -10,18 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Annotated, Any
+from typing import Annotated
 
 from arq import ArqRedis
 from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Response
 from redis.exceptions import RedisError
 
 from app.api.auth import require_api_key
-from app.api.connection.schemas import LOGIN_PROBLEMS
 from app.api.deps import MailboxIdPath, SecretsDep, SessionDep, SettingsDep
 from app.api.mailboxes.schemas import MailboxCreate, MailboxRead, MailboxUpdate
-from app.api.pagination import CursorQuery, LimitQuery, Page, decode_id_cursor, encode_cursor
-from app.api.problems import Problem, not_found
+from app.api.pagination import CursorQuery, LimitQuery, Page, decode_id_cursor, id_page
+from app.api.problems import (
+    API_KEY_PROBLEMS,
+    DATABASE_UNAVAILABLE,
+    INVALID_INPUT,
+    LOGIN_PROBLEMS,
+    ProblemDoc,
+    missing,
+    not_found,
+    problem_responses,
+)
 from app.api.queue import QUEUE_TIMEOUT_SECONDS
 from app.db.models import Mailbox, MailboxStatus, SyncTrigger
 from app.db.repositories.mailboxes import get_mailbox, list_mailboxes
@@ -36,15 +44,13 @@ router = APIRouter(
     prefix="/v1/mailboxes",
     tags=["mailboxes"],
     dependencies=[Depends(require_api_key)],
-    responses={401: {"model": Problem, "description": "Missing or invalid API key"}},
+    responses=API_KEY_PROBLEMS,
 )
 
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": Problem, "description": "No such mailbox"}
-}
-_CONFLICT: dict[int | str, dict[str, Any]] = {
-    409: {"model": Problem, "description": "`mailbox_exists`: the address is taken"}
-}
+_NO_SUCH_MAILBOX = missing("mailbox")
+_ADDRESS_TAKEN = ProblemDoc(409, "`mailbox_exists`: the owner has a mailbox of this address")
+# Saving IMAP settings or credentials logs in with them first.
+_LOGIN = (INVALID_INPUT, *LOGIN_PROBLEMS, DATABASE_UNAVAILABLE)
 
 
 def mailbox_of_path(session: SessionDep, mailbox_id: MailboxIdPath) -> Mailbox:
@@ -64,7 +70,7 @@ MailboxDep = Annotated[Mailbox, Depends(mailbox_of_path)]
     summary="Register a mailbox: verify the login, discover its folders, queue its first sync",
     status_code=201,
     response_model=MailboxRead,
-    responses={**LOGIN_PROBLEMS, **_CONFLICT},
+    responses=problem_responses(*_LOGIN, _ADDRESS_TAKEN),
 )
 def create_mailbox(
     *,
@@ -102,11 +108,7 @@ def list_mailbox_page(
         owner_user_id=owner,
         status=status,
     )
-    page = mailboxes[:limit]
-    next_cursor = encode_cursor([page[-1].id]) if len(mailboxes) > limit else None
-    return Page(
-        items=[MailboxRead.from_mailbox(mailbox) for mailbox in page], next_cursor=next_cursor
-    )
+    return id_page(mailboxes, limit, MailboxRead.from_mailbox)
 
 
 @router.get(
@@ -114,7 +116,7 @@ def list_mailbox_page(
     operation_id="get_mailbox",
     summary="Read one mailbox and where its synchronization stands",
     response_model=MailboxRead,
-    responses=_NOT_FOUND,
+    responses=problem_responses(_NO_SUCH_MAILBOX),
 )
 def read_mailbox(mailbox: MailboxDep) -> MailboxRead:
     return MailboxRead.from_mailbox(mailbox)
@@ -129,7 +131,7 @@ def read_mailbox(mailbox: MailboxDep) -> MailboxRead:
         " `auth_failed` and make the mailbox due for a sync at once."
     ),
     response_model=MailboxRead,
-    responses={**LOGIN_PROBLEMS, **_NOT_FOUND, **_CONFLICT},
+    responses=problem_responses(*_LOGIN, _NO_SUCH_MAILBOX, _ADDRESS_TAKEN),
 )
 def update_mailbox(
     *,
@@ -155,7 +157,7 @@ def update_mailbox(
     summary="Delete a mailbox with its folders and local mail",
     status_code=204,
     response_class=Response,
-    responses=_NOT_FOUND,
+    responses=problem_responses(_NO_SUCH_MAILBOX),
 )
 def delete_mailbox(mailbox: MailboxDep, session: SessionDep) -> None:
     remove_mailbox(session, mailbox)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Path
 
@@ -14,9 +14,15 @@ from app.api.pagination import (
     LimitQuery,
     Page,
     decode_id_cursor,
-    next_id_cursor,
+    id_page,
 )
-from app.api.problems import ApiError, FieldError, Problem
+from app.api.problems import (
+    API_KEY_PROBLEMS,
+    ApiError,
+    FieldError,
+    missing,
+    problem_responses,
+)
 from app.db.repositories.notifications import pending_notifications
 from app.notify.login_notifications import acknowledge_notification, set_notification_recipients
 
@@ -24,16 +30,13 @@ router = APIRouter(
     prefix="/v1",
     tags=["notifications"],
     dependencies=[Depends(require_api_key)],
-    responses={401: {"model": Problem, "description": "Missing or invalid API key"}},
+    responses=API_KEY_PROBLEMS,
 )
 
 UserIdPath = Annotated[
     str, Path(min_length=1, max_length=255, pattern=r"^[^\x00]+$", description="A CRM user id.")
 ]
 NotificationIdPath = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="A notification id.")]
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": Problem, "description": "No such notification"}
-}
 
 
 @router.get(
@@ -46,9 +49,8 @@ def list_pending_notifications(
     session: SessionDep, user_id: UserIdPath, limit: LimitQuery = 50, cursor: CursorQuery = None
 ) -> Page[NotificationRead]:
     after_id = decode_id_cursor(cursor) if cursor is not None else None
-    pending = pending_notifications(session, user_id, limit=limit, after_id=after_id)
-    next_cursor = next_id_cursor(pending, limit)
-    return Page(items=[NotificationRead.of(n) for n in pending], next_cursor=next_cursor)
+    pending = pending_notifications(session, user_id, limit=limit + 1, after_id=after_id)
+    return id_page(pending, limit, NotificationRead.of)
 
 
 @router.post(
@@ -56,7 +58,7 @@ def list_pending_notifications(
     operation_id="acknowledge_notification",
     summary="Mark a notification seen, so it is no longer pending",
     response_model=NotificationRead,
-    responses=_NOT_FOUND,
+    responses=problem_responses(missing("notification")),
 )
 def ack_notification(session: SessionDep, notification_id: NotificationIdPath) -> NotificationRead:
     return NotificationRead.of(acknowledge_notification(session, notification_id))

@@ -6,13 +6,13 @@ the JS module are public: a browser loads them, and neither holds a secret.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.api.auth import require_api_key
-from app.api.connection.schemas import LOGIN_PROBLEMS, ConnectionCheckResult
+from app.api.connection.schemas import ConnectionCheckResult
 from app.api.deps import SecretsDep, SessionDep, SettingsDep
 from app.api.oauth.schemas import (
     AuthorizeRequest,
@@ -24,7 +24,15 @@ from app.api.oauth.schemas import (
     TokenDataRead,
     TokenRequest,
 )
-from app.api.problems import Problem
+from app.api.problems import (
+    API_KEY_PROBLEMS,
+    DATABASE_UNAVAILABLE,
+    INVALID_INPUT,
+    LOGIN_PROBLEMS,
+    ProblemDoc,
+    missing,
+    problem_responses,
+)
 from app.config import Settings
 from app.oauth.popup import callback_page, js_module
 from app.oauth.registry import ProviderRegistry, installed_providers
@@ -42,20 +50,19 @@ router = APIRouter(
     prefix="/v1/oauth",
     tags=["oauth"],
     dependencies=[Depends(require_api_key)],
-    responses={401: {"model": Problem, "description": "Missing or invalid API key"}},
+    responses=API_KEY_PROBLEMS,
 )
 public_router = APIRouter(tags=["oauth"])
 
 RegistryDep = Annotated[ProviderRegistry, Depends(installed_providers)]
 
-_NO_PROVIDER: dict[int | str, dict[str, Any]] = {
-    404: {"model": Problem, "description": "No such provider"}
-}
-_DISABLED: dict[int | str, dict[str, Any]] = {
-    409: {"model": Problem, "description": "`provider_disabled`: not configured or not enabled"}
-}
-_PROVIDER_DOWN: dict[int | str, dict[str, Any]] = {
-    502: {"model": Problem, "description": "`provider_unavailable` or an unexpected answer"}
+_NO_PROVIDER = missing("provider")
+_DISABLED = ProblemDoc(409, "`provider_disabled`: not configured or not enabled")
+_PROVIDER_DOWN = ProblemDoc(502, "`provider_unavailable` or an unexpected answer")
+_CALLBACK_REFUSED = {
+    "description": "A page telling the opener the sign-in failed: the `state` is not one"
+    " this service issued, so the page posts to no origin",
+    "content": {"text/html": {"schema": {"type": "string"}}},
 }
 
 
@@ -85,14 +92,12 @@ def get_providers(
     operation_id="configure_oauth_provider",
     summary="Set a provider's client id, secret and tenant; enabling checks them first",
     response_model=ProviderRead,
-    responses={
-        **_NO_PROVIDER,
-        **_PROVIDER_DOWN,
-        422: {
-            "model": Problem,
-            "description": "Invalid input, or `invalid_client`: the provider refused them",
-        },
-    },
+    responses=problem_responses(
+        _NO_PROVIDER,
+        INVALID_INPUT,
+        ProblemDoc(422, "`invalid_client`: the provider refused the client id or secret"),
+        _PROVIDER_DOWN,
+    ),
 )
 def put_provider(
     *,
@@ -106,7 +111,13 @@ def put_provider(
 ) -> ProviderRead:
     callback = redirect_uri(settings, request, name)
     state = configure_provider(
-        session, secrets, registry, name, update=body.to_update(), redirect_uri=callback
+        session,
+        secrets,
+        registry,
+        name,
+        update=body.to_update(),
+        redirect_uri=callback,
+        allow_private_hosts=settings.oauth_allow_private_hosts,
     )
     return ProviderRead.from_state(state, callback)
 
@@ -116,7 +127,7 @@ def put_provider(
     operation_id="start_oauth_flow",
     summary="Start the popup flow: the authorization URL (PKCE, state bound to the origin)",
     response_model=AuthorizeResponse,
-    responses={**_NO_PROVIDER, **_DISABLED},
+    responses=problem_responses(_NO_PROVIDER, _DISABLED),
 )
 def authorize(
     *,
@@ -146,24 +157,31 @@ def authorize(
     operation_id="get_oauth_token",
     summary="Exchange the popup's code and state for tokens and the account's address",
     response_model=TokenDataRead,
-    responses={
-        **_NO_PROVIDER,
-        **_DISABLED,
-        **_PROVIDER_DOWN,
-        400: {
-            "model": Problem,
-            "description": "`invalid_state`, `state_expired`, `state_used` or `invalid_grant`",
-        },
-    },
+    responses=problem_responses(
+        ProblemDoc(400, "`invalid_state`, `state_expired`, `state_used` or `invalid_grant`"),
+        _NO_PROVIDER,
+        _DISABLED,
+        _PROVIDER_DOWN,
+    ),
 )
 def get_token(
+    *,
     provider: str,
     body: TokenRequest,
     session: SessionDep,
+    settings: SettingsDep,
     secrets: SecretsDep,
     registry: RegistryDep,
 ) -> TokenDataRead:
-    data = finish_flow(session, secrets, registry, provider, code=body.code, state=body.state)
+    data = finish_flow(
+        session,
+        secrets,
+        registry,
+        provider,
+        code=body.code,
+        state=body.state,
+        allow_private_hosts=settings.oauth_allow_private_hosts,
+    )
     return TokenDataRead.from_data(data)
 
 
@@ -172,7 +190,7 @@ def get_token(
     operation_id="check_oauth_connection",
     summary="Log in over XOAUTH2 with an access token and return the folders",
     response_model=ConnectionCheckResult,
-    responses={**_NO_PROVIDER, **LOGIN_PROBLEMS},
+    responses=problem_responses(_NO_PROVIDER, INVALID_INPUT, *LOGIN_PROBLEMS, DATABASE_UNAVAILABLE),
 )
 def check_oauth_connection(
     provider: str, body: OAuthConnectionCheck, settings: SettingsDep, registry: RegistryDep
@@ -189,6 +207,7 @@ def check_oauth_connection(
     operation_id="oauth_callback_page",
     summary="Popup redirect target: posts the code (or the error) to the opener and closes",
     response_class=HTMLResponse,
+    responses={400: _CALLBACK_REFUSED, **problem_responses(DATABASE_UNAVAILABLE)},
 )
 def oauth_callback(
     *,

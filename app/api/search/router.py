@@ -7,7 +7,16 @@ from fastapi import APIRouter, Depends
 from app.api.auth import require_api_key
 from app.api.deps import EngineDep, MailboxIdPath, SecretsDep, SettingsDep
 from app.api.limits import rate_limit
-from app.api.problems import Problem
+from app.api.problems import (
+    API_KEY_PROBLEMS,
+    DATABASE_UNAVAILABLE,
+    IMAP_PROBLEMS,
+    INVALID_INPUT,
+    RATE_LIMITED,
+    ProblemDoc,
+    missing,
+    problem_responses,
+)
 from app.api.search.schemas import RemoteSearchPage, RemoteSearchRequest
 from app.sync.remote_search import search_remote_folder
 
@@ -15,7 +24,7 @@ router = APIRouter(
     prefix="/v1",
     tags=["search"],
     dependencies=[Depends(require_api_key)],
-    responses={401: {"model": Problem, "description": "Missing or invalid API key"}},
+    responses=API_KEY_PROBLEMS,
 )
 
 
@@ -29,13 +38,15 @@ router = APIRouter(
         " `limit` matches (read-only: nothing is marked seen). `total` counts all matches."
     ),
     response_model=RemoteSearchPage,
-    responses={
-        404: {"model": Problem, "description": "No such mailbox, or `folder_not_found`"},
-        422: {"model": Problem, "description": "A bad criterion, or `auth_failed`"},
-        502: {"model": Problem, "description": "The IMAP server failed or cannot be reached"},
-        503: {"model": Problem, "description": "The IMAP server cannot serve the request now"},
-        504: {"model": Problem, "description": "The IMAP server did not answer in time"},
-    },
+    responses=problem_responses(
+        missing("mailbox"),
+        ProblemDoc(404, "`folder_not_found`: the server has no such folder"),
+        INVALID_INPUT,
+        ProblemDoc(422, "`auth_failed`: the server refused the mailbox's credentials"),
+        RATE_LIMITED,
+        *IMAP_PROBLEMS,
+        DATABASE_UNAVAILABLE,
+    ),
 )
 def search_remote(
     engine: EngineDep,

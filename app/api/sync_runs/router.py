@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from arq import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix
@@ -45,9 +45,17 @@ from app.api.pagination import (
     LimitQuery,
     Page,
     decode_id_cursor,
-    next_id_cursor,
+    id_page,
 )
-from app.api.problems import Problem, not_found
+from app.api.problems import (
+    API_KEY_PROBLEMS,
+    DATABASE_UNAVAILABLE,
+    RATE_LIMITED,
+    ProblemDoc,
+    missing,
+    not_found,
+    problem_responses,
+)
 from app.api.queue import QUEUE_TIMEOUT_SECONDS, QueueDep, queue_unavailable
 from app.api.sync_runs.schemas import SyncRequest, SyncRunRead
 from app.db import session_scope
@@ -68,7 +76,7 @@ router = APIRouter(
     prefix="/v1",
     tags=["sync"],
     dependencies=[Depends(require_api_key)],
-    responses={401: {"model": Problem, "description": "Missing or invalid API key"}},
+    responses=API_KEY_PROBLEMS,
 )
 
 # A queued run younger than this may still be waiting for its job to be put on the queue.
@@ -78,9 +86,7 @@ JOB_LOST_AFTER = timedelta(minutes=1)
 # -- routes ---------------------------------------------------------------------------------
 
 
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": Problem, "description": "No such mailbox"}
-}
+_NO_SUCH_MAILBOX = missing("mailbox")
 # The body may be left out. A default object, not `None`: a nullable optional body makes
 # generated clients (openapi-python-client) send a placeholder instead of no body.
 _FULL_SYNC = SyncRequest()
@@ -97,11 +103,15 @@ _FULL_SYNC = SyncRequest()
     ),
     status_code=202,
     response_model=SyncRunRead,
-    responses={
-        **_NOT_FOUND,
-        409: {"model": Problem, "description": "A scheduled sync is queued and not yet started"},
-        503: {"model": Problem, "description": "`queue_unavailable`: Redis is down"},
-    },
+    responses=problem_responses(
+        _NO_SUCH_MAILBOX,
+        ProblemDoc(409, "A scheduled sync is queued and not yet started"),
+        RATE_LIMITED,
+        ProblemDoc(
+            503, "`queue_unavailable`: Redis, which holds the jobs, is down", retry_after=True
+        ),
+        DATABASE_UNAVAILABLE,
+    ),
 )
 async def queue_sync(
     mailbox_id: MailboxIdDep,
@@ -118,7 +128,7 @@ async def queue_sync(
     operation_id="list_sync_runs",
     summary="The mailbox's sync runs, newest first",
     response_model=Page[SyncRunRead],
-    responses=_NOT_FOUND,
+    responses=problem_responses(_NO_SUCH_MAILBOX),
 )
 def list_sync_runs(
     session: SessionDep,
@@ -127,9 +137,8 @@ def list_sync_runs(
     cursor: CursorQuery = None,
 ) -> Page[SyncRunRead]:
     before_id = decode_id_cursor(cursor) if cursor is not None else None
-    runs = mailbox_sync_runs(session, mailbox_id, limit=limit, before_id=before_id)
-    next_cursor = next_id_cursor(runs, limit)
-    return Page(items=[SyncRunRead.of(run) for run in runs], next_cursor=next_cursor)
+    runs = mailbox_sync_runs(session, mailbox_id, limit=limit + 1, before_id=before_id)
+    return id_page(runs, limit, SyncRunRead.of)
 
 
 @router.get(
@@ -137,7 +146,7 @@ def list_sync_runs(
     operation_id="get_sync_run",
     summary="One sync run: outcome, counts, bytes, duration, error",
     response_model=SyncRunRead,
-    responses={404: {"model": Problem, "description": "No such sync run"}},
+    responses=problem_responses(missing("sync run")),
 )
 def read_sync_run(session: SessionDep, run_id: SyncRunIdPath) -> SyncRunRead:
     run = get_sync_run(session, run_id)

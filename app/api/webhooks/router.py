@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
 from redis.exceptions import RedisError
@@ -17,9 +17,15 @@ from app.api.pagination import (
     LimitQuery,
     Page,
     decode_id_cursor,
-    next_id_cursor,
+    id_page,
 )
-from app.api.problems import Problem
+from app.api.problems import (
+    API_KEY_PROBLEMS,
+    INVALID_INPUT,
+    ProblemDoc,
+    missing,
+    problem_responses,
+)
 from app.api.webhooks.schemas import (
     WebhookCreate,
     WebhookCreated,
@@ -46,19 +52,12 @@ router = APIRouter(
     prefix="/v1",
     tags=["webhooks"],
     dependencies=[Depends(require_api_key)],
-    responses={401: {"model": Problem, "description": "Missing or invalid API key"}},
+    responses=API_KEY_PROBLEMS,
 )
 
 WebhookIdPath = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="A webhook endpoint id.")]
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": Problem, "description": "No such webhook endpoint"}
-}
-_URL_REFUSED: dict[int | str, dict[str, Any]] = {
-    422: {
-        "model": Problem,
-        "description": "Invalid input; `webhook_url_refused` when the URL is private",
-    }
-}
+_NO_SUCH_ENDPOINT = missing("webhook endpoint")
+_URL_REFUSED = ProblemDoc(422, "`webhook_url_refused`: the URL is not a public address")
 
 
 @router.post(
@@ -67,7 +66,7 @@ _URL_REFUSED: dict[int | str, dict[str, Any]] = {
     summary="Register a webhook endpoint; the answer holds its signing secret, shown once",
     status_code=201,
     response_model=WebhookCreated,
-    responses=_URL_REFUSED,
+    responses=problem_responses(INVALID_INPUT, _URL_REFUSED),
 )
 def create_webhook(
     body: WebhookCreate, session: SessionDep, settings: SettingsDep, secrets: SecretsDep
@@ -93,9 +92,8 @@ def list_webhooks(
     session: SessionDep, limit: LimitQuery = 50, cursor: CursorQuery = None
 ) -> Page[WebhookRead]:
     after_id = decode_id_cursor(cursor) if cursor is not None else None
-    endpoints = list_webhook_endpoints(session, limit=limit, after_id=after_id)
-    next_cursor = next_id_cursor(endpoints, limit)
-    return Page(items=[WebhookRead.of(e) for e in endpoints], next_cursor=next_cursor)
+    endpoints = list_webhook_endpoints(session, limit=limit + 1, after_id=after_id)
+    return id_page(endpoints, limit, WebhookRead.of)
 
 
 @router.get(
@@ -103,7 +101,7 @@ def list_webhooks(
     operation_id="get_webhook",
     summary="One webhook endpoint, with why it was disabled if it was",
     response_model=WebhookRead,
-    responses=_NOT_FOUND,
+    responses=problem_responses(_NO_SUCH_ENDPOINT),
 )
 def read_webhook(session: SessionDep, webhook_id: WebhookIdPath) -> WebhookRead:
     return WebhookRead.of(get_webhook_endpoint_or_raise(session, webhook_id))
@@ -114,7 +112,7 @@ def read_webhook(session: SessionDep, webhook_id: WebhookIdPath) -> WebhookRead:
     operation_id="update_webhook",
     summary="Change the URL, the event filter, or enable/disable the endpoint",
     response_model=WebhookRead,
-    responses={**_NOT_FOUND, **_URL_REFUSED},
+    responses=problem_responses(_NO_SUCH_ENDPOINT, INVALID_INPUT, _URL_REFUSED),
 )
 def update_webhook(
     body: WebhookUpdate, session: SessionDep, settings: SettingsDep, webhook_id: WebhookIdPath
@@ -132,7 +130,7 @@ def update_webhook(
     operation_id="delete_webhook",
     summary="Remove a webhook endpoint and its delivery log",
     status_code=204,
-    responses=_NOT_FOUND,
+    responses=problem_responses(_NO_SUCH_ENDPOINT),
 )
 def delete_webhook(session: SessionDep, webhook_id: WebhookIdPath) -> None:
     remove_webhook_endpoint(session, webhook_id)
@@ -143,7 +141,7 @@ def delete_webhook(session: SessionDep, webhook_id: WebhookIdPath) -> None:
     operation_id="list_webhook_deliveries",
     summary="The endpoint's delivery attempts, newest first: status, latency, error",
     response_model=Page[WebhookDeliveryRead],
-    responses=_NOT_FOUND,
+    responses=problem_responses(_NO_SUCH_ENDPOINT),
 )
 def list_webhook_deliveries(
     session: SessionDep,
@@ -153,9 +151,8 @@ def list_webhook_deliveries(
 ) -> Page[WebhookDeliveryRead]:
     get_webhook_endpoint_or_raise(session, webhook_id)
     before_id = decode_id_cursor(cursor) if cursor is not None else None
-    attempts = webhook_deliveries(session, webhook_id, limit=limit, before_id=before_id)
-    next_cursor = next_id_cursor(attempts, limit)
-    return Page(items=[WebhookDeliveryRead.of(a) for a in attempts], next_cursor=next_cursor)
+    attempts = webhook_deliveries(session, webhook_id, limit=limit + 1, before_id=before_id)
+    return id_page(attempts, limit, WebhookDeliveryRead.of)
 
 
 @router.post(
@@ -165,7 +162,7 @@ def list_webhook_deliveries(
     description="Answers 202 at once; the attempt shows in the endpoint's delivery log.",
     status_code=202,
     response_model=WebhookTestQueued,
-    responses=_NOT_FOUND,
+    responses=problem_responses(_NO_SUCH_ENDPOINT),
 )
 async def test_webhook(
     request: Request, engine: EngineDep, webhook_id: WebhookIdPath

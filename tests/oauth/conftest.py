@@ -1,0 +1,38 @@
+"""Fixtures of the OAuth tests: the JWT-checking Dovecot, a local authorization server,
+and a plug-in provider for it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.dovecot import Dovecot, DovecotInstances
+from tests.live_api import serving
+from tests.oauth.rig import oauth_dovecot, provider_plugin
+from tests.oauth.servers import AuthorizationServer
+
+
+@pytest.fixture
+def jwt_dovecot(dovecot_instances: DovecotInstances) -> Dovecot:
+    return oauth_dovecot(dovecot_instances)
+
+
+@pytest.fixture
+def authorization_server() -> Iterator[tuple[AuthorizationServer, str]]:
+    """Serve a local authorization server on 127.0.0.1; yield it and its base URL."""
+    server = AuthorizationServer()
+    with serving(server.app()) as url:
+        yield server, url
+
+
+@pytest.fixture
+def provider_name(
+    authorization_server: tuple[AuthorizationServer, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[str]:
+    """Install a plug-in provider for the local authorization server; yield its name."""
+    with provider_plugin(tmp_path, monkeypatch, authorization_server[1]) as name:
+        yield name
