@@ -64,7 +64,7 @@ def _percentile(ordered: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
@@ -100,7 +100,7 @@ def _start_server(job: Job, port: int, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def _wait_until_up(base_url: str, server: subprocess.Popen[bytes], log: Path) -> None:
+def wait_until_up(base_url: str, server: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + _SERVER_START_SECONDS
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -168,13 +168,13 @@ def list_during_sync(job: Job) -> Measurement:
     assert job.scratch_dir is not None
     scratch = Path(job.scratch_dir)
     key = _insert_api_key(job.database_url)
-    port = _free_port()
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     log = scratch / "uvicorn.log"
     server = _start_server(job, port, log)
     sync: subprocess.Popen[bytes] | None = None
     try:
-        _wait_until_up(base_url, server, log)
+        wait_until_up(base_url, server, log)
         sync = subprocess.Popen(
             [sys.executable, "-m", "bench.child", str(scratch / SYNC_JOB_FILE), os.devnull],
             cwd=_PROJECT_ROOT,

@@ -11,6 +11,10 @@ start a private Dovecot (tests.dovecot) -> generate + MULTIAPPEND the corpus
 -> API: 20 clients list the SQLite copy while another mailbox's first sync runs
 -> [--memory] a bigger mailbox's first sync, its peak RSS beside the first one's
 -> [--profile] one more first sync under pyinstrument (not a row)
+-> [--scale] the cron path over 1,000 mailboxes on two `imap-bridge worker`s (bench.fleet):
+             STATUS of every mailbox (reference), then per backend a first and a no-change cycle
+-> [--load]  the API under 50 clients while two workers first-sync 200 mailboxes
+   ([--fleet-only]: these two alone, without the bench mailbox and its rows)
 -> table on stdout and in bench/results/latest.txt
 -> stop Dovecot, drop the databases, delete every temporary directory (always)
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import secrets
 import shutil
 import subprocess
 import sys
@@ -32,6 +37,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import psycopg
+import redis
 from cryptography.fernet import Fernet
 from sqlalchemy import make_url
 
@@ -49,9 +55,20 @@ from bench.corpus import (
     apply_changes,
     load,
 )
+from bench.fleet import (
+    FLEET_WORKERS,
+    LOAD_CLIENTS,
+    LOAD_MAILBOXES,
+    LOAD_MESSAGES,
+    SCALE_MAILBOXES,
+    SCALE_MESSAGES,
+    FleetRows,
+    delete_queue,
+    queue_redis,
+)
 from bench.job import Job, Measurement, Server
 from bench.mbsync import MBSYNC
-from bench.table import Latency, LatencySection, Ratio, Row, Section, render
+from bench.table import FleetSection, Latency, LatencySection, Ratio, Row, Section, render
 from tests.databases import (
     POSTGRES_ADMIN_URL,
     PostgresDatabases,
@@ -62,6 +79,7 @@ from tests.dovecot import DOVECOT_BIN, Dovecot, MailUser, start_dovecot
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+FLEET_LOGS = RESULTS_DIR / "cron-path-logs"  # the workers' and the API's, one folder per row
 FETCHED_FOLDERS = ("INBOX",)  # the peers' full fetch, as in the issue
 CHECK_REPEAT = 5
 CHANGES = Changes(new_messages=100, flag_changes=1_000)
@@ -97,6 +115,13 @@ class Target:
         if completed.returncode != 0:
             raise RowFailed("\n".join(completed.stderr.strip().splitlines()[-_ERROR_LINES:]))
         return Measurement.from_json(result_file.read_text())
+
+    def try_measure(self, job: Job) -> Measurement | str:
+        """Run `job` in a child process; when it fails, return the last line of its error."""
+        try:
+            return self.measure(job)
+        except RowFailed as exc:
+            return (str(exc).splitlines() or ["no error output"])[-1]
 
     def register_mailbox(
         self, database_url: str, sync_start: date | None, owner: str = "bench"
@@ -167,6 +192,31 @@ def _parser() -> argparse.ArgumentParser:
         help="also measure the peak RSS of a first sync of a second mailbox of MESSAGES INBOX"
         f" messages (default {MEMORY_MESSAGES:,}: about 5 minutes more)",
     )
+    parser.add_argument(
+        "--scale",
+        nargs="?",
+        type=int,
+        const=SCALE_MAILBOXES,
+        metavar="MAILBOXES",
+        help="also run the cron path over MAILBOXES Dovecot users of"
+        f" {SCALE_MESSAGES} messages on {FLEET_WORKERS} workers: a first and a no-change cycle"
+        f" on PostgreSQL and SQLite (default {SCALE_MAILBOXES:,}: about 4 minutes more)",
+    )
+    parser.add_argument(
+        "--load",
+        nargs="?",
+        type=int,
+        const=LOAD_MAILBOXES,
+        metavar="MAILBOXES",
+        help=f"also run the API under {LOAD_CLIENTS} clients while {FLEET_WORKERS} workers"
+        f" first-sync MAILBOXES mailboxes of {LOAD_MESSAGES + LOAD_MESSAGES // 20} messages on"
+        f" PostgreSQL (default {LOAD_MAILBOXES}: about 2.5 minutes more)",
+    )
+    parser.add_argument(
+        "--fleet-only",
+        action="store_true",
+        help="run only the --scale and --load rows, without the single-mailbox corpus and rows",
+    )
     return parser
 
 
@@ -174,6 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.messages < 20:
         raise SystemExit("--messages must be at least 20")
+    if any(count is not None and count < 1 for count in (args.scale, args.load)):
+        raise SystemExit("--scale and --load need at least 1 mailbox")
+    if args.fleet_only and not (args.scale or args.load):
+        raise SystemExit("--fleet-only needs --scale or --load")
     progress = Progress()
     load_before = os.getloadavg()[0]
     spec = CorpusSpec(messages=args.messages, seed=args.seed)
@@ -181,48 +235,130 @@ def main(argv: Sequence[str] | None = None) -> int:
         dovecot = _start_dovecot(cleanup)
         work = Path(tempfile.mkdtemp(prefix="bench-"))
         cleanup.callback(shutil.rmtree, work, ignore_errors=True)
-        user = dovecot.add_user("bench")
-        progress.say(f"generating and storing {spec.total:,} messages")
-        corpus = load(spec, user)
-        progress.say(f"stored {corpus.megabytes:.1f} MB in {corpus.seconds:.1f} s")
-        target = Target(
-            Server(dovecot.host, dovecot.tls_port, str(dovecot.ca_file), user.name, user.password),
-            Fernet.generate_key().decode(),
-            work,
-        )
-        peers.fetch_with_imaplib(Job("bench.peers:fetch_with_imaplib", target.server, FOLDERS))
-        _install_mbsync(progress)
-        progress.say("caches warmed")
-        rows = Rows(target, spec, SQLiteDatabases(work / "sqlite"), progress)
-        rows.peers()
-        rows.ours("SQLite", rows.sqlite)
-        rows.ours_in_window()
         postgres = None if args.no_postgres else _postgres(cleanup, progress)
-        if isinstance(postgres, str):
-            rows.skip("PostgreSQL", postgres)
-        elif postgres is not None:
-            rows.ours("PostgreSQL", postgres)
-        rows.after_changes(user)
-        rows.api_during_sync()
-        if args.memory:
-            bigger = replace(spec, messages=args.memory)
-            rows.memory(_bigger_mailbox(dovecot, target, bigger, progress))
-        if args.profile:
-            RESULTS_DIR.mkdir(exist_ok=True)
-            rows.profile(RESULTS_DIR / "profile-first-sync")
-    sections = rows.sections
-    table = render(_header(spec, corpus, (load_before, os.getloadavg()[0])), sections)
+        setup = Setup(dovecot, work, Fernet.generate_key().decode(), postgres, progress)
+        single = None if args.fleet_only else _single_mailbox_rows(args, spec, setup)
+        fleet = _fleet_sections(args, setup, cleanup)
+    loads = (load_before, os.getloadavg()[0])
+    sections: list[Section | LatencySection | FleetSection] = []
+    header = _fleet_header(dovecot, loads) if single is None else _header(spec, single[1], loads)
+    if single is not None:
+        sections += single[0].sections
+    if fleet is not None:
+        header.append(fleet[0])
+        sections += fleet[1]
+    table = render(header, sections)
     print(table, end="")
     RESULTS_DIR.mkdir(exist_ok=True)
     (RESULTS_DIR / "latest.txt").write_text(table)
     progress.say(f"table written to {RESULTS_DIR / 'latest.txt'}")
-    failed = rows.api.failure.startswith("failed") or any(
-        row.outcome == "failed"
+    failed = any(
+        section.failure.startswith("failed")
+        if isinstance(section, LatencySection)
+        else any(row.outcome == "failed" for row in section.rows)
         for section in sections
-        if isinstance(section, Section)
-        for row in section.rows
     )
     return 1 if failed else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    """What all rows of a run share: the server, the scratch directory, the key, PostgreSQL."""
+
+    dovecot: Dovecot
+    work: Path
+    secret_key: str
+    postgres: PostgresDatabases | str | None  # a string says why there is none
+    progress: Progress
+
+
+def _single_mailbox_rows(
+    args: argparse.Namespace, spec: CorpusSpec, setup: Setup
+) -> tuple[Rows, LoadedCorpus]:
+    """Measure every row about the one bench mailbox (all but the cron path's)."""
+    dovecot, work, secret_key = setup.dovecot, setup.work, setup.secret_key
+    postgres, progress = setup.postgres, setup.progress
+    user = dovecot.add_user("bench")
+    progress.say(f"generating and storing {spec.total:,} messages")
+    corpus = load(spec, user)
+    progress.say(f"stored {corpus.megabytes:.1f} MB in {corpus.seconds:.1f} s")
+    target = Target(
+        Server(dovecot.host, dovecot.tls_port, str(dovecot.ca_file), user.name, user.password),
+        secret_key,
+        work,
+    )
+    peers.fetch_with_imaplib(Job("bench.peers:fetch_with_imaplib", target.server, FOLDERS))
+    _install_mbsync(progress)
+    progress.say("caches warmed")
+    rows = Rows(target, spec, SQLiteDatabases(work / "sqlite"), progress)
+    rows.peers()
+    rows.ours("SQLite", rows.sqlite)
+    rows.ours_in_window()
+    if isinstance(postgres, str):
+        rows.skip("PostgreSQL", postgres)
+    elif postgres is not None:
+        rows.ours("PostgreSQL", postgres)
+    rows.after_changes(user)
+    rows.api_during_sync()
+    if args.memory:
+        bigger = replace(spec, messages=args.memory)
+        rows.memory(_bigger_mailbox(dovecot, target, bigger, progress))
+    if args.profile:
+        RESULTS_DIR.mkdir(exist_ok=True)
+        rows.profile(RESULTS_DIR / "profile-first-sync")
+    return rows, corpus
+
+
+def _fleet_sections(
+    args: argparse.Namespace, setup: Setup, cleanup: ExitStack
+) -> tuple[str, list[FleetSection | LatencySection]] | None:
+    """Measure the cron-path rows (--scale, --load); return a header line and their sections."""
+    dovecot, work, postgres, progress = setup.dovecot, setup.work, setup.postgres, setup.progress
+    if not (args.scale or args.load):
+        return None
+    try:
+        redis_url = queue_redis(Settings().redis_url)
+    except (redis.RedisError, OSError) as exc:
+        progress.say(f"cron-path rows skipped: Redis does not answer: {exc}")
+        skipped = Row("all rows", 0, None, f"Redis does not answer: {exc}", outcome="skipped")
+        return "cron path: skipped", [FleetSection("Cron path", rows=[skipped])]
+    queue_name = f"bench-{secrets.token_hex(6)}"
+    cleanup.callback(delete_queue, redis_url, queue_name)
+    # Only the child runner of this target is used: every fleet job names its own users.
+    server = Server(dovecot.host, dovecot.tls_port, str(dovecot.ca_file), "", "")
+    runner = Target(server, setup.secret_key, work)
+    fleet = FleetRows(
+        dovecot=dovecot,
+        secret_key=setup.secret_key,
+        work=work,
+        measure=runner.try_measure,
+        say=progress.say,
+        redis_url=redis_url,
+        queue_name=queue_name,
+        sync_start=CorpusSpec(seed=args.seed).start.date() - timedelta(days=1),
+        seed=args.seed,
+        logs=FLEET_LOGS,
+    )
+    shutil.rmtree(FLEET_LOGS, ignore_errors=True)  # the logs of the previous run
+    sections: list[FleetSection | LatencySection] = []
+    if args.scale:
+        backends: list[tuple[str, ThrowawayDatabases]] = [
+            ("SQLite", SQLiteDatabases(work / "fleet-sqlite"))
+        ]
+        if isinstance(postgres, PostgresDatabases):
+            backends.insert(0, ("PostgreSQL", postgres))
+        sections.append(fleet.scale(args.scale, backends))
+    if args.load and isinstance(postgres, PostgresDatabases):
+        sections += fleet.load(args.load, "PostgreSQL", postgres)
+    elif args.load:
+        reason = postgres if isinstance(postgres, str) else "skipped: --no-postgres"
+        sections.append(LatencySection("API during a first sync of many mailboxes", failure=reason))
+    header = (
+        f"cron path: {fleet.workers} `imap-bridge worker` processes on {redis_url}"
+        f" (queues {queue_name}-<row>); each cycle starts when the bench calls enqueue_due_syncs,"
+        " the function of the workers' every-minute cron"
+    )
+    return header, sections
 
 
 def _start_dovecot(cleanup: ExitStack) -> Dovecot:
@@ -493,6 +629,14 @@ def _header(spec: CorpusSpec, corpus: LoadedCorpus, load: tuple[float, float]) -
         f" with {Settings().sync_batch_size} messages per batch (SYNC_BATCH_SIZE),"
         " time budget lifted; no-change rows are the median of"
         f" {CHECK_REPEAT} runs",
+    ]
+
+
+def _fleet_header(dovecot: Dovecot, load: tuple[float, float]) -> list[str]:
+    return [
+        f"imap-bridge benchmark (cron path only), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"machine: {_machine()}, {_dovecot_version()} on {dovecot.host}, implicit TLS;"
+        f" load average {load[0]:.1f} before the run, {load[1]:.1f} after",
     ]
 
 

@@ -33,6 +33,34 @@ class Server:
 
 
 @dataclass(frozen=True, slots=True)
+class Fleet:
+    """Many mailboxes synced by `imap-bridge worker` processes through the cron path.
+
+    The Dovecot users are `<user_prefix>-00000`, `-00001`..., all with the job
+    server's password; each is registered once in the job's database.
+    """
+
+    redis_url: str
+    queue_name: str
+    workers: int
+    max_jobs: int  # SYNC_MAX_JOBS of each worker
+    connections_per_host: int  # SYNC_MAX_CONNECTIONS_PER_HOST of each worker
+    mailboxes: int
+    user_prefix: str
+    timeout_seconds: float
+    clients: int = 0  # concurrent API clients while the cycle runs (the load row)
+
+    @property
+    def usernames(self) -> list[str]:
+        return user_names(self.user_prefix, self.mailboxes)
+
+
+def user_names(prefix: str, count: int) -> list[str]:
+    """Name the Dovecot users of a fleet, in the order they are registered."""
+    return [f"{prefix}-{n:05d}" for n in range(count)]
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     """What one child process measures; with `repeat` > 1 it reports the median run."""
 
@@ -45,6 +73,7 @@ class Job:
     repeat: int = 1
     profile_path: str | None = None
     scratch_dir: str | None = None  # files a row keeps between its runs (mbsync's Maildir)
+    fleet: Fleet | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -54,6 +83,8 @@ class Job:
         data: dict[str, Any] = json.loads(text)
         data["server"] = Server(**data["server"])
         data["folders"] = tuple(data["folders"])
+        if data.get("fleet") is not None:
+            data["fleet"] = Fleet(**data["fleet"])
         return cls(**data)
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import imaplib
 import ssl
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from time import perf_counter
 from typing import Any
 
@@ -95,3 +97,31 @@ def check_with_imapclient(job: Job) -> Measurement:
             )
         )
     return median_run(runs)
+
+
+def check_every_mailbox(job: Job) -> Measurement:
+    """Log in, STATUS each folder and log out of every mailbox, as many at once as the workers.
+
+    The reference of a no-change cycle: what the IMAP server alone costs for
+    the same logins over the same number of connections, with nothing stored.
+    """
+    fleet = job.fleet
+    assert fleet is not None
+    checks = [
+        replace(job, server=replace(job.server, username=name), repeat=1)
+        for name in fleet.usernames
+    ]
+    errors = 0
+    started = perf_counter()
+    with ThreadPoolExecutor(fleet.workers * fleet.connections_per_host) as pool:
+        futures = [pool.submit(check_with_imapclient, check) for check in checks]
+        for future in futures:
+            if future.exception() is not None:
+                errors += 1
+    seconds = perf_counter() - started
+    return Measurement(
+        seconds,
+        0,
+        0,
+        figures={"mailboxes": len(checks), "succeeded": len(checks) - errors, "errors": errors},
+    )

@@ -182,3 +182,76 @@ def render(header: Sequence[str], sections: Sequence[Printable]) -> str:
     if notes:
         out.extend(["", "Notes:", *notes])
     return "\n".join(out) + "\n"
+
+
+_FLEET_COLUMNS = (
+    "",
+    "wall s",
+    "mailboxes",
+    "mbx/s",
+    "mbx/min",
+    "messages",
+    "msg/s",
+    "errors",
+    "peak RSS MB",
+    "ratio",
+)
+
+
+def worker_peaks_kb(figures: dict[str, float]) -> list[float]:
+    """Pick each worker's peak RSS out of a cron-path measurement ("worker 1 peak RSS kB"...)."""
+    return [
+        figures[key]
+        for key in sorted(figures)
+        if key.startswith("worker ") and key.endswith(" peak RSS kB")
+    ]
+
+
+@dataclass(slots=True)
+class FleetSection:
+    """Rows of many mailboxes synced at once, each against the first (wall time, lower is better).
+
+    Peak RSS is each worker's ("a / b"). Without a `reference` the ratio column is empty.
+    """
+
+    title: str
+    reference: bool = True
+    rows: list[Row] = field(default_factory=list)
+
+    columns = _FLEET_COLUMNS
+
+    @property
+    def heading(self) -> str:
+        return f"{self.title} (ratio: {Ratio.TIME.value})" if self.reference else self.title
+
+    def lines(self) -> list[list[str]]:
+        return [self._cells(row) for row in self.rows]
+
+    def notes(self) -> list[str]:
+        return [f"{row.title}: {row.note}" for row in self.rows if row.note]
+
+    def _ratio(self, measurement: Measurement) -> str:
+        reference = self.rows[0].measurement if self.reference and self.rows else None
+        if reference is None or not reference.seconds:
+            return _MISSING
+        return f"{measurement.seconds / reference.seconds:.2f}"
+
+    def _cells(self, row: Row) -> list[str]:
+        m = row.measurement
+        if m is None:
+            return [row.title, row.outcome or "failed", *[""] * (len(_FLEET_COLUMNS) - 2)]
+        mailboxes = int(m.figures.get("mailboxes", 0))
+        peaks = worker_peaks_kb(m.figures) or [m.peak_rss_kb]
+        rate = mailboxes / m.seconds if m.seconds else 0.0
+        return [
+            row.title,
+            f"{m.seconds:.2f}",
+            f"{mailboxes:,}",
+            f"{rate:,.1f}",
+            f"{rate * 60:,.0f}",
+            f"{m.messages:,}",
+            f"{m.messages / m.seconds:,.0f}" if m.messages and m.seconds else _MISSING,
+            f"{int(m.figures.get('errors', 0)):,}",
+            " / ".join(f"{kb / 1024:.0f}" for kb in peaks),
+            self._ratio(m),
+        ]
