@@ -10,6 +10,7 @@
                                                  a second enqueue a no-op
     sync job
       its run already finished (redelivery) .... done: arq delivers at least once
+      scheduled, but no longer due ............. done: synced since the cron read the list
       wait for a slot on the mailbox's host .... SYNC_MAX_CONNECTIONS_PER_HOST
       sync_mailbox in a thread
         lease held elsewhere, no run id ........ done: the holder is syncing it
@@ -404,10 +405,15 @@ async def _sync(
     if run_id is not None and await asyncio.to_thread(_run_finished, state.engine, run_id):
         log.info("worker.sync_redelivered", extra=facts)
         return "already done"
-    host = await asyncio.to_thread(_mailbox_host, state.engine, mailbox_id)
-    if host is None:
+    target = await asyncio.to_thread(_sync_target, state.engine, mailbox_id)
+    if target is None:
         return _mailbox_deleted(facts)
-    async with state.host_slots(host):
+    if run_id is None and trigger == SyncTrigger.CRON.value and not target.due:
+        # The cron read the due list, then this mailbox's previous job ended and freed its
+        # job id before the cron queued it again: it was just synced.
+        log.info("worker.sync_not_due", extra=facts)
+        return "not due"
+    async with state.host_slots(target.host):
         try:
             result = await asyncio.to_thread(
                 sync_mailbox,
@@ -519,10 +525,19 @@ def _due_mailbox_ids(engine: Engine) -> list[int]:
         return due_mailbox_ids(session, utcnow())
 
 
-def _mailbox_host(engine: Engine, mailbox_id: int) -> str | None:
+@dataclass(frozen=True, slots=True)
+class _SyncTarget:
+    host: str
+    due: bool
+
+
+def _sync_target(engine: Engine, mailbox_id: int) -> _SyncTarget | None:
     with session_scope(engine) as session:
         mailbox = get_mailbox(session, mailbox_id)
-        return mailbox.host if mailbox is not None else None
+        if mailbox is None:
+            return None
+        due = mailbox.next_sync_at is None or mailbox.next_sync_at <= utcnow()
+        return _SyncTarget(mailbox.host, due)
 
 
 def _run_finished(engine: Engine, run_id: int) -> bool:

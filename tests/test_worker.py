@@ -177,6 +177,33 @@ def test_worker_syncs_a_queued_mailbox(
     assert (run.status, run.trigger, run.new) == (SyncRunStatus.SUCCEEDED, SyncTrigger.CRON, 3)
 
 
+def test_a_scheduled_job_for_a_mailbox_synced_since_the_cron_read_the_list_does_nothing(
+    engine: Engine,
+    queue_settings: Settings,
+    mail_user: MailUser,
+    add_mailbox: MailboxFactory,
+    queue_name: str,
+) -> None:
+    mail_user.append("INBOX", make_message(subject="m"), date=RECENT)
+    mailbox_id = add_mailbox(mail_user)
+
+    async def scenario() -> None:
+        pool = await create_queue(queue_settings, queue_name=queue_name)
+        try:
+            assert await enqueue_sync(pool, mailbox_id)
+            await run_worker(queue_settings, queue_name)
+            # A cron tick that read the due list before that run ended queues it again.
+            assert await enqueue_sync(pool, mailbox_id)
+            await run_worker(queue_settings, queue_name)
+        finally:
+            await pool.aclose()
+
+    asyncio.run(scenario())
+
+    [run] = sync_runs(engine, mailbox_id)  # no second login for a mailbox synced a moment ago
+    assert run.status is SyncRunStatus.SUCCEEDED
+
+
 def test_one_connection_per_host_makes_syncs_of_one_server_take_turns(
     engine: Engine,
     queue_settings: Settings,

@@ -20,7 +20,8 @@ class Health(BaseModel):
 
 
 @router.get("/healthz", operation_id="healthz", summary="The process is alive")
-def healthz() -> Health:
+async def healthz() -> Health:
+    """Answer on the event loop itself: a liveness probe must not queue behind database work."""
     return Health(status="ok")
 
 
