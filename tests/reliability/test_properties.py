@@ -22,7 +22,8 @@ PROPERTY = settings(max_examples=300, deadline=None, database=None)
 Q = SearchQueryBuilder()
 
 # Printable text, controls, non-ASCII, astral: everything a user could type but CR, LF, NUL.
-safe_text = st.text(st.characters(exclude_characters="\r\n\x00"), max_size=40)
+# Text a user can type: any character but CR, LF, NUL and lone surrogates (not Unicode text).
+safe_text = st.text(st.characters(codec="utf-8", exclude_characters="\r\n\x00"), max_size=40)
 # Pieces of IMAP syntax, so generated terms often try to break out of their string.
 imap_syntax = st.sampled_from(
     ['"', "\\", "(", ")", "{5}", "{0}\r", "{3+}", " OR ", "ALL", "NIL", "*", "%", "]", "é"]
@@ -142,6 +143,20 @@ def test_a_term_holding_cr_lf_or_nul_is_refused_naming_its_field(
 ) -> None:
     with pytest.raises(ValueError, match=f"^{field} must not contain CR, LF or NUL"):
         TERM_METHODS[field](before + breaker + after)
+
+
+@PROPERTY
+@given(
+    before=safe_text,
+    after=safe_text,
+    surrogate=st.characters(categories=["Cs"]),
+    field=st.sampled_from(sorted(TERM_METHODS)),
+)
+def test_a_term_that_is_not_unicode_text_is_refused_naming_its_field(
+    before: str, after: str, surrogate: str, field: str
+) -> None:
+    with pytest.raises(ValueError, match=f"^{field} is not valid Unicode text"):
+        TERM_METHODS[field](before + surrogate + after)
 
 
 @PROPERTY
