@@ -169,11 +169,13 @@ async def enqueue_sync(
     folders_only: bool = False,
     run_id: int | None = None,
     trigger: SyncTrigger = SyncTrigger.CRON,
+    only_if_due: bool = False,
 ) -> bool:
     """Queue a sync of the mailbox; return False when one of the same kind is already queued.
 
     `run_id` names a `sync_run` row made beforehand (status `queued`, as the API
     does), which the job then fills in; without it the job records a new run.
+    `only_if_due` (the cron's) makes the job skip a mailbox that is no longer due.
     """
     job = await pool.enqueue_job(
         SYNC_JOB,
@@ -181,6 +183,7 @@ async def enqueue_sync(
         folders_only=folders_only,
         run_id=run_id,
         trigger=trigger.value,
+        only_if_due=only_if_due,
         _job_id=sync_job_id(pool.default_queue_name, mailbox_id, folders_only=folders_only),
     )
     return job is not None

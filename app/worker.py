@@ -10,7 +10,7 @@
                                                  a second enqueue a no-op
     sync job
       its run already finished (redelivery) .... done: arq delivers at least once
-      scheduled, but no longer due ............. done: synced since the cron read the list
+      queued by the cron, no longer due ........ done: synced since the cron read the list
       wait for a slot on the mailbox's host .... SYNC_MAX_CONNECTIONS_PER_HOST
       sync_mailbox in a thread
         lease held elsewhere, no run id ........ done: the holder is syncing it
@@ -354,7 +354,9 @@ class SupervisedWorker:
 async def enqueue_due_syncs(pool: ArqRedis, engine: Engine) -> list[int]:
     """Queue a sync of every mailbox whose `next_sync_at` passed; return the newly queued."""
     due = await asyncio.to_thread(_due_mailbox_ids, engine)
-    queued = [mailbox_id for mailbox_id in due if await enqueue_sync(pool, mailbox_id)]
+    queued = [
+        mailbox_id for mailbox_id in due if await enqueue_sync(pool, mailbox_id, only_if_due=True)
+    ]
     log.info("worker.due_queued", extra={"due": len(due), "queued": len(queued)})
     return queued
 
@@ -371,6 +373,7 @@ async def sync_job(
     folders_only: bool = False,
     run_id: int | None = None,
     trigger: str = SyncTrigger.CRON.value,
+    only_if_due: bool = False,
 ) -> str:
     """Sync one mailbox in a thread, within its host's connection limit; safe to run twice."""
     facts = {"mailbox_id": mailbox_id, "job_id": ctx["job_id"], "run_id": run_id}
@@ -382,6 +385,7 @@ async def sync_job(
                 folders_only=folders_only,
                 run_id=run_id,
                 trigger=trigger,
+                only_if_due=only_if_due and ctx["job_try"] == 1,  # a retry must run
                 facts=facts,
             )
     except DatabaseUnavailableError as exc:
@@ -399,6 +403,7 @@ async def _sync(
     folders_only: bool,
     run_id: int | None,
     trigger: str,
+    only_if_due: bool,
     facts: dict[str, Any],
 ) -> str:
     state = _state(ctx)
@@ -408,7 +413,7 @@ async def _sync(
     target = await asyncio.to_thread(_sync_target, state.engine, mailbox_id)
     if target is None:
         return _mailbox_deleted(facts)
-    if run_id is None and trigger == SyncTrigger.CRON.value and not target.due:
+    if only_if_due and not target.due:
         # The cron read the due list, then this mailbox's previous job ended and freed its
         # job id before the cron queued it again: it was just synced.
         log.info("worker.sync_not_due", extra=facts)

@@ -193,7 +193,7 @@ def test_a_scheduled_job_for_a_mailbox_synced_since_the_cron_read_the_list_does_
             assert await enqueue_sync(pool, mailbox_id)
             await run_worker(queue_settings, queue_name)
             # A cron tick that read the due list before that run ended queues it again.
-            assert await enqueue_sync(pool, mailbox_id)
+            assert await enqueue_sync(pool, mailbox_id, only_if_due=True)
             await run_worker(queue_settings, queue_name)
         finally:
             await pool.aclose()
