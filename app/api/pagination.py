@@ -74,8 +74,10 @@ def id_page(rows: Sequence[RowT], limit: int, item: Callable[[RowT], T]) -> Page
     return Page(items=[item(row) for row in served], next_cursor=next_cursor)
 
 
-def decode_id_cursor(cursor: str) -> int:
-    """Read a cursor made of one row id (lists ordered by id)."""
+def decode_id_cursor(cursor: str | None) -> int | None:
+    """Read a cursor made of one row id (lists ordered by id); no cursor, the first page."""
+    if cursor is None:
+        return None
     (row_id,) = decode_cursor(cursor, 1)
     if type(row_id) is not int or not 0 < row_id <= MAX_ROW_ID:
         raise bad_cursor()

@@ -103,7 +103,7 @@ def list_mailbox_page(
 ) -> Page[MailboxRead]:
     mailboxes = list_mailboxes(
         session,
-        after_id=decode_id_cursor(cursor) if cursor is not None else None,
+        after_id=decode_id_cursor(cursor),
         limit=limit + 1,
         owner_user_id=owner,
         status=status,

@@ -48,7 +48,7 @@ NotificationIdPath = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="A not
 def list_pending_notifications(
     session: SessionDep, user_id: UserIdPath, limit: LimitQuery = 50, cursor: CursorQuery = None
 ) -> Page[NotificationRead]:
-    after_id = decode_id_cursor(cursor) if cursor is not None else None
+    after_id = decode_id_cursor(cursor)
     pending = pending_notifications(session, user_id, limit=limit + 1, after_id=after_id)
     return id_page(pending, limit, NotificationRead.of)
 

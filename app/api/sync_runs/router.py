@@ -136,7 +136,7 @@ def list_sync_runs(
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
 ) -> Page[SyncRunRead]:
-    before_id = decode_id_cursor(cursor) if cursor is not None else None
+    before_id = decode_id_cursor(cursor)
     runs = mailbox_sync_runs(session, mailbox_id, limit=limit + 1, before_id=before_id)
     return id_page(runs, limit, SyncRunRead.of)
 

@@ -91,7 +91,7 @@ def create_webhook(
 def list_webhooks(
     session: SessionDep, limit: LimitQuery = 50, cursor: CursorQuery = None
 ) -> Page[WebhookRead]:
-    after_id = decode_id_cursor(cursor) if cursor is not None else None
+    after_id = decode_id_cursor(cursor)
     endpoints = list_webhook_endpoints(session, limit=limit + 1, after_id=after_id)
     return id_page(endpoints, limit, WebhookRead.of)
 
@@ -150,7 +150,7 @@ def list_webhook_deliveries(
     cursor: CursorQuery = None,
 ) -> Page[WebhookDeliveryRead]:
     get_webhook_endpoint_or_raise(session, webhook_id)
-    before_id = decode_id_cursor(cursor) if cursor is not None else None
+    before_id = decode_id_cursor(cursor)
     attempts = webhook_deliveries(session, webhook_id, limit=limit + 1, before_id=before_id)
     return id_page(attempts, limit, WebhookDeliveryRead.of)
 
