@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -49,6 +50,7 @@ from app.db.repositories.mailboxes import renew_lease
 from app.imap import EmailManager, FolderStatus, SelectedFolder
 from app.imap.email_manager import chunked
 from app.imap.message import Address, ParsedMessage
+from app.sync.batch_writer import BatchWriter
 from app.sync.errors import LeaseLostError
 from app.sync.identity import message_identity
 
@@ -275,24 +277,58 @@ class FolderSyncer:
     def _store(
         self, folder: Folder, uids: Sequence[int], *, newest_first: bool, announce: bool
     ) -> bool:
-        """Store `uids` batch by batch; return False when the budget ran out before the end."""
+        """Store `uids` batch by batch; return False when the budget ran out before the end.
+
+        Each batch is written while the next one is fetched (`BatchWriter`),
+        unless the mailbox holds mail outside this folder: recognising a message
+        already stored must then see every earlier batch committed, so batches
+        are written one after another.
+        """
         ordered = sorted(uids, reverse=newest_first)
+        if not ordered:
+            return True
+        relinking = self._mailbox_has_mail_outside(folder)
         stored = 0
-        for batch in chunked(ordered, self.batch_size):
-            if self.deadline.passed() and self._batches_stored:
-                return False
-            self._store_batch(folder, batch, newest_first=newest_first, announce=announce)
-            self._batches_stored += 1
-            stored += len(batch)
-            if self.progress:
-                self.progress(SyncProgress(folder.full_name, stored, len(ordered)))
+        with BatchWriter[int](ahead=0 if relinking else 1) as writer:
+            for batch in chunked(ordered, self.batch_size):
+                if self.deadline.passed() and self._batches_stored:
+                    self._report(folder, stored, writer.finish(), len(ordered))
+                    return False
+                known = self._known_elsewhere(folder, batch) if relinking else {}
+                bodies = list(self.mail.fetch([uid for uid in batch if uid not in known]))
+                write = partial(
+                    self._write_batch,
+                    folder,
+                    batch,
+                    known,
+                    bodies,
+                    newest_first=newest_first,
+                    announce=announce,
+                )
+                self._batches_stored += 1
+                stored = self._report(folder, stored, writer.submit(write), len(ordered))
+            self._report(folder, stored, writer.finish(), len(ordered))
         return True
 
-    def _store_batch(
-        self, folder: Folder, batch: Sequence[int], *, newest_first: bool, announce: bool
-    ) -> None:
-        known = self._known_elsewhere(folder, batch)
-        bodies = list(self.mail.fetch([uid for uid in batch if uid not in known]))
+    def _report(self, folder: Folder, stored: int, written: list[int], total: int) -> int:
+        """Count the batches just written; tell the progress callback after each."""
+        for count in written:
+            stored += count
+            if self.progress:
+                self.progress(SyncProgress(folder.full_name, stored, total))
+        return stored
+
+    def _write_batch(
+        self,
+        folder: Folder,
+        batch: Sequence[int],
+        known: dict[int, KnownMessage],
+        bodies: list[ParsedMessage],
+        *,
+        newest_first: bool,
+        announce: bool,
+    ) -> int:
+        """Store one fetched batch with the folder mark it advances; return its size."""
         with self._writing() as session:
             relinked = _link_known(session, folder, known)
             new_ids = self._insert(session, folder, bodies, relinked)
@@ -309,11 +345,10 @@ class FolderSyncer:
             _update_folder(session, folder, **marks)
         self.counts.new += len(new_ids)
         self.counts.bytes += sum(message.size for message in bodies)
+        return len(batch)
 
     def _known_elsewhere(self, folder: Folder, batch: Sequence[int]) -> dict[int, KnownMessage]:
         """Find which UIDs hold mail stored from another folder, from their headers only."""
-        if not self._mailbox_has_mail_outside(folder):
-            return {}
         identities = {m.uid: (message_identity(m), m.flags) for m in self.mail.identities(batch)}
         with session_scope(self.engine) as session:
             emails = relinkable_emails(

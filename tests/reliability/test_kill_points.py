@@ -5,7 +5,7 @@ Each run is a process of its own (`tests.sync.sync_driver`), killed at a random 
 in each twentieth of LONGEST_DELAY, shuffled, so the early steps get their share; or,
 when that comes first, a random moment after a random number of stored batches, so that
 no run, however fast the machine, finishes the mailbox before the 20th kill. Just
-before the kill the process is frozen and reports its stack, so the test knows what it
+before the kill the process is frozen and reports its threads' stacks, so the test knows what it
 interrupted: login, the folder listing, a SEARCH, flags and expunges, a batch's header
 lookup, FETCH or write, a checkpoint, the end of the run. A kill that lands after the
 run finished does not count. New mail arrives in the middle, so runs also announce
@@ -88,15 +88,22 @@ class Kill:
     stored: int
 
 
-def phase_of(stack: list[str]) -> str:
-    """Name what a run was doing from its stack of `path:function` entries."""
+def phase_of(stack: list[str], threads: list[list[str]]) -> str:
+    """Name what a run was doing from its threads' stacks of `path:function` entries.
+
+    A batch transaction in progress on the writer thread names the kill, whatever the
+    main thread was doing meanwhile (fetching the next batch, most likely).
+    """
     app = {entry.rpartition(":")[2] for entry in stack if entry.startswith("app/")}
     if "sync_mailbox" not in app:
         return "starting up" if "create_db_engine" in app else "outside the sync"
-    if "_store_batch" in app:  # a batch: header lookup, FETCH, then one transaction
+    if any(entry.endswith(":_write_batch") for thread in threads for entry in thread):
+        return "batch: write"
+    if "_store" in app:  # a batch: header lookup, then FETCH; its write is on the writer
         if app & {"fetch", "identities"}:
             return "batch: fetch"
-        return "batch: lookup" if "_known_elsewhere" in app else "batch: write"
+        if "_known_elsewhere" in app:
+            return "batch: lookup"
     for phase, functions in _PHASES:
         if app & functions:
             return phase
@@ -194,7 +201,7 @@ def test_sigkill_at_twenty_random_points_of_a_large_sync_loses_and_repeats_nothi
                 finished_first += 1
                 new_mail_due += 1  # give the next runs something to do
             else:
-                phase = phase_of(killed.stack)
+                phase = phase_of(killed.stack, killed.threads)
                 kills.append(Kill(after, trigger, phase, stored_count(engine, mailbox_id)))
                 strata.pop()
                 new_mail_due += len(kills) in NEW_MAIL_AFTER_KILLS

@@ -10,7 +10,8 @@ worker held the lease; `--lease-only` asks for the lease only, prints `{"mailbox
 "won"}` and keeps it. `--wait-for-go` prints `{"ready": true}` once the imports are done
 and starts on a line on stdin: a test can then start several processes at one instant,
 or start the interpreter ahead of the moment it needs the sync. `--freeze-on-signal`
-makes SIGUSR1 print `{"stack": [...]}` (the main thread's frames, outermost first, as
+makes SIGUSR1 print `{"stack": [...], "threads": [[...], ...]}` (the main thread's frames,
+then each other thread's, such as the sync's batch writer, outermost first, as
 `path:function`) and stop the process (SIGSTOP) right there: a test about to SIGKILL it
 learns exactly what the kill interrupts (`freeze_and_kill`).
 
@@ -26,6 +27,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -73,17 +75,21 @@ def take_lease(engine: Engine, settings: Settings, mailbox_id: int) -> None:
 
 
 def freeze_on_signal() -> None:
-    """On FREEZE_SIGNAL, report the main thread's stack and stop the process where it is."""
+    """On FREEZE_SIGNAL, report every thread's stack and stop the process where it is."""
 
     def freeze(_signum: int, frame: FrameType | None) -> None:
-        stack = [
-            f"{_place(entry.filename)}:{entry.name}" for entry in traceback.extract_stack(frame)
-        ]
+        main = threading.main_thread().ident
+        others = [_stack(other) for ident, other in sys._current_frames().items() if ident != main]
+        report = {"stack": _stack(frame), "threads": others}
         # os.write, not print: the signal may land inside a print of the main thread.
-        os.write(sys.stdout.fileno(), (json.dumps({"stack": stack}) + "\n").encode())
+        os.write(sys.stdout.fileno(), (json.dumps(report) + "\n").encode())
         os.kill(os.getpid(), signal.SIGSTOP)
 
     signal.signal(FREEZE_SIGNAL, freeze)
+
+
+def _stack(frame: FrameType | None) -> list[str]:
+    return [f"{_place(entry.filename)}:{entry.name}" for entry in traceback.extract_stack(frame)]
 
 
 def _place(filename: str) -> str:
@@ -274,6 +280,7 @@ class KilledDriver:
     """What a driver was doing when it was killed, and the syncs it had reported by then."""
 
     stack: list[str]
+    threads: list[list[str]]  # the other threads' stacks
     synced: list[dict[str, Any]]
     exited: bool
 
@@ -295,9 +302,10 @@ def freeze_and_kill(process: subprocess.Popen[str], timeout: float = 30) -> Kill
     if not readable or process.returncode not in (0, -signal.SIGKILL, -FREEZE_SIGNAL):
         raise AssertionError(f"the driver neither froze nor ended well: {first}{rest}{err}")
     lines = reports(first + rest)
-    stacks = [line["stack"] for line in lines if "stack" in line]
+    frozen = [line for line in lines if "stack" in line]
     return KilledDriver(
-        stack=stacks[0] if stacks else [],
+        stack=frozen[0]["stack"] if frozen else [],
+        threads=frozen[0]["threads"] if frozen else [],
         synced=[line for line in lines if "stack" not in line],
         exited=process.returncode == 0,
     )
