@@ -43,16 +43,29 @@ def relinkable_emails(
 
 
 def insert_emails(session: Session, rows: Sequence[Row]) -> list[int]:
-    """Insert email rows in one statement; return their ids in the order of `rows`.
+    """Insert email rows; return their ids in the order of `rows`.
 
     Plain column values skip building a model object per row, which costs
     more than the INSERT itself when a sync stores thousands of messages.
+    PostgreSQL returns the ids of many rows per statement. SQLite can only
+    promise their order one row per statement, so there the first row goes
+    alone and the others take the ids after its own in one executemany: that
+    INSERT holds the database's write lock until commit, and SQLite numbers a
+    new row one above the largest id, so nobody else can take those ids.
     """
     if not rows:
         return []
     table = _table(Email)
-    statement = sa.insert(table).returning(table.c.id, sort_by_parameter_order=True)
-    return list(session.execute(statement, list(rows)).scalars())
+    if session.get_bind().dialect.name != "sqlite":
+        statement = sa.insert(table).returning(table.c.id, sort_by_parameter_order=True)
+        return list(session.execute(statement, list(rows)).scalars())
+    first = session.execute(sa.insert(table).returning(table.c.id), [rows[0]]).scalar_one()
+    ids = list(range(first, first + len(rows)))
+    if len(rows) > 1:
+        session.execute(
+            sa.insert(table), [{**row, "id": i} for row, i in zip(rows[1:], ids[1:], strict=True)]
+        )
+    return ids
 
 
 def insert_links(session: Session, rows: Sequence[Row]) -> None:
