@@ -451,6 +451,7 @@ def _link_known(session: Session, folder: Folder, known: dict[int, KnownMessage]
     return {message.email_id for message in known.values()}
 
 
+_FLAG_READ_CHUNK = 1000
 _FLAG_COLUMNS = {
     "seen": "\\Seen",
     "flagged": "\\Flagged",
@@ -460,28 +461,26 @@ _FLAG_COLUMNS = {
 
 
 def _apply_flags(session: Session, links: dict[int, int], flags: dict[int, frozenset[str]]) -> int:
-    """Write changed system flags of linked UIDs; return how many emails changed."""
+    """Write changed system flags of linked UIDs; return how many emails changed.
+
+    Current flags are read in chunks (a folder without CONDSTORE reports every
+    UID's flags, more than a statement may bind) and the changes go out in one
+    executemany.
+    """
     targets = {links[uid]: state for uid, state in flags.items() if uid in links}
-    if not targets:
-        return 0
     columns = [col(getattr(Email, name)) for name in _FLAG_COLUMNS]
-    current = {
-        email_id: tuple(values)
-        for email_id, *values in session.execute(
-            sa.select(col(Email.id), *columns).where(col(Email.id).in_(list(targets)))
-        )
-    }
-    changed = 0
+    current: dict[int, tuple[bool, ...]] = {}
+    for chunk in chunked(list(targets), _FLAG_READ_CHUNK):
+        rows = session.execute(sa.select(col(Email.id), *columns).where(col(Email.id).in_(chunk)))
+        current.update((email_id, tuple(values)) for email_id, *values in rows)
+    changes: list[dict[str, Any]] = []
     for email_id, state in targets.items():
         wanted = tuple(flag in state for flag in _FLAG_COLUMNS.values())
-        if current.get(email_id) != wanted:
-            session.execute(
-                sa.update(Email)
-                .where(col(Email.id) == email_id)
-                .values(dict(zip(_FLAG_COLUMNS, wanted, strict=True)))
-            )
-            changed += 1
-    return changed
+        if email_id in current and current[email_id] != wanted:
+            changes.append({"id": email_id, **dict(zip(_FLAG_COLUMNS, wanted, strict=True))})
+    if changes:
+        session.execute(sa.update(Email), changes)  # an UPDATE by primary key per row
+    return len(changes)
 
 
 def _update_folder(session: Session, folder: Folder, **values: Any) -> Folder:
