@@ -7,8 +7,16 @@ for the writer) and a busy timeout (a writer waits for the lock instead of
 failing with "database is locked"): 30 s, or the seconds of the URL's
 `timeout` (`sqlite:///var/imap-bridge.db?timeout=5`). PostgreSQL goes through
 psycopg 3, with a connect timeout (10 s unless the URL sets `connect_timeout`)
-and a ping before a pooled connection is used, so the pool recovers by itself
-after the server restarts or the network drops.
+and a ping before a pooled connection is used when it may have died, so the pool
+recovers by itself after the server restarts or the network drops.
+
+A ping is a round trip, and a no-change sync is little else, so a connection
+returned to the pool less than PING_AFTER_IDLE_SECONDS ago is pinged only when
+the server sent it something meanwhile: a server that shuts down or ends a
+session says so (FATAL) and closes the socket, which leaves it readable. A
+connection from the pool is then as safe as with SQLAlchemy's `pool_pre_ping`,
+except for a server host that vanished without a word in that second; a
+statement on such a connection fails as an outage (`is_unavailable`).
 
 A database that is down, unreachable or locked surfaces as a SQLAlchemy
 `DBAPIError`; `is_unavailable` tells those apart from errors in a statement,
@@ -18,19 +26,26 @@ the API says 503).
 
 from __future__ import annotations
 
+import select
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from sqlite3 import Connection as SQLiteConnection
 
-from sqlalchemy import URL, Engine, create_engine, event, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.pool import ConnectionPoolEntry
+import psycopg
+from sqlalchemy import URL, Dialect, Engine, create_engine, event, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DBAPIError, InvalidatePoolError, OperationalError
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlmodel import Session
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
 POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
+PING_AFTER_IDLE_SECONDS = 1.0
+_RETURNED_AT = "imap_bridge_returned_at"  # ConnectionPoolEntry.info key: monotonic seconds
 
 
 def database_url(url: str) -> URL:
@@ -58,7 +73,11 @@ def create_db_engine(url: str) -> Engine:
     parsed = database_url(url)
     if parsed.get_backend_name() != "sqlite":
         defaults = _unless_in_url(parsed, connect_timeout=POSTGRES_CONNECT_TIMEOUT_SECONDS)
-        return create_engine(parsed, pool_pre_ping=True, connect_args=defaults)
+        engine = create_engine(parsed, connect_args=defaults)
+        event.listen(engine.pool, "connect", _note_return)
+        event.listen(engine.pool, "checkin", _note_return)
+        event.listen(engine.pool, "checkout", partial(_ping_if_in_doubt, engine.dialect))
+        return engine
     database = parsed.database
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
@@ -67,6 +86,39 @@ def create_db_engine(url: str) -> Engine:
     engine = create_engine(parsed, connect_args={"check_same_thread": False, **defaults})
     event.listen(engine, "connect", _configure_sqlite_connection)
     return engine
+
+
+def _note_return(dbapi_connection: object, record: ConnectionPoolEntry) -> None:
+    record.info[_RETURNED_AT] = time.monotonic()
+
+
+def _ping_if_in_doubt(
+    dialect: Dialect,
+    dbapi_connection: DBAPIConnection,
+    record: ConnectionPoolEntry,
+    _proxy: PoolProxiedConnection,
+) -> None:
+    """Ping a connection leaving the pool if it idled or the server spoke; drop it if dead.
+
+    Raising InvalidatePoolError makes the pool discard this connection and every
+    older one, and hand out a new connection, as `pool_pre_ping` does.
+    """
+    idle = time.monotonic() - record.info.get(_RETURNED_AT, 0.0)
+    if idle < PING_AFTER_IDLE_SECONDS and not _server_spoke(dbapi_connection):
+        return
+    try:
+        dialect.do_ping(dbapi_connection)  # outside a transaction, as `pool_pre_ping` does
+    except psycopg.Error as exc:
+        raise InvalidatePoolError(f"the pooled connection is dead: {exc}") from exc
+
+
+def _server_spoke(connection: DBAPIConnection) -> bool:
+    """Say whether the socket of an idle connection has input (a FATAL, the end of stream)."""
+    try:
+        readable, _, _ = select.select([connection.fileno()], [], [], 0)
+    except (psycopg.Error, OSError, ValueError):  # closed, or its socket is gone
+        return True
+    return bool(readable)
 
 
 def _unless_in_url(url: URL, **defaults: float) -> dict[str, float]:

@@ -6,12 +6,16 @@ local only, same UIDVALIDITY as one new remote name
 local only, no mail    -> deleted (`folder.deleted`)
 local only, with mail  -> kept, marked outdated (`folder.deleted`, kept=true)
 both                   -> name, delimiter and type refreshed; outdated mark cleared
+
+A listing that matches the stored folders (`is_reconciled`) changes nothing, so a
+sync compares first and opens a write transaction only when something differs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlmodel import Session
 
@@ -25,10 +29,26 @@ ENABLED_BY_DEFAULT = frozenset({FolderType.INBOX, FolderType.SENT})
 
 @dataclass(frozen=True, slots=True)
 class FolderChanges:
-    """How many folders the server added and removed since the last sync."""
+    """How many folders the server added and removed since the last sync, and those it lists."""
 
     added: int
     removed: int
+    listed: list[Folder]  # the stored folders of the listing's names, after reconciliation
+
+
+def is_reconciled(folders: list[Folder], listing: FolderListing) -> bool:
+    """Say whether `reconcile_folders` would leave `folders` (all of a mailbox's) as they are."""
+    local = {folder.full_name: folder for folder in folders}
+    if local.keys() != {remote.full_name for remote in listing.folders}:
+        return False
+    for remote in listing.folders:
+        folder = local[remote.full_name]
+        parent = local.get(remote.parent) if remote.parent else None
+        if folder.parent_id != (parent.id if parent else None):
+            return False
+        if any(getattr(folder, name) != value for name, value in _listed_values(remote).items()):
+            return False
+    return True
 
 
 def reconcile_folders(
@@ -78,15 +98,24 @@ def reconcile_folders(
     for name, remote_folder in remote.items():
         parent = local.get(remote_folder.parent) if remote_folder.parent else None
         local[name].parent_id = parent.id if parent else None
-    return FolderChanges(added=len(fresh), removed=removed)
+    listed = [local[name] for name in remote]
+    return FolderChanges(added=len(fresh), removed=removed, listed=listed)
+
+
+def _listed_values(remote: RemoteFolder) -> dict[str, Any]:
+    """The columns a folder takes from its LIST entry (the parent aside)."""
+    return {
+        "full_name": remote.full_name,
+        "name": remote.name,
+        "delimiter": remote.delimiter,
+        "type": FolderType(remote.type),
+        "outdated_since": None,
+    }
 
 
 def _refresh(folder: Folder, remote: RemoteFolder) -> None:
-    folder.full_name = remote.full_name
-    folder.name = remote.name
-    folder.delimiter = remote.delimiter
-    folder.type = FolderType(remote.type)
-    folder.outdated_since = None
+    for name, value in _listed_values(remote).items():
+        setattr(folder, name, value)
 
 
 def _renames(

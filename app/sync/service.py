@@ -66,8 +66,8 @@ from app.db.models import (
 from app.db.repositories.emails import delete_orphans, orphan_email_ids
 from app.db.repositories.events import record_event
 from app.db.repositories.folders import mailbox_folders
-from app.db.repositories.mailboxes import acquire_lease, get_mailbox, release_lease
-from app.db.repositories.sync_runs import fail_interrupted_sync_runs, oldest_queued_sync_run
+from app.db.repositories.mailboxes import get_mailbox, lease_mailbox, release_lease
+from app.db.repositories.sync_runs import fail_interrupted_sync_runs, open_sync_runs
 from app.imap import EmailManager, FolderManager, ImapConnection
 from app.imap.errors import AuthenticationFailed, FolderNotFound, ImapError, NetworkError
 from app.imap.folder_manager import FolderListing
@@ -86,7 +86,7 @@ from app.sync.errors import (
     database_outages,
 )
 from app.sync.folder_sync import Deadline, FolderSyncer, Lease, ProgressCallback, SyncCounts
-from app.sync.folders import reconcile_folders
+from app.sync.folders import is_reconciled, reconcile_folders
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +127,13 @@ class SyncResult:
 
 @dataclass(slots=True)
 class _Claim:
-    """What the transaction that takes the lease hands the run: the mailbox and its run row."""
+    """What the transaction that takes the lease hands the run, read before it logs in."""
 
     lease: Lease
     mailbox: Mailbox
     run: SyncRun
+    folders: list[Folder]  # every folder of the mailbox
+    orphans: set[int]  # emails no folder held (mail runs only: the others delete none)
     released: bool = False  # the run's last transaction gave the lease back
 
 
@@ -168,26 +170,33 @@ def _claimed(
 ) -> Iterator[_Claim | None]:
     """Take the lease and start the run in one transaction; give the lease back at the end.
 
-    A no-change sync is mostly database round trips, so the run's first and last
-    transactions also do what would otherwise take transactions of their own.
+    A no-change sync is mostly database round trips: the first transaction also reads
+    what the run compares with the server (the folders, and the orphans a complete run
+    deletes), and the last one records the outcome and releases the lease together. A
+    run whose server changed nothing writes nothing in between.
     """
     with session_scope(engine) as session:
-        mailbox = get_mailbox(session, lease.mailbox_id)
+        mailbox = lease_mailbox(session, lease.mailbox_id, lease.owner, utcnow(), lease.duration)
         if mailbox is None:
-            raise MailboxNotFoundError(f"mailbox {lease.mailbox_id} does not exist")
-        claim = None
-        if acquire_lease(session, lease.mailbox_id, lease.owner, utcnow(), lease.duration):
+            if get_mailbox(session, lease.mailbox_id) is None:
+                raise MailboxNotFoundError(f"mailbox {lease.mailbox_id} does not exist")
+            claim = None
+        else:
             claim = _Claim(
-                lease, mailbox, _start_run(session, lease.mailbox_id, run_id, folders_only, trigger)
+                lease,
+                mailbox,
+                _start_run(session, lease.mailbox_id, run_id, folders_only, trigger),
+                mailbox_folders(session, lease.mailbox_id),
+                set() if folders_only else orphan_email_ids(session, lease.mailbox_id),
             )
     try:
         yield claim
     finally:
         if claim is not None and not claim.released:
-            _when_database_answers(lambda: _release(engine, lease))
+            _when_database_answers(lambda: _give_back(engine, lease))
 
 
-def _release(engine: Engine, lease: Lease) -> None:
+def _give_back(engine: Engine, lease: Lease) -> None:
     with session_scope(engine) as session:
         release_lease(session, lease.mailbox_id, lease.owner)
 
@@ -212,12 +221,19 @@ def _start_run(
     folders_only: bool,
     trigger: SyncTrigger,
 ) -> SyncRun:
-    fail_interrupted_sync_runs(session, mailbox_id, utcnow())
+    runs = open_sync_runs(session, mailbox_id, including=run_id)
+    if any(run.status == SyncRunStatus.RUNNING for run in runs):  # left by a worker that died
+        fail_interrupted_sync_runs(session, mailbox_id, utcnow())
     if run_id is not None:
-        run = session.get(SyncRun, run_id)
+        run = next((run for run in runs if run.id == run_id), None)
     else:  # a scheduled job: it fills in a run the API queued meanwhile, if any
-        run = oldest_queued_sync_run(session, mailbox_id, folders_only=folders_only)
-    if run is None or run.mailbox_id != mailbox_id:
+        queued = (
+            run
+            for run in runs
+            if run.status == SyncRunStatus.QUEUED and run.folders_only == folders_only
+        )
+        run = next(queued, None)
+    if run is None:
         run = SyncRun(mailbox_id=mailbox_id, folders_only=folders_only, trigger=trigger)
         session.add(run)
     run.status = SyncRunStatus.RUNNING
@@ -239,10 +255,8 @@ class _Run:
         self.run = claim.run
         self.progress = progress
         self.counts = SyncCounts()
-        # Emails no folder holds are deleted at the end of a complete run: all of them,
-        # unless a message this run saw leave a folder may have moved into one it had
-        # already passed (a folder grew since): then only those orphaned before the run,
-        # and the next run relinks the rest or deletes them.
+        # Emails no folder holds are deleted at the end of a complete run (None: all of
+        # them); see `_orphans_to_delete`.
         self.orphans_to_delete: set[int] | None = None
         self.deadline = Deadline(settings.sync_time_budget_seconds)
 
@@ -283,13 +297,15 @@ class _Run:
 
     def _synchronize(self, mailbox: Mailbox, connection: ImapConnection) -> bool:
         listing = FolderManager(connection).listing()
-        with session_scope(self.engine) as session:
-            self.lease.hold(session)
-            changes = reconcile_folders(session, mailbox, listing, FolderManager(connection).status)
+        folders = self.claim.folders
+        if not is_reconciled(folders, listing):
+            with session_scope(self.engine) as session:
+                self.lease.hold(session)
+                status_of = FolderManager(connection).status
+                changes = reconcile_folders(session, mailbox, listing, status_of)
             self.counts.folders_added = changes.added
             self.counts.folders_removed = changes.removed
-            folders = _folders_to_sync(mailbox_folders(session, _id(mailbox)), listing)
-            orphans_before = orphan_email_ids(session, _id(mailbox))
+            folders = changes.listed
         if self.run.folders_only:
             return True
         syncer = FolderSyncer(
@@ -303,7 +319,7 @@ class _Run:
             counts=self.counts,
             progress=self.progress,
         )
-        for folder in folders:
+        for folder in _folders_to_sync(folders, listing):
             try:
                 done = syncer.sync(folder, listing.statuses.get(folder.full_name))
             except FolderNotFound:
@@ -311,15 +327,30 @@ class _Run:
                 continue
             if not done:
                 return False
-        if syncer.unlinked and _any_folder_grew(connection, syncer.seen_uidnext):
-            self.orphans_to_delete = orphans_before
+        self.orphans_to_delete = self._orphans_to_delete(syncer, connection)
         return True
+
+    def _orphans_to_delete(
+        self, syncer: FolderSyncer, connection: ImapConnection
+    ) -> set[int] | None:
+        """Choose the orphans a complete run deletes (None: every one).
+
+        A run that removed no link has at most the orphans it began with (fewer if it
+        relinked some): most often none, and then deleting them costs no query. When a
+        message this run saw leave a folder may have moved into one it had already
+        passed (a folder grew since), only those orphaned before the run go, and the
+        next run relinks the rest or deletes them.
+        """
+        if syncer.unlinked and _any_folder_grew(connection, syncer.seen_uidnext):
+            return self.claim.orphans
+        if syncer.unlinked or self.claim.orphans:
+            return None
+        return set()
 
     def _succeeded(self, complete: bool) -> SyncResult:
         now = utcnow()
         with session_scope(self.engine) as session:
-            self.lease.hold(session)
-            mailbox = _mailbox_of_run(session, self.run.mailbox_id)
+            mailbox = self._release(session)
             if mailbox.status is MailboxStatus.AUTH_FAILED:
                 mailbox.status = MailboxStatus.ACTIVE
                 record_event(session, "mailbox.credentials_restored", mailbox, {})
@@ -340,7 +371,6 @@ class _Run:
                 mailbox,
                 {"run_id": run.id, "complete": complete, **asdict(self.counts)},
             )
-            release_lease(session, self.lease.mailbox_id, self.lease.owner)
         self.claim.released = True
         log.info("sync.done", extra={"mailbox_id": run.mailbox_id, **asdict(self.counts)})
         return SyncResult(_id(run), SyncRunStatus.SUCCEEDED, self.counts, complete)
@@ -348,8 +378,7 @@ class _Run:
     def _failed(self, failure: Failure) -> SyncResult:
         now = utcnow()
         with session_scope(self.engine) as session:
-            self.lease.hold(session)
-            mailbox = _mailbox_of_run(session, self.run.mailbox_id)
+            mailbox = self._release(session)
             mailbox.consecutive_failures += 1
             mailbox.last_error = f"{failure.code}: {failure.message}"
             mailbox.next_sync_at = now + self._backoff(mailbox.consecutive_failures, failure.kind)
@@ -364,10 +393,22 @@ class _Run:
             elif failure.kind == "permanent":
                 record_event(session, "mailbox.sync_failed", mailbox, {"error_code": failure.code})
             run = self._finish(session, SyncRunStatus.FAILED, now, failure)
-            release_lease(session, self.lease.mailbox_id, self.lease.owner)
         self.claim.released = True
         log.warning("sync.failed", extra={"mailbox_id": run.mailbox_id, "error_code": failure.code})
         return SyncResult(_id(run), SyncRunStatus.FAILED, self.counts, False, failure.code)
+
+    def _release(self, session: Session) -> Mailbox:
+        """Give the lease back first in the run's last transaction, and read the mailbox.
+
+        The UPDATE proves the run still holds the lease and, like `Lease.hold`, locks the
+        row until the commit, so nothing this transaction writes can follow a new holder.
+        """
+        mailbox = release_lease(session, self.lease.mailbox_id, self.lease.owner)
+        if mailbox is None:
+            raise LeaseLostError(
+                f"mailbox {self.lease.mailbox_id} was taken over by another worker"
+            )
+        return mailbox
 
     def _lost(self, error: LeaseLostError) -> SyncResult:
         """Close this run's record and touch nothing else: the mailbox is another's now."""
@@ -401,8 +442,7 @@ class _Run:
         now: datetime,
         failure: Failure | None = None,
     ) -> SyncRun:
-        run = session.get(SyncRun, self.run.id)
-        assert run is not None
+        run = session.merge(self.run, load=False)  # the row as the run wrote it: no SELECT
         run.status = status
         run.finished_at = now
         run.new = self.counts.new
@@ -415,13 +455,6 @@ class _Run:
             run.error_code = failure.code
             run.error = failure.message
         return run
-
-
-def _mailbox_of_run(session: Session, mailbox_id: int) -> Mailbox:
-    mailbox = session.get(Mailbox, mailbox_id)
-    if mailbox is None:
-        raise MailboxNotFoundError(f"mailbox {mailbox_id} was deleted during its sync")
-    return mailbox
 
 
 def _any_folder_grew(connection: ImapConnection, seen_uidnext: dict[str, int | None]) -> bool:

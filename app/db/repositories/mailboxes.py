@@ -23,7 +23,23 @@ def acquire_lease(
     holder) or `owner` already holds it, so two workers racing for the same
     mailbox cannot both win, on SQLite or PostgreSQL alike.
     """
-    result = session.execute(
+    result = session.execute(_claim(mailbox_id, owner, now, duration))
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def lease_mailbox(
+    session: Session, mailbox_id: int, owner: str, now: datetime, duration: timedelta
+) -> Mailbox | None:
+    """Take the lease as `acquire_lease` does and return the row it took, or None.
+
+    The UPDATE returns the row, so a sync reads the mailbox it leased without a SELECT.
+    """
+    statement = _claim(mailbox_id, owner, now, duration).returning(Mailbox)
+    return session.execute(statement).scalars().first()
+
+
+def _claim(mailbox_id: int, owner: str, now: datetime, duration: timedelta) -> sa.Update:
+    return (
         sa.update(Mailbox)
         .where(
             col(Mailbox.id) == mailbox_id,
@@ -36,7 +52,6 @@ def acquire_lease(
         .values(lease_owner=owner, lease_expires_at=now + duration)
         .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def renew_lease(
@@ -57,14 +72,20 @@ def renew_lease(
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
-def release_lease(session: Session, mailbox_id: int, owner: str) -> None:
-    """Give the mailbox back, only if `owner` still holds it."""
-    session.execute(
+def release_lease(session: Session, mailbox_id: int, owner: str) -> Mailbox | None:
+    """Give the mailbox back, only if `owner` still holds it; return the row, or None if not.
+
+    Like `renew_lease`, it locks the row until the commit: a sync's last transaction
+    releases first, which proves the lease and reads the mailbox in one statement.
+    """
+    statement = (
         sa.update(Mailbox)
         .where(col(Mailbox.id) == mailbox_id, col(Mailbox.lease_owner) == owner)
         .values(lease_owner=None, lease_expires_at=None)
+        .returning(Mailbox)
         .execution_options(synchronize_session=False)
     )
+    return session.execute(statement).scalars().first()
 
 
 def due_mailbox_ids(session: Session, now: datetime) -> list[int]:

@@ -98,17 +98,17 @@ def fail_interrupted_sync_runs(session: Session, mailbox_id: int, now: datetime)
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def oldest_queued_sync_run(
-    session: Session, mailbox_id: int, *, folders_only: bool
-) -> SyncRun | None:
-    """Return the mailbox's oldest `queued` run of this kind (one a job may adopt)."""
-    statement = (
-        select(SyncRun)
-        .where(
-            SyncRun.mailbox_id == mailbox_id,
-            SyncRun.folders_only == folders_only,
-            SyncRun.status == SyncRunStatus.QUEUED,
-        )
-        .order_by(col(SyncRun.id))
+def open_sync_runs(session: Session, mailbox_id: int, *, including: int | None) -> list[SyncRun]:
+    """Return the mailbox's queued and running runs, and run `including` whatever its status.
+
+    What a run that just took the lease settles, read in one query, oldest first: the
+    runs a dead worker left `running`, a queued run it may adopt, the run it was asked
+    to fill in.
+    """
+    wanted: sa.ColumnElement[bool] = col(SyncRun.status).in_(
+        [SyncRunStatus.QUEUED, SyncRunStatus.RUNNING]
     )
-    return session.exec(statement).first()
+    if including is not None:
+        wanted = sa.or_(wanted, col(SyncRun.id) == including)
+    statement = select(SyncRun).where(SyncRun.mailbox_id == mailbox_id, wanted)
+    return list(session.exec(statement.order_by(col(SyncRun.id))))
