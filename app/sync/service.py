@@ -133,7 +133,8 @@ class _Claim:
     mailbox: Mailbox
     run: SyncRun
     folders: list[Folder]  # every folder of the mailbox
-    orphans: set[int]  # emails no folder held (mail runs only: the others delete none)
+    # emails no folder held (mail runs of a mailbox marked `orphans_possible` only)
+    orphans: set[int]
     released: bool = False  # the run's last transaction gave the lease back
 
 
@@ -172,8 +173,9 @@ def _claimed(
 
     A no-change sync is mostly database round trips: the first transaction also reads
     what the run compares with the server (the folders, and the orphans a complete run
-    deletes), and the last one records the outcome and releases the lease together. A
-    run whose server changed nothing writes nothing in between.
+    deletes if the mailbox is marked as possibly holding any), and the last one records
+    the outcome and releases the lease together. A run whose server changed nothing
+    writes nothing in between.
     """
     with session_scope(engine) as session:
         mailbox = lease_mailbox(session, lease.mailbox_id, lease.owner, utcnow(), lease.duration)
@@ -187,7 +189,9 @@ def _claimed(
                 mailbox,
                 _start_run(session, lease.mailbox_id, run_id, folders_only, trigger),
                 mailbox_folders(session, lease.mailbox_id),
-                set() if folders_only else orphan_email_ids(session, lease.mailbox_id),
+                orphan_email_ids(session, lease.mailbox_id)
+                if mailbox.orphans_possible and not folders_only
+                else set(),
             )
     try:
         yield claim
@@ -333,17 +337,18 @@ class _Run:
     def _orphans_to_delete(
         self, syncer: FolderSyncer, connection: ImapConnection
     ) -> set[int] | None:
-        """Choose the orphans a complete run deletes (None: every one).
+        """Choose the orphans a complete run deletes (None: every one, clearing the mark).
 
         A run that removed no link has at most the orphans it began with (fewer if it
-        relinked some): most often none, and then deleting them costs no query. When a
-        message this run saw leave a folder may have moved into one it had already
-        passed (a folder grew since), only those orphaned before the run go, and the
-        next run relinks the rest or deletes them.
+        relinked some): none when the mailbox was not marked `orphans_possible`, and
+        then deleting them costs no query. When a message this run saw leave a folder
+        may have moved into one it had already passed (a folder grew since), only those
+        orphaned before the run go, the mark stays, and the next run relinks the rest
+        or deletes them.
         """
         if syncer.unlinked and _any_folder_grew(connection, syncer.seen_uidnext):
             return self.claim.orphans
-        if syncer.unlinked or self.claim.orphans:
+        if syncer.unlinked or self.claim.mailbox.orphans_possible:
             return None
         return set()
 
@@ -364,6 +369,8 @@ class _Run:
                 mailbox.next_sync_at = now if not complete else now + interval
             if complete and not self.run.folders_only:
                 delete_orphans(session, _id(mailbox), among=self.orphans_to_delete)
+                if self.orphans_to_delete is None:
+                    mailbox.orphans_possible = False
             run = self._finish(session, SyncRunStatus.SUCCEEDED, now)
             record_event(
                 session,

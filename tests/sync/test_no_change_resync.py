@@ -6,13 +6,13 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy import Engine
-from sqlmodel import col, select
+from sqlmodel import select
 
 from app.config import Settings
 from app.db import session_scope
-from app.db.models import Email, EmailFolder, Folder
+from app.db.models import Email, Folder
+from app.db.repositories.folders import unlink_uids
 from app.sync.folder_settings import FolderSyncSetting, save_folder_settings
 from app.sync.service import SyncResult, sync_mailbox
 from tests.dovecot import MailUser
@@ -48,11 +48,8 @@ def leave_as_a_run_that_died_after_an_expunge(
         inbox = session.exec(
             select(Folder).where(Folder.mailbox_id == mailbox_id, Folder.full_name == "INBOX")
         ).one()
-        session.execute(
-            sa.delete(EmailFolder).where(
-                col(EmailFolder.folder_id) == inbox.id, col(EmailFolder.uid) == uid
-            )
-        )
+        assert inbox.id is not None
+        unlink_uids(session, inbox.id, [uid])
         inbox.message_count = status[b"MESSAGES"]
         inbox.highestmodseq = status[b"HIGHESTMODSEQ"]
 

@@ -1,11 +1,15 @@
-"""Queries on `folder` and on the links (`email_folder`) that place mail in folders."""
+"""Queries on `folder` and on the links (`email_folder`) that place mail in folders.
+
+Removing links may leave emails in no folder: the functions that remove them
+mark the mailbox (`orphans_possible`) in the same transaction.
+"""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
-from app.db.models import EmailFolder, Folder
+from app.db.models import EmailFolder, Folder, Mailbox
 
 
 def mailbox_folders(session: Session, mailbox_id: int) -> list[Folder]:
@@ -46,9 +50,24 @@ def unlink_uids(session: Session, folder_id: int, uids: list[int]) -> int:
             )
         )
         removed += int(result.rowcount)  # type: ignore[attr-defined]
+    if removed:
+        _mark_orphans_possible(session, folder_id)
     return removed
 
 
 def unlink_folder(session: Session, folder_id: int) -> None:
     """Drop every link of the folder (its UIDs are void after a UIDVALIDITY change)."""
-    session.execute(sa.delete(EmailFolder).where(col(EmailFolder.folder_id) == folder_id))
+    result = session.execute(sa.delete(EmailFolder).where(col(EmailFolder.folder_id) == folder_id))
+    if result.rowcount:  # type: ignore[attr-defined]
+        _mark_orphans_possible(session, folder_id)
+
+
+def _mark_orphans_possible(session: Session, folder_id: int) -> None:
+    """Tell the folder's mailbox that an email may be left in no folder."""
+    mailbox_id = select(Folder.mailbox_id).where(Folder.id == folder_id).scalar_subquery()
+    session.execute(
+        sa.update(Mailbox)
+        .where(col(Mailbox.id) == mailbox_id)
+        .values(orphans_possible=True)
+        .execution_options(synchronize_session=False)
+    )
