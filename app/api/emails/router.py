@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
+from sqlmodel import Session
 
 from app.api.auth import require_api_key
 from app.api.deps import (
@@ -29,6 +30,7 @@ from app.api.deps import (
 from app.api.emails.schemas import (
     EmailRead,
     EmailSummary,
+    summary_page_json,
     text_filter,
 )
 from app.api.pagination import (
@@ -44,6 +46,7 @@ from app.api.problems import (
     DATABASE_UNAVAILABLE,
     IMAP_PROBLEMS,
     INVALID_INPUT,
+    ApiError,
     ProblemDoc,
     missing,
     not_found,
@@ -118,9 +121,16 @@ def list_emails(
     seen: bool | None = None,
     flagged: bool | None = None,
     thread: Annotated[str | None, text_filter("A `thread_key`: one conversation.")] = None,
-) -> Page[EmailSummary]:
-    if not mailbox_exists(session, mailbox_id):
-        raise not_found("mailbox", mailbox_id)
+) -> Response:
+    # `response_model` documents the page, which is written straight to JSON: a returned
+    # `Page` would be built from models and validated once more, in another trip to the
+    # threadpool. Rows prove the mailbox exists, so only an empty page asks for it (and a
+    # bad cursor, which must not hide a 404).
+    try:
+        after = _position_of_cursor(cursor) if cursor is not None else None
+    except ApiError:
+        _require_mailbox(session, mailbox_id)  # a missing mailbox is a 404 whatever the cursor
+        raise
     filters = EmailFilters(
         folder_id=folder_id,
         sender=sender,
@@ -133,12 +143,11 @@ def list_emails(
         flagged=flagged,
         thread_key=thread,
     )
-    after = _position_of_cursor(cursor) if cursor is not None else None
     page = email_page(session, mailbox_id, filters, after=after, limit=limit)
-    return Page(
-        items=[EmailSummary.of(linked.email, linked.links) for linked in page.emails],
-        next_cursor=_cursor_of(page.next_position) if page.next_position else None,
-    )
+    if not page.rows:
+        _require_mailbox(session, mailbox_id)
+    next_cursor = _cursor_of(page.next_position) if page.next_position else None
+    return Response(summary_page_json(page, next_cursor), media_type="application/json")
 
 
 @router.get(
@@ -220,6 +229,11 @@ def content_disposition(filename: str | None) -> str:
     fallback = _FALLBACK_UNSAFE.sub("_", filename)
     encoded = quote(filename, safe=_ATTR_CHARS, encoding="utf-8")
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
+
+
+def _require_mailbox(session: Session, mailbox_id: int) -> None:
+    if not mailbox_exists(session, mailbox_id):
+        raise not_found("mailbox", mailbox_id)
 
 
 def _as_utc(moment: datetime | None) -> datetime | None:

@@ -27,19 +27,33 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, defer
+from sqlalchemy.orm import Mapped
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
 from app.db.models import Attachment, Email, EmailFolder, Folder, MailAddress, Mailbox
 
-# Columns a page never shows; loading them for hundreds of rows would dominate the cost.
-_BODY_COLUMNS = [
-    sa.inspect(Email).attrs[name].class_attribute for name in ("text_body", "html_body", "headers")
-]
+# What a list shows of each email, read as plain rows: an entity per row (and the
+# bodies) would cost more than the query itself.
+_SUMMARY_COLUMNS = (
+    col(Email.id),
+    col(Email.mailbox_id),
+    col(Email.message_id),
+    col(Email.subject),
+    col(Email.from_name),
+    col(Email.from_email),
+    col(Email.to),
+    col(Email.cc),
+    col(Email.date),
+    col(Email.seen),
+    col(Email.flagged),
+    col(Email.has_attachments),
+    col(Email.size),
+    col(Email.thread_key),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,19 +80,22 @@ class EmailPosition:
     email_id: int
 
 
-@dataclass(frozen=True, slots=True)
-class LinkedEmail:
-    """An email without its bodies, and the folder links placing it on the server."""
+class FolderUid(NamedTuple):
+    """A folder holding the email, and the message's UID there."""
 
-    email: Email
-    links: list[EmailFolder]
+    folder_id: int
+    uid: int
 
 
 @dataclass(frozen=True, slots=True)
 class EmailPage:
-    """One page of emails and where it ended (None on the last page)."""
+    """One page of emails, their folder links by email id, and where it ended (None on the last).
 
-    emails: list[LinkedEmail]
+    Each row holds the columns of `Email` a list shows (`id`, `subject`, `to`, ...), no bodies.
+    """
+
+    rows: list[sa.RowMapping]
+    links: dict[int, list[FolderUid]]
     next_position: EmailPosition | None
 
 
@@ -87,7 +104,7 @@ class EmailDetail:
     """One email with its bodies, the folders holding it and its attachments by `n`."""
 
     email: Email
-    links: list[EmailFolder]
+    links: list[FolderUid]
     attachments: list[Attachment] = field(default_factory=list)
 
 
@@ -115,13 +132,11 @@ def email_page(
 ) -> EmailPage:
     """Return the `limit` newest emails after `after` that pass `filters`."""
     dialect = session.get_bind().dialect.name
-    matching = (
-        select(Email)
-        .where(Email.mailbox_id == mailbox_id, *_conditions(filters, dialect))
-        .options(*(defer(column, raiseload=True) for column in _BODY_COLUMNS))
+    matching = sa.select(*_SUMMARY_COLUMNS).where(
+        col(Email.mailbox_id) == mailbox_id, *_conditions(filters, dialect)
     )
     wanted = limit + 1  # one more than shown tells whether another page follows
-    emails: list[Email] = []
+    rows: list[sa.RowMapping] = []
     if after is None or after.date is not None:
         dated = matching.where(col(Email.date).is_not(None))
         if after is not None:
@@ -129,34 +144,33 @@ def email_page(
                 sa.tuple_(col(Email.date), col(Email.id)) < sa.tuple_(after.date, after.email_id)
             )
         ordered = dated.order_by(col(Email.date).desc(), col(Email.id).desc())
-        emails.extend(session.exec(ordered.limit(wanted)))
-    if len(emails) < wanted:
+        rows.extend(session.execute(ordered.limit(wanted)).mappings())
+    if len(rows) < wanted:
         undated = matching.where(col(Email.date).is_(None))
         if after is not None and after.date is None:
             undated = undated.where(col(Email.id) < after.email_id)
         ordered = undated.order_by(col(Email.id).desc())
-        emails.extend(session.exec(ordered.limit(wanted - len(emails))))
-    page = emails[:limit]
+        rows.extend(session.execute(ordered.limit(wanted - len(rows))).mappings())
+    page = rows[:limit]
     next_position = None
-    if len(emails) > limit:
-        last = page[-1]
-        next_position = EmailPosition(last.date, _id(last))
-    links = folder_links(session, [_id(email) for email in page])
-    return EmailPage([LinkedEmail(email, links[_id(email)]) for email in page], next_position)
+    if len(rows) > limit:
+        next_position = EmailPosition(page[-1]["date"], page[-1]["id"])
+    links = folder_links(session, [row["id"] for row in page])
+    return EmailPage(page, links, next_position)
 
 
-def folder_links(session: Session, email_ids: Sequence[int]) -> dict[int, list[EmailFolder]]:
+def folder_links(session: Session, email_ids: Sequence[int]) -> dict[int, list[FolderUid]]:
     """Map each of `email_ids` to its folder links, in one query (ordered by folder, UID)."""
-    links: dict[int, list[EmailFolder]] = {email_id: [] for email_id in email_ids}
+    links: dict[int, list[FolderUid]] = {email_id: [] for email_id in email_ids}
     if not email_ids:
         return links
     statement = (
-        select(EmailFolder)
+        sa.select(col(EmailFolder.email_id), col(EmailFolder.folder_id), col(EmailFolder.uid))
         .where(col(EmailFolder.email_id).in_(email_ids))
         .order_by(col(EmailFolder.folder_id), col(EmailFolder.uid))
     )
-    for link in session.exec(statement):
-        links[link.email_id].append(link)
+    for email_id, folder_id, uid in session.execute(statement):
+        links[email_id].append(FolderUid(folder_id, uid))
     return links
 
 
@@ -257,8 +271,3 @@ def _addresses_contain(
             for key in ("email", "name")
         ]
     return sa.exists().select_from(entries).where(_any_contains(fields, needle))
-
-
-def _id(email: Email) -> int:
-    assert email.id is not None, "rows read from the database have an id"
-    return email.id
