@@ -86,6 +86,23 @@ class EmailManager:
             highestmodseq=_optional_int(raw.get(b"HIGHESTMODSEQ")),
         )
 
+    def unselect_folder(self) -> None:
+        """Leave the selected folder, if any, without expunging it.
+
+        STATUS SHOULD NOT ask about the selected folder (RFC 3501 6.3.10): Dovecot
+        answers it from the session's own view, blind to mail added since. UNSELECT
+        (RFC 3691) where offered, else CLOSE, which expunges only a folder selected
+        read-write (RFC 3501 6.4.2), so that one is refused.
+        """
+        imap = self._client._imap
+        if imap.state != "SELECTED":
+            return
+        command = "unselect" if self._connection.has("UNSELECT") else "close"
+        if command == "close" and not imap.is_readonly:
+            raise ProtocolError("without UNSELECT, leaving a read-write folder would expunge it")
+        with imap_errors():
+            self._client._command_and_check(command)
+
     def _exists(self, name: str) -> bool:
         """Ask LIST whether `name` exists: servers word a failed SELECT differently."""
         with imap_errors():

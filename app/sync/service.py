@@ -346,7 +346,7 @@ class _Run:
         orphaned before the run go, the mark stays, and the next run relinks the rest
         or deletes them.
         """
-        if syncer.unlinked and _any_folder_grew(connection, syncer.seen_uidnext):
+        if syncer.unlinked and _any_folder_grew(connection, syncer.mail, syncer.seen_uidnext):
             return self.claim.orphans
         if syncer.unlinked or self.claim.mailbox.orphans_possible:
             return None
@@ -464,8 +464,17 @@ class _Run:
         return run
 
 
-def _any_folder_grew(connection: ImapConnection, seen_uidnext: dict[str, int | None]) -> bool:
-    """Say whether a folder got new UIDs since the run looked at it (STATUS; one per folder)."""
+def _any_folder_grew(
+    connection: ImapConnection, mail: EmailManager, seen_uidnext: dict[str, int | None]
+) -> bool:
+    """Say whether a folder got new UIDs since the run looked at it (STATUS; one per folder).
+
+    The folder the run left selected is left first: STATUS of it may be stale.
+    """
+    try:
+        mail.unselect_folder()
+    except ImapError:  # it may still be selected: its STATUS proves nothing
+        return True
     folders = FolderManager(connection)
     for full_name, seen in seen_uidnext.items():
         try:

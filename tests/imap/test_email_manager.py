@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.imap import EmailManager, ImapConnection
+from app.imap import EmailManager, FolderManager, ImapConnection
 from app.imap.errors import FolderNotFound
 from tests.dovecot import MailUser
 from tests.mailgen import Attachment, make_message
@@ -29,6 +29,35 @@ def test_select_reports_the_checkpoint_counters(
 def test_selecting_a_missing_folder_is_folder_not_found(connection: ImapConnection) -> None:
     with pytest.raises(FolderNotFound):
         EmailManager(connection).select_folder("No such folder")
+
+
+def test_after_unselecting_status_sees_mail_added_while_selected(
+    mail_user: MailUser, connection: ImapConnection
+) -> None:
+    """STATUS of the selected folder would answer from the session's view, blind to it."""
+    mail_user.append("INBOX", make_message(subject="before"))
+    mail = EmailManager(connection)
+    mail.select_folder("INBOX")
+    uid = mail_user.append("INBOX", make_message(subject="meanwhile"))
+    mail.unselect_folder()
+    assert FolderManager(connection).status("INBOX").uidnext == uid + 1
+
+
+def test_unselecting_a_read_write_folder_expunges_nothing(
+    mail_user: MailUser, connection: ImapConnection
+) -> None:
+    uid = mail_user.append("INBOX", make_message())
+    mail_user.add_flags("INBOX", [uid], ["\\Deleted"])
+    mail = EmailManager(connection)
+    mail.select_folder("INBOX", readonly=False)
+    mail.unselect_folder()
+    assert mail_user.uids("INBOX") == [uid]
+
+
+def test_unselecting_with_no_folder_selected_sends_nothing(connection: ImapConnection) -> None:
+    before = connection.commands_sent
+    EmailManager(connection).unselect_folder()
+    assert connection.commands_sent == before
 
 
 def test_find_returns_parsed_matches_only(mail_user: MailUser, connection: ImapConnection) -> None:

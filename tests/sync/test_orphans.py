@@ -18,6 +18,7 @@ from app.sync.service import SyncResult, sync_mailbox
 from tests.dovecot import MailUser
 from tests.factories import MailboxFactory
 from tests.mailgen import make_message
+from tests.sync.snapshot import events_of
 
 RECENT = datetime.now(UTC) - timedelta(days=30)
 
@@ -71,6 +72,49 @@ def test_mail_expunged_while_a_folder_grew_goes_at_the_next_run(
 
     assert stored_subjects(engine, mailbox_id) == {"m0", "m2", "m3", "s0", "s1"}
     assert subjects_in_no_folder(engine, mailbox_id) == set()
+
+
+def email_ids_by_subject(engine: Engine, mailbox_id: int, subject: str) -> list[int | None]:
+    with session_scope(engine) as session:
+        return list(
+            session.exec(
+                select(Email.id).where(Email.mailbox_id == mailbox_id, Email.subject == subject)
+            )
+        )
+
+
+def test_mail_moved_into_the_folder_still_selected_keeps_its_email(
+    engine: Engine, settings: Settings, mail_user: MailUser, add_mailbox: MailboxFactory
+) -> None:
+    """A move into the last folder synced is seen although the run still has it selected."""
+    moved = make_message(subject="m1")
+    uid = mail_user.append("INBOX", moved, date=RECENT)
+    mail_user.append("Sent", make_message(subject="s0"), date=RECENT)
+    mailbox_id = add_mailbox(mail_user)
+    run(engine, mailbox_id, settings)
+    [email_id] = email_ids_by_subject(engine, mailbox_id, "m1")
+    mail_user.expunge("INBOX", [uid])
+    mail_user.append("Sent", make_message(subject="s1"), date=RECENT)
+    arrived: list[int] = []
+
+    def move_in_once_sent_is_selected(progress: SyncProgress) -> None:
+        if progress.folder == "Sent" and not arrived:
+            arrived.append(mail_user.append("Sent", moved, date=RECENT))
+
+    run(engine, mailbox_id, settings, progress=move_in_once_sent_is_selected)
+    assert arrived, "the run stored new mail in Sent, the last folder it syncs"
+    assert subjects_in_no_folder(engine, mailbox_id) == {"m1"}, "it might have moved"
+
+    run(engine, mailbox_id, settings)
+
+    assert email_ids_by_subject(engine, mailbox_id, "m1") == [email_id]
+    assert subjects_in_no_folder(engine, mailbox_id) == set()
+    announced = [
+        announced_id
+        for event in events_of(engine, mailbox_id, "email.received")
+        for announced_id in event["email_ids"]
+    ]
+    assert email_id not in announced, "a move is not new mail"
 
 
 def test_mail_in_no_folder_from_before_the_upgrade_goes_at_the_first_run_after_it(
