@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import cache
 from typing import Any
 
 from fastapi import FastAPI
@@ -46,6 +48,19 @@ class BridgeApi(FastAPI):
         return self.openapi_schema
 
 
+@cache
+def _freeze_startup_objects() -> None:
+    """Take what start-up left alive out of the garbage collector's sight, once per process.
+
+    Modules, routes, models and the app live as long as the process; otherwise every
+    full collection walks them all (about 166,000 objects), a pause every request
+    waiting at that moment pays: at 20 clients listing mail it set the p99 of both
+    a list and `/healthz`.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application; nothing connects until the first request or startup."""
     settings = settings or get_settings()
@@ -54,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # None while Redis is down: the first request that needs the queue connects then.
         app.state.queue = await connect_queue(settings)
+        _freeze_startup_objects()
         yield
         if app.state.queue is not None:
             await app.state.queue.aclose()
