@@ -18,6 +18,9 @@ connection from the pool is then as safe as with SQLAlchemy's `pool_pre_ping`,
 except for a server host that vanished without a word in that second; a
 statement on such a connection fails as an outage (`is_unavailable`).
 
+JSON columns (the address lists every listed email carries) are decoded by
+pydantic_core's parser, several times faster than the standard library's.
+
 A database that is down, unreachable or locked surfaces as a SQLAlchemy
 `DBAPIError`; `is_unavailable` tells those apart from errors in a statement,
 by type: each layer turns them into its own answer (the sync engine retries,
@@ -36,6 +39,7 @@ from pathlib import Path
 from sqlite3 import Connection as SQLiteConnection
 
 import psycopg
+from pydantic_core import from_json
 from sqlalchemy import URL, Dialect, Engine, create_engine, event, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError, InvalidatePoolError, OperationalError
@@ -73,7 +77,7 @@ def create_db_engine(url: str) -> Engine:
     parsed = database_url(url)
     if parsed.get_backend_name() != "sqlite":
         defaults = _unless_in_url(parsed, connect_timeout=POSTGRES_CONNECT_TIMEOUT_SECONDS)
-        engine = create_engine(parsed, connect_args=defaults)
+        engine = create_engine(parsed, connect_args=defaults, json_deserializer=from_json)
         event.listen(engine.pool, "connect", _note_return)
         event.listen(engine.pool, "checkin", _note_return)
         event.listen(engine.pool, "checkout", partial(_ping_if_in_doubt, engine.dialect))
@@ -83,7 +87,11 @@ def create_db_engine(url: str) -> Engine:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     # sqlite3's `timeout` is SQLite's busy timeout.
     defaults = _unless_in_url(parsed, timeout=SQLITE_BUSY_TIMEOUT_SECONDS)
-    engine = create_engine(parsed, connect_args={"check_same_thread": False, **defaults})
+    engine = create_engine(
+        parsed,
+        connect_args={"check_same_thread": False, **defaults},
+        json_deserializer=from_json,
+    )
     event.listen(engine, "connect", _configure_sqlite_connection)
     return engine
 
