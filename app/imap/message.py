@@ -35,7 +35,10 @@ Nothing here raises on bad input: each problem becomes a line in
 Attachment sizes are exact without decoding base64 (counted from the encoded
 length and padding, a megabyte at a time); quoted-printable parts and broken
 base64 are decoded once to be measured, then dropped. Content-Type/-Disposition
-readings and address lists are cached per process: they repeat across a mailbox.
+readings and address lists are cached per process: they repeat across a mailbox
+(a multipart's boundary, unique to its message, is read apart from the rest).
+A part's end is found by searching for its boundary, not by stopping at every
+line that starts with "--".
 """
 
 from __future__ import annotations
@@ -66,6 +69,10 @@ _NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]+")
 _ENCODED_WORD = re.compile(r"=\?([^?*\s]+)(?:\*[^?\s]*)?\?([bBqQ])\?([^?]*)\?=")
 _FIELD_START = re.compile(rb"[!-9;-~]+[ \t]*:")  # a header field name and its colon
 _BRACKETED_ID = re.compile(r"<([^<>]*)>")
+_BOUNDARY_PARAM = re.compile(
+    r';[ \t]*boundary[ \t]*=[ \t]*(?:"([^"\\]*)"|([^\s;"\\()<>@,:/\[\]?=]+))[ \t]*(?=;|\Z)',
+    re.IGNORECASE,
+)
 _UNSAFE_FILENAME = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]+')
 _SYSTEM_FLAGS = {
     flag.lower(): flag
@@ -325,6 +332,8 @@ class _Walker:
         self.text: str | None = None
         self.html: str | None = None
         self.attachments: list[_FoundAttachment] = []
+        # per boundary: (searched from, start of the next line opening with it, or -1)
+        self.found: dict[bytes, tuple[int, int]] = {}
 
     def read_header(
         self, pos: int, boundaries: tuple[bytes, ...]
@@ -390,16 +399,31 @@ class _Walker:
         """Find the first delimiter line at or after the line start `pos`."""
         if not boundaries:
             return None
-        raw = self.raw
         line = pos
         while True:
             delimiter = self.delimiter_at(line, pos, boundaries)
             if delimiter is not None:
                 return delimiter
-            newline = raw.find(b"\n--", line)
-            if newline < 0:
+            starts = [self.next_line_opening(boundary, line) for boundary in boundaries]
+            found = [start for start in starts if start >= 0]
+            if not found:
                 return None
-            line = newline + 1
+            line = min(found)
+
+    def next_line_opening(self, boundary: bytes, after: int) -> int:
+        """Return the start of the first line after `after` opening with `--boundary`, or -1.
+
+        Searching for the whole boundary skips ahead much faster than stopping at
+        every line that starts with "--". Each boundary's last answer is kept:
+        walking a multipart asks again from a later offset, so it is still right
+        while it lies ahead.
+        """
+        searched_from, found = self.found.get(boundary, (-1, -1))
+        if not searched_from <= after < found and not (found < 0 <= searched_from <= after):
+            newline = self.raw.find(b"\n--" + boundary, after)
+            found = newline + 1 if newline >= 0 else -1
+            self.found[boundary] = (after, found)
+        return found
 
     def fields(self, start: int, end: int, where: str) -> dict[str, bytes]:
         """Return the unfolded header fields in raw[start:end], first occurrence of each name."""
@@ -431,23 +455,26 @@ class _Walker:
     def mime(self, fields: dict[str, bytes], default_type: str, where: str) -> _Mime:
         """Read the Content-* fields that decide how the entity is read."""
         content_type, disposition = fields.get("content-type"), fields.get("content-disposition")
-        header_values = (
-            None if content_type is None else _decode_8bit(content_type),
-            None if disposition is None else _decode_8bit(disposition),
-        )
+        type_text = None if content_type is None else _decode_8bit(content_type)
+        boundary = None
+        if type_text is not None and "oundary" in type_text:
+            type_text, boundary = _without_boundary(type_text)
+        header_values = (type_text, None if disposition is None else _decode_8bit(disposition))
         short = sum(len(value or "") for value in header_values) <= _CACHEABLE
         mime, found = (_content_headers if short else _content_headers.__wrapped__)(
             *header_values, default_type
         )
         self.defects.extend(f"{where} {defect}" for defect in found)
         encoding, content_id = fields.get("content-transfer-encoding"), fields.get("content-id")
-        if encoding is None and content_id is None:
+        if encoding is not None:
+            tokens = _decode_8bit(encoding).split()
+            mime = _with_encoding(mime, tokens[0].lower() if tokens else "7bit")
+        if boundary is None and content_id is None:
             return mime
-        tokens = _decode_8bit(encoding or b"").split()
-        cid = _decode_8bit(content_id or b"").strip().strip("<>").strip()
+        cid = None if content_id is None else _decode_8bit(content_id).strip().strip("<>").strip()
         return replace(
             mime,
-            transfer_encoding=tokens[0].lower() if tokens else "7bit",
+            boundary=mime.boundary if boundary is None else boundary.encode() or None,
             content_id=cid or None,
         )
 
@@ -803,6 +830,31 @@ def _content_headers(
         content_id=None,
     )
     return mime, tuple(defects)
+
+
+def _without_boundary(content_type: str) -> tuple[str, str | None]:
+    """Take a plain `boundary` parameter out of a Content-Type, so the rest can be cached.
+
+    Boundaries are unique per message; without them the Content-Type of a
+    multipart repeats like any other. Returns the value unchanged (and None)
+    unless the stdlib would read the same boundary: one `boundary` parameter, a
+    token or a quoted string without escapes, after balanced quotes.
+    """
+    match = _BOUNDARY_PARAM.search(content_type)
+    if match is None:
+        return content_type, None
+    before, after = content_type[: match.start()], content_type[match.end() :]
+    rest = before + after
+    if before.count('"') % 2 or "\\" in before or "boundary" in rest.lower():
+        return content_type, None
+    quoted, token = match.group(1, 2)
+    return rest, quoted if quoted is not None else token
+
+
+@lru_cache(maxsize=256)
+def _with_encoding(mime: _Mime, transfer_encoding: str) -> _Mime:
+    """Return `mime` read with its Content-Transfer-Encoding; cached, as readings repeat."""
+    return replace(mime, transfer_encoding=transfer_encoding)
 
 
 def _params(header: Message, name: str) -> dict[str, str | tuple[str | None, str | None, str]]:

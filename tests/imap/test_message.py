@@ -478,6 +478,69 @@ def test_multipart_without_boundary_is_a_defect() -> None:
     assert any("without a boundary" in defect for defect in message.defects)
 
 
+ALTERNATIVE_PARTS = (
+    b"Content-Type: text/plain\r\n\r\none",
+    b"Content-Type: text/html\r\n\r\n<p>two</p>",
+)
+
+
+@pytest.mark.parametrize(
+    ("parameters", "boundary"),
+    [
+        ("boundary=plain", "plain"),
+        ('boundary="quoted with spaces"', "quoted with spaces"),
+        ('BOUNDARY = "upper case name"', "upper case name"),
+        ('charset=utf-8; boundary="after"; format=flowed', "after"),
+        ('boundary="semi;colon"; charset=utf-8', "semi;colon"),
+        ("boundary=first; boundary=second", "first"),
+        ('boundary="escaped \\"quote"', 'escaped "quote'),
+        ('x="a quote; boundary=inside"; boundary=outside', "outside"),
+    ],
+)
+def test_boundary_parameters_are_read_as_the_stdlib_reads_them(
+    parameters: str, boundary: str
+) -> None:
+    raw = raw_message(
+        f"Content-Type: multipart/alternative; {parameters}",
+        body=multipart(boundary, *ALTERNATIVE_PARTS),
+    )
+
+    message = parse(raw)
+
+    assert (message.text, message.html) == ("one", "<p>two</p>")
+    assert not message.malformed, message.defects
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    ["boundary*=us-ascii''b", 'x="an unclosed quote; boundary=b'],
+)
+def test_a_boundary_the_stdlib_does_not_read_is_no_boundary(parameters: str) -> None:
+    raw = raw_message(
+        f"Content-Type: multipart/alternative; {parameters}",
+        body=multipart("b", *ALTERNATIVE_PARTS),
+    )
+
+    message = parse(raw)
+
+    assert any("without a boundary" in defect for defect in message.defects)
+
+
+def test_messages_alike_but_for_their_boundaries_each_split_at_their_own() -> None:
+    # Content-Type readings are cached per process without the boundary: the
+    # boundary of an earlier message must never split a later one.
+    for n in range(3):
+        raw = raw_message(
+            f'Content-Type: multipart/alternative; boundary="b{n}"',
+            body=multipart(f"b{n}", b"\r\nfirst", b"\r\nsecond") + b"--b0\r\n\r\nnot a part\r\n",
+        )
+
+        message = parse(raw)
+
+        assert message.text == "first"
+        assert [a.part_id for a in message.attachments] == ["2"]
+
+
 def test_boundary_lines_follow_dovecot_prefix_and_longest_match_rules() -> None:
     # "--outerX" is a delimiter of "outer" (a line need only start with it), and a
     # nested boundary that extends its parent's wins where both match.
