@@ -123,6 +123,16 @@ class Settings(BaseSettings):
             " sync triggers, per API process (429 with Retry-After above)."
         ),
     )
+    api_database_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description=(
+            "Requests answered from the database alone that run at once, per API process;"
+            " the others wait their turn (routes that talk to an IMAP server or an identity"
+            " provider are not counted)."
+        ),
+    )
 
     @field_validator("secret_keys", mode="before")
     @classmethod

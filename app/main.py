@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from app.api import health, metrics
+from app.api.auth import VerifiedKeys
 from app.api.connection.router import router as connection_router
 from app.api.emails.router import router as emails_router
 from app.api.events.router import router as events_router
@@ -87,6 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.secrets = SecretBox.from_settings(settings)
     app.state.queue = None
     app.state.queue_lock = asyncio.Lock()
+    app.state.database_turns = asyncio.Semaphore(settings.api_database_concurrency)
+    app.state.verified_keys = VerifiedKeys()
     install_problem_handlers(app)
     install_limits(app, settings)
     metrics.install_metrics(app)

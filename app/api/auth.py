@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.engine import Engine
 from sqlmodel import select
+from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import EngineDep
 from app.api.problems import ApiError
 from app.db import session_scope
 from app.db.models import ApiKey, utcnow
-from app.security import api_key_prefix, verify_api_key
+from app.security import api_key_prefix, hash_api_key, verify_api_key
 
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
 _bearer = HTTPBearer(auto_error=False, description="An API key from `imap-bridge apikey create`.")
@@ -25,27 +28,69 @@ def _unauthorized(detail: str) -> ApiError:
     )
 
 
-def require_api_key(
+class VerifiedKeys:
+    """API keys found live within the last second, by the SHA-256 of the key presented.
+
+    Every `/v1` request would otherwise open a transaction of its own to look
+    its key up, a third of the work of a short request. The price: a revoked
+    key goes on working for up to `seconds` in a process that has just seen it.
+    Only live keys are kept, so a wrong key costs a lookup every time.
+    """
+
+    def __init__(self, seconds: float = 1.0, size: int = 1024) -> None:
+        self.seconds = seconds
+        self.size = size
+        self._keys: dict[str, tuple[ApiKey, float]] = {}
+
+    def get(self, digest: str) -> ApiKey | None:
+        found = self._keys.get(digest)
+        if found is None or found[1] < time.monotonic():
+            return None
+        return found[0]
+
+    def put(self, digest: str, key: ApiKey) -> None:
+        if len(self._keys) >= self.size:
+            self._keys.clear()  # a burst of distinct keys: start over rather than track ages
+        self._keys[digest] = (key, time.monotonic() + self.seconds)
+
+
+async def require_api_key(
+    request: Request,
     engine: EngineDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> ApiKey:
     """Accept a live API key; compare in constant time and never say which part failed.
 
+    A key verified within the last second is taken from `VerifiedKeys`, on the
+    event loop; any other is looked up in the thread pool.
+    """
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise _unauthorized("send Authorization: Bearer <api key>")
+    verified: VerifiedKeys = request.app.state.verified_keys
+    digest = hash_api_key(credentials.credentials)
+    key = verified.get(digest)
+    if key is None:
+        key = await run_in_threadpool(_live_key, engine, credentials.credentials)
+        verified.put(digest, key)
+    return key
+
+
+def _live_key(engine: Engine, presented: str) -> ApiKey:
+    """Look the key up and check it.
+
     It reads (and, at most once a minute, stamps `last_used_at`) in a short
     transaction of its own, so concurrent requests with one key never queue
     behind a lock on its row.
     """
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise _unauthorized("send Authorization: Bearer <api key>")
-    prefix = api_key_prefix(credentials.credentials)
+    prefix = api_key_prefix(presented)
     with session_scope(engine) as session:
         key = (
             session.exec(select(ApiKey).where(ApiKey.prefix == prefix)).first() if prefix else None
         )
         if key is None or key.revoked_at is not None:
-            verify_api_key(credentials.credentials, "0" * 64)  # same work whether or not it exists
+            verify_api_key(presented, "0" * 64)  # same work whether or not it exists
             raise _unauthorized("the API key is not valid")
-        if not verify_api_key(credentials.credentials, key.key_hash):
+        if not verify_api_key(presented, key.key_hash):
             raise _unauthorized("the API key is not valid")
         now = utcnow()
         if key.last_used_at is None or now - key.last_used_at > _LAST_USED_RESOLUTION:

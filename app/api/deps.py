@@ -1,13 +1,20 @@
-"""Request dependencies as `Annotated` aliases: settings, database session, API key."""
+"""Request dependencies as `Annotated` aliases: settings, database session, API key.
+
+Those that only read application state are `async`: FastAPI runs a plain
+`def` dependency in its thread pool, a hop that costs more than the read.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Path, Request
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from app.api.problems import not_found
 from app.config import Settings
@@ -16,25 +23,57 @@ from app.db.repositories.mailboxes import get_mailbox
 from app.security import SecretBox
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
 
 
-def get_secret_box(request: Request) -> SecretBox:
+async def get_secret_box(request: Request) -> SecretBox:
     secrets: SecretBox = request.app.state.secrets
     return secrets
 
 
-def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Session]:
-    """One transaction per request, committed when the route returns without error."""
-    with session_scope(engine) as session:
+async def database_turn(request: Request) -> AsyncIterator[None]:
+    """Wait for one of the process's database turns and hold it until the route returns.
+
+    A route answered from the database alone runs in FastAPI's thread pool,
+    one thread per request. Past a few threads, more only fight over the
+    interpreter lock: every request gets slower and the slowest much slower.
+    Waiting here costs nothing (it is on the event loop), so requests queue in
+    arrival order instead. Routes that wait on an IMAP server or an identity
+    provider do not take a turn: they would hold it for seconds.
+    """
+    turns: asyncio.Semaphore = request.app.state.database_turns
+    async with turns:
+        yield
+
+
+async def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> AsyncIterator[Session]:
+    """One transaction per request, committed when the route returns without error.
+
+    The session is made here on the event loop (it touches the database only
+    at its first query); ending it takes one trip to the thread pool, even
+    when the request was cancelled.
+    """
+    session = Session(engine, expire_on_commit=False)
+    succeeded = False
+    try:
         yield session
+        succeeded = True
+    finally:
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(_end_session, session, commit=succeeded)
+
+
+def _end_session(session: Session, *, commit: bool) -> None:
+    with session:  # closing rolls back whatever was not committed
+        if commit:
+            session.commit()
 
 
 MAX_ROW_ID = 2**31 - 1  # ids are 32-bit on PostgreSQL: a larger one names no row
@@ -49,6 +88,8 @@ SecretsDep = Annotated[SecretBox, Depends(get_secret_box)]
 # scope="function": the commit happens before the response is sent, so a client
 # that reads right after a write sees it.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+# In a route's `dependencies=[...]`: it runs from the database alone (see `database_turn`).
+DATABASE_ONLY = Depends(database_turn, scope="function")
 
 
 def existing_mailbox_id(engine: EngineDep, mailbox_id: MailboxIdPath) -> int:

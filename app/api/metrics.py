@@ -9,7 +9,6 @@ work, and queue depth is read from Redis.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import (
@@ -22,6 +21,7 @@ from prometheus_client import (
 from redis.exceptions import RedisError
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.deps import EngineDep
 from app.api.problems import DATABASE_UNAVAILABLE, problem_responses
@@ -67,23 +67,41 @@ def install_metrics(app: FastAPI) -> None:
     """Time every request under its route template (not its raw path: bounded labels)."""
     metrics = ServiceMetrics()
     app.state.metrics = metrics
+    app.add_middleware(RequestTimer, latency=metrics.latency)
 
-    @app.middleware("http")
-    async def _timed(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
+
+class RequestTimer:
+    """ASGI middleware observing the time from a request to its response's status line.
+
+    A plain ASGI wrapper, not Starlette's `BaseHTTPMiddleware`: that one runs
+    the app in a task of its own and relays the response through a memory
+    stream, which costs more than a short API request itself. A stream (SSE)
+    counts until its headers go out, not for as long as it stays open.
+    """
+
+    def __init__(self, app: ASGIApp, latency: Histogram) -> None:
+        self.app = app
+        self.latency = latency
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        response = await call_next(request)
-        metrics.latency.labels(
-            request.method, _route_template(request), response.status_code
-        ).observe(time.perf_counter() - started)
-        return response
+
+        async def timed_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.latency.labels(
+                    scope["method"], _route_template(scope), message["status"]
+                ).observe(time.perf_counter() - started)
+            await send(message)
+
+        await self.app(scope, receive, timed_send)
 
 
-def _route_template(request: Request) -> str:
+def _route_template(scope: Scope) -> str:
     """The matched route's path template; the router records it in the scope."""
-    route = request.scope.get("route")
-    return str(getattr(route, "path", "unmatched"))
+    return str(getattr(scope.get("route"), "path", "unmatched"))
 
 
 @router.get(

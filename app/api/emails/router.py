@@ -19,6 +19,7 @@ from sqlmodel import Session
 
 from app.api.auth import require_api_key
 from app.api.deps import (
+    DATABASE_ONLY,
     MAX_ROW_ID,
     EmailIdPath,
     EngineDep,
@@ -98,6 +99,7 @@ _BINARY = {"type": "string", "format": "binary"}
     ),
     response_model=Page[EmailSummary],
     responses=problem_responses(missing("mailbox")),
+    dependencies=[DATABASE_ONLY],
 )
 def list_emails(
     session: SessionDep,
@@ -156,6 +158,7 @@ def list_emails(
     summary="One email with its bodies and attachment list",
     response_model=EmailRead,
     responses=problem_responses(_NO_SUCH_EMAIL),
+    dependencies=[DATABASE_ONLY],
 )
 def read_email(session: SessionDep, email_id: EmailIdPath) -> EmailRead:
     detail = email_detail(session, email_id)

@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Response
 
 from app.api.auth import require_api_key
-from app.api.deps import EngineDep, MailboxIdDep, SessionDep, SettingsDep
+from app.api.deps import DATABASE_ONLY, EngineDep, MailboxIdDep, SessionDep, SettingsDep
 from app.api.folders.schemas import FolderRead, FolderSetting
 from app.api.problems import (
     API_KEY_PROBLEMS,
@@ -61,6 +61,7 @@ _SYNC_HEADERS = {
     summary="The mailbox's folders: type, parent, sync flag, synced email count",
     response_model=list[FolderRead],
     responses=_NO_SUCH_MAILBOX,
+    dependencies=[DATABASE_ONLY],
 )
 def list_folders(session: SessionDep, mailbox_id: MailboxIdDep) -> list[FolderRead]:
     rows = folders_with_email_counts(session, mailbox_id)

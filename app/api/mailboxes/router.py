@@ -17,7 +17,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Respons
 from redis.exceptions import RedisError
 
 from app.api.auth import require_api_key
-from app.api.deps import MailboxIdPath, SecretsDep, SessionDep, SettingsDep
+from app.api.deps import DATABASE_ONLY, MailboxIdPath, SecretsDep, SessionDep, SettingsDep
 from app.api.mailboxes.schemas import MailboxCreate, MailboxRead, MailboxUpdate
 from app.api.pagination import CursorQuery, LimitQuery, Page, decode_id_cursor, id_page
 from app.api.problems import (
@@ -91,6 +91,7 @@ def create_mailbox(
     operation_id="list_mailboxes",
     summary="List mailboxes, optionally of one owner or in one status",
     response_model=Page[MailboxRead],
+    dependencies=[DATABASE_ONLY],
 )
 def list_mailbox_page(
     session: SessionDep,
@@ -117,6 +118,7 @@ def list_mailbox_page(
     summary="Read one mailbox and where its synchronization stands",
     response_model=MailboxRead,
     responses=problem_responses(_NO_SUCH_MAILBOX),
+    dependencies=[DATABASE_ONLY],
 )
 def read_mailbox(mailbox: MailboxDep) -> MailboxRead:
     return MailboxRead.from_mailbox(mailbox)
@@ -158,6 +160,7 @@ def update_mailbox(
     status_code=204,
     response_class=Response,
     responses=problem_responses(_NO_SUCH_MAILBOX),
+    dependencies=[DATABASE_ONLY],
 )
 def delete_mailbox(mailbox: MailboxDep, session: SessionDep) -> None:
     remove_mailbox(session, mailbox)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Path
 
 from app.api.auth import require_api_key
-from app.api.deps import MAX_ROW_ID, SessionDep
+from app.api.deps import DATABASE_ONLY, MAX_ROW_ID, SessionDep
 from app.api.notifications.schemas import NotificationRead, NotificationRecipientItem
 from app.api.pagination import (
     CursorQuery,
@@ -44,6 +44,7 @@ NotificationIdPath = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="A not
     operation_id="list_pending_notifications",
     summary="The user's unacknowledged notifications, oldest first (show them after login)",
     response_model=Page[NotificationRead],
+    dependencies=[DATABASE_ONLY],
 )
 def list_pending_notifications(
     session: SessionDep, user_id: UserIdPath, limit: LimitQuery = 50, cursor: CursorQuery = None
@@ -59,6 +60,7 @@ def list_pending_notifications(
     summary="Mark a notification seen, so it is no longer pending",
     response_model=NotificationRead,
     responses=problem_responses(missing("notification")),
+    dependencies=[DATABASE_ONLY],
 )
 def ack_notification(session: SessionDep, notification_id: NotificationIdPath) -> NotificationRead:
     return NotificationRead.of(acknowledge_notification(session, notification_id))
@@ -69,6 +71,7 @@ def ack_notification(session: SessionDep, notification_id: NotificationIdPath) -
     operation_id="set_notification_recipients",
     summary="Set the CRM users who hear about system mailboxes (replaces the whole list)",
     response_model=list[NotificationRecipientItem],
+    dependencies=[DATABASE_ONLY],
 )
 def put_notification_recipients(
     session: SessionDep, body: Annotated[list[NotificationRecipientItem], Body()]

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from app.api.auth import require_api_key
 from app.api.connection.schemas import ConnectionCheckResult
-from app.api.deps import SecretsDep, SessionDep, SettingsDep
+from app.api.deps import DATABASE_ONLY, SecretsDep, SessionDep, SettingsDep
 from app.api.oauth.schemas import (
     AuthorizeRequest,
     AuthorizeResponse,
@@ -77,6 +77,7 @@ def redirect_uri(settings: Settings, request: Request, provider: str) -> str:
     operation_id="list_oauth_providers",
     summary="List the OAuth providers and their settings (never the client secret)",
     response_model=list[ProviderRead],
+    dependencies=[DATABASE_ONLY],
 )
 def get_providers(
     session: SessionDep, settings: SettingsDep, registry: RegistryDep, request: Request

@@ -38,7 +38,7 @@ from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
 from app.api.auth import require_api_key
-from app.api.deps import EngineDep, MailboxIdDep, SessionDep, SyncRunIdPath
+from app.api.deps import DATABASE_ONLY, EngineDep, MailboxIdDep, SessionDep, SyncRunIdPath
 from app.api.limits import rate_limit
 from app.api.pagination import (
     CursorQuery,
@@ -129,6 +129,7 @@ async def queue_sync(
     summary="The mailbox's sync runs, newest first",
     response_model=Page[SyncRunRead],
     responses=problem_responses(_NO_SUCH_MAILBOX),
+    dependencies=[DATABASE_ONLY],
 )
 def list_sync_runs(
     session: SessionDep,
@@ -147,6 +148,7 @@ def list_sync_runs(
     summary="One sync run: outcome, counts, bytes, duration, error",
     response_model=SyncRunRead,
     responses=problem_responses(missing("sync run")),
+    dependencies=[DATABASE_ONLY],
 )
 def read_sync_run(session: SessionDep, run_id: SyncRunIdPath) -> SyncRunRead:
     run = get_sync_run(session, run_id)

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
 from app.api.auth import require_api_key
-from app.api.deps import MAX_ROW_ID, EngineDep, SecretsDep, SessionDep, SettingsDep
+from app.api.deps import DATABASE_ONLY, MAX_ROW_ID, EngineDep, SecretsDep, SessionDep, SettingsDep
 from app.api.pagination import (
     CursorQuery,
     LimitQuery,
@@ -87,6 +87,7 @@ def create_webhook(
     operation_id="list_webhooks",
     summary="Webhook endpoints, oldest first",
     response_model=Page[WebhookRead],
+    dependencies=[DATABASE_ONLY],
 )
 def list_webhooks(
     session: SessionDep, limit: LimitQuery = 50, cursor: CursorQuery = None
@@ -102,6 +103,7 @@ def list_webhooks(
     summary="One webhook endpoint, with why it was disabled if it was",
     response_model=WebhookRead,
     responses=problem_responses(_NO_SUCH_ENDPOINT),
+    dependencies=[DATABASE_ONLY],
 )
 def read_webhook(session: SessionDep, webhook_id: WebhookIdPath) -> WebhookRead:
     return WebhookRead.of(get_webhook_endpoint_or_raise(session, webhook_id))
@@ -131,6 +133,7 @@ def update_webhook(
     summary="Remove a webhook endpoint and its delivery log",
     status_code=204,
     responses=problem_responses(_NO_SUCH_ENDPOINT),
+    dependencies=[DATABASE_ONLY],
 )
 def delete_webhook(session: SessionDep, webhook_id: WebhookIdPath) -> None:
     remove_webhook_endpoint(session, webhook_id)
@@ -142,6 +145,7 @@ def delete_webhook(session: SessionDep, webhook_id: WebhookIdPath) -> None:
     summary="The endpoint's delivery attempts, newest first: status, latency, error",
     response_model=Page[WebhookDeliveryRead],
     responses=problem_responses(_NO_SUCH_ENDPOINT),
+    dependencies=[DATABASE_ONLY],
 )
 def list_webhook_deliveries(
     session: SessionDep,
