@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -86,6 +87,26 @@ def test_reader_returns_what_imapclient_returns(
         b"$Label1",
         b"Custom_keyword",
     }
+
+
+def test_internal_dates_of_other_zones_are_the_same_instants(
+    mail_user: MailUser, connection: ImapConnection
+) -> None:
+    zones = [timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8)), UTC]
+    moment = datetime(2024, 2, 29, 23, 59, 30)
+    uids = [
+        mail_user.append("INBOX", make_message(), date=moment.replace(tzinfo=zone))
+        for zone in zones
+    ]
+    connection.client.normalise_times = False
+    EmailManager(connection).select_folder("INBOX")
+
+    read = fetch_with_reader(connection, uids, [b"UID", b"INTERNALDATE"])
+
+    assert read == fetch_with_imapclient(connection, uids, [b"UID", b"INTERNALDATE"])
+    assert [read[uid][b"INTERNALDATE"].astimezone(UTC) for uid in uids] == [
+        moment.replace(tzinfo=zone).astimezone(UTC) for zone in zones
+    ]
 
 
 def test_items_the_strict_parser_does_not_read_go_to_imapclients_parser(

@@ -416,6 +416,12 @@ def test_message_ids_are_normalised_to_angle_brackets_without_whitespace() -> No
         ("Tue, 5 Mar 2024 09:30:00", datetime(2024, 3, 5, 9, 30, tzinfo=UTC)),
         ("5 Mar 2024 09:30:00 -0000", datetime(2024, 3, 5, 9, 30, tzinfo=UTC)),
         ("Tue, 5 Mar 2024 09:30:00 EST", datetime(2024, 3, 5, 14, 30, tzinfo=UTC)),
+        ("Tue,05 mar 2024 09:30 -0530 (IST)", datetime(2024, 3, 5, 15, 0, tzinfo=UTC)),
+        ("Tue, 5 Mar 2024 23:59:60 +0000", datetime(2024, 3, 5, 23, 59, 59, tzinfo=UTC)),
+        ("Tue 5 March 2024 09:30:00 +0100", datetime(2024, 3, 5, 8, 30, tzinfo=UTC)),
+        ("Tue, 5 Mar 24 09:30:00 +0000", datetime(2024, 3, 5, 9, 30, tzinfo=UTC)),
+        ("Tue, 5 Mar 0024 09:30:00 +0000", datetime(2024, 3, 5, 9, 30, tzinfo=UTC)),
+        ("Tue, 5 Mar 2024 9:30:00 +0000", datetime(2024, 3, 5, 9, 30, tzinfo=UTC)),
     ],
 )
 def test_dates_are_timezone_aware(header: str, expected: datetime) -> None:
