@@ -42,12 +42,15 @@ def _imapclient(server: Server) -> IMAPClient:
 
 def fetch_with_imaplib(job: Job) -> Measurement:
     """UID FETCH every message of the job's folders with the standard library."""
-    server = job.server
+    return median_run([_fetch_with_imaplib(job.server, job.folders) for _ in range(job.repeat)])
+
+
+def _fetch_with_imaplib(server: Server, folders: Sequence[str]) -> Measurement:
     messages = size = 0
     started = perf_counter()
     imap = imaplib.IMAP4_SSL(server.host, server.port, ssl_context=_tls_context(server))
     imap.login(server.username, server.password)
-    for folder in job.folders:
+    for folder in folders:
         imap.select(folder, readonly=True)
         _, found = imap.uid("SEARCH", "ALL")
         uids = [int(uid) for uid in found[0].split()]
@@ -63,10 +66,14 @@ def fetch_with_imaplib(job: Job) -> Measurement:
 
 def fetch_with_imapclient(job: Job) -> Measurement:
     """The same fetch through IMAPClient.fetch, whose parser builds a dict per message."""
+    return median_run([_fetch_with_imapclient(job.server, job.folders) for _ in range(job.repeat)])
+
+
+def _fetch_with_imapclient(server: Server, folders: Sequence[str]) -> Measurement:
     messages = size = 0
     started = perf_counter()
-    client = _imapclient(job.server)
-    for folder in job.folders:
+    client = _imapclient(server)
+    for folder in folders:
         client.select_folder(folder, readonly=True)
         for batch in _uid_batches(client.search("ALL")):
             response: dict[int, dict[bytes, Any]] = client.fetch(batch, [b"BODY.PEEK[]"])
