@@ -54,26 +54,22 @@ async def database_turn(request: Request) -> AsyncIterator[None]:
 
 
 async def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> AsyncIterator[Session]:
-    """One transaction per request, committed when the route returns without error.
+    """One transaction per request (`session_scope`), committed when the route returns.
 
-    The session is made here on the event loop (it touches the database only
-    at its first query); ending it takes one trip to the thread pool, even
-    when the request was cancelled.
+    The scope is entered here on the event loop (the session touches the
+    database only at its first query); leaving it, commit or rollback, takes
+    one trip to the thread pool, even when the request was cancelled.
     """
-    session = Session(engine, expire_on_commit=False)
-    succeeded = False
+    scope = session_scope(engine)
+    session = scope.__enter__()
     try:
         yield session
-        succeeded = True
-    finally:
+    except BaseException as exc:
         with anyio.CancelScope(shield=True):
-            await run_in_threadpool(_end_session, session, commit=succeeded)
-
-
-def _end_session(session: Session, *, commit: bool) -> None:
-    with session:  # closing rolls back whatever was not committed
-        if commit:
-            session.commit()
+            await run_in_threadpool(scope.__exit__, type(exc), exc, exc.__traceback__)
+        raise
+    with anyio.CancelScope(shield=True):
+        await run_in_threadpool(scope.__exit__, None, None, None)
 
 
 MAX_ROW_ID = 2**31 - 1  # ids are 32-bit on PostgreSQL: a larger one names no row
