@@ -39,16 +39,14 @@ PAGE_SIZE = 100
 # Rounds of the load, each during a first sync of another mailbox; their latencies are
 # pooled, since one round's p99 rests on a handful of requests.
 ROUNDS = 3
+HEALTHZ = "/healthz"
+_SERVER_START_SECONDS = 30.0
+_PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def sync_job_file(round_number: int) -> str:
     """Name, in the job's scratch_dir, of the sync that runs during round `round_number`."""
     return f"sync-job-{round_number}.json"
-
-
-HEALTHZ = "/healthz"
-_SERVER_START_SECONDS = 30.0
-_PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(slots=True)
@@ -238,7 +236,7 @@ def list_during_sync(job: Job) -> Measurement:
     finally:
         for process in (sync, server):
             if process is not None:
-                _stop(process)
+                stop_process(process)
     return Measurement(
         seconds,
         listing.items,
@@ -251,7 +249,8 @@ def list_during_sync(job: Job) -> Measurement:
     )
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Terminate `process` unless it has exited, and wait for it."""
     if process.poll() is None:
         process.terminate()
         process.wait()

@@ -34,7 +34,7 @@ from sqlmodel import col, select
 from app.config import Settings
 from app.db import create_db_engine, session_scope
 from app.db.models import Mailbox
-from bench.api import HEALTHZ, Latencies, free_port, wait_until_up
+from bench.api import HEALTHZ, Latencies, free_port, stop_process, wait_until_up
 from bench.child import peak_rss_kb, vm_hwm_kb
 from bench.job import Job, Measurement
 from bench.scale import (
@@ -234,9 +234,7 @@ def api_during_first_syncs(job: Job) -> Measurement:
         api_peak_kb = vm_hwm_kb(Path(f"/proc/{server.pid}/status"))
         api_cpu = cpu_seconds(server.pid) - api_cpu_at_start
     finally:
-        if server.poll() is None:
-            server.terminate()
-            server.wait()
+        stop_process(server)
         engine.dispose()
     measurement = cycle_measurement(outcome, workers)
     figures = measurement.figures
