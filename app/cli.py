@@ -2,7 +2,7 @@
 
     imap-bridge run [--host H] [--port P]            API + worker in one process (`make run`)
     imap-bridge serve [--host H] [--port P]          the API alone (uvicorn)
-    imap-bridge worker                               arq worker: cron + sync jobs
+    imap-bridge worker                               arq worker: cron + sync jobs, niced
     imap-bridge migrate                              create or upgrade the schema
     imap-bridge sync                                 every due mailbox, now, in this process
     imap-bridge sync --mailbox ID [--folders-only]   one mailbox, due or not
@@ -55,6 +55,7 @@ from app.db.repositories.api_keys import create_api_key, get_api_key, list_api_k
 from app.db.repositories.mailboxes import due_mailbox_ids
 from app.db.repositories.secrets import rotate_secrets
 from app.main import create_app
+from app.process_priority import lower_cpu_priority
 from app.security import SecretBox, SecretDecryptionError
 from app.service_runner import run_service
 from app.sync.errors import DatabaseUnavailableError, MailboxNotFoundError, database_outages
@@ -84,7 +85,9 @@ def _migrate(_args: argparse.Namespace) -> int:
 
 def _worker(_args: argparse.Namespace) -> int:
     """Run the arq worker until SIGINT or SIGTERM, through Redis outages (app.worker)."""
-    worker = SupervisedWorker(worker_settings(get_settings()))  # may start the embedded Redis
+    settings = get_settings()
+    lower_cpu_priority(settings.worker_niceness)
+    worker = SupervisedWorker(worker_settings(settings))  # may start the embedded Redis
     asyncio.run(worker.run_until_signalled())
     return 0
 

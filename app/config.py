@@ -64,6 +64,15 @@ class Settings(BaseSettings):
     sync_max_connections_per_host: int = Field(
         default=4, ge=1, description="Concurrent IMAP connections to one server host."
     )
+    worker_niceness: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description=(
+            "CPU niceness of `imap-bridge worker`: syncs yield the cores to the API on a"
+            " shared host; 0 keeps the normal priority."
+        ),
+    )
 
     webhook_allow_private_hosts: bool = Field(
         default=False,

@@ -3,7 +3,8 @@
 The time budget is lifted so that a first sync is one run, measured end to end
 (fetch, MIME parse, rows written, checkpoints advanced). Every other setting
 is the service's default, read from the environment like the service does:
-`SYNC_BATCH_SIZE=500 make bench` measures another batch size.
+`SYNC_BATCH_SIZE=500 make bench` measures another batch size. The process runs
+at the worker's niceness (WORKER_NICENESS), as the worker's syncs do.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pydantic import SecretStr
 
 from app.config import Settings
 from app.db import create_db_engine
+from app.process_priority import lower_cpu_priority
 from app.sync.service import sync_mailbox
 from bench.job import Job, Measurement, folder_scoped, median_run
 
@@ -54,6 +56,7 @@ def sync_with_ours(job: Job) -> Measurement:
     assert job.database_url is not None
     assert job.mailbox_id is not None
     settings = bench_settings(job)
+    lower_cpu_priority(settings.worker_niceness)  # as `imap-bridge worker` runs its syncs
     engine = create_db_engine(job.database_url)
     command_log = _CommandLog()
     logger = logging.getLogger(_COMMAND_LOGGER)

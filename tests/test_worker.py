@@ -11,6 +11,7 @@ import itertools
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,7 @@ from tests.dovecot import MailUser
 from tests.factories import MailboxFactory
 from tests.mailgen import make_message
 from tests.sync.snapshot import email_count, stored_uids
+from tests.worker_process import worker_process
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 RECENT = datetime.now(UTC) - timedelta(days=3)
@@ -347,3 +349,72 @@ def test_embedded_redis_serves_the_queue_when_redis_url_is_unset(
         check=False,
     )
     assert (other.returncode, other.stdout.strip()) == (0, "seen by another process"), other.stderr
+
+
+def thread_niceness(pid: int) -> set[int]:
+    """Return the niceness of every thread of process `pid` (field 19 of each task's stat)."""
+    values: set[int] = set()
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            values.add(int(stat.read_text().rsplit(")", 1)[1].split()[16]))
+        except FileNotFoundError:
+            continue  # a thread that ended meanwhile
+    return values
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize(
+    ("launcher", "started_at"), [((), 0), (("nice", "-n", "12"), 12)], ids=["plain", "niced"]
+)
+def test_the_worker_process_and_its_sync_threads_run_at_worker_niceness_or_nicer(
+    *,
+    engine: Engine,
+    settings: Settings,
+    mail_user: MailUser,
+    add_mailbox: MailboxFactory,
+    tmp_path: Path,
+    launcher: tuple[str, ...],
+    started_at: int,
+) -> None:
+    mail_user.append("INBOX", make_message(), date=RECENT)
+    mailbox_id = add_mailbox(mail_user)
+    inherited = os.getpriority(os.PRIO_PROCESS, 0)
+    expected = max(7, min(19, inherited + started_at))
+
+    async def queue() -> None:
+        pool = await create_queue(settings)
+        try:
+            assert await enqueue_sync(pool, mailbox_id)
+        finally:
+            await pool.aclose()
+
+    with worker_process(
+        settings, tmp_path, environment={"WORKER_NICENESS": "7"}, launcher=launcher
+    ) as worker:
+        asyncio.run(queue())
+        deadline = time.monotonic() + 60
+        while not any(
+            run.status == SyncRunStatus.SUCCEEDED for run in sync_runs(engine, mailbox_id)
+        ):
+            assert worker.running, worker.log
+            assert time.monotonic() < deadline, f"no sync within 60 s:\n{worker.log}"
+            time.sleep(0.1)
+        niceness = thread_niceness(worker.process.pid)
+
+    assert niceness == {expected}, worker.log
+
+
+def test_a_worker_niceness_out_of_range_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    refused = subprocess.run(
+        [sys.executable, "-m", "app.cli", "worker"],
+        cwd=tmp_path,
+        env={**os.environ, "WORKER_NICENESS": "20"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert refused.returncode != 0
+    assert "worker_niceness" in refused.stderr
+    assert "less than or equal to 19" in refused.stderr

@@ -11,15 +11,10 @@ can queue a sync again), or as `imap-bridge worker` in a subprocess, cron and al
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -49,6 +44,7 @@ from tests.sync.test_crash_safety import (
     stored_count,
 )
 from tests.test_worker import sync_runs
+from tests.worker_process import worker_process
 
 BATCH_SIZE = 20
 FIRST_INBOX, FIRST_SENT = 400, 40
@@ -180,60 +176,6 @@ class WorkerThread:
             await self.worker.run()
         finally:
             await self.worker.close()
-
-
-@dataclass
-class WorkerProcess:
-    """`imap-bridge worker` in a subprocess; its log goes to a file."""
-
-    process: subprocess.Popen[bytes]
-    log_file: Path
-
-    @property
-    def log(self) -> str:
-        return self.log_file.read_text(errors="replace")
-
-    @property
-    def running(self) -> bool:
-        return self.process.poll() is None
-
-
-@contextmanager
-def worker_process(settings: Settings, workdir: Path) -> Iterator[WorkerProcess]:
-    """Run `imap-bridge worker` configured by the environment alone; SIGTERM it at the end."""
-    assert settings.redis_url is not None
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "QUEUE_NAME": settings.queue_name,
-        "SECRET_KEYS": ",".join(key.get_secret_value() for key in settings.secret_keys),
-        "IMAP_ALLOW_PRIVATE_HOSTS": "true",
-        "IMAP_CA_FILE": str(settings.imap_ca_file),
-        "SYNC_BATCH_SIZE": str(settings.sync_batch_size),
-        "WEBHOOK_ALLOW_PRIVATE_HOSTS": "true",
-    }
-    log_file = workdir / "worker.log"
-    with log_file.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker"],
-            cwd=workdir,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    worker = WorkerProcess(process, log_file)
-    try:
-        yield worker
-    finally:
-        if worker.running:
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise
 
 
 def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:

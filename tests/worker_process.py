@@ -1,0 +1,78 @@
+"""`imap-bridge worker` in a subprocess, configured by the environment alone, as deployed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.config import Settings
+
+
+@dataclass
+class WorkerProcess:
+    """`imap-bridge worker` in a subprocess; its log goes to a file."""
+
+    process: subprocess.Popen[bytes]
+    log_file: Path
+
+    @property
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+
+@contextmanager
+def worker_process(
+    settings: Settings,
+    workdir: Path,
+    *,
+    environment: dict[str, str] | None = None,
+    launcher: Sequence[str] = (),
+) -> Iterator[WorkerProcess]:
+    """Run `imap-bridge worker` (behind `launcher`, say `nice -n 5`); SIGTERM it at the end.
+
+    `environment` adds variables to those the settings give.
+    """
+    assert settings.redis_url is not None
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "QUEUE_NAME": settings.queue_name,
+        "SECRET_KEYS": ",".join(key.get_secret_value() for key in settings.secret_keys),
+        "IMAP_ALLOW_PRIVATE_HOSTS": "true",
+        "IMAP_CA_FILE": str(settings.imap_ca_file),
+        "SYNC_BATCH_SIZE": str(settings.sync_batch_size),
+        "WEBHOOK_ALLOW_PRIVATE_HOSTS": "true",
+        **(environment or {}),
+    }
+    log_file = workdir / "worker.log"
+    with log_file.open("wb") as log:
+        process = subprocess.Popen(
+            [*launcher, sys.executable, "-m", "app.cli", "worker"],
+            cwd=workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    worker = WorkerProcess(process, log_file)
+    try:
+        yield worker
+    finally:
+        if worker.running:
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
