@@ -1,6 +1,7 @@
 """The REST API under load while a sync writes to the same database.
 
     this child: API key into the database -> uvicorn (app.main:create_app) on loopback
+                -> 10 s of the same load with no sync running (the baseline)
                 -> 3 rounds of:
                    a first sync of another mailbox starts (python -m bench.child)
                    -> until it ends, 20 clients page through the synced mailbox's mail
@@ -11,6 +12,11 @@ Server, sync and load generator are three processes, so none of them takes the
 others' interpreter lock. The figures are client-side latencies (request sent
 to response read, httpx async), so they include the load generator's own
 scheduling on a busy machine, for both endpoints alike.
+
+The baseline shows what the sync adds. It also shows that the list's ratio to
+/healthz is mostly queueing, not the sync: 20 clients that each wait for their
+answer before asking again keep 20 list requests in the server, so each waits
+for the others' work, while a health probe is one short request.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from time import perf_counter
 
@@ -39,6 +47,7 @@ PAGE_SIZE = 100
 # Rounds of the load, each during a first sync of another mailbox; their latencies are
 # pooled, since one round's p99 rests on a handful of requests.
 ROUNDS = 3
+IDLE_SECONDS = 10.0
 HEALTHZ = "/healthz"
 _SERVER_START_SECONDS = 30.0
 _PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -175,14 +184,19 @@ async def _until_exit(process: subprocess.Popen[bytes], stop: asyncio.Event) -> 
     stop.set()
 
 
+async def _for_seconds(seconds: float, stop: asyncio.Event) -> None:
+    await asyncio.sleep(seconds)
+    stop.set()
+
+
 async def _load(
     base_url: str,
     key: str,
     mailbox_id: int,
-    sync: subprocess.Popen[bytes],
+    until: Callable[[asyncio.Event], Awaitable[None]],
     seen: tuple[Latencies, Latencies],
 ) -> None:
-    """Run the list clients and the health probe until `sync` exits; add their latencies."""
+    """Run the list clients and the health probe until `until` sets stop; add their latencies."""
     listing, health = seen
     headers = {"Authorization": f"Bearer {key}"}
     async with (
@@ -197,14 +211,14 @@ async def _load(
         stop = asyncio.Event()
         path = f"/v1/mailboxes/{mailbox_id}/emails"
         await asyncio.gather(
-            _until_exit(sync, stop),
+            until(stop),
             _probe(prober, stop, health),
             *(_page_through(clients, path, listing, stop) for _ in range(CLIENTS)),
         )
 
 
 def list_during_sync(job: Job) -> Measurement:
-    """Measure list and health latencies while another mailbox's first sync runs."""
+    """Measure list and health latencies with no sync running, then while other mailboxes sync."""
     assert job.database_url is not None
     assert job.mailbox_id is not None
     assert job.scratch_dir is not None
@@ -216,9 +230,12 @@ def list_during_sync(job: Job) -> Measurement:
     server = _start_server(job, port, log)
     sync: subprocess.Popen[bytes] | None = None
     listing, health = Latencies(), Latencies()
+    idle_listing, idle_health = Latencies(), Latencies()
     seconds = 0.0
     try:
         wait_until_up(base_url, server, log)
+        idle = partial(_for_seconds, IDLE_SECONDS)
+        asyncio.run(_load(base_url, key, job.mailbox_id, idle, (idle_listing, idle_health)))
         for round_number in range(ROUNDS):
             sync_job = str(scratch / sync_job_file(round_number))
             sync = subprocess.Popen(
@@ -228,7 +245,8 @@ def list_during_sync(job: Job) -> Measurement:
                 stderr=subprocess.DEVNULL,
             )
             started = perf_counter()
-            asyncio.run(_load(base_url, key, job.mailbox_id, sync, (listing, health)))
+            until_synced = partial(_until_exit, sync)
+            asyncio.run(_load(base_url, key, job.mailbox_id, until_synced, (listing, health)))
             seconds += perf_counter() - started
             if sync.returncode != 0:
                 raise RuntimeError(f"the sync of round {round_number} exited {sync.returncode}")
@@ -245,6 +263,9 @@ def list_during_sync(job: Job) -> Measurement:
         figures={
             **listing.figures("list"),
             **health.figures("healthz"),
+            **idle_listing.figures("idle list"),
+            **idle_health.figures("idle healthz"),
+            "idle seconds": IDLE_SECONDS,
         },
     )
 

@@ -8,7 +8,8 @@ start a private Dovecot (tests.dovecot) -> generate + MULTIAPPEND the corpus
            first sync with the one-year window on SQLite;
            first sync of all mail on PostgreSQL, then its no-change resyncs
 -> 100 new messages and 1,000 flag changes: mbsync rerun (reference), ours resync per backend
--> API: 20 clients list the SQLite copy while another mailbox's first sync runs
+-> API: 20 clients list the SQLite copy, first with no sync running, then while another
+   mailbox's first sync runs
 -> [--memory] a bigger mailbox's first sync, its peak RSS beside the first one's
 -> [--profile] one more first sync under pyinstrument (not a row)
 -> [--scale] the cron path over 1,000 mailboxes on two `imap-bridge worker`s (bench.fleet):
@@ -434,9 +435,11 @@ class Rows:
         self.mbsync: Job | None = None  # its Maildir, once a first pull filled it
         self.synced: dict[str, Job] = {}  # per backend, databases a first sync of all mail filled
         self.spec = spec
+        clients = f"{api.CLIENTS} clients paging through its mail, {api.PAGE_SIZE} a page"
+        self.api_idle = LatencySection(f"API on SQLite, no sync running, {clients} (baseline)")
         self.api = LatencySection(
-            f"API on SQLite during a first sync of another mailbox, {api.CLIENTS} clients"
-            f" paging through its mail, {api.PAGE_SIZE} a page, {api.ROUNDS} syncs pooled"
+            f"API on SQLite during a first sync of another mailbox, {clients},"
+            f" {api.ROUNDS} syncs pooled"
         )
         self.sizes = Section("Peak memory of a first sync, SQLite, all mail", Ratio.MEMORY)
 
@@ -562,7 +565,7 @@ class Rows:
         """List the synced mailbox's mail through the API while another mailbox syncs."""
         listed = self.synced.get("SQLite")
         if listed is None:
-            self.api.failure = "failed: no SQLite database was synced"
+            self.api.failure = self.api_idle.failure = "failed: no SQLite database was synced"
             return
         assert listed.database_url is not None
         scratch = self.target.work / "api"
@@ -579,12 +582,19 @@ class Rows:
             measurement = self.target.measure(job)
         except RowFailed as exc:
             self.progress.say(f"FAILED: {self.api.title}\n{exc}")
-            self.api.failure = "failed: " + (str(exc).splitlines() or ["no error output"])[-1]
+            failure = "failed: " + (str(exc).splitlines() or ["no error output"])[-1]
+            self.api.failure = self.api_idle.failure = failure
             return
         figures = measurement.figures
+        health, listing = f"GET {api.HEALTHZ} (reference)", "GET /v1/mailboxes/{id}/emails"
+        idle_seconds = figures["idle seconds"]
+        self.api_idle.rows = [
+            api_latency(health, "idle healthz", figures, idle_seconds),
+            api_latency(listing, "idle list", figures, idle_seconds),
+        ]
         self.api.rows = [
-            api_latency(f"GET {api.HEALTHZ} (reference)", "healthz", figures, measurement),
-            api_latency("GET /v1/mailboxes/{id}/emails", "list", figures, measurement),
+            api_latency(health, "healthz", figures, measurement.seconds),
+            api_latency(listing, "list", figures, measurement.seconds),
         ]
         self.api.note = (
             f"{measurement.messages:,} emails, {measurement.bytes / 1e6:.1f} MB of JSON listed"
@@ -634,20 +644,20 @@ class Rows:
     @property
     def sections(self) -> list[Section | LatencySection]:
         memory = [self.sizes] if self.sizes.rows else []
-        return [self.fetch, self.check, self.changed, self.api, *memory]
+        return [self.fetch, self.check, self.changed, self.api_idle, self.api, *memory]
 
 
 def first_sync_title(backend: str) -> str:
     return f"ours first sync, {backend}, all mail, median of {FETCH_REPEAT}"
 
 
-def api_latency(title: str, endpoint: str, figures: dict[str, float], load: Measurement) -> Latency:
-    """Pick one endpoint's figures out of the API row's measurement."""
+def api_latency(title: str, endpoint: str, figures: dict[str, float], seconds: float) -> Latency:
+    """Pick one endpoint's figures out of the API row's measurement; `seconds` the load lasted."""
     return Latency(
         title,
         requests=int(figures[f"{endpoint} requests"]),
         errors=int(figures[f"{endpoint} errors"]),
-        seconds=load.seconds,
+        seconds=seconds,
         p50_ms=figures[f"{endpoint} p50 ms"],
         p99_ms=figures[f"{endpoint} p99 ms"],
     )
