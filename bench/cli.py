@@ -3,7 +3,8 @@
 start a private Dovecot (tests.dovecot) -> generate + MULTIAPPEND the corpus
 -> warm-up fetch of every folder (no row pays for cold caches)
 -> peers:  imaplib full fetch (reference), imapclient full fetch, mbsync pull,
-           imapclient STATUS per folder (no-change reference), mbsync no-change rerun
+           imapclient QRESYNC EXAMINE per folder (no-change reference), imapclient STATUS
+           per folder, mbsync no-change rerun
 -> ours:   first sync of all mail on SQLite, then its no-change resyncs;
            first sync with the one-year window on SQLite;
            first sync of all mail on PostgreSQL, then its no-change resyncs
@@ -512,7 +513,12 @@ class Rows:
             self.mbsync = mbsync
         self.measure(
             self.check,
-            "imapclient STATUS per folder (reference)",
+            "imapclient QRESYNC EXAMINE per folder (reference)",
+            Job("bench.peers:check_with_qresync", server, FOLDERS, repeat=CHECK_REPEAT),
+        )
+        self.measure(
+            self.check,
+            "imapclient STATUS per folder",
             Job("bench.peers:check_with_imapclient", server, FOLDERS, repeat=CHECK_REPEAT),
         )
         if self.mbsync is not None:

@@ -22,6 +22,7 @@ from bench.job import Job, Measurement, Server, median_run
 
 FETCH_BATCH = 500
 _STATUS_ITEMS = [b"UIDVALIDITY", b"UIDNEXT", b"MESSAGES", b"HIGHESTMODSEQ"]
+_CHANGES = ("FETCH", "VANISHED")  # what a QRESYNC SELECT reports of a changed folder
 
 
 def _tls_context(server: Server) -> ssl.SSLContext:
@@ -104,6 +105,57 @@ def check_with_imapclient(job: Job) -> Measurement:
             )
         )
     return median_run(runs)
+
+
+def check_with_qresync(job: Job) -> Measurement:
+    """EXAMINE each folder with QRESYNC and the state a last sync kept (RFC 7162 3.2.5).
+
+    The server answers an unchanged folder with its status alone, no FETCH and no
+    VANISHED: the resync check the issue measures us against. The UIDVALIDITY and
+    HIGHESTMODSEQ a client would have kept are read before the clock starts.
+    """
+    known = _kept_state(job.server, job.folders)
+    runs: list[Measurement] = []
+    for _ in range(job.repeat):
+        started = perf_counter()
+        client = _imapclient(job.server)
+        client.enable("QRESYNC")
+        client._imap.is_readonly = True  # imaplib refuses to go on after READ-ONLY otherwise
+        for folder in job.folders:
+            uidvalidity, modseq = known[folder]
+            typ, data = client._imap._simple_command(
+                "EXAMINE", client._normalise_folder(folder), f"(QRESYNC ({uidvalidity} {modseq}))"
+            )
+            if typ != "OK":
+                raise RuntimeError(f"EXAMINE {folder} (QRESYNC) failed: {data!r}")
+            changes = [client._imap.untagged_responses.pop(kind, None) for kind in _CHANGES]
+            if any(changes):
+                raise RuntimeError(f"{folder} changed since its state was read")
+        client.logout()
+        runs.append(
+            Measurement(
+                perf_counter() - started,
+                messages=0,
+                bytes=0,
+                command_count=client._imap.tagnum,
+                folder_commands=len(job.folders),
+                commands=["EXAMINE"] * len(job.folders),
+            )
+        )
+    return median_run(runs)
+
+
+def _kept_state(server: Server, folders: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """Read each folder's UIDVALIDITY and HIGHESTMODSEQ, as a client keeps them after a sync."""
+    client = _imapclient(server)
+    try:
+        return {
+            folder: (int(status[b"UIDVALIDITY"]), int(status[b"HIGHESTMODSEQ"]))
+            for folder in folders
+            for status in [client.folder_status(folder, _STATUS_ITEMS)]
+        }
+    finally:
+        client.logout()
 
 
 def check_every_mailbox(job: Job) -> Measurement:
