@@ -79,6 +79,7 @@ from arq.worker import Function
 from redis.exceptions import RedisError
 from sqlalchemy.engine import Engine
 
+from app.backoff import Backoff
 from app.config import Settings
 from app.db import create_db_engine, session_scope
 from app.db.models import SyncRun, SyncRunStatus, SyncTrigger, utcnow
@@ -103,17 +104,6 @@ _DISPATCH_BUDGET_SECONDS = 50  # a pass over the outbox, then the next cron tick
 _DISPATCH_TIMEOUT_SECONDS = 120
 # A Redis that is down, unreachable or too slow (TimeoutError is an OSError).
 _REDIS_ERRORS = (RedisError, OSError)
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Delays in seconds that double from `first` up to `cap`: attempt 1 waits `first`."""
-
-    first: float
-    cap: float
-
-    def delay(self, attempt: int) -> float:
-        return min(self.first * 2.0 ** min(max(attempt, 1) - 1, 30), self.cap)
 
 
 _DATABASE_RETRY = Backoff(first=2, cap=60)

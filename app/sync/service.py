@@ -51,6 +51,7 @@ from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from app.backoff import Backoff
 from app.config import Settings
 from app.db import session_scope
 from app.db.models import (
@@ -91,8 +92,8 @@ from app.sync.folders import is_reconciled, reconcile_folders
 log = logging.getLogger(__name__)
 
 _FIRST_FOLDERS = (FolderType.INBOX, FolderType.SENT)
-_NETWORK_RETRY_BASE = timedelta(minutes=1)
-_SLOW_RETRY_CAP = timedelta(hours=24)
+_NETWORK_RETRY_BASE_SECONDS = 60.0
+_SLOW_RETRY_CAP_SECONDS = 24 * 3600.0
 # How long a run whose database stopped answering waits for it, to record why it
 # failed and to release the lease; shorter than the shortest lease.
 DATABASE_WAIT_SECONDS = 15.0
@@ -436,11 +437,12 @@ class _Run:
 
     def _backoff(self, failures: int, kind: FailureKind) -> timedelta:
         """Retry transient failures soon, doubling up to the interval; the others slowly."""
-        interval = timedelta(minutes=self.settings.sync_interval_minutes)
-        factor = 1 << min(failures - 1, 20)
+        interval = self.settings.sync_interval_minutes * 60.0
         if kind == "transient":
-            return min(_NETWORK_RETRY_BASE * factor, interval)
-        return min(interval * factor, _SLOW_RETRY_CAP)
+            backoff = Backoff(first=_NETWORK_RETRY_BASE_SECONDS, cap=interval)
+        else:
+            backoff = Backoff(first=interval, cap=_SLOW_RETRY_CAP_SECONDS)
+        return timedelta(seconds=backoff.delay(failures))
 
     def _finish(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -252,6 +253,38 @@ def test_wrong_password_is_reported_once_and_restored_once(
     assert restored.status is SyncRunStatus.SUCCEEDED
     assert len(events_of(engine, mailbox_id, "mailbox.credentials_restored")) == 1
     assert len(events_of(engine, mailbox_id, "mailbox.credentials_invalid")) == 1
+
+
+def retry_delay(engine: Engine, result: SyncResult) -> timedelta:
+    """How long after the failed run ended the mailbox is due again."""
+    with session_scope(engine) as session:
+        failed = session.get(SyncRun, result.run_id)
+        assert failed is not None
+        assert failed.finished_at is not None
+        mailbox = session.get(Mailbox, failed.mailbox_id)
+        assert mailbox is not None
+        assert mailbox.next_sync_at is not None
+        return mailbox.next_sync_at - failed.finished_at
+
+
+def test_failures_are_retried_sooner_when_transient_and_later_each_time_up_to_a_cap(
+    engine: Engine, settings: Settings, mail_user: MailUser, add_mailbox: MailboxFactory
+) -> None:
+    settings = settings.model_copy(update={"sync_interval_minutes": 3})
+    with socket.socket() as probe:  # a port nobody listens on once the probe is closed
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    unreachable = add_mailbox(mail_user, email_address="down@example.com", port=closed_port)
+    refused = add_mailbox(mail_user, email_address="locked@example.com")
+    mail_user.set_password("not-the-stored-one")
+
+    network = [retry_delay(engine, run(engine, unreachable, settings)) for _ in range(3)]
+    credentials = [retry_delay(engine, run(engine, refused, settings)) for _ in range(2)]
+
+    # One minute, doubling, never later than the schedule; a refused login waits for the
+    # schedule, doubling: retrying it soon would only be refused again.
+    assert network == [timedelta(minutes=1), timedelta(minutes=2), timedelta(minutes=3)]
+    assert credentials == [timedelta(minutes=3), timedelta(minutes=6)]
 
 
 def test_an_undecryptable_secret_fails_the_run_instead_of_leaving_it_running(
