@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 import pytest
@@ -27,15 +27,19 @@ from sqlalchemy import Engine, make_url
 from app.config import Settings
 from app.db import session_scope
 from app.db.models import Mailbox, MailboxStatus, SyncRunStatus, utcnow
+from app.notify.webhook_endpoints import create_webhook_endpoint
 from app.queue import create_queue, enqueue_sync, sync_job_id
-from app.worker import SupervisedWorker, worker_settings
+from app.security import SecretBox
+from app.worker import SupervisedWorker, dispatch_events_job, worker_settings
 from tests.dovecot import MailUser
 from tests.factories import MailboxFactory
 from tests.live_api import LiveApi
 from tests.mailgen import make_message
 from tests.notify.receiver import WebhookReceiver, running_receiver
+from tests.notify.test_webhook_delivery import record_synced_event
 from tests.reliability.fault_proxy import FaultProxy
 from tests.reliability.mirror import assert_mirrors_server
+from tests.secret_watch import SecretKind, register_secret
 from tests.sync.snapshot import events_of
 from tests.sync.test_crash_safety import (
     append_many,
@@ -285,6 +289,53 @@ def test_a_database_outage_mid_sync_fails_the_run_and_the_worker_finishes_the_ma
     assert retried, "the job retried itself"
     assert_complete(engine, mailbox_id, mail_user)
     assert_mirrors_server(engine, mailbox_id, mail_user)
+
+
+def test_with_the_database_away_a_dispatcher_tick_logs_one_warning_and_the_next_delivers(
+    *,
+    engine: Engine,
+    settings: Settings,
+    database_outage: DatabaseOutage,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with running_receiver() as receiver:
+        with session_scope(engine) as session:
+            _, secret = create_webhook_endpoint(
+                session,
+                settings,
+                SecretBox.from_settings(settings),
+                url=receiver.url,
+                event_types=[],
+                enabled=True,
+            )
+        receiver.secret = register_secret(SecretKind.WEBHOOK_SECRET, secret, "the receiver's")
+        event_id = record_synced_event(engine)
+
+        async def two_ticks() -> tuple[str, str]:
+            """The dispatcher job as the worker's cron runs it: during the outage, then after."""
+            options = worker_settings(settings)
+            ctx: dict[str, Any] = {}
+            await options["on_startup"](ctx)
+            try:
+                database_outage.begin()
+                try:
+                    during = await dispatch_events_job(ctx)
+                finally:
+                    database_outage.end()
+                return during, await dispatch_events_job(ctx)
+            finally:
+                await options["on_shutdown"](ctx)
+
+        during, after = asyncio.run(two_ticks())
+
+    assert during == "0 delivered, 0 failed, then the database did not answer"
+    [warning] = [
+        r for r in caplog.records if r.getMessage() == "worker.dispatch_database_unavailable"
+    ]
+    assert warning.exc_info is None, "one line, no traceback"
+    assert warning.reason.startswith("the database did not answer: ")
+    assert after == "1 delivered, 0 failed"
+    assert [payload["id"] for payload in receiver.accepted.values()] == [event_id]
 
 
 @pytest.mark.slow
