@@ -8,11 +8,7 @@ import pytest
 from sqlalchemy import Engine
 
 from app.config import Settings
-from app.db import session_scope
-from app.notify.webhook_endpoints import create_webhook_endpoint
-from app.security import SecretBox
-from tests.notify.receiver import WebhookReceiver, running_receiver
-from tests.secret_watch import SecretKind, register_secret
+from tests.notify.receiver import WebhookReceiver, running_receiver, subscribe_to_everything
 
 
 @pytest.fixture
@@ -30,14 +26,5 @@ def webhook_settings(settings: Settings) -> Settings:
 def receiver(engine: Engine, webhook_settings: Settings) -> Iterator[WebhookReceiver]:
     """A receiver registered as the one webhook endpoint, subscribed to every event."""
     with running_receiver() as hook:
-        with session_scope(engine) as session:
-            _, secret = create_webhook_endpoint(
-                session,
-                webhook_settings,
-                SecretBox.from_settings(webhook_settings),
-                url=hook.url,
-                event_types=[],
-                enabled=True,
-            )
-        hook.secret = register_secret(SecretKind.WEBHOOK_SECRET, secret, "the receiver's")
+        subscribe_to_everything(engine, webhook_settings, hook)
         yield hook

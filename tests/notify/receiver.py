@@ -11,13 +11,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import Engine
 from standardwebhooks import Webhook, WebhookVerificationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from app.config import Settings
+from app.db import session_scope
+from app.notify.webhook_endpoints import create_webhook_endpoint
+from app.security import SecretBox
 from tests.live_api import serving
+from tests.secret_watch import SecretKind, register_secret
 
 
 @dataclass
@@ -58,3 +64,17 @@ def running_receiver() -> Iterator[WebhookReceiver]:
     with serving(app) as base_url:
         receiver.url = f"{base_url}/hook"
         yield receiver
+
+
+def subscribe_to_everything(engine: Engine, settings: Settings, receiver: WebhookReceiver) -> None:
+    """Register `receiver` as a webhook endpoint of every event type; keep its signing secret."""
+    with session_scope(engine) as session:
+        _, secret = create_webhook_endpoint(
+            session,
+            settings,
+            SecretBox.from_settings(settings),
+            url=receiver.url,
+            event_types=[],
+            enabled=True,
+        )
+    receiver.secret = register_secret(SecretKind.WEBHOOK_SECRET, secret, "the receiver's")

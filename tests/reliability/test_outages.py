@@ -27,19 +27,16 @@ from sqlalchemy import Engine, make_url
 from app.config import Settings
 from app.db import session_scope
 from app.db.models import Mailbox, MailboxStatus, SyncRunStatus, utcnow
-from app.notify.webhook_endpoints import create_webhook_endpoint
 from app.queue import create_queue, enqueue_sync, sync_job_id
-from app.security import SecretBox
 from app.worker import SupervisedWorker, dispatch_events_job, worker_settings
 from tests.dovecot import MailUser
 from tests.factories import MailboxFactory
 from tests.live_api import LiveApi
 from tests.mailgen import make_message
-from tests.notify.receiver import WebhookReceiver, running_receiver
+from tests.notify.receiver import WebhookReceiver, running_receiver, subscribe_to_everything
 from tests.notify.test_webhook_delivery import record_synced_event
 from tests.reliability.fault_proxy import FaultProxy
 from tests.reliability.mirror import assert_mirrors_server
-from tests.secret_watch import SecretKind, register_secret
 from tests.sync.snapshot import events_of
 from tests.sync.test_crash_safety import (
     append_many,
@@ -299,16 +296,7 @@ def test_with_the_database_away_a_dispatcher_tick_logs_one_warning_and_the_next_
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with running_receiver() as receiver:
-        with session_scope(engine) as session:
-            _, secret = create_webhook_endpoint(
-                session,
-                settings,
-                SecretBox.from_settings(settings),
-                url=receiver.url,
-                event_types=[],
-                enabled=True,
-            )
-        receiver.secret = register_secret(SecretKind.WEBHOOK_SECRET, secret, "the receiver's")
+        subscribe_to_everything(engine, settings, receiver)
         event_id = record_synced_event(engine)
 
         async def two_ticks() -> tuple[str, str]:
@@ -333,7 +321,7 @@ def test_with_the_database_away_a_dispatcher_tick_logs_one_warning_and_the_next_
         r for r in caplog.records if r.getMessage() == "worker.dispatch_database_unavailable"
     ]
     assert warning.exc_info is None, "one line, no traceback"
-    assert warning.reason.startswith("the database did not answer: ")
+    assert warning.__dict__["reason"].startswith("the database did not answer: ")
     assert after == "1 delivered, 0 failed"
     assert [payload["id"] for payload in receiver.accepted.values()] == [event_id]
 
