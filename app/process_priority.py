@@ -1,11 +1,11 @@
 """Lower the CPU priority of a process that only does background work.
 
 On a host where `imap-bridge worker` shares the cores with `imap-bridge serve`
-(or anything else answering people), parsing and storing mail should take the
-CPU only when nobody else wants it: a first sync keeps a core busy for minutes,
-and at the same priority it adds its time slices to every API answer. A higher
-niceness makes the kernel run the worker after them, never stops it when the
-cores are idle, and is inherited by nothing else.
+(or anything else answering people), parsing and storing mail should mostly
+wait for them: a first sync keeps a core busy for minutes, and at the same
+priority it adds its time slices to every API answer. At niceness 10 the
+kernel gives the worker about a tenth of a core that a process at 0 also
+wants, and all of it when nobody else does.
 """
 
 from __future__ import annotations
