@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import imaplib
 import ssl
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from time import perf_counter
@@ -87,24 +87,11 @@ def _fetch_with_imapclient(server: Server, folders: Sequence[str]) -> Measuremen
 
 def check_with_imapclient(job: Job) -> Measurement:
     """Ask STATUS of each folder once: the least a client can do to see that nothing changed."""
-    runs: list[Measurement] = []
-    for _ in range(job.repeat):
-        started = perf_counter()
-        client = _imapclient(job.server)
-        for folder in job.folders:
-            client.folder_status(folder, _STATUS_ITEMS)
-        client.logout()
-        runs.append(
-            Measurement(
-                perf_counter() - started,
-                messages=0,
-                bytes=0,
-                command_count=client._imap.tagnum,
-                folder_commands=len(job.folders),
-                commands=["STATUS"] * len(job.folders),
-            )
-        )
-    return median_run(runs)
+
+    def status(client: IMAPClient, folder: str) -> None:
+        client.folder_status(folder, _STATUS_ITEMS)
+
+    return _timed_checks(job, "STATUS", status)
 
 
 def check_with_qresync(job: Job) -> Measurement:
@@ -115,22 +102,41 @@ def check_with_qresync(job: Job) -> Measurement:
     HIGHESTMODSEQ a client would have kept are read before the clock starts.
     """
     known = _kept_state(job.server, job.folders)
+
+    def enable(client: IMAPClient) -> None:
+        client.enable("QRESYNC")
+        client._imap.is_readonly = True  # imaplib refuses to go on after READ-ONLY otherwise
+
+    def examine(client: IMAPClient, folder: str) -> None:
+        uidvalidity, modseq = known[folder]
+        typ, data = client._imap._simple_command(
+            "EXAMINE", client._normalise_folder(folder), f"(QRESYNC ({uidvalidity} {modseq}))"
+        )
+        if typ != "OK":
+            raise RuntimeError(f"EXAMINE {folder} (QRESYNC) failed: {data!r}")
+        changes = [client._imap.untagged_responses.pop(kind, None) for kind in _CHANGES]
+        if any(changes):
+            raise RuntimeError(f"{folder} changed since its state was read")
+
+    return _timed_checks(job, "EXAMINE", examine, start=enable)
+
+
+def _timed_checks(
+    job: Job,
+    command: str,
+    check: Callable[[IMAPClient, str], None],
+    *,
+    start: Callable[[IMAPClient], None] | None = None,
+) -> Measurement:
+    """Log in, `start` the session, `check` each folder, log out; the median of job.repeat runs."""
     runs: list[Measurement] = []
     for _ in range(job.repeat):
         started = perf_counter()
         client = _imapclient(job.server)
-        client.enable("QRESYNC")
-        client._imap.is_readonly = True  # imaplib refuses to go on after READ-ONLY otherwise
+        if start is not None:
+            start(client)
         for folder in job.folders:
-            uidvalidity, modseq = known[folder]
-            typ, data = client._imap._simple_command(
-                "EXAMINE", client._normalise_folder(folder), f"(QRESYNC ({uidvalidity} {modseq}))"
-            )
-            if typ != "OK":
-                raise RuntimeError(f"EXAMINE {folder} (QRESYNC) failed: {data!r}")
-            changes = [client._imap.untagged_responses.pop(kind, None) for kind in _CHANGES]
-            if any(changes):
-                raise RuntimeError(f"{folder} changed since its state was read")
+            check(client, folder)
         client.logout()
         runs.append(
             Measurement(
@@ -139,7 +145,7 @@ def check_with_qresync(job: Job) -> Measurement:
                 bytes=0,
                 command_count=client._imap.tagnum,
                 folder_commands=len(job.folders),
-                commands=["EXAMINE"] * len(job.folders),
+                commands=[command] * len(job.folders),
             )
         )
     return median_run(runs)
