@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 
 
-def lower_cpu_priority(niceness: int) -> int:
-    """Raise this process's niceness to at least `niceness` (never lower it); return it.
+def lower_cpu_priority(niceness: int) -> None:
+    """Raise this process's niceness to at least `niceness`; never lower it.
 
     A process already started nicer (by `nice`, a systemd `Nice=`) stays as nice.
     Call it before the process starts threads: on Linux each thread has a niceness
@@ -23,4 +23,3 @@ def lower_cpu_priority(niceness: int) -> int:
     current = os.getpriority(os.PRIO_PROCESS, 0)
     if niceness > current:
         os.setpriority(os.PRIO_PROCESS, 0, niceness)
-    return os.getpriority(os.PRIO_PROCESS, 0)
