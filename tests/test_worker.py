@@ -11,7 +11,6 @@ import itertools
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -33,7 +32,7 @@ from tests.dovecot import MailUser
 from tests.factories import MailboxFactory
 from tests.mailgen import make_message
 from tests.sync.snapshot import email_count, stored_uids
-from tests.worker_process import worker_process
+from tests.worker_process import enqueue, wait_until, worker_process
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 RECENT = datetime.now(UTC) - timedelta(days=3)
@@ -381,24 +380,17 @@ def test_the_worker_process_and_its_sync_threads_run_at_worker_niceness_or_nicer
     inherited = os.getpriority(os.PRIO_PROCESS, 0)
     expected = max(7, min(19, inherited + started_at))
 
-    async def queue() -> None:
-        pool = await create_queue(settings)
-        try:
-            assert await enqueue_sync(pool, mailbox_id)
-        finally:
-            await pool.aclose()
-
     with worker_process(
         settings, tmp_path, environment={"WORKER_NICENESS": "7"}, launcher=launcher
     ) as worker:
-        asyncio.run(queue())
-        deadline = time.monotonic() + 60
-        while not any(
-            run.status == SyncRunStatus.SUCCEEDED for run in sync_runs(engine, mailbox_id)
-        ):
+
+        def synced() -> bool:
             assert worker.running, worker.log
-            assert time.monotonic() < deadline, f"no sync within 60 s:\n{worker.log}"
-            time.sleep(0.1)
+            runs = sync_runs(engine, mailbox_id)
+            return any(run.status == SyncRunStatus.SUCCEEDED for run in runs)
+
+        enqueue(settings, mailbox_id)
+        wait_until(synced, 60, "a sync by the worker process")
         niceness = thread_niceness(worker.process.pid)
 
     assert niceness == {expected}, worker.log

@@ -1,17 +1,21 @@
-"""`imap-bridge worker` in a subprocess, configured by the environment alone, as deployed."""
+"""`imap-bridge worker` in a subprocess, configured by the environment alone, as deployed;
+queueing a sync for it as the cron does, and waiting for what it does."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from app.config import Settings
+from app.queue import create_queue, enqueue_sync
 
 
 @dataclass
@@ -76,3 +80,24 @@ def worker_process(
             process.kill()
             process.wait()
             raise
+
+
+def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    """Poll `condition` until it holds; fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {seconds:.0f} s: {what}"
+        time.sleep(0.1)
+
+
+def enqueue(settings: Settings, mailbox_id: int) -> None:
+    """Queue a sync of the mailbox as the cron does."""
+
+    async def queue() -> None:
+        pool = await create_queue(settings)
+        try:
+            assert await enqueue_sync(pool, mailbox_id), "no sync of the mailbox is queued yet"
+        finally:
+            await pool.aclose()
+
+    asyncio.run(queue())

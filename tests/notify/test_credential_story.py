@@ -26,7 +26,7 @@ from sqlmodel import select
 from app.config import Settings
 from app.db import session_scope
 from app.db.models import DeliveryState, EventDelivery
-from app.queue import create_queue, enqueue_sync, sync_job_id
+from app.queue import create_queue, sync_job_id
 from tests.api.test_sync_runs import run_worker
 from tests.dovecot import MailUser
 from tests.factories import MailboxFactory
@@ -34,6 +34,7 @@ from tests.live_api import LiveApi
 from tests.mailgen import make_message
 from tests.notify.receiver import WebhookReceiver, running_receiver
 from tests.notify.test_email import Inbox
+from tests.worker_process import enqueue
 
 INVALID = "mailbox.credentials_invalid"
 RESTORED = "mailbox.credentials_restored"
@@ -80,14 +81,7 @@ def receiver(live_api: LiveApi) -> Iterator[WebhookReceiver]:
 def sync_through_worker(settings: Settings, mailbox_id: int) -> None:
     """Queue a sync as the scheduler does and let a real worker run it and the dispatcher."""
 
-    async def enqueue() -> None:
-        pool = await create_queue(settings)
-        try:
-            assert await enqueue_sync(pool, mailbox_id)
-        finally:
-            await pool.aclose()
-
-    asyncio.run(enqueue())
+    enqueue(settings, mailbox_id)
     run_worker(settings)
 
 

@@ -14,7 +14,6 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,7 +26,7 @@ from sqlalchemy import Engine, make_url
 from app.config import Settings
 from app.db import session_scope
 from app.db.models import Mailbox, MailboxStatus, SyncRunStatus, utcnow
-from app.queue import create_queue, enqueue_sync, sync_job_id
+from app.queue import create_queue, sync_job_id
 from app.worker import SupervisedWorker, dispatch_events_job, worker_settings
 from tests.dovecot import MailUser
 from tests.factories import MailboxFactory
@@ -45,7 +44,7 @@ from tests.sync.test_crash_safety import (
     stored_count,
 )
 from tests.test_worker import sync_runs
-from tests.worker_process import worker_process
+from tests.worker_process import enqueue, wait_until, worker_process
 
 BATCH_SIZE = 20
 FIRST_INBOX, FIRST_SENT = 400, 40
@@ -177,27 +176,6 @@ class WorkerThread:
             await self.worker.run()
         finally:
             await self.worker.close()
-
-
-def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    """Poll `condition` until it holds; fail after `seconds`."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {seconds:.0f} s: {what}"
-        time.sleep(0.1)
-
-
-def enqueue(settings: Settings, mailbox_id: int) -> None:
-    """Queue a sync of the mailbox as the cron does."""
-
-    async def queue() -> None:
-        pool = await create_queue(settings)
-        try:
-            assert await enqueue_sync(pool, mailbox_id), "no sync of the mailbox is queued yet"
-        finally:
-            await pool.aclose()
-
-    asyncio.run(queue())
 
 
 def fill_mailbox(user: MailUser) -> dict[str, set[int]]:
