@@ -168,10 +168,21 @@ def test_concurrent_registrations_of_one_address_give_one_mailbox(
     live_api: LiveApi, mail_user: MailUser
 ) -> None:
     body = create_body(mail_user)
+
+    def register() -> httpx.Response:
+        """Post once, and once more if the server dropped the session, as a client would.
+
+        Dovecot 2.3 sometimes kills one of several sessions of an account that
+        read their folders' status at the same moment ("Panic: fcntl(...list.index.log)
+        ... Resource deadlock avoided"); the service answers that 502 connection_lost.
+        """
+        response = live_api.client.post("/v1/mailboxes", json=body)
+        if response.status_code == 502 and problem_code(response) == "connection_lost":
+            response = live_api.client.post("/v1/mailboxes", json=body)
+        return response
+
     with ThreadPoolExecutor(max_workers=3) as pool:
-        responses = list(
-            pool.map(lambda _: live_api.client.post("/v1/mailboxes", json=body), "abc")
-        )
+        responses = list(pool.map(lambda _: register(), "abc"))
 
     assert sorted(response.status_code for response in responses) == [201, 409, 409]
     assert {problem_code(r) for r in responses if r.status_code == 409} == {"mailbox_exists"}
