@@ -45,6 +45,12 @@ def dovecot(dovecot_instances: DovecotInstances) -> Dovecot:
     return dovecot_instances.get()
 
 
+@pytest.fixture(scope="session")
+def legacy_dovecot(dovecot_instances: DovecotInstances) -> Dovecot:
+    """Return a Dovecot that offers neither CONDSTORE/QRESYNC nor UNSELECT, as older servers."""
+    return dovecot_instances.get(condstore=False, unselect=False)
+
+
 @pytest.fixture
 def mail_user(dovecot: Dovecot) -> MailUser:
     """Return a new user with an empty mailbox, so no two tests share mailbox state."""

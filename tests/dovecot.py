@@ -57,7 +57,8 @@ SPECIAL_USE_FOLDERS = {
     "Junk": "\\Junk",
     "Archive": "\\Archive",
 }
-# Dovecot 2.3's built-in capability list; `imap_capability` can only replace it whole.
+# Dovecot 2.3's built-in capability list but CONDSTORE and QRESYNC; `imap_capability`
+# can only replace the list whole.
 _CAPABILITIES_WITHOUT_CONDSTORE = (
     "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT SORT=DISPLAY THREAD=REFERENCES"
     " THREAD=REFS THREAD=ORDEREDSUBJECT MULTIAPPEND URL-PARTIAL CATENATE UNSELECT CHILDREN"
@@ -95,6 +96,8 @@ class DovecotConfig:
     plain_port: int
     condstore: bool
     starttls: bool
+    # False: UNSELECT (RFC 3691) is not advertised, as on servers older than it.
+    unselect: bool = True
     auth_mechanisms: tuple[str, ...] = ("plain", "login")
     # Tried after the users' passwd-files, e.g. an oauth2 passdb for XOAUTH2.
     extra_passdbs: tuple[Passdb, ...] = ()
@@ -136,8 +139,7 @@ def render_config(config: DovecotConfig) -> str:
         f"  mechanisms = {db.mechanisms}\n}}\n"
         for db in (users, *config.extra_passdbs)
     )
-    # Dovecot 2.3 advertises CONDSTORE and QRESYNC by default; "+" would list them twice.
-    capability = "" if config.condstore else _CAPABILITIES_WITHOUT_CONDSTORE
+    capability = _advertised_capabilities(config)
     mailboxes = "".join(
         f"  mailbox {name} {{\n    special_use = {use}\n    auto = subscribe\n  }}\n"
         for name, use in SPECIAL_USE_FOLDERS.items()
@@ -205,6 +207,21 @@ service imap-login {{
   }}
 }}
 {plain_login_service}"""
+
+
+def _advertised_capabilities(config: DovecotConfig) -> str:
+    """The `imap_capability` setting: empty keeps Dovecot's own list.
+
+    Dovecot advertises CONDSTORE, QRESYNC and UNSELECT by default, and "+"
+    only adds to the list, so an instance without one of them spells it all out.
+    """
+    if config.condstore and config.unselect:
+        return ""
+    dropped = {"UNSELECT"} if not config.unselect else set()
+    names = _CAPABILITIES_WITHOUT_CONDSTORE.split()
+    if config.condstore:
+        names += ["CONDSTORE", "QRESYNC"]
+    return " ".join(name for name in names if name not in dropped)
 
 
 @dataclass
@@ -405,6 +422,7 @@ def start_dovecot(
     *,
     condstore: bool = True,
     starttls: bool = True,
+    unselect: bool = True,
     oauth_jwt_key: bytes | None = None,
 ) -> Dovecot:
     """Start a private Dovecot in `workdir` (keep it short: unix sockets live there).
@@ -426,6 +444,7 @@ def start_dovecot(
         plain_port=plain_port,
         condstore=condstore,
         starttls=starttls,
+        unselect=unselect,
         auth_mechanisms=mechanisms,
         extra_passdbs=oauth_passdbs,
     )
@@ -488,18 +507,27 @@ class DovecotInstances:
     """
 
     def __init__(self) -> None:
-        self._running: dict[tuple[bool, bool, bytes | None], Dovecot] = {}
+        self._running: dict[tuple[bool, bool, bool, bytes | None], Dovecot] = {}
 
     def get(
-        self, *, condstore: bool = True, starttls: bool = True, oauth_jwt_key: bytes | None = None
+        self,
+        *,
+        condstore: bool = True,
+        starttls: bool = True,
+        unselect: bool = True,
+        oauth_jwt_key: bytes | None = None,
     ) -> Dovecot:
         """Return the running instance with these options, starting it on first use."""
-        key = (condstore, starttls, oauth_jwt_key)
+        key = (condstore, starttls, unselect, oauth_jwt_key)
         if key not in self._running:
             workdir = Path(tempfile.mkdtemp(prefix="dv"))
             try:
                 self._running[key] = start_dovecot(
-                    workdir, condstore=condstore, starttls=starttls, oauth_jwt_key=oauth_jwt_key
+                    workdir,
+                    condstore=condstore,
+                    starttls=starttls,
+                    unselect=unselect,
+                    oauth_jwt_key=oauth_jwt_key,
                 )
             except BaseException:
                 shutil.rmtree(workdir, ignore_errors=True)

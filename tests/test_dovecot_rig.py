@@ -42,20 +42,27 @@ def test_starttls_upgrades_the_plain_port(dovecot: Dovecot, mail_user: MailUser)
         assert isinstance(client.socket(), ssl.SSLSocket)
 
 
-def test_capabilities_include_condstore_qresync_and_special_use(mail_user: MailUser) -> None:
+def test_default_instance_advertises_the_extensions_the_sync_uses(mail_user: MailUser) -> None:
     with mail_user.client() as client:
         capabilities = set(client.capabilities())
-    assert {b"CONDSTORE", b"QRESYNC", b"SPECIAL-USE", b"MOVE", b"UIDPLUS"} <= capabilities
+    assert {
+        b"CONDSTORE",
+        b"QRESYNC",
+        b"SPECIAL-USE",
+        b"MOVE",
+        b"UIDPLUS",
+        b"UNSELECT",
+    } <= capabilities
 
 
-def test_instance_without_condstore_does_not_advertise_it(
-    dovecot_instances: DovecotInstances,
+def test_legacy_instance_advertises_neither_condstore_nor_unselect(
+    legacy_dovecot: Dovecot,
 ) -> None:
-    user = dovecot_instances.get(condstore=False).add_user()
+    user = legacy_dovecot.add_user()
     with user.client() as client:
         capabilities = set(client.capabilities())
-    assert b"SPECIAL-USE" in capabilities
-    assert not {b"CONDSTORE", b"QRESYNC"} & capabilities
+    assert {b"SPECIAL-USE", b"LIST-STATUS", b"MOVE"} <= capabilities
+    assert not {b"CONDSTORE", b"QRESYNC", b"UNSELECT"} & capabilities
 
 
 def test_instance_without_starttls_keeps_implicit_tls(dovecot_instances: DovecotInstances) -> None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
-from app.imap import EmailManager, FolderManager, ImapConnection
-from app.imap.errors import FolderNotFound
-from tests.dovecot import MailUser
+from app.imap import EmailManager, FolderManager, ImapConnection, connect
+from app.imap.config import ConnectOptions
+from app.imap.errors import FolderNotFound, ProtocolError
+from tests.dovecot import Dovecot, MailUser
+from tests.imap.conftest import config_for
 from tests.mailgen import Attachment, make_message
 
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 40
@@ -52,6 +56,49 @@ def test_unselecting_a_read_write_folder_expunges_nothing(
     mail.select_folder("INBOX", readonly=False)
     mail.unselect_folder()
     assert mail_user.uids("INBOX") == [uid]
+
+
+@pytest.fixture
+def legacy_session(
+    legacy_dovecot: Dovecot, connect_options: ConnectOptions
+) -> Iterator[tuple[MailUser, ImapConnection]]:
+    """A user of the server without UNSELECT, and a session of theirs."""
+    user = legacy_dovecot.add_user()
+    options = replace(connect_options, ca_file=legacy_dovecot.ca_file)
+    with connect(config_for(user), options) as session:
+        yield user, session
+
+
+def test_without_unselect_leaving_an_examined_folder_closes_it_and_expunges_nothing(
+    legacy_session: tuple[MailUser, ImapConnection],
+) -> None:
+    user, connection = legacy_session
+    deleted = user.append("INBOX", make_message(subject="deleted"))
+    user.add_flags("INBOX", [deleted], ["\\Deleted"])
+    mail = EmailManager(connection)
+    mail.select_folder("INBOX")
+    added = user.append("INBOX", make_message(subject="meanwhile"))
+
+    mail.unselect_folder()
+
+    assert FolderManager(connection).status("INBOX").uidnext == added + 1
+    assert user.uids("INBOX") == [deleted, added]
+
+
+def test_without_unselect_leaving_a_read_write_folder_is_refused(
+    legacy_session: tuple[MailUser, ImapConnection],
+) -> None:
+    """CLOSE would expunge a folder selected read-write (RFC 3501 6.4.2)."""
+    user, connection = legacy_session
+    deleted = user.append("INBOX", make_message())
+    user.add_flags("INBOX", [deleted], ["\\Deleted"])
+    mail = EmailManager(connection)
+    mail.select_folder("INBOX", readonly=False)
+
+    with pytest.raises(ProtocolError, match="expunge"):
+        mail.unselect_folder()
+
+    assert user.uids("INBOX") == [deleted]
 
 
 def test_unselecting_with_no_folder_selected_sends_nothing(connection: ImapConnection) -> None:

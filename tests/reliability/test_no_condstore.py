@@ -1,4 +1,5 @@
-"""A server without CONDSTORE/QRESYNC: flag changes and expunges are still found in one run."""
+"""A server without CONDSTORE/QRESYNC (nor UNSELECT): flag changes and expunges are still found
+in one run."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from sqlmodel import col, select
 from app.config import Settings
 from app.db import session_scope
 from app.db.models import Email, EmailFolder, Folder, MailboxSecurity
-from tests.dovecot import DovecotInstances, MailUser
+from tests.dovecot import Dovecot, MailUser
 from tests.factories import MailboxFactory
 from tests.reliability.mirror import assert_mirrors_server, sync
 from tests.sync.snapshot import folder_row
@@ -42,10 +43,10 @@ def assert_flags_match(engine: Engine, mailbox_id: int, user: MailUser) -> None:
 def test_without_condstore_flag_changes_and_expunges_are_found_in_one_run(
     engine: Engine,
     settings: Settings,
-    dovecot_instances: DovecotInstances,
+    legacy_dovecot: Dovecot,
     add_mailbox: MailboxFactory,
 ) -> None:
-    server = dovecot_instances.get(condstore=False)
+    server = legacy_dovecot
     user = server.add_user()
     uids = append_many(user, "INBOX", "in", 60)
     user.add_flags("INBOX", uids[40:50], ["\\Seen"])
