@@ -1,5 +1,7 @@
-"""A server without CONDSTORE/QRESYNC (nor UNSELECT): flag changes and expunges are still found
-in one run."""
+"""A server without CONDSTORE/QRESYNC: flag changes and expunges are still found in one run.
+
+It offers no UNSELECT either, so each run also leaves its folders with CLOSE.
+"""
 
 from __future__ import annotations
 
