@@ -94,6 +94,11 @@ _COMMANDS_NOTED = ("bench.ours:", "bench.mbsync:")  # rows whose commands the no
 class RowFailed(Exception):
     """A measuring child exited with an error; the message is the end of its stderr."""
 
+    @property
+    def last_line(self) -> str:
+        """The error's last line, for the table; the whole message goes to the progress log."""
+        return (str(self).splitlines() or ["no error output"])[-1]
+
 
 @dataclass(frozen=True, slots=True)
 class Target:
@@ -124,7 +129,7 @@ class Target:
         try:
             return self.measure(job)
         except RowFailed as exc:
-            return (str(exc).splitlines() or ["no error output"])[-1]
+            return exc.last_line
 
     def register_mailbox(
         self, database_url: str, sync_start: date | None, owner: str = "bench"
@@ -475,8 +480,7 @@ class Rows:
             return self.target.measure(job)
         except RowFailed as exc:
             self.progress.say(f"FAILED: {title}\n{exc}")
-            last_line = str(exc).splitlines()[-1] if str(exc) else "no error output"
-            section.rows.append(Row(title, len(job.folders), None, last_line, outcome="failed"))
+            section.rows.append(Row(title, len(job.folders), None, exc.last_line, outcome="failed"))
             return None
 
     def _add_row(self, section: Section, title: str, job: Job, measurement: Measurement) -> None:
@@ -588,8 +592,7 @@ class Rows:
             measurement = self.target.measure(job)
         except RowFailed as exc:
             self.progress.say(f"FAILED: {self.api.title}\n{exc}")
-            failure = "failed: " + (str(exc).splitlines() or ["no error output"])[-1]
-            self.api.failure = self.api_idle.failure = failure
+            self.api.failure = self.api_idle.failure = f"failed: {exc.last_line}"
             return
         figures = measurement.figures
         health, listing = f"GET {api.HEALTHZ} (reference)", "GET /v1/mailboxes/{id}/emails"
