@@ -217,11 +217,12 @@ def _advertised_capabilities(config: DovecotConfig) -> str:
     """
     if config.condstore and config.unselect:
         return ""
-    dropped = {"UNSELECT"} if not config.unselect else set()
     names = _CAPABILITIES_WITHOUT_CONDSTORE.split()
     if config.condstore:
         names += ["CONDSTORE", "QRESYNC"]
-    return " ".join(name for name in names if name not in dropped)
+    if not config.unselect:
+        names.remove("UNSELECT")
+    return " ".join(names)
 
 
 @dataclass

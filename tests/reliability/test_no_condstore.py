@@ -48,11 +48,10 @@ def test_without_condstore_flag_changes_and_expunges_are_found_in_one_run(
     legacy_dovecot: Dovecot,
     add_mailbox: MailboxFactory,
 ) -> None:
-    server = legacy_dovecot
-    user = server.add_user()
+    user = legacy_dovecot.add_user()
     uids = append_many(user, "INBOX", "in", 60)
     user.add_flags("INBOX", uids[40:50], ["\\Seen"])
-    mailbox_id = add_mailbox(user, port=server.plain_port, security=MailboxSecurity.NONE)
+    mailbox_id = add_mailbox(user, port=legacy_dovecot.plain_port, security=MailboxSecurity.NONE)
     assert sync(engine, settings, mailbox_id).complete
     inbox = folder_row(engine, mailbox_id, "INBOX")
     assert inbox is not None
