@@ -51,10 +51,11 @@ _RESPONSE_CODE = re.compile(r"\[([A-Z-]+)")
 
 
 @cache
-def _client_version() -> str:
+def client_version() -> str:
+    """Return our version for RFC 2971 ID; "dev" from a source tree that was never installed."""
     try:
         return version("imap-bridge")
-    except PackageNotFoundError:  # running from a source tree that was never installed
+    except PackageNotFoundError:
         return "dev"
 
 
@@ -76,7 +77,7 @@ def imap_errors(*, connecting: bool = False) -> Iterator[None]:
     except LoginError as exc:
         if isinstance(exc.__context__, imaplib.IMAP4.abort):  # imapclient wraps a lost session
             raise ConnectionLost("the connection was lost during login") from exc
-        raise _refusal(exc) from exc
+        raise login_refusal(str(exc)) from exc
     except (IMAPClientAbortError, imaplib.IMAP4.abort, EOFError) as exc:
         raise ConnectionLost("the server closed the connection") from exc
     except (IMAPClientError, imaplib.IMAP4.error) as exc:
@@ -92,14 +93,14 @@ def _server_said(exc: Exception) -> str:
     return str(exc)[:300]
 
 
-def _refusal(refused: LoginError) -> ImapError:
+def login_refusal(server_text: str) -> ImapError:
     """Tell a wrong credential from a server that cannot log anyone in right now.
 
     The tagged NO of LOGIN/AUTHENTICATE carries an RFC 5530 response code
     (`NO [UNAVAILABLE] ...`); imapclient keeps only that line's text, so the
     bracketed code is read back from it. It is protocol data, not prose.
     """
-    match = _RESPONSE_CODE.search(str(refused))
+    match = _RESPONSE_CODE.search(server_text)
     code = match.group(1) if match else None
     if code in _TRANSIENT_LOGIN_CODES:
         return ServerUnavailable(f"the server cannot log in now ({code})")
@@ -237,15 +238,7 @@ class ImapConnection:
 def connect(config: ImapConfig, options: ConnectOptions | None = None) -> ImapConnection:
     """Open an authenticated session for `config`, or raise the `ImapError` that says why."""
     options = options or ConnectOptions()
-    try:
-        addresses = netguard.resolve(
-            config.host, config.port, allow_private=options.allow_private_hosts
-        )
-    except netguard.AddressBlocked as exc:
-        raise BlockedHost(str(exc)) from exc
-    except netguard.ResolutionFailed as exc:
-        raise Unreachable(str(exc)) from exc
-
+    addresses = resolve_server(config, options)
     context = tls_context(config, options) if config.security != "none" else None
     with imap_errors(connecting=True):
         client = _PinnedIMAPClient(
@@ -271,6 +264,16 @@ def connect(config: ImapConfig, options: ConnectOptions | None = None) -> ImapCo
     return connection
 
 
+def resolve_server(config: ImapConfig, options: ConnectOptions) -> list[netguard.ResolvedAddress]:
+    """Resolve the server through the SSRF guard: the only addresses a session may dial."""
+    try:
+        return netguard.resolve(config.host, config.port, allow_private=options.allow_private_hosts)
+    except netguard.AddressBlocked as exc:
+        raise BlockedHost(str(exc)) from exc
+    except netguard.ResolutionFailed as exc:
+        raise Unreachable(str(exc)) from exc
+
+
 def _start_tls(client: IMAPClient, context: ssl.SSLContext | None) -> None:
     offered = {c.upper() for c in client.capabilities()}
     if b"STARTTLS" not in offered:
@@ -290,6 +293,6 @@ def _identify(connection: ImapConnection, options: ConnectOptions) -> None:
     """Send RFC 2971 ID; some providers (163.com, Yandex) refuse sessions without it."""
     try:
         with imap_errors():
-            connection.client.id_({"name": options.client_name, "version": _client_version()})
+            connection.client.id_({"name": options.client_name, "version": client_version()})
     except ProtocolError:
         log.debug("imap.id_refused")
