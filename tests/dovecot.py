@@ -192,6 +192,9 @@ first_valid_gid = 1
 mail_location = sdbox:~/mail
 mail_fsync = never
 mail_max_userip_connections = 100
+# IDLE/NOTIFY sessions past the kernel's inotify limit (128 per uid, shared by every
+# instance on the machine) fall back to polling the mailbox at this interval (default 30 s).
+mailbox_idle_check_interval = 1 secs
 imap_capability = {capability}
 namespace inbox {{
   inbox = yes

@@ -1,0 +1,774 @@
+"""An asyncio IMAP session for watching mailboxes (IDLE, NOTIFY) at thousands per process.
+
+    connect_async: resolve + TCP through the SSRF guard (in a thread) -> TLS
+      (implicit, or STARTTLS only when offered) -> greeting -> LOGIN /
+      AUTHENTICATE XOAUTH2 -> CAPABILITY (after login) -> ID -> AsyncConnection
+
+    AsyncConnection:  enable / select / examine / status / list_status / notify / noop
+        events(): IDLE --untagged--> Event ... --renew_after--> DONE -> IDLE ...
+        any command ends IDLE first (DONE); logout() / abort() end the session
+
+An idle session is a socket, a StreamReader and a few objects: no thread, no
+timer but the pending read's deadline, no CPU until the server speaks. Every
+read has a deadline; every line and literal has a size cap (`WireLimits`).
+Failures are the blocking connector's typed `ImapError`s, through the same
+`imap_errors` translation, SSRF guard (`resolve_server`), TLS contexts
+(`tls_context`) and login-refusal reading (`login_refusal`). An untagged BYE is
+`ConnectionLost` (`ServerUnavailable` with `[UNAVAILABLE]`); after any
+transport failure the session is dropped, never reused.
+
+Why our own client and not aioimaplib (2.0.3, the maintained asyncio client on
+PyPI, read before choosing): it dials with `loop.create_connection(host, port)`
+inside its constructor, so the SSRF guard's vetted addresses cannot be used
+(a second DNS lookup reopens rebinding); it has no STARTTLS and no NOTIFY; it
+reads literals of any size the server announces and lines of any length (no
+caps); it ships no type information (mypy strict would see Any everywhere);
+and its errors would need a second translation layer. What the watcher needs
+is a small part of IMAP, so this module plus `wire.py` is less code than the
+adapter around aioimaplib would have been.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import socket
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TypeAlias
+
+from imapclient.imap_utf7 import decode as _decode_utf7
+from imapclient.imap_utf7 import encode as _encode_utf7
+
+from app import netguard
+from app.imap.config import ConnectOptions, ImapConfig
+from app.imap.connection import (
+    client_version,
+    imap_errors,
+    login_refusal,
+    resolve_server,
+    tls_context,
+)
+from app.imap.errors import (
+    ConnectionLost,
+    FolderNotFound,
+    ImapError,
+    ProtocolError,
+    ServerUnavailable,
+    TlsFailed,
+)
+from app.imap.wire import (
+    Argument,
+    Literal,
+    Response,
+    Value,
+    WireLimits,
+    as_list,
+    as_number,
+    as_text,
+    astring,
+    pairs,
+    read_line,
+    read_response,
+)
+
+log = logging.getLogger(__name__)
+
+# RFC 2177 lets a server drop an IDLE after 30 minutes without activity.
+DEFAULT_IDLE_RENEW_SECONDS = 29 * 60
+# RFC 5465 events worth a sync: arrivals, expunges and flag changes.
+_NOTIFY_EVENTS = b"(MessageNew MessageExpunge FlagChange)"
+# Dead peers are found by the kernel too: probes after 60 s of silence, every 20 s, 3 tries.
+_KEEPALIVE = ((socket.TCP_KEEPIDLE, 60), (socket.TCP_KEEPINTVL, 20), (socket.TCP_KEEPCNT, 3))
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxStatus:
+    """What STATUS (or a NOTIFY STATUS event) says of a folder; None where it said nothing."""
+
+    messages: int | None = None
+    uidnext: int | None = None
+    uidvalidity: int | None = None
+    highestmodseq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SelectedMailbox:
+    """The state SELECT/EXAMINE reports (RFC 9051 6.3.2, RFC 7162 HIGHESTMODSEQ)."""
+
+    folder: str
+    exists: int
+    uidvalidity: int | None
+    uidnext: int | None
+    highestmodseq: int | None
+    readonly: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesExist:
+    """`* n EXISTS`: the selected folder now holds `count` messages."""
+
+    folder: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageExpunged:
+    """`* n EXPUNGE`: message number `sequence` left the selected folder."""
+
+    folder: str
+    sequence: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesVanished:
+    """`* VANISHED uids` (QRESYNC, RFC 7162): these UIDs left the selected folder."""
+
+    folder: str
+    uids: str
+    earlier: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MessageChanged:
+    """`* n FETCH (...)`: flags (or MODSEQ) of a message in the selected folder changed."""
+
+    folder: str
+    sequence: int
+    uid: int | None
+    flags: frozenset[str] | None
+    modseq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FolderChanged:
+    """`* STATUS folder (...)` under NOTIFY (RFC 5465): a folder that is not selected changed."""
+
+    folder: str
+    status: MailboxStatus
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationsOverflowed:
+    """`* OK [NOTIFICATIONOVERFLOW]`: the server gave up telling; every folder may have changed."""
+
+
+Event: TypeAlias = (
+    MessagesExist
+    | MessageExpunged
+    | MessagesVanished
+    | MessageChanged
+    | FolderChanged
+    | NotificationsOverflowed
+)
+
+
+def encode_folder(name: str) -> bytes:
+    """Encode a folder name in modified UTF-7 (RFC 3501 5.1.3), as the blocking path does."""
+    encoded: bytes = _encode_utf7(name)
+    return encoded
+
+
+def decode_folder(name: bytes) -> str:
+    """Decode a modified UTF-7 folder name."""
+    decoded: str = _decode_utf7(name)
+    return decoded
+
+
+class AsyncConnection:
+    """One authenticated IMAP session on asyncio; use `connect_async` to open one."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        options: ConnectOptions,
+        limits: WireLimits,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._options = options
+        self._limits = limits
+        self._tags = 0
+        self._events: deque[Event] = deque()
+        self._idle_tag: bytes | None = None
+        self._idle_since = 0.0
+        self._logging_out = False
+        self.idle_renewals = 0  # IDLEs ended by the renewal deadline, for tests and metrics
+        self._broken = False
+        self.capabilities: frozenset[str] = frozenset()
+        self.enabled: frozenset[str] = frozenset()
+        self.selected: str | None = None
+
+    def has(self, capability: str) -> bool:
+        """Say whether the server announced `capability` (after login, once logged in)."""
+        return capability.upper() in self.capabilities
+
+    async def capability(self) -> frozenset[str]:
+        """Ask for CAPABILITY and remember the answer."""
+        untagged, done = await self._command("CAPABILITY")
+        self._check(done, "CAPABILITY")
+        for response in untagged:
+            if response.name == "CAPABILITY":
+                self.capabilities = _words(response.segments[0])
+        return self.capabilities
+
+    async def login(self, username: str, password: str) -> None:
+        """LOGIN with both strings quoted or sent as literals; NO is `AuthenticationFailed`."""
+        _, done = await self._command("LOGIN", *_spaced(astring(username), astring(password)))
+        self._logged_in(done)
+
+    async def authenticate_xoauth2(self, username: str, access_token: str) -> None:
+        """AUTHENTICATE XOAUTH2, with SASL-IR when offered; NO is `AuthenticationFailed`.
+
+        On a refused token the server sends a JSON challenge first; the empty
+        line we answer it with ends the exchange in the tagged NO.
+        """
+        initial = base64.b64encode(
+            f"user={username}\x01auth=Bearer {access_token}\x01\x01".encode()
+        )
+        answers = deque([initial] if not self.has("SASL-IR") else [])
+
+        def answer(_challenge: Response) -> bytes:
+            return answers.popleft() if answers else b""
+
+        arguments: list[Argument] = [b" XOAUTH2"]
+        if self.has("SASL-IR"):
+            arguments += [b" ", initial]
+        _, done = await self._command("AUTHENTICATE", *arguments, on_continuation=answer)
+        self._logged_in(done)
+
+    def _logged_in(self, done: Response) -> None:
+        """Raise the typed refusal of a NO; else keep only capabilities said after login."""
+        if done.name != "OK":
+            raise login_refusal(f"[{done.code}]" if done.code else "")
+        self.capabilities = frozenset()
+        self._take_capability_code(done)
+
+    async def enable(self, *extensions: str) -> frozenset[str]:
+        """ENABLE (RFC 5161) those of `extensions` the server offers; return what is enabled."""
+        offered = [name.upper() for name in extensions if self.has(name)]
+        if not offered or not self.has("ENABLE"):
+            return self.enabled
+        untagged, done = await self._command("ENABLE", *_spaced(*(n.encode() for n in offered)))
+        self._check(done, "ENABLE")
+        for response in self._unsolicited(untagged, keep={"ENABLED"}):
+            self.enabled |= _words(response.segments[0])
+        return self.enabled
+
+    async def enable_change_tracking(self) -> frozenset[str]:
+        """ENABLE QRESYNC (expunges as VANISHED with UIDs), else CONDSTORE, where offered."""
+        if self.has("QRESYNC"):
+            return await self.enable("QRESYNC")
+        return await self.enable("CONDSTORE")
+
+    async def select(self, folder: str, *, readonly: bool = False) -> SelectedMailbox:
+        """SELECT (or EXAMINE when `readonly`) a folder and return its state."""
+        command = "EXAMINE" if readonly else "SELECT"
+        self.selected = None
+        untagged, done = await self._command(command, b" ", astring(encode_folder(folder)))
+        self._check(done, command)
+        self.selected = folder
+        exists, codes = 0, {}
+        for response in self._unsolicited(untagged, keep={"EXISTS", "OK", "FLAGS", "RECENT"}):
+            if response.name == "EXISTS" and response.number is not None:
+                exists = response.number
+            elif response.code is not None:
+                codes[response.code] = response.code_argument
+        return SelectedMailbox(
+            folder=folder,
+            exists=exists,
+            uidvalidity=_number_or_none(codes.get("UIDVALIDITY")),
+            uidnext=_number_or_none(codes.get("UIDNEXT")),
+            highestmodseq=_number_or_none(codes.get("HIGHESTMODSEQ")),
+            readonly=readonly or done.code == "READ-ONLY",
+        )
+
+    async def examine(self, folder: str) -> SelectedMailbox:
+        """EXAMINE a folder: SELECT without changing \\Recent or \\Seen."""
+        return await self.select(folder, readonly=True)
+
+    async def status(self, folder: str) -> MailboxStatus:
+        """STATUS MESSAGES UIDNEXT UIDVALIDITY (and HIGHESTMODSEQ under CONDSTORE)."""
+        untagged, done = await self._command(
+            "STATUS", b" ", astring(encode_folder(folder)), b" ", self._status_items()
+        )
+        self._check(done, "STATUS")
+        found = MailboxStatus()
+        for response in untagged:
+            if response.name != "STATUS":
+                self._queue_event(response)
+                continue
+            name, status = _parse_status(response)
+            if name == folder:
+                found = status
+            else:  # a NOTIFY event about another folder that arrived meanwhile
+                self._events.append(FolderChanged(name, status))
+        return found
+
+    async def list_status(self, pattern: str = "*") -> dict[str, MailboxStatus]:
+        """LIST-STATUS (RFC 5819): every folder's STATUS in one command."""
+        if not self.has("LIST-STATUS"):
+            raise ProtocolError("the server does not offer LIST-STATUS")
+        untagged, done = await self._command(
+            "LIST",
+            *_spaced(
+                b'""',
+                astring(encode_folder(pattern)),
+                b"RETURN (STATUS " + self._status_items() + b")",
+            ),
+        )
+        self._check(done, "LIST")
+        statuses: dict[str, MailboxStatus] = {}
+        for response in self._unsolicited(untagged, keep={"STATUS", "LIST"}):
+            if response.name == "STATUS":
+                name, status = _parse_status(response)
+                statuses[name] = status
+        return statuses
+
+    async def notify(self, folders: Sequence[str] | None, *, selected: bool = True) -> None:
+        """NOTIFY SET (RFC 5465): announce arrivals, expunges and flag changes.
+
+        `folders` lists the folders to hear about as `* STATUS` while they are
+        not selected; None means every folder of the user (`personal`). With
+        `selected`, the selected folder reports as under IDLE (EXISTS, FETCH,
+        EXPUNGE/VANISHED). Events arrive through `events()`.
+        """
+        if not self.has("NOTIFY"):
+            raise ProtocolError("the server does not offer NOTIFY")
+        arguments: list[Argument] = [b" SET"]
+        if selected:
+            arguments.append(b" (selected " + _NOTIFY_EVENTS + b")")
+        if folders is None:
+            arguments.append(b" (personal " + _NOTIFY_EVENTS + b")")
+        elif folders:
+            arguments.append(b" (mailboxes (")
+            arguments += _spaced(*(astring(encode_folder(name)) for name in folders))[1:]
+            arguments.append(b") " + _NOTIFY_EVENTS + b")")
+        if len(arguments) == 1:
+            arguments = [b" NONE"]
+        _, done = await self._command("NOTIFY", *arguments)
+        self._check(done, "NOTIFY")
+
+    async def noop(self) -> list[Event]:
+        """NOOP: prove the session alive and collect what the server had to say."""
+        untagged, done = await self._command("NOOP")
+        self._check(done, "NOOP")
+        self._unsolicited(untagged, keep=set())
+        return self._drain()
+
+    async def events(
+        self, *, renew_after: float = DEFAULT_IDLE_RENEW_SECONDS
+    ) -> AsyncIterator[Event]:
+        """Yield changes as the server announces them, in IDLE re-issued every `renew_after` s.
+
+        Waiting costs nothing until the server speaks. Each renewal (DONE, then
+        IDLE again) is also the keep-alive: a dead peer fails its deadline.
+        Leave the loop whenever; the next command ends the IDLE.
+        """
+        if not self.has("IDLE"):
+            raise ProtocolError("the server does not offer IDLE")
+        loop = asyncio.get_running_loop()
+        while True:
+            while self._events:
+                yield self._events.popleft()
+            if self._idle_tag is None:
+                await self._start_idle()
+            remaining = self._idle_since + renew_after - loop.time()
+            if remaining <= 0:
+                await self._end_idle()
+                self.idle_renewals += 1
+                continue
+            response = await self._read(wait=remaining)
+            if response is None or response.tag == b"+":
+                continue
+            if response.tag == self._idle_tag:  # the server ended IDLE itself
+                self._idle_tag = None
+                self._check(response, "IDLE")
+                continue
+            self._unsolicited([response], keep=set())
+
+    async def logout(self) -> None:
+        """End IDLE, say LOGOUT, expect BYE and close; a broken session is just dropped."""
+        if self._broken:
+            await self.abort()
+            return
+        try:
+            self._logging_out = True
+            await self._command("LOGOUT")
+        except ImapError:
+            log.debug("imap.logout_failed")
+        finally:
+            await self.abort()
+
+    async def abort(self) -> None:
+        """Close the transport without a word to the server."""
+        self._broken = True
+        self._writer.close()
+        try:
+            async with asyncio.timeout(self._options.connect_timeout):
+                await self._writer.wait_closed()
+        except (OSError, TimeoutError, ssl.SSLError):
+            log.debug("imap.close_failed")
+
+    async def __aenter__(self) -> AsyncConnection:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.logout()
+
+    # --- the session's own steps (connect_async) -------------------------------------------
+
+    async def _greeting(self) -> None:
+        """Read the greeting: OK, or BYE (`ServerUnavailable` with [UNAVAILABLE])."""
+        response = await self._read(timeout=self._options.connect_timeout)
+        assert response is not None  # no `wait`: a missing greeting raises TimedOut
+        self._watch_for_bye(response)
+        if response.tag != b"*" or response.name not in {"OK", "PREAUTH"}:
+            raise ProtocolError(f"unexpected greeting: {response.name} {response.text}")
+        self._take_capability_code(response)
+
+    async def _start_tls(self, context: ssl.SSLContext, host: str) -> None:
+        """STARTTLS when offered, refusing plaintext the server sent ahead of the handshake."""
+        if not self.capabilities:
+            await self.capability()
+        if not self.has("STARTTLS"):
+            raise TlsFailed("the server does not offer STARTTLS")
+        _, done = await self._command("STARTTLS")
+        self._check(done, "STARTTLS")
+        buffered = getattr(self._reader, "_buffer", None)  # StreamReader keeps no public length
+        if isinstance(buffered, bytearray) and buffered:
+            raise TlsFailed("the server sent data before the TLS handshake")
+        with imap_errors(connecting=True):
+            await self._writer.start_tls(
+                context, server_hostname=host, ssl_handshake_timeout=self._options.connect_timeout
+            )
+        self.capabilities = frozenset()  # RFC 9051 7.1: forget what was said in plaintext
+        await self.capability()
+
+    async def _identify(self) -> None:
+        """Send RFC 2971 ID, as `connect()` does; a refusal is not an error."""
+        fields = _spaced(
+            astring("name"),
+            astring(self._options.client_name),
+            astring("version"),
+            astring(client_version()),
+        )
+        _, done = await self._command("ID", b" (", *fields[1:], b")")
+        if done.name != "OK":
+            log.debug("imap.id_refused")
+
+    # --- commands and responses ----------------------------------------------------------
+
+    async def _command(
+        self,
+        name: str,
+        *arguments: Argument,
+        on_continuation: Callable[[Response], bytes] | None = None,
+    ) -> tuple[list[Response], Response]:
+        """Send one command (arguments as written, spaces included) and read to its tagged end.
+
+        Literals wait for the server's go-ahead unless LITERAL+ (RFC 7888) is
+        offered; `on_continuation` answers any other `+` (SASL challenges).
+        """
+        await self._end_idle()
+        tag = self._next_tag()
+        log.debug("imap.command", extra={"command": name})
+        untagged: list[Response] = []
+        line = tag + b" " + name.encode()
+        for argument in arguments:
+            if not isinstance(argument, Literal):
+                line += argument
+                continue
+            if self.has("LITERAL+"):
+                line += b"{%d+}\r\n" % len(argument.data) + argument.data
+                continue
+            await self._write(line + b"{%d}\r\n" % len(argument.data))
+            refused = await self._until_continuation(tag, untagged)
+            if refused is not None:
+                return untagged, refused
+            line = argument.data
+        await self._write(line + b"\r\n")
+        while True:
+            response = await self._read()
+            assert response is not None  # no `wait`: a silent server raises TimedOut
+            if response.tag == tag:
+                return untagged, response
+            if response.tag == b"+":
+                if on_continuation is None:
+                    raise self._dropped(ProtocolError("an unexpected continuation request"))
+                await self._write(on_continuation(response) + b"\r\n")
+            else:
+                self._watch_for_bye(response)
+                untagged.append(response)
+
+    async def _until_continuation(self, tag: bytes, untagged: list[Response]) -> Response | None:
+        """Wait for `+` before a literal; return the tagged response if the server refused."""
+        while True:
+            response = await self._read()
+            assert response is not None
+            if response.tag == b"+":
+                return None
+            if response.tag == tag:
+                return response
+            self._watch_for_bye(response)
+            untagged.append(response)
+
+    async def _start_idle(self) -> None:
+        tag = self._next_tag()
+        await self._write(tag + b" IDLE\r\n")
+        untagged: list[Response] = []
+        refused = await self._until_continuation(tag, untagged)
+        self._unsolicited(untagged, keep=set())
+        if refused is not None:
+            self._check(refused, "IDLE")
+        self._idle_tag = tag
+        self._idle_since = asyncio.get_running_loop().time()
+
+    async def _end_idle(self) -> None:
+        """Send DONE and read up to IDLE's tagged end, keeping the events on the way."""
+        if self._idle_tag is None:
+            return
+        tag, self._idle_tag = self._idle_tag, None
+        await self._write(b"DONE\r\n")
+        while True:
+            response = await self._read()
+            assert response is not None
+            if response.tag == tag:
+                self._check(response, "IDLE")
+                return
+            self._unsolicited([response], keep=set())
+
+    async def _write(self, data: bytes) -> None:
+        if self._broken:
+            raise ConnectionLost("the session was dropped after an earlier failure")
+        with self._transport_errors():
+            self._writer.write(data)
+            async with asyncio.timeout(self._options.read_timeout):
+                await self._writer.drain()
+
+    async def _read(
+        self, *, timeout: float | None = None, wait: float | None = None
+    ) -> Response | None:
+        """Read one response within the read deadline; None if nothing began within `wait`."""
+        if self._broken:
+            raise ConnectionLost("the session was dropped after an earlier failure")
+        timeout = timeout or self._options.read_timeout
+        with self._transport_errors():
+            first_line = None
+            if wait is not None:
+                try:
+                    first_line = await read_line(self._reader, self._limits, wait)
+                except TimeoutError:
+                    return None
+            return await read_response(self._reader, self._limits, timeout, first_line)
+
+    @contextmanager
+    def _transport_errors(self) -> Iterator[None]:
+        """Translate transport failures to `ImapError`s; drop the session they left out of step."""
+        try:
+            with imap_errors():
+                yield
+        except BaseException:
+            self._broke()
+            raise
+
+    def _broke(self) -> None:
+        """Mark the session unusable: its stream is out of step or the server left."""
+        self._broken = True
+        self._writer.close()
+
+    def _dropped(self, error: ImapError) -> ImapError:
+        """Drop the session and return `error` to raise."""
+        self._broke()
+        return error
+
+    def _next_tag(self) -> bytes:
+        self._tags += 1
+        return b"W%d" % self._tags
+
+    def _check(self, done: Response, command: str) -> None:
+        """Raise the typed error for a tagged NO or BAD."""
+        if done.name == "OK":
+            return
+        if done.code == "NONEXISTENT":
+            raise FolderNotFound(f"{command}: {done.text}")
+        if done.code == "UNAVAILABLE":
+            raise ServerUnavailable(f"{command}: the server cannot serve this now")
+        raise ProtocolError(f"{command} failed: {done.name} {done.text}")
+
+    def _watch_for_bye(self, response: Response) -> None:
+        """Turn BYE (and an untagged [UNAVAILABLE]) into the typed error that ends the session."""
+        if response.name == "BYE" and not self._logging_out:
+            if response.code == "UNAVAILABLE":
+                raise self._dropped(ServerUnavailable(f"the server said goodbye: {response.text}"))
+            raise self._dropped(ConnectionLost(f"the server said goodbye: {response.text}"))
+        if response.name in {"NO", "BAD"} and response.code == "UNAVAILABLE":
+            raise self._dropped(ServerUnavailable(f"the server is unavailable: {response.text}"))
+
+    def _unsolicited(self, responses: list[Response], *, keep: set[str]) -> list[Response]:
+        """Return the responses named in `keep`; queue the rest that are events."""
+        kept = []
+        for response in responses:
+            self._watch_for_bye(response)
+            if response.name in keep:
+                kept.append(response)
+            else:
+                self._queue_event(response)
+        return kept
+
+    def _queue_event(self, response: Response) -> None:
+        event = self._event(response)
+        if event is not None:
+            self._events.append(event)
+        else:
+            log.debug("imap.untagged_ignored", extra={"response": response.name})
+
+    def _event(self, response: Response) -> Event | None:
+        """Read a change out of an untagged response (RFC 9051, 7162, 5465); None if none."""
+        folder = self.selected or ""
+        if response.number is not None:
+            return _message_event(folder, response.number, response)
+        if response.name == "VANISHED":
+            values = response.values()
+            earlier = bool(values) and isinstance(values[0], list)
+            return MessagesVanished(folder, as_text(values[-1]), earlier)
+        if response.name == "STATUS":
+            return FolderChanged(*_parse_status(response))
+        if response.code == "NOTIFICATIONOVERFLOW":
+            return NotificationsOverflowed()
+        return None
+
+    def _drain(self) -> list[Event]:
+        drained = list(self._events)
+        self._events.clear()
+        return drained
+
+    def _take_capability_code(self, response: Response) -> None:
+        """Use `[CAPABILITY ...]` in a greeting or login answer, saving a round trip."""
+        if response.code == "CAPABILITY":
+            self.capabilities = _words(response.code_argument)
+
+    def _status_items(self) -> bytes:
+        modseq = b" HIGHESTMODSEQ" if self.has("CONDSTORE") else b""
+        return b"(MESSAGES UIDNEXT UIDVALIDITY" + modseq + b")"
+
+
+async def connect_async(
+    config: ImapConfig,
+    options: ConnectOptions | None = None,
+    limits: WireLimits | None = None,
+) -> AsyncConnection:
+    """Open an authenticated asyncio session for `config`, or raise the `ImapError` that says why.
+
+    Resolution and the TCP connect run in a thread through the same SSRF guard
+    as `connect()`; the connected socket is then handed to asyncio.
+    """
+    options = options or ConnectOptions()
+    addresses = await asyncio.to_thread(resolve_server, config, options)
+    context = tls_context(config, options) if config.security != "none" else None
+    implicit_tls = context if config.security == "ssl" else None
+    with imap_errors(connecting=True):
+        sock = await asyncio.to_thread(
+            netguard.connect_resolved, addresses, options.connect_timeout
+        )
+    try:
+        for option, value in _KEEPALIVE:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        with imap_errors(connecting=True):
+            async with asyncio.timeout(options.connect_timeout):
+                reader, writer = await asyncio.open_connection(
+                    sock=sock,
+                    limit=(limits or WireLimits()).max_line,
+                    ssl=implicit_tls,
+                    server_hostname=config.host if implicit_tls else None,
+                    ssl_handshake_timeout=options.connect_timeout if implicit_tls else None,
+                )
+    except BaseException:
+        sock.close()
+        raise
+    connection = AsyncConnection(reader, writer, options, limits or WireLimits())
+    try:
+        await connection._greeting()
+        if config.security == "starttls":
+            assert context is not None
+            await connection._start_tls(context, config.host)
+        if config.access_token is not None:
+            await connection.authenticate_xoauth2(
+                config.username, config.access_token.get_secret_value()
+            )
+        else:
+            assert config.password is not None  # ImapConfig guarantees one credential
+            await connection.login(config.username, config.password.get_secret_value())
+        if not connection.capabilities:  # RFC 9051 6.2: they may change at login
+            await connection.capability()
+        if connection.has("ID"):
+            await connection._identify()
+    except BaseException:
+        await connection.abort()
+        raise
+    return connection
+
+
+def _spaced(*arguments: Argument) -> list[Argument]:
+    """Put a space before each argument, as a command line needs."""
+    spaced: list[Argument] = []
+    for argument in arguments:
+        spaced += [b" ", argument]
+    return spaced
+
+
+def _words(text: bytes) -> frozenset[str]:
+    return frozenset(word.decode().upper() for word in text.split())
+
+
+def _number_or_none(text: bytes | None) -> int | None:
+    return int(text) if text is not None and text.isdigit() else None
+
+
+def _message_event(folder: str, number: int, response: Response) -> Event | None:
+    """Read `* n EXISTS`, `* n EXPUNGE` or `* n FETCH (UID u FLAGS (...) MODSEQ (m))`."""
+    if response.name == "EXISTS":
+        return MessagesExist(folder, number)
+    if response.name == "EXPUNGE":
+        return MessageExpunged(folder, number)
+    if response.name != "FETCH":
+        return None  # RECENT, or an extension's numbered response
+    items = pairs(as_list(response.values()[0]))
+    flags = items.get("FLAGS")
+    modseq = items.get("MODSEQ")
+    return MessageChanged(
+        folder,
+        number,
+        uid=as_number(items["UID"]) if "UID" in items else None,
+        flags=frozenset(as_text(f) for f in as_list(flags)) if flags is not None else None,
+        modseq=as_number(as_list(modseq)[0]) if modseq is not None else None,
+    )
+
+
+def _parse_status(response: Response) -> tuple[str, MailboxStatus]:
+    """Read `* STATUS folder (NAME n ...)`."""
+    values: list[Value] = response.values()
+    if len(values) != 2:
+        raise ProtocolError("a STATUS response without a folder and a list")
+    name = values[0]
+    if not isinstance(name, bytes):
+        raise ProtocolError("a STATUS response without a folder name")
+    items = {key: as_number(value) for key, value in pairs(as_list(values[1])).items()}
+    return decode_folder(name), MailboxStatus(
+        messages=items.get("MESSAGES"),
+        uidnext=items.get("UIDNEXT"),
+        uidvalidity=items.get("UIDVALIDITY"),
+        highestmodseq=items.get("HIGHESTMODSEQ"),
+    )
