@@ -62,6 +62,7 @@ from app.imap.errors import (
     ServerUnavailable,
     TlsFailed,
 )
+from app.imap.stream import ImapStream
 from app.imap.wire import (
     Argument,
     Literal,
@@ -186,12 +187,12 @@ class AsyncConnection:
     def __init__(
         self,
         reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        stream: ImapStream,
         options: ConnectOptions,
         limits: WireLimits,
     ) -> None:
         self._reader = reader
-        self._writer = writer
+        self._stream = stream
         self._options = options
         self._limits = limits
         self._tags = 0
@@ -409,12 +410,7 @@ class AsyncConnection:
     async def abort(self) -> None:
         """Close the transport without a word to the server."""
         self._broken = True
-        self._writer.close()
-        try:
-            async with asyncio.timeout(self._options.connect_timeout):
-                await self._writer.wait_closed()
-        except (OSError, TimeoutError, ssl.SSLError):
-            log.debug("imap.close_failed")
+        self._stream.close()
 
     async def __aenter__(self) -> AsyncConnection:
         return self
@@ -450,9 +446,8 @@ class AsyncConnection:
         if isinstance(buffered, bytearray) and buffered:
             raise TlsFailed("the server sent data before the TLS handshake")
         with imap_errors(connecting=True):
-            await self._writer.start_tls(
-                context, server_hostname=host, ssl_handshake_timeout=self._options.connect_timeout
-            )
+            async with asyncio.timeout(self._options.connect_timeout):
+                await self._stream.start_tls(context, host)
         self.capabilities = frozenset()  # RFC 9051 7.1: forget what was said in plaintext
         await self.capability()
 
@@ -553,9 +548,9 @@ class AsyncConnection:
         if self._broken:
             raise ConnectionLost("the session was dropped after an earlier failure")
         with self._transport_errors():
-            self._writer.write(data)
+            self._stream.write(data)
             async with asyncio.timeout(self._options.read_timeout):
-                await self._writer.drain()
+                await self._stream.drain()
 
     async def _read(
         self, *, timeout: float | None = None, wait: float | None = None
@@ -586,7 +581,7 @@ class AsyncConnection:
     def _broke(self) -> None:
         """Mark the session unusable: its stream is out of step or the server left."""
         self._broken = True
-        self._writer.close()
+        self._stream.close()
 
     def _dropped(self, error: ImapError) -> ImapError:
         """Drop the session and return `error` to raise."""
@@ -675,6 +670,7 @@ async def connect_async(
     as `connect()`; the connected socket is then handed to asyncio.
     """
     options = options or ConnectOptions()
+    limits = limits or WireLimits()
     addresses = await asyncio.to_thread(resolve_server, config, options)
     context = tls_context(config, options) if config.security != "none" else None
     implicit_tls = context if config.security == "ssl" else None
@@ -686,20 +682,20 @@ async def connect_async(
         for option, value in _KEEPALIVE:
             sock.setsockopt(socket.IPPROTO_TCP, option, value)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        reader = asyncio.StreamReader(limit=limits.max_line)
         with imap_errors(connecting=True):
-            async with asyncio.timeout(options.connect_timeout):
-                reader, writer = await asyncio.open_connection(
-                    sock=sock,
-                    limit=(limits or WireLimits()).max_line,
-                    ssl=implicit_tls,
-                    server_hostname=config.host if implicit_tls else None,
-                    ssl_handshake_timeout=options.connect_timeout if implicit_tls else None,
-                )
+            _, stream = await asyncio.get_running_loop().create_connection(
+                lambda: ImapStream(reader), sock=sock
+            )
     except BaseException:
         sock.close()
         raise
-    connection = AsyncConnection(reader, writer, options, limits or WireLimits())
+    connection = AsyncConnection(reader, stream, options, limits)
     try:
+        if implicit_tls is not None:
+            with imap_errors(connecting=True):
+                async with asyncio.timeout(options.connect_timeout):
+                    await stream.start_tls(implicit_tls, config.host)
         await connection._greeting()
         if config.security == "starttls":
             assert context is not None

@@ -27,6 +27,7 @@ from app.imap.errors import (
     ProtocolError,
     ServerUnavailable,
     TimedOut,
+    TlsFailed,
 )
 from app.imap.wire import WireLimits
 from tests.dovecot import Dovecot, DovecotInstances, MailUser
@@ -92,6 +93,27 @@ def test_logs_in_over_each_transport_and_selects(
             assert status.highestmodseq is not None
 
     run(scenario())
+
+
+@pytest.mark.parametrize("security", ["ssl", "starttls"])
+def test_a_certificate_from_another_ca_is_tls_failed(
+    mail_user: MailUser, connect_options: ConnectOptions, security: str
+) -> None:
+    port = mail_user.dovecot.tls_port if security == "ssl" else mail_user.dovecot.plain_port
+    config = config_for(mail_user, security=security, port=port)
+    options = replace(connect_options, ca_file=mail_user.dovecot.other_ca_file)
+    with pytest.raises(TlsFailed):
+        run(connect_async(config, options))
+
+
+def test_starttls_not_offered_is_tls_failed(
+    dovecot_instances: DovecotInstances, connect_options: ConnectOptions
+) -> None:
+    plain_only = dovecot_instances.get(starttls=False)
+    user = plain_only.add_user()
+    config = config_for(user, security="starttls", port=plain_only.plain_port)
+    with pytest.raises(TlsFailed, match="does not offer STARTTLS"):
+        run(connect_async(config, replace(connect_options, ca_file=plain_only.ca_file)))
 
 
 def test_password_with_quotes_backslashes_and_8bit_logs_in(
@@ -353,5 +375,23 @@ def test_bye_unavailable_during_idle_is_server_unavailable() -> None:
             with pytest.raises(ServerUnavailable):
                 async for _event in connection.events():
                     pass
+
+    run(scenario())
+
+
+def test_plaintext_injected_after_starttls_is_refused() -> None:
+    async def injecting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\r\n")
+        tag = (await reader.readline()).split(b" ")[0]
+        writer.write(tag + b" OK begin TLS\r\n* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] injected\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async def scenario() -> None:
+        async with hostile_server(injecting) as config:
+            with pytest.raises(TlsFailed, match="before the TLS handshake"):
+                await connect_async(
+                    config.model_copy(update={"security": "starttls"}), HOSTILE_OPTIONS
+                )
 
     run(scenario())
