@@ -182,7 +182,11 @@ def decode_folder(name: bytes) -> str:
 
 
 class AsyncConnection:
-    """One authenticated IMAP session on asyncio; use `connect_async` to open one."""
+    """One authenticated IMAP session on asyncio; use `connect_async` to open one.
+
+    One task drives a session at a time (commands and `events()` share the stream).
+    Cancelling that task mid-read drops the session, as any transport failure does.
+    """
 
     def __init__(
         self,
@@ -306,7 +310,7 @@ class AsyncConnection:
                 self._queue_event(response)
                 continue
             name, status = _parse_status(response)
-            if name == folder:
+            if name == folder or name.upper() == folder.upper() == "INBOX":
                 found = status
             else:  # a NOTIFY event about another folder that arrived meanwhile
                 self._events.append(FolderChanged(name, status))

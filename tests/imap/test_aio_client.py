@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import TypeVar
 
 import pytest
+from pydantic import SecretStr
 
 from app.imap.aio_client import (
     AsyncConnection,
@@ -211,6 +212,25 @@ def test_notify_names_the_unselected_folder_that_got_mail(
     run(scenario())
 
 
+def test_status_list_status_and_noop_name_folders_in_modified_utf7(
+    mail_user: MailUser, connect_options: ConnectOptions
+) -> None:
+    mail_user.create_folder("Entwürfe")
+    mail_user.append("Entwürfe", make_message())
+
+    async def scenario() -> None:
+        async with await connect_async(config_for(mail_user), connect_options) as connection:
+            assert (await connection.status("Entwürfe")).messages == 1
+            statuses = await connection.list_status()
+            assert statuses["Entwürfe"].messages == 1
+            assert statuses["INBOX"].uidnext == 1
+            await connection.select("Entwürfe")
+            await asyncio.to_thread(mail_user.append, "Entwürfe", make_message())
+            assert MessagesExist("Entwürfe", 2) in await connection.noop()
+
+    run(scenario())
+
+
 def test_doveadm_kick_is_connection_lost(
     mail_user: MailUser, connect_options: ConnectOptions
 ) -> None:
@@ -273,7 +293,10 @@ GREETING = b"* OK [CAPABILITY IMAP4rev1 IDLE] hostile ready\r\n"
 async def hostile_server(script: Script) -> AsyncIterator[ImapConfig]:
     """Serve `script` on a loopback port; yield a plain-IMAP config that reaches it."""
 
+    sessions: set[asyncio.Task[object]] = set()
+
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sessions.update(task for task in [asyncio.current_task()] if task is not None)
         try:
             await script(reader, writer)
         finally:
@@ -285,6 +308,8 @@ async def hostile_server(script: Script) -> AsyncIterator[ImapConfig]:
         yield ImapConfig(host="127.0.0.1", port=port, security="none", username="u", password="p")
     finally:
         server.close()
+        if sessions:  # let each script see the client leave rather than be cancelled
+            await asyncio.wait(sessions, timeout=5)
 
 
 async def answer_login(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -395,3 +420,30 @@ def test_plaintext_injected_after_starttls_is_refused() -> None:
                 )
 
     run(scenario())
+
+
+def test_login_waits_for_the_go_ahead_before_a_literal_without_literal_plus() -> None:
+    received: list[bytes] = []
+
+    async def strict(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(GREETING)  # no LITERAL+: every literal waits for "+"
+        first = await reader.readline()
+        received.append(first)
+        writer.write(b"+ go ahead\r\n")
+        await writer.drain()
+        size = int(first.rsplit(b"{", 1)[1].rstrip(b"}\r\n"))
+        received.append(await reader.readexactly(size + 2))
+        tag = first.split(b" ")[0]
+        writer.write(tag + b" OK [CAPABILITY IMAP4rev1 IDLE] logged in\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async def scenario() -> None:
+        async with hostile_server(strict) as server_config:
+            config = server_config.model_copy(update={"password": SecretStr("pässword")})
+            connection = await connect_async(config, HOSTILE_OPTIONS)
+            await connection.abort()
+
+    run(scenario())
+    assert received[0].endswith(b' LOGIN "u" {9}\r\n'), received
+    assert received[1] == "pässword".encode() + b"\r\n"
