@@ -193,21 +193,31 @@ def test_idle_renewed_before_the_limit_keeps_reporting(
     run(scenario())
 
 
-def test_notify_names_the_unselected_folder_that_got_mail(
+def test_notify_names_the_unselected_folder_that_got_mail_or_changed_flags(
     mail_user: MailUser, connect_options: ConnectOptions
 ) -> None:
     async def scenario() -> None:
         async with await connect_async(config_for(mail_user), connect_options) as connection:
             assert connection.has("NOTIFY"), connection.capabilities
-            await connection.notify(["INBOX", "Archive"])
-            changed = await first_event(
+            await connection.enable_change_tracking()
+            await connection.select("INBOX")
+            await connection.notify(["Archive", "Sent"])
+            arrived = await first_event(
                 connection,
                 lambda e: isinstance(e, FolderChanged),
                 lambda: mail_user.append("Archive", make_message()),
             )
-            assert isinstance(changed, FolderChanged)
-            assert changed.folder == "Archive"
-            assert changed.status.messages == 1
+            assert isinstance(arrived, FolderChanged)
+            assert (arrived.folder, arrived.status.messages) == ("Archive", 1)
+            assert arrived.status.highestmodseq is not None
+            flagged = await first_event(
+                connection,
+                lambda e: isinstance(e, FolderChanged),
+                lambda: mail_user.add_flags("Archive", mail_user.uids("Archive"), ["\\Seen"]),
+            )
+            assert isinstance(flagged, FolderChanged)
+            assert flagged.folder == "Archive"
+            assert (flagged.status.highestmodseq or 0) > arrived.status.highestmodseq
 
     run(scenario())
 
