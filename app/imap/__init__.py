@@ -6,7 +6,9 @@
         emails = mail.find(mail.query().sender("a@example.com").build())
         folders = FolderManager(conn).folders()
 
-It knows nothing of the database or HTTP.
+It knows nothing of the database or HTTP. Watching for changes takes an asyncio
+session instead, thousands to a process: `app.imap.aio_client.connect_async`
+(IDLE, NOTIFY), on the same TLS set-up, SSRF guard and typed errors.
 """
 
 from app.imap.config import ConnectOptions, ImapConfig

@@ -277,7 +277,7 @@ class AsyncConnection:
         command = "EXAMINE" if readonly else "SELECT"
         self.selected = None
         untagged, done = await self._command(command, b" ", astring(encode_folder(folder)))
-        self._check(done, command)
+        await self._check_folder(done, command, folder)
         self.selected = folder
         exists, codes = 0, {}
         for response in self._unsolicited(untagged, keep={"EXISTS", "OK", "FLAGS", "RECENT"}):
@@ -303,7 +303,7 @@ class AsyncConnection:
         untagged, done = await self._command(
             "STATUS", b" ", astring(encode_folder(folder)), b" ", self._status_items()
         )
-        self._check(done, "STATUS")
+        await self._check_folder(done, "STATUS", folder)
         found = MailboxStatus()
         for response in untagged:
             if response.name != "STATUS":
@@ -430,11 +430,15 @@ class AsyncConnection:
     # --- the session's own steps (connect_async) -------------------------------------------
 
     async def _greeting(self) -> None:
-        """Read the greeting: OK, or BYE (`ServerUnavailable` with [UNAVAILABLE])."""
+        """Read the greeting: OK, or BYE (`ServerUnavailable` with [UNAVAILABLE]).
+
+        PREAUTH is refused too: a server that needs no credentials is not the
+        account that was configured.
+        """
         response = await self._read(timeout=self._options.connect_timeout)
         assert response is not None  # no `wait`: a missing greeting raises TimedOut
         self._watch_for_bye(response)
-        if response.tag != b"*" or response.name not in {"OK", "PREAUTH"}:
+        if response.tag != b"*" or response.name != "OK":
             raise ProtocolError(f"unexpected greeting: {response.name} {response.text}")
         self._take_capability_code(response)
 
@@ -605,6 +609,22 @@ class AsyncConnection:
         if done.code == "UNAVAILABLE":
             raise ServerUnavailable(f"{command}: the server cannot serve this now")
         raise ProtocolError(f"{command} failed: {done.name} {done.text}")
+
+    async def _check_folder(self, done: Response, command: str, folder: str) -> None:
+        """Raise `FolderNotFound` for a folder that is gone, else what `_check` raises.
+
+        Servers without RFC 5530 codes (Dovecot 2.3 among them) refuse a missing
+        folder with a bare NO, so LIST settles whether it exists.
+        """
+        if done.name == "NO" and done.code is None and not await self._exists(folder):
+            raise FolderNotFound(f"{command}: the folder does not exist")
+        self._check(done, command)
+
+    async def _exists(self, folder: str) -> bool:
+        untagged, done = await self._command("LIST", b' "" ', astring(encode_folder(folder)))
+        self._check(done, "LIST")
+        listed = self._unsolicited(untagged, keep={"LIST"})
+        return any(b"\\NONEXISTENT" not in response.segments[0].upper() for response in listed)
 
     def _watch_for_bye(self, response: Response) -> None:
         """Turn BYE (and an untagged [UNAVAILABLE]) into the typed error that ends the session."""

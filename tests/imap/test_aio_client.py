@@ -25,6 +25,7 @@ from app.imap.config import ConnectOptions, ImapConfig
 from app.imap.errors import (
     AuthenticationFailed,
     ConnectionLost,
+    FolderNotFound,
     ProtocolError,
     ServerUnavailable,
     TimedOut,
@@ -92,6 +93,8 @@ def test_logs_in_over_each_transport_and_selects(
             status = await connection.status("Archive")
             assert (status.messages, status.uidnext) == (0, 1)
             assert status.highestmodseq is not None
+            with pytest.raises(FolderNotFound):
+                await connection.select("No such folder")
 
     run(scenario())
 
