@@ -5,7 +5,8 @@
       AUTHENTICATE XOAUTH2 -> CAPABILITY (after login) -> ID -> AsyncConnection
 
     AsyncConnection:  enable / select / examine / status / list_status / notify / noop
-        events(): IDLE --untagged--> Event ... --renew_after--> DONE -> IDLE ...
+        next_event(timeout) / events(): IDLE --untagged--> Event ...
+                                             --renew_after--> DONE -> IDLE ...
         any command ends IDLE first (DONE); logout() / abort() end the session
 
 An idle session is a socket, a StreamReader and a few objects: no thread, no
@@ -33,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import math
 import socket
 import ssl
 from collections import deque
@@ -372,24 +374,38 @@ class AsyncConnection:
     ) -> AsyncIterator[Event]:
         """Yield changes as the server announces them, in IDLE re-issued every `renew_after` s.
 
-        Waiting costs nothing until the server speaks. Each renewal (DONE, then
-        IDLE again) is also the keep-alive: a dead peer fails its deadline.
         Leave the loop whenever; the next command ends the IDLE.
+        """
+        while True:
+            event = await self.next_event(math.inf, renew_after=renew_after)
+            if event is not None:
+                yield event
+
+    async def next_event(
+        self, timeout: float, *, renew_after: float = DEFAULT_IDLE_RENEW_SECONDS
+    ) -> Event | None:
+        """Return the next change, or None when `timeout` s pass without one; IDLE stays on.
+
+        Waiting costs nothing until the server speaks. IDLE is re-issued every
+        `renew_after` s (DONE, then IDLE again), which is also the keep-alive: a
+        dead peer fails that exchange's read deadline.
         """
         if not self.has("IDLE"):
             raise ProtocolError("the server does not offer IDLE")
         loop = asyncio.get_running_loop()
-        while True:
-            while self._events:
-                yield self._events.popleft()
+        deadline = loop.time() + timeout
+        while not self._events:
+            now = loop.time()
+            if now >= deadline:
+                return None
             if self._idle_tag is None:
                 await self._start_idle()
-            remaining = self._idle_since + renew_after - loop.time()
-            if remaining <= 0:
+            renew_at = self._idle_since + renew_after
+            if now >= renew_at:
                 await self._end_idle()
                 self.idle_renewals += 1
                 continue
-            response = await self._read(wait=remaining)
+            response = await self._read(wait=min(renew_at, deadline) - now)
             if response is None or response.tag == b"+":
                 continue
             if response.tag == self._idle_tag:  # the server ended IDLE itself
@@ -397,6 +413,7 @@ class AsyncConnection:
                 self._check(response, "IDLE")
                 continue
             self._unsolicited([response], keep=set())
+        return self._events.popleft()
 
     async def logout(self) -> None:
         """End IDLE, say LOGOUT, expect BYE and close; a broken session is just dropped."""

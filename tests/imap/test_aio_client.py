@@ -180,6 +180,7 @@ def test_idle_renewed_before_the_limit_keeps_reporting(
     async def scenario() -> None:
         async with await connect_async(config_for(mail_user), connect_options) as connection:
             await connection.select("INBOX")
+            assert await connection.next_event(0.3) is None, "an event with nothing changed"
             arrived = await first_event(
                 connection,
                 lambda e: isinstance(e, MessagesExist),

@@ -1,0 +1,1 @@
+"""Real time: watch mailboxes over long-lived IMAP sessions and say which folders changed."""

@@ -1,0 +1,162 @@
+"""Watch one mailbox and say which of its folders changed; never touch its mail.
+
+    connect -> NOTIFY offered? --yes--> SELECT INBOX, NOTIFY SET (INBOX + the other folders)
+               |                        -> wait in IDLE: each event names its folder
+               +--no, IDLE offered--> SELECT INBOX, wait in IDLE; every poll_seconds
+               |                        STATUS the other folders and compare
+               +--neither----------> STATUS every folder every poll_seconds and compare
+    a change -> on_change(folders)   (the caller queues one incremental sync, coalesced)
+    NetworkError / ProtocolError -> reconnect after a jittered backoff, then
+        on_change(every folder): what changed while disconnected is unknown
+    AuthenticationFailed / BlockedHost / TlsFailed -> raised: watching stops until
+        the credentials or settings change (the sync path tells the owner)
+
+The caller stops a watch by cancelling its task. Only the folders given are
+watched; which folders those are (the enabled ones) is the caller's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from app.backoff import Backoff
+from app.imap.aio_client import (
+    DEFAULT_IDLE_RENEW_SECONDS,
+    AsyncConnection,
+    Event,
+    FolderChanged,
+    MailboxStatus,
+    NotificationsOverflowed,
+)
+from app.imap.errors import AuthenticationFailed, BlockedHost, ImapError, TlsFailed
+
+log = logging.getLogger(__name__)
+
+INBOX = "INBOX"
+# Failures that a retry cannot mend: they wait for new credentials or settings.
+PERMANENT_FAILURES = (AuthenticationFailed, BlockedHost, TlsFailed)
+
+Connect = Callable[[], Awaitable[AsyncConnection]]
+OnChange = Callable[[frozenset[str]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class WatchTiming:
+    """How often a watch polls, renews IDLE and retries; tests shorten all of them."""
+
+    poll_seconds: float = 60.0
+    idle_renew_seconds: float = DEFAULT_IDLE_RENEW_SECONDS
+    reconnect: Backoff = field(default_factory=lambda: Backoff(first=5.0, cap=300.0))
+
+
+async def watch_mailbox(
+    connect: Connect,
+    folders: Sequence[str],
+    on_change: OnChange,
+    timing: WatchTiming | None = None,
+    *,
+    use_notify: bool = True,
+) -> None:
+    """Watch `folders` until cancelled; raise the permanent failure that ends watching.
+
+    `connect` opens a fresh authenticated session (and refreshes an OAuth token
+    first where needed). `use_notify=False` skips NOTIFY even where offered.
+    """
+    timing = timing or WatchTiming()
+    watched = frozenset(folders)
+    failures = 0
+    while True:
+        try:
+            connection = await connect()
+        except PERMANENT_FAILURES:
+            raise
+        except ImapError as exc:
+            failures += 1
+            await _wait_before_retry(timing, failures, exc)
+            continue
+        try:
+            if failures:  # reconnected: changes made meanwhile were not seen
+                await on_change(watched)
+            failures = 0
+            await _watch_session(connection, watched, on_change, timing, use_notify=use_notify)
+        except PERMANENT_FAILURES:
+            raise
+        except ImapError as exc:
+            failures += 1
+            await _wait_before_retry(timing, failures, exc)
+        finally:
+            await connection.abort()
+
+
+async def _wait_before_retry(timing: WatchTiming, failures: int, error: ImapError) -> None:
+    """Sleep the backoff's delay with +-25 % jitter, so a restarted server is not stormed."""
+    delay = timing.reconnect.delay(failures) * random.uniform(0.75, 1.25)  # noqa: S311
+    log.info("watch.reconnect_wait", extra={"code": error.code, "seconds": round(delay, 1)})
+    await asyncio.sleep(delay)
+
+
+async def _watch_session(
+    connection: AsyncConnection,
+    folders: frozenset[str],
+    on_change: OnChange,
+    timing: WatchTiming,
+    *,
+    use_notify: bool,
+) -> None:
+    """Run one session's watch until it fails; see the module docstring for the three ways."""
+    await connection.enable_change_tracking()
+    idle_on_inbox = INBOX in folders and connection.has("IDLE")
+    if use_notify and connection.has("NOTIFY") and connection.has("IDLE"):
+        if INBOX in folders:
+            await connection.select(INBOX, readonly=True)
+        await connection.notify(sorted(folders - {INBOX}))
+        polled: frozenset[str] = frozenset()
+    elif idle_on_inbox:
+        await connection.select(INBOX, readonly=True)
+        polled = folders - {INBOX}
+    else:
+        polled = folders
+    last_seen = {folder: await connection.status(folder) for folder in polled}
+    while True:
+        if connection.has("IDLE") and (idle_on_inbox or not polled):
+            changed = await _changes_within(connection, folders, timing)
+        else:
+            await asyncio.sleep(timing.poll_seconds)
+            changed = _changed_folders(await connection.noop(), folders)
+        for folder in polled:
+            status = await connection.status(folder)
+            if status != last_seen[folder]:
+                changed |= {folder}
+            last_seen[folder] = status
+        if changed:
+            await on_change(frozenset(changed))
+
+
+async def _changes_within(
+    connection: AsyncConnection, folders: frozenset[str], timing: WatchTiming
+) -> set[str]:
+    """Wait in IDLE up to one poll interval for a change; then take what else is queued."""
+    event = await connection.next_event(timing.poll_seconds, renew_after=timing.idle_renew_seconds)
+    if event is None:
+        return set()
+    events = [event]
+    while (more := await connection.next_event(0)) is not None:
+        events.append(more)
+    return _changed_folders(events, folders)
+
+
+def _changed_folders(events: Sequence[Event], folders: frozenset[str]) -> set[str]:
+    """Name the watched folders the events touch; an overflow touches them all."""
+    changed: set[str] = set()
+    for event in events:
+        if isinstance(event, NotificationsOverflowed):
+            return set(folders)
+        if isinstance(event, FolderChanged) and event.status == MailboxStatus():
+            continue  # nothing said about it
+        if event.folder in folders:
+            changed.add(event.folder)
+    return changed
