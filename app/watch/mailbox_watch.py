@@ -22,6 +22,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from app.backoff import Backoff
 from app.imap.aio_client import (
@@ -40,8 +41,11 @@ INBOX = "INBOX"
 # Failures that a retry cannot mend: they wait for new credentials or settings.
 PERMANENT_FAILURES = (AuthenticationFailed, BlockedHost, TlsFailed)
 
+# How a session watches: NOTIFY, IDLE on INBOX (others polled), or STATUS polling only.
+WatchMode = Literal["notify", "idle", "poll"]
 Connect = Callable[[], Awaitable[AsyncConnection]]
 OnChange = Callable[[frozenset[str]], Awaitable[None]]
+OnWatching = Callable[[WatchMode], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +64,14 @@ async def watch_mailbox(
     timing: WatchTiming | None = None,
     *,
     use_notify: bool = True,
+    on_watching: OnWatching | None = None,
 ) -> None:
     """Watch `folders` until cancelled; raise the permanent failure that ends watching.
 
     `connect` opens a fresh authenticated session (and refreshes an OAuth token
     first where needed). `use_notify=False` skips NOTIFY even where offered.
+    `on_watching` hears each time a session is watching, and how: from then on
+    no change is missed.
     """
     timing = timing or WatchTiming()
     watched = frozenset(folders)
@@ -82,7 +89,14 @@ async def watch_mailbox(
             if failures:  # reconnected: changes made meanwhile were not seen
                 await on_change(watched)
             failures = 0
-            await _watch_session(connection, watched, on_change, timing, use_notify=use_notify)
+            await _watch_session(
+                connection,
+                watched,
+                on_change,
+                timing,
+                use_notify=use_notify,
+                on_watching=on_watching,
+            )
         except PERMANENT_FAILURES:
             raise
         except ImapError as exc:
@@ -106,21 +120,25 @@ async def _watch_session(
     timing: WatchTiming,
     *,
     use_notify: bool,
+    on_watching: OnWatching | None,
 ) -> None:
     """Run one session's watch until it fails; see the module docstring for the three ways."""
+    mode: WatchMode
     await connection.enable_change_tracking()
     idle_on_inbox = INBOX in folders and connection.has("IDLE")
     if use_notify and connection.has("NOTIFY") and connection.has("IDLE"):
         if INBOX in folders:
             await connection.select(INBOX, readonly=True)
         await connection.notify(sorted(folders - {INBOX}))
-        polled: frozenset[str] = frozenset()
+        mode, polled = "notify", frozenset[str]()
     elif idle_on_inbox:
         await connection.select(INBOX, readonly=True)
-        polled = folders - {INBOX}
+        mode, polled = "idle", folders - {INBOX}
     else:
-        polled = folders
+        mode, polled = "poll", folders
     last_seen = {folder: await connection.status(folder) for folder in polled}
+    if on_watching is not None:
+        await on_watching(mode)
     while True:
         if connection.has("IDLE") and (idle_on_inbox or not polled):
             changed = await _changes_within(connection, folders, timing)

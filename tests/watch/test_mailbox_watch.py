@@ -11,7 +11,7 @@ from app.backoff import Backoff
 from app.imap.aio_client import AsyncConnection, connect_async
 from app.imap.config import ConnectOptions
 from app.imap.errors import AuthenticationFailed
-from app.watch.mailbox_watch import WatchTiming, watch_mailbox
+from app.watch.mailbox_watch import WatchMode, WatchTiming, watch_mailbox
 from tests.dovecot import MailUser
 from tests.imap.conftest import config_for
 from tests.mailgen import make_message
@@ -27,9 +27,13 @@ class Changes:
 
     def __init__(self) -> None:
         self.reported: asyncio.Queue[frozenset[str]] = asyncio.Queue()
+        self.sessions: asyncio.Queue[WatchMode] = asyncio.Queue()
 
     async def __call__(self, folders: frozenset[str]) -> None:
         await self.reported.put(folders)
+
+    async def watching(self, mode: WatchMode) -> None:
+        await self.sessions.put(mode)
 
     async def next_with(self, folder: str, trigger: Callable[[], object]) -> frozenset[str]:
         """Run `trigger` in a thread; return the first report naming `folder`."""
@@ -45,21 +49,31 @@ class Changes:
 
 
 def watching(
-    user: MailUser, options: ConnectOptions, changes: Changes, *, use_notify: bool = True
+    user: MailUser,
+    options: ConnectOptions,
+    changes: Changes,
+    *,
+    use_notify: bool = True,
+    folders: tuple[str, ...] = FOLDERS,
 ) -> asyncio.Task[None]:
     async def connect() -> AsyncConnection:
         return await connect_async(config_for(user), options)
 
     return asyncio.create_task(
-        watch_mailbox(connect, FOLDERS, changes, FAST, use_notify=use_notify)
+        watch_mailbox(
+            connect, folders, changes, FAST, use_notify=use_notify, on_watching=changes.watching
+        )
     )
 
 
-async def settle(task: asyncio.Task[None]) -> None:
-    """Give the watch time to connect and start waiting, failing early if it died."""
-    await asyncio.sleep(1.0)
+async def session_watching(task: asyncio.Task[None], changes: Changes) -> WatchMode:
+    """Wait until a session of the watch is watching; fail if the watch died first."""
+    ready = asyncio.create_task(changes.sessions.get())
+    await asyncio.wait({task, ready}, timeout=CHANGE_WAIT, return_when=asyncio.FIRST_COMPLETED)
     if task.done():
         task.result()
+    assert ready.done(), f"the watch was not watching within {CHANGE_WAIT} s"
+    return ready.result()
 
 
 async def stop(task: asyncio.Task[None]) -> None:
@@ -75,13 +89,29 @@ def test_arrivals_in_inbox_and_another_folder_are_reported_by_folder(
     async def scenario() -> None:
         changes = Changes()
         task = watching(mail_user, connect_options, changes, use_notify=use_notify)
-        await settle(task)
+        assert await session_watching(task, changes) == ("notify" if use_notify else "idle")
         archive = await changes.next_with(
             "Archive", lambda: mail_user.append("Archive", make_message())
         )
         assert archive <= set(FOLDERS)
         inbox = await changes.next_with("INBOX", lambda: mail_user.append("INBOX", make_message()))
         assert inbox <= set(FOLDERS)
+        await stop(task)
+
+    asyncio.run(scenario())
+
+
+def test_folders_without_inbox_or_notify_are_polled(
+    mail_user: MailUser, connect_options: ConnectOptions
+) -> None:
+    async def scenario() -> None:
+        changes = Changes()
+        task = watching(
+            mail_user, connect_options, changes, use_notify=False, folders=("Archive", "Sent")
+        )
+        assert await session_watching(task, changes) == "poll"
+        sent = await changes.next_with("Sent", lambda: mail_user.append("Sent", make_message()))
+        assert sent == {"Sent"}
         await stop(task)
 
     asyncio.run(scenario())
@@ -95,7 +125,7 @@ def test_a_flag_change_in_another_folder_is_reported(
     async def scenario() -> None:
         changes = Changes()
         task = watching(mail_user, connect_options, changes)
-        await settle(task)
+        await session_watching(task, changes)
         await changes.next_with("Sent", lambda: mail_user.add_flags("Sent", [uid], ["\\Seen"]))
         await stop(task)
 
@@ -108,9 +138,10 @@ def test_a_kicked_watch_reconnects_and_reports_every_folder(
     async def scenario() -> None:
         changes = Changes()
         task = watching(mail_user, connect_options, changes)
-        await settle(task)
+        await session_watching(task, changes)
         caught_up = await changes.next_with("INBOX", mail_user.kick)
         assert caught_up == set(FOLDERS), "after a reconnect every folder needs a look"
+        await session_watching(task, changes)
         await changes.next_with("Archive", lambda: mail_user.append("Archive", make_message()))
         await stop(task)
 
