@@ -19,14 +19,16 @@ Failures are the blocking connector's typed `ImapError`s, through the same
 transport failure the session is dropped, never reused.
 
 Why our own client and not aioimaplib (2.0.3, the maintained asyncio client on
-PyPI, read before choosing): it dials with `loop.create_connection(host, port)`
-inside its constructor, so the SSRF guard's vetted addresses cannot be used
-(a second DNS lookup reopens rebinding); it has no STARTTLS and no NOTIFY; it
-reads literals of any size the server announces and lines of any length (no
-caps); it ships no type information (mypy strict would see Any everywhere);
-and its errors would need a second translation layer. What the watcher needs
-is a small part of IMAP, so this module plus `wire.py` is less code than the
-adapter around aioimaplib would have been.
+PyPI, read before choosing; it does have IDLE and XOAUTH2): it dials with
+`loop.create_connection(host, port)` inside its constructor, so the SSRF
+guard's vetted addresses cannot be used (a second DNS lookup reopens
+rebinding); it has no STARTTLS and no NOTIFY; it reads literals of any size
+the server announces and lines of any length; its TLS is asyncio's, 282 KB per
+idle session here (see `stream.py`); it ships no type information (mypy strict
+would see Any everywhere); and its errors would need a translation layer of
+their own. The watcher needs a small part of IMAP: this module, `wire.py`
+(framing, caps), `stream.py` (TLS) and `changes.py` (events) are less code
+than an adapter around aioimaplib that fixed all that.
 """
 
 from __future__ import annotations
@@ -40,14 +42,18 @@ import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from types import TracebackType
-from typing import TypeAlias
-
-from imapclient.imap_utf7 import decode as _decode_utf7
-from imapclient.imap_utf7 import encode as _encode_utf7
 
 from app import netguard
+from app.imap.changes import (
+    Event,
+    FolderChanged,
+    MailboxStatus,
+    SelectedMailbox,
+    encode_folder,
+    event_from,
+    parse_status,
+)
 from app.imap.config import ConnectOptions, ImapConfig
 from app.imap.connection import (
     client_version,
@@ -69,13 +75,8 @@ from app.imap.wire import (
     Argument,
     Literal,
     Response,
-    Value,
     WireLimits,
-    as_list,
-    as_number,
-    as_text,
     astring,
-    pairs,
     read_line,
     read_response,
 )
@@ -88,99 +89,6 @@ DEFAULT_IDLE_RENEW_SECONDS = 29 * 60
 _NOTIFY_EVENTS = b"(MessageNew MessageExpunge FlagChange)"
 # Dead peers are found by the kernel too: probes after 60 s of silence, every 20 s, 3 tries.
 _KEEPALIVE = ((socket.TCP_KEEPIDLE, 60), (socket.TCP_KEEPINTVL, 20), (socket.TCP_KEEPCNT, 3))
-
-
-@dataclass(frozen=True, slots=True)
-class MailboxStatus:
-    """What STATUS (or a NOTIFY STATUS event) says of a folder; None where it said nothing."""
-
-    messages: int | None = None
-    uidnext: int | None = None
-    uidvalidity: int | None = None
-    highestmodseq: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SelectedMailbox:
-    """The state SELECT/EXAMINE reports (RFC 9051 6.3.2, RFC 7162 HIGHESTMODSEQ)."""
-
-    folder: str
-    exists: int
-    uidvalidity: int | None
-    uidnext: int | None
-    highestmodseq: int | None
-    readonly: bool
-
-
-@dataclass(frozen=True, slots=True)
-class MessagesExist:
-    """`* n EXISTS`: the selected folder now holds `count` messages."""
-
-    folder: str
-    count: int
-
-
-@dataclass(frozen=True, slots=True)
-class MessageExpunged:
-    """`* n EXPUNGE`: message number `sequence` left the selected folder."""
-
-    folder: str
-    sequence: int
-
-
-@dataclass(frozen=True, slots=True)
-class MessagesVanished:
-    """`* VANISHED uids` (QRESYNC, RFC 7162): these UIDs left the selected folder."""
-
-    folder: str
-    uids: str
-    earlier: bool
-
-
-@dataclass(frozen=True, slots=True)
-class MessageChanged:
-    """`* n FETCH (...)`: flags (or MODSEQ) of a message in the selected folder changed."""
-
-    folder: str
-    sequence: int
-    uid: int | None
-    flags: frozenset[str] | None
-    modseq: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class FolderChanged:
-    """`* STATUS folder (...)` under NOTIFY (RFC 5465): a folder that is not selected changed."""
-
-    folder: str
-    status: MailboxStatus
-
-
-@dataclass(frozen=True, slots=True)
-class NotificationsOverflowed:
-    """`* OK [NOTIFICATIONOVERFLOW]`: the server gave up telling; every folder may have changed."""
-
-
-Event: TypeAlias = (
-    MessagesExist
-    | MessageExpunged
-    | MessagesVanished
-    | MessageChanged
-    | FolderChanged
-    | NotificationsOverflowed
-)
-
-
-def encode_folder(name: str) -> bytes:
-    """Encode a folder name in modified UTF-7 (RFC 3501 5.1.3), as the blocking path does."""
-    encoded: bytes = _encode_utf7(name)
-    return encoded
-
-
-def decode_folder(name: bytes) -> str:
-    """Decode a modified UTF-7 folder name."""
-    decoded: str = _decode_utf7(name)
-    return decoded
 
 
 class AsyncConnection:
@@ -311,7 +219,7 @@ class AsyncConnection:
             if response.name != "STATUS":
                 self._queue_event(response)
                 continue
-            name, status = _parse_status(response)
+            name, status = parse_status(response)
             if name == folder or name.upper() == folder.upper() == "INBOX":
                 found = status
             else:  # a NOTIFY event about another folder that arrived meanwhile
@@ -334,7 +242,7 @@ class AsyncConnection:
         statuses: dict[str, MailboxStatus] = {}
         for response in self._unsolicited(untagged, keep={"STATUS", "LIST"}):
             if response.name == "STATUS":
-                name, status = _parse_status(response)
+                name, status = parse_status(response)
                 statuses[name] = status
         return statuses
 
@@ -664,26 +572,11 @@ class AsyncConnection:
         return kept
 
     def _queue_event(self, response: Response) -> None:
-        event = self._event(response)
+        event = event_from(response, self.selected or "")
         if event is not None:
             self._events.append(event)
         else:
             log.debug("imap.untagged_ignored", extra={"response": response.name})
-
-    def _event(self, response: Response) -> Event | None:
-        """Read a change out of an untagged response (RFC 9051, 7162, 5465); None if none."""
-        folder = self.selected or ""
-        if response.number is not None:
-            return _message_event(folder, response.number, response)
-        if response.name == "VANISHED":
-            values = response.values()
-            earlier = bool(values) and isinstance(values[0], list)
-            return MessagesVanished(folder, as_text(values[-1]), earlier)
-        if response.name == "STATUS":
-            return FolderChanged(*_parse_status(response))
-        if response.code == "NOTIFICATIONOVERFLOW":
-            return NotificationsOverflowed()
-        return None
 
     def _drain(self) -> list[Event]:
         drained = list(self._events)
@@ -772,40 +665,3 @@ def _words(text: bytes) -> frozenset[str]:
 
 def _number_or_none(text: bytes | None) -> int | None:
     return int(text) if text is not None and text.isdigit() else None
-
-
-def _message_event(folder: str, number: int, response: Response) -> Event | None:
-    """Read `* n EXISTS`, `* n EXPUNGE` or `* n FETCH (UID u FLAGS (...) MODSEQ (m))`."""
-    if response.name == "EXISTS":
-        return MessagesExist(folder, number)
-    if response.name == "EXPUNGE":
-        return MessageExpunged(folder, number)
-    if response.name != "FETCH":
-        return None  # RECENT, or an extension's numbered response
-    items = pairs(as_list(response.values()[0]))
-    flags = items.get("FLAGS")
-    modseq = items.get("MODSEQ")
-    return MessageChanged(
-        folder,
-        number,
-        uid=as_number(items["UID"]) if "UID" in items else None,
-        flags=frozenset(as_text(f) for f in as_list(flags)) if flags is not None else None,
-        modseq=as_number(as_list(modseq)[0]) if modseq is not None else None,
-    )
-
-
-def _parse_status(response: Response) -> tuple[str, MailboxStatus]:
-    """Read `* STATUS folder (NAME n ...)`."""
-    values: list[Value] = response.values()
-    if len(values) != 2:
-        raise ProtocolError("a STATUS response without a folder and a list")
-    name = values[0]
-    if not isinstance(name, bytes):
-        raise ProtocolError("a STATUS response without a folder name")
-    items = {key: as_number(value) for key, value in pairs(as_list(values[1])).items()}
-    return decode_folder(name), MailboxStatus(
-        messages=items.get("MESSAGES"),
-        uidnext=items.get("UIDNEXT"),
-        uidvalidity=items.get("UIDVALIDITY"),
-        highestmodseq=items.get("HIGHESTMODSEQ"),
-    )

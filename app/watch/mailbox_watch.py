@@ -25,14 +25,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from app.backoff import Backoff
-from app.imap.aio_client import (
-    DEFAULT_IDLE_RENEW_SECONDS,
-    AsyncConnection,
-    Event,
-    FolderChanged,
-    MailboxStatus,
-    NotificationsOverflowed,
-)
+from app.imap.aio_client import DEFAULT_IDLE_RENEW_SECONDS, AsyncConnection
+from app.imap.changes import Event, FolderChanged, MailboxStatus, NotificationsOverflowed
 from app.imap.errors import AuthenticationFailed, BlockedHost, ImapError, TlsFailed
 
 log = logging.getLogger(__name__)

@@ -12,14 +12,13 @@ from typing import TypeVar
 import pytest
 from pydantic import SecretStr
 
-from app.imap.aio_client import (
-    AsyncConnection,
+from app.imap.aio_client import AsyncConnection, connect_async
+from app.imap.changes import (
     Event,
     FolderChanged,
     MessageChanged,
     MessagesExist,
     MessagesVanished,
-    connect_async,
 )
 from app.imap.config import ConnectOptions, ImapConfig
 from app.imap.errors import (
