@@ -499,3 +499,19 @@ def test_idle_and_notify_are_refused_where_the_server_lacks_them() -> None:
             await connection.abort()
 
     run(scenario())
+
+
+def test_a_login_refused_as_unavailable_is_server_unavailable_not_bad_credentials() -> None:
+    async def overloaded(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(GREETING)
+        tag = (await reader.readline()).split(b" ")[0]
+        writer.write(tag + b" NO [UNAVAILABLE] user database down\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async def scenario() -> None:
+        async with hostile_server(overloaded) as config:
+            with pytest.raises(ServerUnavailable):
+                await connect_async(config, HOSTILE_OPTIONS)
+
+    run(scenario())
