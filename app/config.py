@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     imap_ca_file: Path | None = Field(
         default=None, description="PEM bundle trusted for IMAP TLS instead of the system store."
     )
+    imap_allow_plaintext: bool = Field(
+        default=False,
+        description=(
+            "Allow `security: none` (plain IMAP, the password or token in clear on the wire)"
+            " for connection checks, mailboxes and their syncs."
+        ),
+    )
 
     sync_interval_minutes: int = Field(default=30, ge=1, description="Cron period.")
     sync_window_days: int = Field(default=365, ge=1, description="First-sync window.")

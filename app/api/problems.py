@@ -93,6 +93,9 @@ STATUS_OF: dict[type[Exception], tuple[int, str]] = {
     sync.EmailNotFoundError: (404, "Not found"),
     sync.AttachmentNotFoundError: (404, "Not found"),
     sync.MessageGoneError: (404, "The message is no longer on the server"),
+    sync.CredentialsRequiredError: (422, "New server settings need the credentials too"),
+    sync.ProviderHostRequiredError: (422, "An OAuth mailbox stays on its provider's server"),
+    sync.PlaintextRefusedError: (422, "Plain-text IMAP is not allowed"),
     sync.SyncError: (409, "The request conflicts with the mailbox's state"),
     notify.WebhookEndpointNotFoundError: (404, "Not found"),
     notify.NotificationNotFoundError: (404, "Not found"),
@@ -251,7 +254,11 @@ IMAP_PROBLEMS = (
     ProblemDoc(504, "`timeout`: the IMAP server did not answer in time"),
 )
 LOGIN_PROBLEMS = (
-    ProblemDoc(422, "`auth_failed` or `blocked_host`: fix the field named"),
+    ProblemDoc(
+        422,
+        "`auth_failed`, `blocked_host` or `plaintext_not_allowed` (IMAP_ALLOW_PLAINTEXT is off):"
+        " fix the field named",
+    ),
     *IMAP_PROBLEMS,
 )
 

@@ -34,7 +34,7 @@ from app.api.queue import QUEUE_TIMEOUT_SECONDS
 from app.db.models import Mailbox, MailboxStatus, SyncTrigger
 from app.db.repositories.mailboxes import get_mailbox, list_mailboxes
 from app.queue import enqueue_dispatch, enqueue_sync
-from app.sync.credentials import connect_options
+from app.sync.credentials import login_options
 from app.sync.mailboxes import change_mailbox, register_mailbox, remove_mailbox
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,11 @@ router = APIRouter(
 
 _NO_SUCH_MAILBOX = missing("mailbox")
 _ADDRESS_TAKEN = ProblemDoc(409, "`mailbox_exists`: the owner has a mailbox of this address")
+_SERVER_MOVED = ProblemDoc(
+    422,
+    "`credentials_required`: a new host, port, security, username or tls_verify came without"
+    " `auth`; `provider_host_required`: an OAuth mailbox left its provider's IMAP host",
+)
 # Saving IMAP settings or credentials logs in with them first.
 _LOGIN = (INVALID_INPUT, *LOGIN_PROBLEMS, DATABASE_UNAVAILABLE)
 
@@ -81,7 +86,7 @@ def create_mailbox(
     settings: SettingsDep,
     secrets: SecretsDep,
 ) -> MailboxRead:
-    mailbox = register_mailbox(session, secrets, connect_options(settings), body.to_registration())
+    mailbox = register_mailbox(session, secrets, login_options(settings), body.to_registration())
     _queue_sync_after_commit(request, background, mailbox)
     return MailboxRead.from_mailbox(mailbox)
 
@@ -130,10 +135,12 @@ def read_mailbox(mailbox: MailboxDep) -> MailboxRead:
     summary="Change settings, credentials, owner, sync start or status",
     description=(
         "New IMAP settings or credentials must log in before they are saved; they then clear"
-        " `auth_failed` and make the mailbox due for a sync at once."
+        " `auth_failed` and make the mailbox due for a sync at once. Changing the host, port,"
+        " security, username or tls_verify needs `auth` in the same request: the stored"
+        " credentials never follow the mailbox to another server."
     ),
     response_model=MailboxRead,
-    responses=problem_responses(*_LOGIN, _NO_SUCH_MAILBOX, _ADDRESS_TAKEN),
+    responses=problem_responses(*_LOGIN, _SERVER_MOVED, _NO_SUCH_MAILBOX, _ADDRESS_TAKEN),
 )
 def update_mailbox(
     *,
@@ -145,9 +152,7 @@ def update_mailbox(
     settings: SettingsDep,
     secrets: SecretsDep,
 ) -> MailboxRead:
-    changed = change_mailbox(
-        session, secrets, connect_options(settings), mailbox, body.to_changes()
-    )
+    changed = change_mailbox(session, secrets, login_options(settings), mailbox, body.to_changes())
     if changed.due_now:
         _queue_sync_after_commit(request, background, changed.mailbox)
     return MailboxRead.from_mailbox(changed.mailbox)

@@ -44,7 +44,7 @@ from app.oauth.service import (
     start_flow,
 )
 from app.sync.connection_check import Credential, check_connection
-from app.sync.credentials import connect_options
+from app.sync.credentials import login_options
 
 router = APIRouter(
     prefix="/v1/oauth",
@@ -199,7 +199,7 @@ def check_oauth_connection(
     known = registry.get(provider)
     server = body.to_server(ProviderImap(host=known.imap_host, port=known.imap_port))
     credential = Credential(access_token=body.access_token, provider=provider)
-    report = check_connection(server, credential, connect_options(settings))
+    report = check_connection(server, credential, login_options(settings))
     return ConnectionCheckResult.from_report(report)
 
 
