@@ -106,6 +106,8 @@ STATUS_OF: dict[type[Exception], tuple[int, str]] = {
     oauth.InvalidClientError: (422, "The provider refused the client id or secret"),
     oauth.InvalidGrantError: (400, "The provider refused the code or token"),
     oauth.FlowStateError: (400, "The OAuth state is not valid"),
+    oauth.OriginNotAllowedError: (422, "The origin is not allowed to run OAuth flows"),
+    oauth.AccountUnknownError: (502, "The OAuth provider did not name the account"),
     oauth.ProviderUnavailableError: (502, "The OAuth provider cannot be reached"),
     oauth.OAuthError: (502, "The OAuth provider answered with an error"),
 }

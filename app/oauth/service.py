@@ -3,7 +3,8 @@
     configure:  PUT settings -> validate (provider's own rules) -> enabled? ask the
                 token endpoint (`invalid_client` -> refused, nothing saved) -> store,
                 client secret encrypted
-    authorize:  provider enabled? -> new state (256 random bits) + PKCE verifier,
+    authorize:  origin not allowed -> OriginNotAllowedError
+                provider enabled? -> new state (256 random bits) + PKCE verifier,
                 bound to provider, opener origin and redirect URI, valid a few minutes
                 -> authorization URL
     callback:   state -> the origin to post the result to (never an unbound origin)
@@ -17,6 +18,7 @@ the database; this module joins them to the stored settings.
 from __future__ import annotations
 
 import secrets as random
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -42,6 +44,7 @@ from app.oauth.errors import (
     FlowStateExpiredError,
     FlowStateUsedError,
     InvalidProviderSettingsError,
+    OriginNotAllowedError,
     ProviderDisabledError,
 )
 from app.oauth.providers import ClientSettings, OAuthProvider
@@ -150,11 +153,20 @@ def start_flow(
     name: str,
     *,
     origin: str,
+    allowed_origins: Collection[str],
     login_hint: str | None,
     redirect_uri: str,
     ttl_seconds: int,
 ) -> tuple[str, str]:
-    """Open a flow bound to `origin`; return the popup's authorization URL and the state."""
+    """Open a flow bound to `origin`; return the popup's authorization URL and the state.
+
+    Only an allowed origin may receive the code: a page elsewhere that got a CRM
+    backend to start a flow for it would otherwise read the victim's code.
+    """
+    if origin not in allowed_origins:
+        raise OriginNotAllowedError(
+            f"{origin} is not an allowed opener origin (OAUTH_ALLOWED_ORIGINS)"
+        )
     provider = registry.get(name)
     client = client_settings(session, secrets, provider)
     now = utcnow()

@@ -11,6 +11,9 @@
                -> log in first (ImapError: nothing saved) -> store -> `active`,
                last error cleared, due now (`mailbox.credentials_restored` when it
                was `auth_failed`); `disabled` stays disabled until asked otherwise
+    complete:  an OAuth popup's code + state -> tokens (app.oauth.service.finish_flow)
+               -> register at the provider's IMAP server as the address it named;
+               the tokens stay inside the service
     delete:    one statement; the schema cascades to folders, mail, links,
                attachments and sync runs
 
@@ -35,7 +38,9 @@ from app.db.models import AuthType, Mailbox, MailboxSecurity, MailboxStatus, utc
 from app.db.repositories.events import record_event
 from app.db.repositories.mailboxes import find_mailbox
 from app.imap import FolderManager
-from app.oauth.registry import installed_providers
+from app.oauth.errors import AccountUnknownError
+from app.oauth.registry import ProviderRegistry, installed_providers
+from app.oauth.service import finish_flow
 from app.security import SecretBox
 from app.sync.connection_check import Credential, LoginOptions, ServerSettings, log_in
 from app.sync.credentials import imap_config
@@ -123,6 +128,57 @@ def register_mailbox(
         _flush_or_conflict(session, owner.user_id if owner else None, address)
         reconcile_folders(session, mailbox, listing, folders.status)
     return mailbox
+
+
+def complete_oauth_mailbox(
+    session: Session,
+    secrets: SecretBox,
+    options: LoginOptions,
+    registry: ProviderRegistry,
+    provider_name: str,
+    *,
+    code: str,
+    state: str,
+    owner: Owner | None,
+    sync_start: date | None,
+    allow_private_hosts: bool,
+) -> Mailbox:
+    """Finish a popup flow on the server: exchange the code, then register the mailbox.
+
+    An address the owner already has is a `MailboxExistsError`, never an update:
+    whoever completes a flow must not replace another mailbox's tokens.
+    """
+    provider = registry.get(provider_name)
+    tokens = finish_flow(
+        session,
+        secrets,
+        registry,
+        provider_name,
+        code=code,
+        state=state,
+        allow_private_hosts=allow_private_hosts,
+    )
+    if tokens.email_address is None:
+        raise AccountUnknownError(f"{provider.display_name} did not say which account signed in")
+    registration = Registration(
+        email_address=tokens.email_address,
+        owner=owner,
+        server=ServerSettings(
+            host=provider.imap_host,
+            port=provider.imap_port,
+            security="ssl",
+            username=tokens.email_address,
+            tls_verify=True,
+        ),
+        credential=Credential(
+            access_token=tokens.access_token,
+            provider=provider_name,
+            refresh_token=tokens.refresh_token,
+            expires_in=tokens.expires_in,
+        ),
+        sync_start=sync_start,
+    )
+    return register_mailbox(session, secrets, options, registration)
 
 
 def change_mailbox(
