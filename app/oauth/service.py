@@ -1,6 +1,8 @@
 """The OAuth rules that need the database: provider settings and the popup flow.
 
-    configure:  PUT settings -> validate (provider's own rules) -> enabled? ask the
+    configure:  PUT settings -> validate (provider's own rules) -> a kept client secret
+                whose token endpoint would move to another host -> refused (the stored
+                secret goes only where it was given for) -> enabled? ask the
                 token endpoint (`invalid_client` -> refused, nothing saved) -> store,
                 client secret encrypted
     authorize:  origin not allowed -> OriginNotAllowedError
@@ -21,6 +23,7 @@ import secrets as random
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 from sqlmodel import Session
@@ -115,6 +118,12 @@ def configure_provider(
     row = get_or_add_provider_settings(session, name)
     secret = update.client_secret
     if secret is None and row.client_secret_enc is not None:
+        if _token_host(provider, row.tenant) != _token_host(provider, tenant):
+            raise InvalidProviderSettingsError(
+                "client_secret",
+                "this tenant moves the token endpoint to another host; give the client secret"
+                " again (the stored one is only sent where it was given for)",
+            )
         secret = SecretStr(secrets.decrypt(row.client_secret_enc))
     if update.enabled:
         if secret is None:
@@ -130,6 +139,12 @@ def configure_provider(
         row.client_secret_enc = secrets.encrypt(update.client_secret.get_secret_value())
     session.flush()
     return ProviderState(provider, row)
+
+
+def _token_host(provider: OAuthProvider, tenant: str | None) -> str:
+    """The host (and port) of the token endpoint the client secret is sent to."""
+    endpoint = provider.token_endpoint(ClientSettings("", SecretStr(""), tenant))
+    return urlsplit(endpoint).netloc.lower()
 
 
 def client_settings(

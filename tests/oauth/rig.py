@@ -51,19 +51,27 @@ class LocalProvider(OAuthProvider):
     scopes = ("openid", "email", "mail")
     imap_host = "127.0.0.1"
     imap_port = {imap_port}
+    uses_tenant = {uses_tenant}
 """
 
 
 @contextmanager
 def provider_plugin(
-    directory: Path, monkeypatch: pytest.MonkeyPatch, server_url: str, imap_port: int
+    directory: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    server_url: str,
+    imap_port: int,
+    *,
+    uses_tenant: bool = False,
 ) -> Iterator[str]:
-    """Install a distribution whose entry point adds a provider for the server at `server_url`,
-    whose IMAP server listens with TLS on 127.0.0.1:`imap_port`."""
+    """Install a distribution whose entry point adds a provider for the server at `server_url`
+    (which may hold `{tenant}`), whose IMAP server listens with TLS on 127.0.0.1:`imap_port`."""
     module = f"local_idp_{uuid.uuid4().hex[:8]}"
     name = module.replace("_", "-")
     (directory / f"{module}.py").write_text(
-        PROVIDER_SOURCE.format(name=name, server=server_url, imap_port=imap_port)
+        PROVIDER_SOURCE.format(
+            name=name, server=server_url, imap_port=imap_port, uses_tenant=uses_tenant
+        )
     )
     dist_info = directory / f"{module}-1.0.dist-info"
     dist_info.mkdir()
