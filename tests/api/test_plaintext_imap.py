@@ -4,6 +4,7 @@ operator sets IMAP_ALLOW_PLAINTEXT, before anything is sent (the rig turns it on
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -12,7 +13,7 @@ from sqlalchemy import Engine
 
 from app.config import Settings
 from app.db import session_scope
-from app.db.models import Mailbox, MailboxSecurity
+from app.db.models import Mailbox, MailboxSecurity, utcnow
 from app.sync.service import sync_mailbox
 from tests.dovecot import MailUser
 from tests.factories import MailboxFactory
@@ -97,6 +98,11 @@ def test_a_stored_plain_mailbox_does_not_sync_while_plain_imap_is_off(
         assert mailbox is not None
         assert mailbox.last_error is not None
         assert "IMAP_ALLOW_PLAINTEXT" in mailbox.last_error
+        assert mailbox.next_sync_at is not None
+        retry_in = mailbox.next_sync_at - utcnow()
+        assert retry_in >= timedelta(minutes=settings.sync_interval_minutes - 1), (
+            f"retried in {retry_in} like a network failure; only a settings change fixes it"
+        )
         mailbox.next_sync_at = None  # due again, to show the catcher hears what is sent
     allowed = sync_mailbox(
         engine, mailbox_id, settings.model_copy(update={"imap_allow_plaintext": True})
