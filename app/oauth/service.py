@@ -29,6 +29,7 @@ from pydantic import SecretStr
 from sqlmodel import Session
 
 from app.db.models import OAuthFlow, OAuthProviderSettings, utcnow
+from app.db.repositories.mailboxes import provider_has_mailboxes
 from app.db.repositories.oauth_flows import add_flow, get_flow, spend_flow
 from app.db.repositories.oauth_provider_settings import (
     all_provider_settings,
@@ -116,14 +117,9 @@ def configure_provider(
     tenant = update.tenant if provider.uses_tenant else None
     provider.validate_settings(update.client_id, tenant)
     row = get_or_add_provider_settings(session, name)
+    _refuse_moving_stored_secrets(session, provider, row, tenant, update.client_secret)
     secret = update.client_secret
     if secret is None and row.client_secret_enc is not None:
-        if _token_host(provider, row.tenant) != _token_host(provider, tenant):
-            raise InvalidProviderSettingsError(
-                "client_secret",
-                "this tenant moves the token endpoint to another host; give the client secret"
-                " again (the stored one is only sent where it was given for)",
-            )
         secret = SecretStr(secrets.decrypt(row.client_secret_enc))
     if update.enabled:
         if secret is None:
@@ -139,6 +135,37 @@ def configure_provider(
         row.client_secret_enc = secrets.encrypt(update.client_secret.get_secret_value())
     session.flush()
     return ProviderState(provider, row)
+
+
+def _refuse_moving_stored_secrets(
+    session: Session,
+    provider: OAuthProvider,
+    row: OAuthProviderSettings,
+    tenant: str | None,
+    client_secret: SecretStr | None,
+) -> None:
+    """Refuse a tenant that moves the token endpoint to another host while secrets depend on it.
+
+    The stored client secret, and the refresh tokens of the provider's mailboxes, are sent
+    to the token endpoint; a plug-in may put the tenant in its host name. Settings never
+    stored with a secret have sent nothing anywhere yet.
+    """
+    if row.client_secret_enc is None:
+        return
+    if _token_host(provider, row.tenant) == _token_host(provider, tenant):
+        return
+    if provider_has_mailboxes(session, provider.name):
+        raise InvalidProviderSettingsError(
+            "tenant",
+            "this tenant moves the token endpoint to another host, and mailboxes hold refresh"
+            " tokens of the current one; delete them first",
+        )
+    if client_secret is None:
+        raise InvalidProviderSettingsError(
+            "client_secret",
+            "this tenant moves the token endpoint to another host; give the client secret"
+            " again (the stored one is only sent where it was given for)",
+        )
 
 
 def _token_host(provider: OAuthProvider, tenant: str | None) -> str:
