@@ -10,11 +10,35 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DATA_DIR = Path("var")
+
+
+def web_origin(value: str) -> str:
+    """Return `value` as the origin `window.location.origin` gives (RFC 6454), else raise.
+
+    Exactly `scheme://host[:port]` is accepted; the host is lower-cased.
+    """
+    parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError as exc:
+        raise ValueError("the port is not a number") from exc
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or parts.username
+        or parts.password
+    ):
+        raise ValueError("must be an origin: scheme://host[:port], nothing else")
+    return f"{parts.scheme}://{parts.netloc.lower()}"
 
 
 class Settings(BaseSettings):
@@ -49,6 +73,13 @@ class Settings(BaseSettings):
     )
     imap_ca_file: Path | None = Field(
         default=None, description="PEM bundle trusted for IMAP TLS instead of the system store."
+    )
+    imap_allow_plaintext: bool = Field(
+        default=False,
+        description=(
+            "Allow `security: none` (plain IMAP, the password or token in clear on the wire)"
+            " for connection checks, mailboxes and their syncs."
+        ),
     )
 
     sync_interval_minutes: int = Field(default=30, ge=1, description="Cron period.")
@@ -113,6 +144,14 @@ class Settings(BaseSettings):
     oauth_state_ttl_seconds: int = Field(
         default=600, ge=60, le=3600, description="How long a started OAuth popup flow is valid."
     )
+    oauth_allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Origins (scheme://host[:port], comma-separated) of the CRM pages an OAuth popup"
+            " flow may post its result to; unset allows only the origin of PUBLIC_BASE_URL"
+            " (else of the request)."
+        ),
+    )
     oauth_allow_private_hosts: bool = Field(
         default=False,
         description=(
@@ -128,8 +167,8 @@ class Settings(BaseSettings):
         default=30,
         ge=1,
         description=(
-            "Calls per minute one API key may make to remote search, connection checks and"
-            " sync triggers, per API process (429 with Retry-After above)."
+            "Calls per minute one API key may make to remote search, connection checks, OAuth"
+            " completion and sync triggers, per API process (429 with Retry-After above)."
         ),
     )
     api_database_concurrency: int = Field(
@@ -143,12 +182,17 @@ class Settings(BaseSettings):
         ),
     )
 
-    @field_validator("secret_keys", mode="before")
+    @field_validator("secret_keys", "oauth_allowed_origins", mode="before")
     @classmethod
-    def _split_keys(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
-            return [key.strip() for key in value.split(",") if key.strip()]
+            return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("oauth_allowed_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        return [web_origin(origin) for origin in origins]
 
 
 @lru_cache

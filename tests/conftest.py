@@ -118,6 +118,7 @@ def settings(database_url: str, dovecot: Dovecot, queue_name: str) -> Settings:
             SecretStr(register_secret(SecretKind.FERNET_KEY, Fernet.generate_key().decode()))
         ],
         imap_allow_private_hosts=True,
+        imap_allow_plaintext=True,  # the rig's plain port, its fault proxy and legacy Dovecot
         imap_ca_file=dovecot.ca_file,
         imap_connect_timeout=5,
         imap_read_timeout=10,

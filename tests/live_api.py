@@ -36,9 +36,9 @@ def create_api_key(engine: Engine, name: str = "tests") -> str:
 
 
 @contextmanager
-def serving(app: Starlette, host: str = "127.0.0.1") -> Iterator[str]:
-    """Run `app` under a real uvicorn on a free port of `host`; yield its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=0, log_level="warning"))
+def serving(app: Starlette, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Run `app` under a real uvicorn on `port` (0: a free one) of `host`; yield its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -158,6 +158,7 @@ RATE_LIMITED = {
     "POST /v1/connection/check",
     "POST /v1/mailboxes/{mailbox_id}/search",
     "POST /v1/mailboxes/{mailbox_id}/sync",
+    "POST /v1/oauth/{provider}/complete",
 }
 
 

@@ -54,6 +54,7 @@ def worker_process(
         "QUEUE_NAME": settings.queue_name,
         "SECRET_KEYS": ",".join(key.get_secret_value() for key in settings.secret_keys),
         "IMAP_ALLOW_PRIVATE_HOSTS": "true",
+        "IMAP_ALLOW_PLAINTEXT": str(settings.imap_allow_plaintext).lower(),
         "IMAP_CA_FILE": str(settings.imap_ca_file),
         "SYNC_BATCH_SIZE": str(settings.sync_batch_size),
         "WEBHOOK_ALLOW_PRIVATE_HOSTS": "true",

@@ -93,6 +93,9 @@ STATUS_OF: dict[type[Exception], tuple[int, str]] = {
     sync.EmailNotFoundError: (404, "Not found"),
     sync.AttachmentNotFoundError: (404, "Not found"),
     sync.MessageGoneError: (404, "The message is no longer on the server"),
+    sync.CredentialsRequiredError: (422, "New server settings need the credentials too"),
+    sync.ProviderHostRequiredError: (422, "An OAuth mailbox stays on its provider's server"),
+    sync.PlaintextRefusedError: (422, "Plain-text IMAP is not allowed"),
     sync.SyncError: (409, "The request conflicts with the mailbox's state"),
     notify.WebhookEndpointNotFoundError: (404, "Not found"),
     notify.NotificationNotFoundError: (404, "Not found"),
@@ -103,6 +106,8 @@ STATUS_OF: dict[type[Exception], tuple[int, str]] = {
     oauth.InvalidClientError: (422, "The provider refused the client id or secret"),
     oauth.InvalidGrantError: (400, "The provider refused the code or token"),
     oauth.FlowStateError: (400, "The OAuth state is not valid"),
+    oauth.OriginNotAllowedError: (422, "The origin is not allowed to run OAuth flows"),
+    oauth.AccountUnknownError: (502, "The OAuth provider did not name the account"),
     oauth.ProviderUnavailableError: (502, "The OAuth provider cannot be reached"),
     oauth.OAuthError: (502, "The OAuth provider answered with an error"),
 }
@@ -251,7 +256,11 @@ IMAP_PROBLEMS = (
     ProblemDoc(504, "`timeout`: the IMAP server did not answer in time"),
 )
 LOGIN_PROBLEMS = (
-    ProblemDoc(422, "`auth_failed` or `blocked_host`: fix the field named"),
+    ProblemDoc(
+        422,
+        "`auth_failed`, `blocked_host` or `plaintext_not_allowed` (IMAP_ALLOW_PLAINTEXT is off):"
+        " fix the field named",
+    ),
     *IMAP_PROBLEMS,
 )
 

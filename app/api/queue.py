@@ -3,6 +3,11 @@
 Redis may be down when the API starts: the pool is made at startup when Redis
 answers, else at the first request that needs it, and every such request
 while it is down gets 503 `queue_unavailable` with Retry-After.
+
+A mailbox registered or given new credentials has its sync queued after the
+transaction commits (so the worker finds the row), when the app has a queue.
+Redis being down never fails that request: the mailbox is due either way and
+the scheduler's next round picks it up.
 """
 
 from __future__ import annotations
@@ -13,12 +18,13 @@ from dataclasses import replace
 from typing import Annotated
 
 from arq import ArqRedis, create_pool
-from fastapi import Depends, Request
+from fastapi import BackgroundTasks, Depends, Request
 from redis.exceptions import RedisError
 
 from app.api.problems import ApiError
 from app.config import Settings
-from app.queue import EmbeddedRedisError, redis_settings
+from app.db.models import Mailbox, SyncTrigger
+from app.queue import EmbeddedRedisError, enqueue_dispatch, enqueue_sync, redis_settings
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +78,27 @@ async def check_queue(request: Request) -> None:
             await pool.ping()
     except (RedisError, OSError) as exc:
         raise queue_unavailable() from exc
+
+
+def queue_sync_after_commit(
+    request: Request, background: BackgroundTasks, mailbox: Mailbox
+) -> None:
+    """Queue the mailbox's sync once the response is on its way (the row is committed by then)."""
+    assert mailbox.id is not None
+    pool: ArqRedis | None = getattr(request.app.state, "queue", None)
+    if pool is None:
+        log.info("mailbox.sync_left_to_scheduler", extra={"mailbox_id": mailbox.id})
+        return
+    background.add_task(_queue_sync, pool, mailbox.id)
+
+
+async def _queue_sync(pool: ArqRedis, mailbox_id: int) -> None:
+    try:
+        async with asyncio.timeout(QUEUE_TIMEOUT_SECONDS):
+            await enqueue_sync(pool, mailbox_id, trigger=SyncTrigger.API)
+            await enqueue_dispatch(pool)  # a restore's `credentials_restored` goes out now
+    except (RedisError, OSError) as exc:
+        log.warning(
+            "mailbox.sync_not_queued",
+            extra={"mailbox_id": mailbox_id, "error": type(exc).__name__, "due": True},
+        )

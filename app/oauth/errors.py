@@ -7,6 +7,8 @@ OAuthError
   InvalidClientError            the provider refused the client id or secret
   InvalidGrantError             the code or refresh token is expired, used or revoked
   FlowStateError                the popup's `state`: unknown, expired or already used
+  OriginNotAllowedError         the opener's origin is not one OAUTH_ALLOWED_ORIGINS lists
+  AccountUnknownError           the provider did not say which address the tokens open
   ProviderUnavailableError      the provider's endpoint failed or could not be reached
     ProviderHostBlockedError    the endpoint's host resolves inside our network (SSRF guard)
 """
@@ -62,6 +64,17 @@ class FlowStateExpiredError(FlowStateError):
 
 class FlowStateUsedError(FlowStateError):
     code = "state_used"
+
+
+class OriginNotAllowedError(OAuthError):
+    """A flow may post its result only to an origin the operator allowed."""
+
+    code = "origin_not_allowed"
+    field = "origin"
+
+
+class AccountUnknownError(OAuthError):
+    code = "account_unknown"
 
 
 class ProviderUnavailableError(OAuthError):

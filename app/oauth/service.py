@@ -1,9 +1,12 @@
 """The OAuth rules that need the database: provider settings and the popup flow.
 
-    configure:  PUT settings -> validate (provider's own rules) -> enabled? ask the
+    configure:  PUT settings -> validate (provider's own rules) -> a kept client secret
+                whose token endpoint would move to another host -> refused (the stored
+                secret goes only where it was given for) -> enabled? ask the
                 token endpoint (`invalid_client` -> refused, nothing saved) -> store,
                 client secret encrypted
-    authorize:  provider enabled? -> new state (256 random bits) + PKCE verifier,
+    authorize:  origin not allowed -> OriginNotAllowedError
+                provider enabled? -> new state (256 random bits) + PKCE verifier,
                 bound to provider, opener origin and redirect URI, valid a few minutes
                 -> authorization URL
     callback:   state -> the origin to post the result to (never an unbound origin)
@@ -17,13 +20,16 @@ the database; this module joins them to the stored settings.
 from __future__ import annotations
 
 import secrets as random
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 from sqlmodel import Session
 
 from app.db.models import OAuthFlow, OAuthProviderSettings, utcnow
+from app.db.repositories.mailboxes import provider_has_mailboxes
 from app.db.repositories.oauth_flows import add_flow, get_flow, spend_flow
 from app.db.repositories.oauth_provider_settings import (
     all_provider_settings,
@@ -42,6 +48,7 @@ from app.oauth.errors import (
     FlowStateExpiredError,
     FlowStateUsedError,
     InvalidProviderSettingsError,
+    OriginNotAllowedError,
     ProviderDisabledError,
 )
 from app.oauth.providers import ClientSettings, OAuthProvider
@@ -110,6 +117,7 @@ def configure_provider(
     tenant = update.tenant if provider.uses_tenant else None
     provider.validate_settings(update.client_id, tenant)
     row = get_or_add_provider_settings(session, name)
+    _refuse_moving_stored_secrets(session, provider, row, tenant, update.client_secret)
     secret = update.client_secret
     if secret is None and row.client_secret_enc is not None:
         secret = SecretStr(secrets.decrypt(row.client_secret_enc))
@@ -127,6 +135,43 @@ def configure_provider(
         row.client_secret_enc = secrets.encrypt(update.client_secret.get_secret_value())
     session.flush()
     return ProviderState(provider, row)
+
+
+def _refuse_moving_stored_secrets(
+    session: Session,
+    provider: OAuthProvider,
+    row: OAuthProviderSettings,
+    tenant: str | None,
+    client_secret: SecretStr | None,
+) -> None:
+    """Refuse a tenant that moves the token endpoint to another host while secrets depend on it.
+
+    The stored client secret, and the refresh tokens of the provider's mailboxes, are sent
+    to the token endpoint; a plug-in may put the tenant in its host name. Settings never
+    stored with a secret have sent nothing anywhere yet.
+    """
+    if row.client_secret_enc is None:
+        return
+    if _token_host(provider, row.tenant) == _token_host(provider, tenant):
+        return
+    if provider_has_mailboxes(session, provider.name):
+        raise InvalidProviderSettingsError(
+            "tenant",
+            "this tenant moves the token endpoint to another host, and mailboxes hold refresh"
+            " tokens of the current one; delete them first",
+        )
+    if client_secret is None:
+        raise InvalidProviderSettingsError(
+            "client_secret",
+            "this tenant moves the token endpoint to another host; give the client secret"
+            " again (the stored one is only sent where it was given for)",
+        )
+
+
+def _token_host(provider: OAuthProvider, tenant: str | None) -> str:
+    """The host (and port) of the token endpoint the client secret is sent to."""
+    endpoint = provider.token_endpoint(ClientSettings("", SecretStr(""), tenant))
+    return urlsplit(endpoint).netloc.lower()
 
 
 def client_settings(
@@ -150,11 +195,20 @@ def start_flow(
     name: str,
     *,
     origin: str,
+    allowed_origins: Collection[str],
     login_hint: str | None,
     redirect_uri: str,
     ttl_seconds: int,
 ) -> tuple[str, str]:
-    """Open a flow bound to `origin`; return the popup's authorization URL and the state."""
+    """Open a flow bound to `origin`; return the popup's authorization URL and the state.
+
+    Only an allowed origin may receive the code: a page elsewhere that got a CRM
+    backend to start a flow for it would otherwise read the victim's code.
+    """
+    if origin not in allowed_origins:
+        raise OriginNotAllowedError(
+            f"{origin} is not an allowed opener origin (OAUTH_ALLOWED_ORIGINS)"
+        )
     provider = registry.get(name)
     client = client_settings(session, secrets, provider)
     now = utcnow()

@@ -1,5 +1,6 @@
 """Try IMAP settings and credentials without saving anything.
 
+    plain IMAP without IMAP_ALLOW_PLAINTEXT -> PlaintextRefusedError (nothing sent)
     connect (SSRF guard, TLS, login) -> capabilities -> LIST -> log out
 
 Every failure leaves as the `ImapError` that says why (`auth_failed`,
@@ -14,8 +15,9 @@ from dataclasses import asdict, dataclass
 
 from pydantic import SecretStr
 
-from app.imap import ConnectOptions, FolderManager, FolderNode, ImapConfig, connect
+from app.imap import ConnectOptions, FolderManager, FolderNode, ImapConfig, ImapConnection, connect
 from app.imap.config import Security
+from app.sync.errors import PlaintextRefusedError
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,29 @@ class ConnectionReport:
     folders: list[FolderNode]
 
 
+@dataclass(frozen=True, slots=True)
+class LoginOptions:
+    """How the service logs in anywhere: the connector's options, and the plain-IMAP rule."""
+
+    connect: ConnectOptions
+    allow_plaintext: bool
+
+
+def refuse_plaintext(security: Security, options: LoginOptions) -> None:
+    """Raise `PlaintextRefusedError` for plain IMAP unless the operator allowed it."""
+    if security == "none" and not options.allow_plaintext:
+        raise PlaintextRefusedError(
+            "plain IMAP would send the credentials in clear; use ssl or starttls"
+            " (the operator can allow it with IMAP_ALLOW_PLAINTEXT)"
+        )
+
+
+def log_in(server: ServerSettings, credential: Credential, options: LoginOptions) -> ImapConnection:
+    """Connect and log in with `credential`; refuse plain IMAP before anything is sent."""
+    refuse_plaintext(server.security, options)
+    return connect(login_config(server, credential), options.connect)
+
+
 def login_config(server: ServerSettings, credential: Credential) -> ImapConfig:
     """Combine server settings and a credential into what the connector takes."""
     return ImapConfig(
@@ -56,10 +81,10 @@ def login_config(server: ServerSettings, credential: Credential) -> ImapConfig:
 
 
 def check_connection(
-    server: ServerSettings, credential: Credential, options: ConnectOptions
+    server: ServerSettings, credential: Credential, options: LoginOptions
 ) -> ConnectionReport:
-    """Log in, list the folders, log out; raise the `ImapError` that stopped it."""
-    with connect(login_config(server, credential), options) as connection:
+    """Log in, list the folders, log out; raise the error that stopped it."""
+    with log_in(server, credential, options) as connection:
         return ConnectionReport(
             capabilities=sorted(connection.capabilities),
             folders=FolderManager(connection).tree(),

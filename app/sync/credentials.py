@@ -10,17 +10,24 @@ from app.db.models import AuthType, Mailbox
 from app.imap import ImapConnection, connect
 from app.imap.config import ConnectOptions, ImapConfig
 from app.security import SecretBox
+from app.sync.connection_check import LoginOptions, refuse_plaintext
 from app.sync.token_refresh import refresh_if_expiring
 
 
 def connect_mailbox(
     engine: Engine, mailbox: Mailbox, settings: Settings, secrets: SecretBox
 ) -> ImapConnection:
-    """Log in to the mailbox's server, refreshing an OAuth token that is about to expire."""
+    """Log in to the mailbox's server, refreshing an OAuth token that is about to expire.
+
+    A mailbox stored with plain IMAP while IMAP_ALLOW_PLAINTEXT is off raises
+    `PlaintextRefusedError` before any connection is made.
+    """
+    options = login_options(settings)
+    refuse_plaintext(mailbox.security.value, options)
     mailbox = refresh_if_expiring(
         engine, mailbox, secrets, allow_private_hosts=settings.oauth_allow_private_hosts
     )
-    return connect(imap_config(mailbox, secrets), connect_options(settings))
+    return connect(imap_config(mailbox, secrets), options.connect)
 
 
 def imap_config(mailbox: Mailbox, secrets: SecretBox) -> ImapConfig:
@@ -39,6 +46,11 @@ def imap_config(mailbox: Mailbox, secrets: SecretBox) -> ImapConfig:
         access_token=access_token,
         tls_verify=mailbox.tls_verify,
     )
+
+
+def login_options(settings: Settings) -> LoginOptions:
+    """Build the service-wide login rules from the settings."""
+    return LoginOptions(connect_options(settings), settings.imap_allow_plaintext)
 
 
 def connect_options(settings: Settings) -> ConnectOptions:

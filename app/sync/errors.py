@@ -48,6 +48,27 @@ def database_outages() -> Iterator[None]:
         ) from exc
 
 
+class CredentialsRequiredError(SyncError):
+    """New server settings came without credentials: a stored secret never follows them."""
+
+    code = "credentials_required"
+    field = "auth"
+
+
+class ProviderHostRequiredError(SyncError):
+    """An OAuth mailbox was pointed away from its provider's IMAP server."""
+
+    code = "provider_host_required"
+    field = "imap.host"
+
+
+class PlaintextRefusedError(SyncError):
+    """`security: none` while IMAP_ALLOW_PLAINTEXT is off: no secret goes out in clear."""
+
+    code = "plaintext_not_allowed"
+    field = "imap.security"
+
+
 class MailboxNotFoundError(SyncError):
     code = "not_found"  # the same code as every other missing resource of the API
 

@@ -4,15 +4,25 @@
                log in -- ImapError ------------------> raised (nothing saved)
                insert the mailbox (a concurrent twin -> MailboxExistsError), discover
                its folders (inbox and sent enabled); `next_sync_at` null: due at once
-    change:    new settings or credentials, or resuming an `auth_failed` mailbox
+    change:    new host, port, security, username or tls_verify without new
+               credentials -> CredentialsRequiredError; an OAuth mailbox moved off its
+               provider's IMAP host -> ProviderHostRequiredError (nothing sent, nothing saved)
+               new settings or credentials, or resuming an `auth_failed` mailbox
                -> log in first (ImapError: nothing saved) -> store -> `active`,
                last error cleared, due now (`mailbox.credentials_restored` when it
                was `auth_failed`); `disabled` stays disabled until asked otherwise
+    complete:  an OAuth popup's code + state -> tokens (app.oauth.service.finish_flow)
+               -> register at the provider's IMAP server as the address it named;
+               the tokens stay inside the service
     delete:    one statement; the schema cascades to folders, mail, links,
                attachments and sync runs
 
 Addresses are stored lower-cased, so "Ann@Example.com" and "ann@example.com"
 are one mailbox. Secrets are stored encrypted; only the login sees them in clear.
+A stored secret only ever goes to the server it was given for: whoever points
+a mailbox elsewhere gives the credentials for the new place in the same
+request, so an API caller cannot make the service hand a password or token to
+a server of the caller's choosing. Plain IMAP needs IMAP_ALLOW_PLAINTEXT.
 """
 
 from __future__ import annotations
@@ -27,11 +37,14 @@ from sqlmodel import Session
 from app.db.models import AuthType, Mailbox, MailboxSecurity, MailboxStatus, utcnow
 from app.db.repositories.events import record_event
 from app.db.repositories.mailboxes import find_mailbox
-from app.imap import ConnectOptions, FolderManager, connect
+from app.imap import FolderManager
+from app.oauth.errors import AccountUnknownError
+from app.oauth.registry import ProviderRegistry, installed_providers
+from app.oauth.service import finish_flow
 from app.security import SecretBox
-from app.sync.connection_check import Credential, ServerSettings, login_config
+from app.sync.connection_check import Credential, LoginOptions, ServerSettings, log_in
 from app.sync.credentials import imap_config
-from app.sync.errors import SyncError
+from app.sync.errors import CredentialsRequiredError, ProviderHostRequiredError, SyncError
 from app.sync.folders import reconcile_folders
 
 
@@ -89,14 +102,14 @@ class ChangedMailbox:
 
 
 def register_mailbox(
-    session: Session, secrets: SecretBox, options: ConnectOptions, registration: Registration
+    session: Session, secrets: SecretBox, options: LoginOptions, registration: Registration
 ) -> Mailbox:
     """Log in, then store the mailbox with its folders; raise before saving anything."""
     address = registration.email_address.strip().lower()
     owner = registration.owner
     _refuse_taken(session, owner.user_id if owner else None, address, mailbox_id=None)
     server = registration.server
-    with connect(login_config(server, registration.credential), options) as connection:
+    with log_in(server, registration.credential, options) as connection:
         folders = FolderManager(connection)
         listing = folders.listing()
         mailbox = Mailbox(
@@ -117,14 +130,66 @@ def register_mailbox(
     return mailbox
 
 
+def complete_oauth_mailbox(
+    session: Session,
+    secrets: SecretBox,
+    options: LoginOptions,
+    registry: ProviderRegistry,
+    provider_name: str,
+    *,
+    code: str,
+    state: str,
+    owner: Owner | None,
+    sync_start: date | None,
+    allow_private_hosts: bool,
+) -> Mailbox:
+    """Finish a popup flow on the server: exchange the code, then register the mailbox.
+
+    An address the owner already has is a `MailboxExistsError`, never an update:
+    whoever completes a flow must not replace another mailbox's tokens.
+    """
+    provider = registry.get(provider_name)
+    tokens = finish_flow(
+        session,
+        secrets,
+        registry,
+        provider_name,
+        code=code,
+        state=state,
+        allow_private_hosts=allow_private_hosts,
+    )
+    if tokens.email_address is None:
+        raise AccountUnknownError(f"{provider.display_name} did not say which account signed in")
+    registration = Registration(
+        email_address=tokens.email_address,
+        owner=owner,
+        server=ServerSettings(
+            host=provider.imap_host,
+            port=provider.imap_port,
+            security="ssl",
+            username=tokens.email_address,
+            tls_verify=True,
+        ),
+        credential=Credential(
+            access_token=tokens.access_token,
+            provider=provider_name,
+            refresh_token=tokens.refresh_token,
+            expires_in=tokens.expires_in,
+        ),
+        sync_start=sync_start,
+    )
+    return register_mailbox(session, secrets, options, registration)
+
+
 def change_mailbox(
     session: Session,
     secrets: SecretBox,
-    options: ConnectOptions,
+    options: LoginOptions,
     mailbox: Mailbox,
     changes: MailboxChanges,
 ) -> ChangedMailbox:
     """Apply `changes`; new settings or credentials must log in before anything is stored."""
+    _refuse_moving_stored_secret(mailbox, changes)
     if not isinstance(changes.owner, Keep):
         owner_id = changes.owner.user_id if changes.owner else None
         _refuse_taken(session, owner_id, mailbox.email_address, mailbox_id=mailbox.id)
@@ -179,22 +244,50 @@ def _flush_or_conflict(session: Session, owner_user_id: str | None, address: str
         raise MailboxExistsError(_taken_message(owner_user_id, address)) from exc
 
 
+def _stored_server(mailbox: Mailbox) -> ServerSettings:
+    return ServerSettings(
+        host=mailbox.host,
+        port=mailbox.port,
+        security=mailbox.security.value,
+        username=mailbox.username,
+        tls_verify=mailbox.tls_verify,
+    )
+
+
+def _refuse_moving_stored_secret(mailbox: Mailbox, changes: MailboxChanges) -> None:
+    """Refuse new server settings that would take the stored password or token elsewhere.
+
+    Any difference in host, port, security, username or tls_verify needs the
+    credentials in the same request. An OAuth mailbox's tokens are the
+    provider's, and only its IMAP server gets them.
+    """
+    server = changes.server
+    if server is None or server == _stored_server(mailbox):
+        return
+    if changes.credential is None:
+        raise CredentialsRequiredError(
+            "changing host, port, security, username or tls_verify needs the credentials"
+            " (auth) in the same request; the stored ones stay with the stored server"
+        )
+    provider = changes.credential.provider
+    if provider is None or server.host == mailbox.host:
+        return
+    imap_host = installed_providers().get(provider).imap_host
+    if server.host != imap_host:
+        raise ProviderHostRequiredError(
+            f"an OAuth mailbox of {provider} stays on its IMAP server {imap_host}"
+        )
+
+
 def _log_in_with(
-    mailbox: Mailbox, secrets: SecretBox, options: ConnectOptions, changes: MailboxChanges
+    mailbox: Mailbox, secrets: SecretBox, options: LoginOptions, changes: MailboxChanges
 ) -> None:
     """Log in with the settings and credential the mailbox would have after `changes`."""
     stored = imap_config(mailbox, secrets)
-    server = changes.server or ServerSettings(
-        host=stored.host,
-        port=stored.port,
-        security=stored.security,
-        username=stored.username,
-        tls_verify=stored.tls_verify,
-    )
     credential = changes.credential or Credential(
         password=stored.password, access_token=stored.access_token
     )
-    with connect(login_config(server, credential), options):
+    with log_in(changes.server or _stored_server(mailbox), credential, options):
         pass
 
 

@@ -10,6 +10,7 @@
       |              -- NetworkError ------------------> run failed, retried with backoff,
       |                                                  nobody is told
       |              -- any other ImapError -----------> run failed, `mailbox.sync_failed`
+      |              -- plain IMAP, not allowed -------> the same, before anything is sent
     folders: LIST (+STATUS) and reconcile ------------> folders_only: done
     each enabled folder, inbox and sent first, until the time budget is spent
     run succeeded: `mailbox.synced` (+ `mailbox.credentials_restored` after a failure)
@@ -84,6 +85,7 @@ from app.sync.errors import (
     DatabaseUnavailableError,
     LeaseLostError,
     MailboxNotFoundError,
+    PlaintextRefusedError,
     database_outages,
 )
 from app.sync.folder_sync import Deadline, FolderSyncer, Lease, ProgressCallback, SyncCounts
@@ -285,7 +287,7 @@ class _Run:
                 complete = self._synchronize(mailbox, connection)
         except (AuthenticationFailed, InvalidGrantError) as exc:
             return self._failed(Failure(exc.code, str(exc), "credentials"))
-        except ProviderHostBlockedError as exc:  # only a change of settings fixes it
+        except (ProviderHostBlockedError, PlaintextRefusedError) as exc:  # settings must change
             return self._failed(Failure(exc.code, str(exc), "permanent"))
         except (NetworkError, ProviderUnavailableError) as exc:
             return self._failed(Failure(exc.code, str(exc), "transient"))

@@ -325,14 +325,16 @@ def test_new_imap_settings_must_log_in_before_they_are_saved(
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
     imap = {"host": "127.0.0.1", "port": closed_port, "security": "ssl", "username": mail_user.name}
+    auth = {"type": "password", "password": mail_user.password}
 
-    refused = no_secret(live_api.client.patch(url, json={"imap": imap}), mail_user.password)
-    assert refused.status_code == 502
+    refused = live_api.client.patch(url, json={"imap": imap, "auth": auth})
+    assert no_secret(refused, mail_user.password).status_code == 502
     assert problem_code(refused) == "unreachable"
     assert live_api.client.get(url).json()["imap"]["port"] == mail_user.dovecot.tls_port
 
     starttls = imap | {"port": mail_user.dovecot.plain_port, "security": "starttls"}
-    changed = no_secret(live_api.client.patch(url, json={"imap": starttls}), mail_user.password)
+    changed = live_api.client.patch(url, json={"imap": starttls, "auth": auth})
+    no_secret(changed, mail_user.password)
     assert changed.status_code == 200, changed.text
     assert changed.json()["imap"] == starttls | {"tls_verify": True}
 

@@ -52,9 +52,15 @@ def jwt_dovecot(dovecot_instances: DovecotInstances) -> Dovecot:
 
 
 @pytest.fixture
-def settings(settings: Settings, jwt_dovecot: Dovecot) -> Settings:
+def settings(settings: Settings, jwt_dovecot: Dovecot, request: pytest.FixtureRequest) -> Settings:
+    """The CRM page's origin is allowed, unless a test asks for the default (`[]`)."""
+    origins = getattr(request, "param", [CRM_ORIGIN])
     return settings.model_copy(
-        update={"imap_ca_file": jwt_dovecot.ca_file, "public_base_url": "https://bridge.test"}
+        update={
+            "imap_ca_file": jwt_dovecot.ca_file,
+            "public_base_url": "https://bridge.test",
+            "oauth_allowed_origins": origins,
+        }
     )
 
 
@@ -212,6 +218,31 @@ def test_authorize_takes_only_an_origin(live_api: LiveApi, origin: str) -> None:
 
     assert answer.status_code == 422
     assert answer.json()["errors"][0]["field"] == "origin"
+
+
+@pytest.mark.usefixtures("gmail_enabled")
+@pytest.mark.parametrize(
+    ("settings", "allowed", "refused"),
+    [
+        ([CRM_ORIGIN, "http://localhost:8080"], "http://localhost:8080", "https://evil.example"),
+        ([], "https://bridge.test", CRM_ORIGIN),
+    ],
+    indirect=["settings"],
+    ids=["listed", "unset: PUBLIC_BASE_URL only"],
+)
+def test_authorize_binds_flows_only_to_allowed_origins(
+    live_api: LiveApi, engine: Engine, allowed: str, refused: str
+) -> None:
+    works = live_api.client.post("/v1/oauth/gmail/authorize", json={"origin": allowed})
+    refusal = live_api.client.post("/v1/oauth/gmail/authorize", json={"origin": refused})
+
+    assert works.status_code == 200, works.text
+    assert refusal.status_code == 422, refusal.text
+    assert refusal.json()["code"] == "origin_not_allowed"
+    assert [error["field"] for error in refusal.json()["errors"]] == ["origin"]
+    with session_scope(engine) as session:
+        origins = [flow.origin for flow in session.scalars(sa.select(OAuthFlow))]
+    assert refused not in origins, "a flow was opened for a refused origin"
 
 
 @pytest.mark.usefixtures("gmail_enabled")

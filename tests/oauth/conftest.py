@@ -30,9 +30,12 @@ def authorization_server() -> Iterator[tuple[AuthorizationServer, str]]:
 @pytest.fixture
 def provider_name(
     authorization_server: tuple[AuthorizationServer, str],
+    jwt_dovecot: Dovecot,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[str]:
-    """Install a plug-in provider for the local authorization server; yield its name."""
-    with provider_plugin(tmp_path, monkeypatch, authorization_server[1]) as name:
+    """Install a plug-in provider for the local authorization server, whose IMAP server is
+    the JWT-checking Dovecot; yield its name."""
+    server_url = authorization_server[1]
+    with provider_plugin(tmp_path, monkeypatch, server_url, jwt_dovecot.tls_port) as name:
         yield name

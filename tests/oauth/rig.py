@@ -50,17 +50,29 @@ class LocalProvider(OAuthProvider):
     token_url = "{server}/token"
     scopes = ("openid", "email", "mail")
     imap_host = "127.0.0.1"
+    imap_port = {imap_port}
+    uses_tenant = {uses_tenant}
 """
 
 
 @contextmanager
 def provider_plugin(
-    directory: Path, monkeypatch: pytest.MonkeyPatch, server_url: str
+    directory: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    server_url: str,
+    imap_port: int,
+    *,
+    uses_tenant: bool = False,
 ) -> Iterator[str]:
-    """Install a distribution whose entry point adds a provider for the server at `server_url`."""
+    """Install a distribution whose entry point adds a provider for the server at `server_url`
+    (which may hold `{tenant}`), whose IMAP server listens with TLS on 127.0.0.1:`imap_port`."""
     module = f"local_idp_{uuid.uuid4().hex[:8]}"
     name = module.replace("_", "-")
-    (directory / f"{module}.py").write_text(PROVIDER_SOURCE.format(name=name, server=server_url))
+    (directory / f"{module}.py").write_text(
+        PROVIDER_SOURCE.format(
+            name=name, server=server_url, imap_port=imap_port, uses_tenant=uses_tenant
+        )
+    )
     dist_info = directory / f"{module}-1.0.dist-info"
     dist_info.mkdir()
     (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n")

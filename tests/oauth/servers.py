@@ -2,7 +2,8 @@
 (auto-consent) and the CRM's host page on another origin, each a real uvicorn.
 
 The authorization server follows RFC 6749 + RFC 7636 with authlib's PKCE check:
-`/authorize` consents at once for the `login_hint` user and redirects with a code;
+`/authorize` consents at once for the `login_hint` account (an address, which is
+also the account's IMAP user name, as at Gmail) and redirects with a code;
 `/token` exchanges the code (client secret, redirect URI and code verifier
 checked) or a refresh token; `/userinfo` names the account of an access token.
 Its access tokens are the JWTs the test Dovecot accepts, so the popup flow ends
@@ -26,6 +27,7 @@ from tests.oauth.rig import id_token, sign_jwt
 from tests.secret_watch import SecretKind, register_secret
 
 CLIENT_ID = "imap-bridge-test-client"
+CRM_USER = "crm-user-1"  # who is signed in to the CRM page
 CLIENT_SECRET = register_secret(SecretKind.OAUTH_CLIENT_SECRET, "test-client-secret", "local")
 
 
@@ -58,8 +60,7 @@ class AuthorizationServer:
                 return _redirect(redirect_uri, error="invalid_request", state=state)
             code = secrets.token_urlsafe(16)
             self.codes[code] = {
-                "user": login_hint.partition("@")[0],
-                "email": login_hint,
+                "user": login_hint,
                 "redirect_uri": redirect_uri,
                 "challenge": code_challenge,
             }
@@ -75,7 +76,7 @@ class AuthorizationServer:
                 user = self.refresh_tokens.get(form.get("refresh_token", ""))
                 if user is None:
                     return JSONResponse({"error": "invalid_grant"}, status_code=400)
-                return JSONResponse(self._tokens(user, f"{user}@example.com"))
+                return JSONResponse(self._tokens(user))
             grant = self.codes.pop(form.get("code", ""), None)
             if (
                 grant is None
@@ -83,7 +84,7 @@ class AuthorizationServer:
                 or create_s256_code_challenge(form.get("code_verifier", "")) != grant["challenge"]
             ):
                 return JSONResponse({"error": "invalid_grant"}, status_code=400)
-            return JSONResponse(self._tokens(grant["user"], grant["email"]))
+            return JSONResponse(self._tokens(grant["user"]))
 
         @app.get("/userinfo")
         def userinfo(authorization: Annotated[str, Header()] = "") -> JSONResponse:
@@ -95,7 +96,8 @@ class AuthorizationServer:
 
         return app
 
-    def _tokens(self, user: str, email: str) -> dict[str, Any]:
+    def _tokens(self, user: str) -> dict[str, Any]:
+        email = user if "@" in user else f"{user}@example.com"
         refresh = register_secret(SecretKind.REFRESH_TOKEN, secrets.token_urlsafe(16), "local")
         self.refresh_tokens[refresh] = user
         access_token = sign_jwt(user)
@@ -122,17 +124,23 @@ document.getElementById("connect").addEventListener("click", () => {{
   const post = (path, body) => fetch(path, {{
     method: "POST", headers: {{"Content-Type": "application/json"}}, body: JSON.stringify(body),
   }}).then((r) => r.json().then((json) => r.ok ? json : Promise.reject(json)));
+  const ownTokens = {{
+    authorize: (provider, origin, loginHint) =>
+      post("/crm/authorize", {{ provider, origin, login_hint: loginHint }}),
+    exchange: (code, state) => post("/crm/token", {{ code, state }}),
+  }};
   connectMailbox({{
     provider: "{provider}",
     origin: {origin},
     loginHint: "{login_hint}",
     timeoutMs: 8000,
-    authorize: (provider, origin, loginHint) =>
-      post("/crm/authorize", {{ provider, origin, login_hint: loginHint }}),
-    exchange: (code, state) => post("/crm/token", {{ code, state }}),
+    apiBase: "/crm/bridge",
+    ...({keep_tokens} ? ownTokens : {{}}),
   }}).then(
-    (tokens) => {{ window.outcome = {{ tokens }}; }},
-    (error) => {{ window.outcome = {{ error: error.code || String(error) }}; }},
+    (result) => {{ window.outcome = {{ result }}; }},
+    (error) => {{
+      window.outcome = {{ error: error.code || String(error), problem: error.problem }};
+    }},
   );
 }});
 </script></body></html>
@@ -141,7 +149,12 @@ document.getElementById("connect").addEventListener("click", () => {{
 
 @dataclass
 class CrmHost:
-    """The CRM: a page that imports the JS module, and a backend holding the API key."""
+    """The CRM: a page that imports the JS module, and a backend holding the API key.
+
+    By default the page lets the module finish the flow through the backend's
+    `/crm/bridge/...` routes, which add the signed-in user as the owner; with
+    `keep_tokens` it passes its own `authorize` and `exchange` (get-token).
+    """
 
     bridge_url: str
     api_key: str
@@ -156,7 +169,9 @@ class CrmHost:
 
         @app.get("/", response_class=HTMLResponse)
         def page(
-            login_hint: str, bind_origin: Annotated[str | None, Query()] = None
+            login_hint: str,
+            bind_origin: Annotated[str | None, Query()] = None,
+            keep_tokens: bool = False,
         ) -> HTMLResponse:
             origin = f'"{bind_origin}"' if bind_origin else "window.location.origin"
             return HTMLResponse(
@@ -165,6 +180,7 @@ class CrmHost:
                     provider=self.provider,
                     origin=origin,
                     login_hint=login_hint,
+                    keep_tokens="true" if keep_tokens else "false",
                 )
             )
 
@@ -178,6 +194,22 @@ class CrmHost:
                 )
             for hook in self.after_authorize:
                 hook(answer.json())
+            return JSONResponse(answer.json(), status_code=answer.status_code)
+
+        @app.post("/crm/bridge/oauth/{provider}/authorize")
+        async def bridge_authorize(provider: str, request: Request) -> JSONResponse:
+            async with httpx.AsyncClient(base_url=self.bridge_url, headers=headers) as bridge:
+                answer = await bridge.post(
+                    f"/v1/oauth/{provider}/authorize", json=await request.json()
+                )
+            return JSONResponse(answer.json(), status_code=answer.status_code)
+
+        @app.post("/crm/bridge/oauth/{provider}/complete")
+        async def bridge_complete(provider: str, request: Request) -> JSONResponse:
+            body = await request.json() | {"owner": {"user_id": CRM_USER}}  # from the session
+            async with httpx.AsyncClient(base_url=self.bridge_url, headers=headers) as bridge:
+                answer = await bridge.post(f"/v1/oauth/{provider}/complete", json=body)
+            self.exchanges.append({"request": body, "status": answer.status_code})
             return JSONResponse(answer.json(), status_code=answer.status_code)
 
         @app.post("/crm/token")

@@ -3,7 +3,8 @@
     CRM page (localhost:P) --import--> /static/imap-bridge-oauth.js (127.0.0.1:B)
       click -> popup -> local authorization server (auto-consent, PKCE checked)
             -> /oauth/<provider>/callback -> postMessage to the bound origin
-      -> exchange(code, state) via the CRM backend -> get-token -> token data
+      -> by default: the CRM backend adds the owner -> complete -> the mailbox (no token)
+      -> with `exchange`: the CRM backend -> get-token -> token data
 
 The provider is a plug-in found through an entry point of a small test
 distribution, and its access tokens are JWTs the test Dovecot checks, so the
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +32,7 @@ from app.db import session_scope
 from app.db.models import OAuthFlow, utcnow
 from tests.dovecot import Dovecot, MailUser
 from tests.live_api import LiveApi, serving
-from tests.oauth.servers import CLIENT_ID, CLIENT_SECRET, CrmHost
+from tests.oauth.servers import CLIENT_ID, CLIENT_SECRET, CRM_USER, CrmHost
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -51,10 +53,27 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def settings(settings: Settings, jwt_dovecot: Dovecot) -> Settings:
-    # The local authorization server listens on 127.0.0.1.
+def crm_port() -> int:
+    """A free port for the CRM page, known before the service starts (its allowed origin)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def settings(settings: Settings, jwt_dovecot: Dovecot, crm_port: int) -> Settings:
     return settings.model_copy(
-        update={"imap_ca_file": jwt_dovecot.ca_file, "oauth_allow_private_hosts": True}
+        update={
+            "imap_ca_file": jwt_dovecot.ca_file,
+            "oauth_allow_private_hosts": True,  # the local authorization server is on 127.0.0.1
+            # The CRM page's origin, and the same port on 127.0.0.1 (another origin) to show
+            # that the popup's message reaches only the bound one.
+            "oauth_allowed_origins": [
+                f"http://localhost:{crm_port}",
+                f"http://127.0.0.1:{crm_port}",
+            ],
+        }
     )
 
 
@@ -71,9 +90,7 @@ class Flow:
         context = self.browser.new_context()
         try:
             page = context.new_page()
-            query = httpx.QueryParams(
-                {"login_hint": f"{self.user.name}@example.com", **page_params}
-            )
+            query = httpx.QueryParams({"login_hint": self.user.name, **page_params})
             page.goto(f"{self.crm_url}/?{query}")
             page.click("#connect")
             page.wait_for_function("window.outcome !== undefined", timeout=15000)
@@ -85,7 +102,7 @@ class Flow:
 
 @pytest.fixture
 def flow(
-    live_api: LiveApi, provider_name: str, jwt_dovecot: Dovecot, browser: Browser
+    live_api: LiveApi, provider_name: str, jwt_dovecot: Dovecot, browser: Browser, crm_port: int
 ) -> Iterator[Flow]:
     enabled = live_api.client.put(
         f"/v1/oauth/providers/{provider_name}",
@@ -93,10 +110,12 @@ def flow(
     )
     assert enabled.status_code == 200, enabled.text
     crm = CrmHost(live_api.base_url, live_api.api_key, provider_name)
-    with serving(crm.app()) as loopback_url:
+    with serving(crm.app(), port=crm_port) as loopback_url:
         # "localhost" is another origin than the service's 127.0.0.1
         crm_url = loopback_url.replace("127.0.0.1", "localhost")
-        yield Flow(live_api, crm, crm_url, jwt_dovecot.add_user(), browser)
+        # The account's IMAP user name is its address, as at Gmail.
+        account = jwt_dovecot.add_user(name=f"{jwt_dovecot.add_user().name}@example.com")
+        yield Flow(live_api, crm, crm_url, account, browser)
 
 
 def test_the_plugin_provider_is_listed(live_api: LiveApi, provider_name: str) -> None:
@@ -104,14 +123,41 @@ def test_the_plugin_provider_is_listed(live_api: LiveApi, provider_name: str) ->
     assert provider_name in names
 
 
-def test_the_popup_hands_token_data_to_the_crm_page_and_the_token_logs_in(
+def test_by_default_the_popup_creates_the_mailbox_and_no_token_reaches_the_page(
     flow: Flow, jwt_dovecot: Dovecot
 ) -> None:
     outcome = flow.run()
 
-    tokens = outcome.get("tokens")
+    mailbox = outcome.get("result")
+    assert mailbox is not None, outcome
+    assert mailbox["email_address"] == flow.user.name
+    assert mailbox["owner"] == {"user_id": CRM_USER, "email": None}
+    assert mailbox["auth"] == {"type": "oauth", "provider": flow.crm.provider}
+    assert mailbox["imap"]["port"] == jwt_dovecot.tls_port
+    assert "access_token" not in str(outcome)
+    assert flow.crm.exchanges[0]["status"] == 201
+    stored = flow.live_api.client.get(f"/v1/mailboxes/{mailbox['id']}")
+    assert stored.status_code == 200, stored.text
+
+
+def test_a_second_completion_for_the_same_account_is_refused(flow: Flow) -> None:
+    first = flow.run()
+    assert "result" in first, first
+
+    second = flow.run()
+
+    assert second["error"] == "complete_failed", second
+    assert second["problem"]["code"] == "mailbox_exists"
+
+
+def test_the_popup_hands_token_data_to_the_crm_page_and_the_token_logs_in(
+    flow: Flow, jwt_dovecot: Dovecot
+) -> None:
+    outcome = flow.run(keep_tokens="true")
+
+    tokens = outcome.get("result")
     assert tokens is not None, outcome
-    assert tokens["email_address"] == f"{flow.user.name}@example.com"
+    assert tokens["email_address"] == flow.user.name
     assert tokens["expires_in"] == 3600
     assert tokens["refresh_token"]
     check = flow.live_api.client.post(
@@ -138,7 +184,7 @@ def test_a_page_on_another_origin_receives_nothing(flow: Flow) -> None:
 
     outcome = flow.run(bind_origin=other_origin)
 
-    assert outcome == {"error": "popup_closed"}
+    assert outcome["error"] == "popup_closed", outcome
     assert flow.crm.exchanges == []
 
 
@@ -153,7 +199,7 @@ def test_an_expired_state_is_refused_in_the_popup(flow: Flow, engine: Engine) ->
 
     flow.crm.after_authorize.append(expire)
 
-    outcome = flow.run()
+    outcome = flow.run(keep_tokens="true")
 
-    assert outcome == {"error": "state_expired"}
+    assert outcome["error"] == "state_expired", outcome
     assert flow.crm.exchanges == []

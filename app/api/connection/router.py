@@ -17,7 +17,7 @@ from app.api.problems import (
     problem_responses,
 )
 from app.sync.connection_check import check_connection
-from app.sync.credentials import connect_options
+from app.sync.credentials import login_options
 
 router = APIRouter(
     prefix="/v1/connection",
@@ -38,6 +38,6 @@ router = APIRouter(
 def check_imap_connection(body: ConnectionCheck, settings: SettingsDep) -> ConnectionCheckResult:
     """Log in and list the folders; a problem's `code` says why it failed."""
     report = check_connection(
-        body.imap.to_server(), body.auth.to_credential(), connect_options(settings)
+        body.imap.to_server(), body.auth.to_credential(), login_options(settings)
     )
     return ConnectionCheckResult.from_report(report)

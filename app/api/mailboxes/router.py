@@ -1,20 +1,14 @@
 """Routes of `/v1/mailboxes`: parse, call one service or repository function, answer.
 
 Registering a mailbox or giving it new credentials queues its sync after the
-transaction commits (so the worker finds the row), when the app has a queue.
-Redis being down never fails the request: the mailbox is due either way and
-the scheduler's next round picks it up.
+transaction commits (`app.api.queue.queue_sync_after_commit`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from typing import Annotated
 
-from arq import ArqRedis
 from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Response
-from redis.exceptions import RedisError
 
 from app.api.auth import require_api_key
 from app.api.deps import DATABASE_ONLY, MailboxIdPath, SecretsDep, SessionDep, SettingsDep
@@ -30,15 +24,11 @@ from app.api.problems import (
     not_found,
     problem_responses,
 )
-from app.api.queue import QUEUE_TIMEOUT_SECONDS
-from app.db.models import Mailbox, MailboxStatus, SyncTrigger
+from app.api.queue import queue_sync_after_commit
+from app.db.models import Mailbox, MailboxStatus
 from app.db.repositories.mailboxes import get_mailbox, list_mailboxes
-from app.queue import enqueue_dispatch, enqueue_sync
-from app.sync.credentials import connect_options
+from app.sync.credentials import login_options
 from app.sync.mailboxes import change_mailbox, register_mailbox, remove_mailbox
-
-log = logging.getLogger(__name__)
-
 
 router = APIRouter(
     prefix="/v1/mailboxes",
@@ -49,6 +39,11 @@ router = APIRouter(
 
 _NO_SUCH_MAILBOX = missing("mailbox")
 _ADDRESS_TAKEN = ProblemDoc(409, "`mailbox_exists`: the owner has a mailbox of this address")
+_SERVER_MOVED = ProblemDoc(
+    422,
+    "`credentials_required`: a new host, port, security, username or tls_verify came without"
+    " `auth`; `provider_host_required`: an OAuth mailbox left its provider's IMAP host",
+)
 # Saving IMAP settings or credentials logs in with them first.
 _LOGIN = (INVALID_INPUT, *LOGIN_PROBLEMS, DATABASE_UNAVAILABLE)
 
@@ -81,8 +76,8 @@ def create_mailbox(
     settings: SettingsDep,
     secrets: SecretsDep,
 ) -> MailboxRead:
-    mailbox = register_mailbox(session, secrets, connect_options(settings), body.to_registration())
-    _queue_sync_after_commit(request, background, mailbox)
+    mailbox = register_mailbox(session, secrets, login_options(settings), body.to_registration())
+    queue_sync_after_commit(request, background, mailbox)
     return MailboxRead.from_mailbox(mailbox)
 
 
@@ -130,10 +125,12 @@ def read_mailbox(mailbox: MailboxDep) -> MailboxRead:
     summary="Change settings, credentials, owner, sync start or status",
     description=(
         "New IMAP settings or credentials must log in before they are saved; they then clear"
-        " `auth_failed` and make the mailbox due for a sync at once."
+        " `auth_failed` and make the mailbox due for a sync at once. Changing the host, port,"
+        " security, username or tls_verify needs `auth` in the same request: the stored"
+        " credentials never follow the mailbox to another server."
     ),
     response_model=MailboxRead,
-    responses=problem_responses(*_LOGIN, _NO_SUCH_MAILBOX, _ADDRESS_TAKEN),
+    responses=problem_responses(*_LOGIN, _SERVER_MOVED, _NO_SUCH_MAILBOX, _ADDRESS_TAKEN),
 )
 def update_mailbox(
     *,
@@ -145,11 +142,9 @@ def update_mailbox(
     settings: SettingsDep,
     secrets: SecretsDep,
 ) -> MailboxRead:
-    changed = change_mailbox(
-        session, secrets, connect_options(settings), mailbox, body.to_changes()
-    )
+    changed = change_mailbox(session, secrets, login_options(settings), mailbox, body.to_changes())
     if changed.due_now:
-        _queue_sync_after_commit(request, background, changed.mailbox)
+        queue_sync_after_commit(request, background, changed.mailbox)
     return MailboxRead.from_mailbox(changed.mailbox)
 
 
@@ -164,27 +159,3 @@ def update_mailbox(
 )
 def delete_mailbox(mailbox: MailboxDep, session: SessionDep) -> None:
     remove_mailbox(session, mailbox)
-
-
-def _queue_sync_after_commit(
-    request: Request, background: BackgroundTasks, mailbox: Mailbox
-) -> None:
-    """Queue the mailbox's sync once the response is on its way (the row is committed by then)."""
-    assert mailbox.id is not None
-    pool: ArqRedis | None = getattr(request.app.state, "queue", None)
-    if pool is None:
-        log.info("mailbox.sync_left_to_scheduler", extra={"mailbox_id": mailbox.id})
-        return
-    background.add_task(_queue_sync, pool, mailbox.id)
-
-
-async def _queue_sync(pool: ArqRedis, mailbox_id: int) -> None:
-    try:
-        async with asyncio.timeout(QUEUE_TIMEOUT_SECONDS):
-            await enqueue_sync(pool, mailbox_id, trigger=SyncTrigger.API)
-            await enqueue_dispatch(pool)  # a restore's `credentials_restored` goes out now
-    except (RedisError, OSError) as exc:
-        log.warning(
-            "mailbox.sync_not_queued",
-            extra={"mailbox_id": mailbox_id, "error": type(exc).__name__, "due": True},
-        )

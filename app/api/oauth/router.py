@@ -1,22 +1,28 @@
-"""Routes of the OAuth providers, the popup flow, get-token and check-connection.
+"""Routes of the OAuth providers, the popup flow, completion, get-token and check-connection.
 
 `/v1/oauth/...` needs an API key like every `/v1` route. The callback page and
 the JS module are public: a browser loads them, and neither holds a secret.
+Completion is the default end of a flow (the mailbox is created, no token
+leaves the service); get-token is for a CRM that keeps the tokens itself.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.api.auth import require_api_key
 from app.api.connection.schemas import ConnectionCheckResult
 from app.api.deps import DATABASE_ONLY, SecretsDep, SessionDep, SettingsDep
+from app.api.limits import rate_limit
+from app.api.mailboxes.schemas import MailboxRead
 from app.api.oauth.schemas import (
     AuthorizeRequest,
     AuthorizeResponse,
+    CompletionRequest,
     OAuthConnectionCheck,
     ProviderImap,
     ProviderRead,
@@ -29,10 +35,12 @@ from app.api.problems import (
     DATABASE_UNAVAILABLE,
     INVALID_INPUT,
     LOGIN_PROBLEMS,
+    RATE_LIMITED,
     ProblemDoc,
     missing,
     problem_responses,
 )
+from app.api.queue import queue_sync_after_commit
 from app.config import Settings
 from app.oauth.popup import callback_page, js_module
 from app.oauth.registry import ProviderRegistry, installed_providers
@@ -44,7 +52,8 @@ from app.oauth.service import (
     start_flow,
 )
 from app.sync.connection_check import Credential, check_connection
-from app.sync.credentials import connect_options
+from app.sync.credentials import login_options
+from app.sync.mailboxes import complete_oauth_mailbox
 
 router = APIRouter(
     prefix="/v1/oauth",
@@ -59,6 +68,9 @@ RegistryDep = Annotated[ProviderRegistry, Depends(installed_providers)]
 _NO_PROVIDER = missing("provider")
 _DISABLED = ProblemDoc(409, "`provider_disabled`: not configured or not enabled")
 _PROVIDER_DOWN = ProblemDoc(502, "`provider_unavailable` or an unexpected answer")
+_STATE_REFUSED = ProblemDoc(
+    400, "`invalid_state`, `state_expired`, `state_used` or `invalid_grant`"
+)
 _CALLBACK_REFUSED = {
     "description": "A page telling the opener the sign-in failed: the `state` is not one"
     " this service issued, so the page posts to no origin",
@@ -70,6 +82,17 @@ def redirect_uri(settings: Settings, request: Request, provider: str) -> str:
     """The callback URL registered at the provider: the public base URL, else this request's."""
     base = settings.public_base_url or str(request.base_url)
     return f"{base.rstrip('/')}/oauth/{provider}/callback"
+
+
+def allowed_origins(settings: Settings, request: Request) -> list[str]:
+    """Opener origins a flow may be bound to: OAUTH_ALLOWED_ORIGINS, else this service's own.
+
+    Unset fails closed: a CRM page on another origin needs the operator to list it.
+    """
+    if settings.oauth_allowed_origins:
+        return settings.oauth_allowed_origins
+    own = urlsplit(settings.public_base_url or str(request.base_url))
+    return [f"{own.scheme}://{own.netloc.lower()}"]
 
 
 @router.get(
@@ -128,7 +151,12 @@ def put_provider(
     operation_id="start_oauth_flow",
     summary="Start the popup flow: the authorization URL (PKCE, state bound to the origin)",
     response_model=AuthorizeResponse,
-    responses=problem_responses(_NO_PROVIDER, _DISABLED),
+    responses=problem_responses(
+        _NO_PROVIDER,
+        _DISABLED,
+        INVALID_INPUT,
+        ProblemDoc(422, "`origin_not_allowed`: the origin is not in OAUTH_ALLOWED_ORIGINS"),
+    ),
 )
 def authorize(
     *,
@@ -146,6 +174,7 @@ def authorize(
         registry,
         provider,
         origin=body.origin,
+        allowed_origins=allowed_origins(settings, request),
         login_hint=body.login_hint,
         redirect_uri=redirect_uri(settings, request, provider),
         ttl_seconds=settings.oauth_state_ttl_seconds,
@@ -154,16 +183,68 @@ def authorize(
 
 
 @router.post(
+    "/{provider}/complete",
+    operation_id="complete_oauth_flow",
+    dependencies=[Depends(rate_limit)],
+    summary="Finish the popup flow: exchange the code and register the account as a mailbox",
+    description=(
+        "The service exchanges the code, logs in to the provider's IMAP server as the address"
+        " the provider names, and registers the mailbox as `POST /v1/mailboxes` does. No token"
+        " is returned. An address the owner already has is a 409: completion never updates an"
+        " existing mailbox."
+    ),
+    status_code=201,
+    response_model=MailboxRead,
+    responses=problem_responses(
+        _STATE_REFUSED,
+        _NO_PROVIDER,
+        _DISABLED,
+        ProblemDoc(409, "`mailbox_exists`: the owner has a mailbox of this address"),
+        INVALID_INPUT,
+        *LOGIN_PROBLEMS,
+        RATE_LIMITED,
+        _PROVIDER_DOWN,
+        DATABASE_UNAVAILABLE,
+    ),
+)
+def complete_flow(
+    *,
+    provider: str,
+    body: CompletionRequest,
+    request: Request,
+    background: BackgroundTasks,
+    session: SessionDep,
+    settings: SettingsDep,
+    secrets: SecretsDep,
+    registry: RegistryDep,
+) -> MailboxRead:
+    mailbox = complete_oauth_mailbox(
+        session,
+        secrets,
+        login_options(settings),
+        registry,
+        provider,
+        code=body.code,
+        state=body.state,
+        owner=body.owner.to_owner() if body.owner else None,
+        sync_start=body.sync_start,
+        allow_private_hosts=settings.oauth_allow_private_hosts,
+    )
+    queue_sync_after_commit(request, background, mailbox)
+    return MailboxRead.from_mailbox(mailbox)
+
+
+@router.post(
     "/{provider}/token",
     operation_id="get_oauth_token",
     summary="Exchange the popup's code and state for tokens and the account's address",
-    response_model=TokenDataRead,
-    responses=problem_responses(
-        ProblemDoc(400, "`invalid_state`, `state_expired`, `state_used` or `invalid_grant`"),
-        _NO_PROVIDER,
-        _DISABLED,
-        _PROVIDER_DOWN,
+    description=(
+        "For a CRM that stores the tokens itself: the one answer of this API that carries"
+        " secrets. `POST /v1/oauth/{provider}/complete` registers the mailbox without any"
+        " token leaving the service."
     ),
+    response_model=TokenDataRead,
+    responses=problem_responses(_STATE_REFUSED, _NO_PROVIDER, _DISABLED, _PROVIDER_DOWN),
 )
 def get_token(
     *,
@@ -199,7 +280,7 @@ def check_oauth_connection(
     known = registry.get(provider)
     server = body.to_server(ProviderImap(host=known.imap_host, port=known.imap_port))
     credential = Credential(access_token=body.access_token, provider=provider)
-    report = check_connection(server, credential, connect_options(settings))
+    report = check_connection(server, credential, login_options(settings))
     return ConnectionCheckResult.from_report(report)
 
 

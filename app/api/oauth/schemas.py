@@ -1,18 +1,20 @@
-"""OAuth providers, the popup flow and get-token as the API takes and returns them.
+"""OAuth providers, the popup flow, completion and get-token as the API takes and returns them.
 
-Client secrets go in and never come out. Get-token is the one answer that
-carries tokens: the CRM backend asked for them with its API key.
+Client secrets go in and never come out. Completion registers the mailbox and
+returns it without its tokens; get-token is the one answer that carries
+tokens: the CRM backend asked for them with its API key.
 """
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from app.api.connection.schemas import ImapSettings
-from app.api.mailboxes.schemas import EMAIL_ADDRESS
+from app.api.mailboxes.schemas import EMAIL_ADDRESS, OwnerRef
+from app.config import web_origin
 from app.oauth.service import ProviderState, ProviderUpdate, TokenData
 from app.sync.connection_check import ServerSettings
 
@@ -96,23 +98,7 @@ class AuthorizeRequest(BaseModel):
     @field_validator("origin")
     @classmethod
     def _is_an_origin(cls, value: str) -> str:
-        """Accept exactly `scheme://host[:port]` (RFC 6454), as `window.location.origin` gives."""
-        parts = urlsplit(value)
-        try:
-            parts.port  # noqa: B018 - raises on a malformed port
-        except ValueError as exc:
-            raise ValueError("the port is not a number") from exc
-        if (
-            parts.scheme not in ("http", "https")
-            or not parts.hostname
-            or parts.path
-            or parts.query
-            or parts.fragment
-            or parts.username
-            or parts.password
-        ):
-            raise ValueError("must be an origin: scheme://host[:port], nothing else")
-        return f"{parts.scheme}://{parts.netloc.lower()}"
+        return web_origin(value)
 
 
 class AuthorizeResponse(BaseModel):
@@ -127,6 +113,17 @@ class TokenRequest(BaseModel):
 
     code: str = Field(min_length=1, max_length=4096)
     state: str = Field(min_length=1, max_length=64)
+
+
+class CompletionRequest(BaseModel):
+    """The callback page's code and state, and whose mailbox the account becomes."""
+
+    code: str = Field(min_length=1, max_length=4096)
+    state: str = Field(min_length=1, max_length=64)
+    owner: OwnerRef | None = Field(description="null registers a system mailbox.")
+    sync_start: date | None = Field(
+        default=None, description="First day of mail to sync; null keeps the window setting."
+    )
 
 
 class TokenDataRead(BaseModel):

@@ -112,6 +112,12 @@ def find_mailbox(session: Session, owner_user_id: str | None, email_address: str
     return session.exec(statement).first()
 
 
+def provider_has_mailboxes(session: Session, provider: str) -> bool:
+    """Whether any mailbox logs in through the OAuth provider (its tokens came from it)."""
+    statement = select(Mailbox.id).where(col(Mailbox.provider) == provider).limit(1)
+    return session.exec(statement).first() is not None
+
+
 def list_mailboxes(
     session: Session,
     *,

@@ -2,21 +2,28 @@
 //
 //   import { connectMailbox } from "https://bridge.example.com/static/imap-bridge-oauth.js";
 //   button.onclick = async () => {
-//     const tokens = await connectMailbox({
+//     const mailbox = await connectMailbox({
 //       provider: "gmail",
 //       apiBase: "/crm/imap-bridge/v1",       // the CRM backend, which adds its API key
-//       exchange: (code, state) => crmPost("/crm/oauth/token", { provider: "gmail", code, state }),
 //     });
-//     // tokens: whatever `exchange` resolved with, normally {access_token, refresh_token,
-//     // expires_in, email_address} from POST /v1/oauth/{provider}/token
+//     // mailbox: the registered mailbox (MailboxRead) from
+//     // POST {apiBase}/oauth/{provider}/complete; no token ever reaches the page
 //   };
+//
+// By default the result goes to POST {apiBase}/oauth/{provider}/complete as {code, state}
+// (plus `sync_start` when given): the CRM backend adds `owner` from its own session (never
+// from the page) and forwards it with its API key; the service exchanges the code, checks the
+// login and creates the mailbox. A CRM that keeps tokens itself passes `exchange(code, state)`
+// instead (normally its backend calling POST /v1/oauth/{provider}/token), and the promise
+// resolves with whatever `exchange` resolved with.
 //
 // The popup opens synchronously inside the click (so blockers let it through), then
 // goes to the authorization URL that `authorize` (default: POST {apiBase}/oauth/
 // {provider}/authorize) returns. Only a message from that popup, from the origin of the
 // flow's redirect URI, carrying the flow's state, is accepted. Errors reject with an
 // Error whose `code` is the reason: access_denied, state_expired, state_used,
-// invalid_state, popup_blocked, popup_closed, timeout...
+// invalid_state, popup_blocked, popup_closed, timeout, complete_failed (with `problem`,
+// the service's problem+json: mailbox_exists, auth_failed...)...
 
 const MESSAGE_TYPE = "imap-bridge-oauth";
 
@@ -33,6 +40,24 @@ async function defaultAuthorize(apiBase, provider, origin, loginHint) {
   return response.json();
 }
 
+async function defaultComplete(apiBase, provider, code, state, syncStart) {
+  const body = { code, state };
+  if (syncStart) body.sync_start = syncStart;
+  const response = await fetch(`${apiBase}/oauth/${encodeURIComponent(provider)}/complete`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    credentials: "include",
+    body: JSON.stringify(body),
+  });
+  const answer = await response.json().catch(() => null);
+  if (!response.ok) {
+    const error = failure("complete_failed", `complete answered HTTP ${response.status}`);
+    error.problem = answer;
+    throw error;
+  }
+  return answer;
+}
+
 function failure(code, message) {
   const error = new Error(message || code);
   error.code = code;
@@ -46,12 +71,16 @@ export function connectMailbox({
   exchange,
   authorize,
   loginHint,
+  syncStart,
   timeoutMs = 5 * 60 * 1000,
   popupFeatures = "popup,width=520,height=680",
 }) {
-  if (typeof exchange !== "function") {
-    return Promise.reject(failure("bad_arguments", "exchange(code, state) is required"));
+  if (exchange !== undefined && typeof exchange !== "function") {
+    return Promise.reject(failure("bad_arguments", "exchange must be a function(code, state)"));
   }
+  const finishFlow = exchange
+    ? exchange
+    : (code, state) => defaultComplete(apiBase, provider, code, state, syncStart);
   const popup = window.open("about:blank", "imap-bridge-oauth", popupFeatures);
   if (!popup) {
     return Promise.reject(failure("popup_blocked", "the browser blocked the popup"));
@@ -95,7 +124,7 @@ export function connectMailbox({
         return;
       }
       Promise.resolve()
-        .then(() => exchange(data.code, data.state))
+        .then(() => finishFlow(data.code, data.state))
         .then((value) => finish(null, value), (error) => finish(error));
     }
 

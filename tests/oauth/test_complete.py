@@ -1,0 +1,154 @@
+"""`POST /v1/oauth/{provider}/complete`: the popup's code becomes a mailbox on the server,
+and no token leaves the service.
+
+The provider is the plug-in for the local authorization server; its IMAP server
+is the Dovecot that checks the JWTs the authorization server issues, so the
+completion ends in a real XOAUTH2 login. The popup's redirect is followed by
+hand: the authorization server consents at once and names the code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from sqlalchemy import Engine
+
+from app.config import Settings
+from app.db import session_scope
+from app.db.models import AuthType, Mailbox
+from app.security import SecretBox
+from tests.dovecot import Dovecot, MailUser
+from tests.live_api import LiveApi
+from tests.oauth.servers import CLIENT_ID, CLIENT_SECRET, AuthorizationServer
+
+CRM_ORIGIN = "https://crm.example.com"
+
+
+@pytest.fixture
+def settings(settings: Settings, jwt_dovecot: Dovecot) -> Settings:
+    return settings.model_copy(
+        update={
+            "imap_ca_file": jwt_dovecot.ca_file,
+            "oauth_allow_private_hosts": True,  # the authorization server is on 127.0.0.1
+            "oauth_allowed_origins": [CRM_ORIGIN],
+        }
+    )
+
+
+@pytest.fixture
+def provider(live_api: LiveApi, provider_name: str) -> str:
+    enabled = live_api.client.put(
+        f"/v1/oauth/providers/{provider_name}",
+        json={"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "enabled": True},
+    )
+    assert enabled.status_code == 200, enabled.text
+    return provider_name
+
+
+@pytest.fixture
+def account(jwt_dovecot: Dovecot) -> MailUser:
+    """An account whose IMAP user name is its address, as at Gmail or Microsoft 365."""
+    return jwt_dovecot.add_user(name=f"ann{jwt_dovecot.add_user().name}@example.com")
+
+
+def signed_in(live_api: LiveApi, provider: str, login_hint: str) -> dict[str, str]:
+    """Start a flow and consent in the popup; return the code and state it hands the opener."""
+    started = live_api.client.post(
+        f"/v1/oauth/{provider}/authorize", json={"origin": CRM_ORIGIN, "login_hint": login_hint}
+    )
+    assert started.status_code == 200, started.text
+    consent = httpx.get(started.json()["authorization_url"])
+    assert consent.status_code == 302, consent.text
+    query = parse_qs(urlsplit(consent.headers["location"]).query)
+    return {"code": query["code"][0], "state": query["state"][0]}
+
+
+def complete(live_api: LiveApi, provider: str, **body: Any) -> httpx.Response:
+    return live_api.client.post(f"/v1/oauth/{provider}/complete", json=body)
+
+
+def test_completion_creates_the_mailbox_and_returns_no_token(
+    *,
+    live_api: LiveApi,
+    provider: str,
+    account: MailUser,
+    jwt_dovecot: Dovecot,
+    authorization_server: tuple[AuthorizationServer, str],
+    engine: Engine,
+    settings: Settings,
+) -> None:
+    server, _ = authorization_server
+
+    answer = complete(
+        live_api,
+        provider,
+        **signed_in(live_api, provider, account.name),
+        owner={"user_id": "crm-7"},
+        sync_start="2025-01-01",
+    )
+
+    assert answer.status_code == 201, answer.text
+    mailbox = answer.json()
+    assert mailbox["email_address"] == account.name
+    assert mailbox["owner"] == {"user_id": "crm-7", "email": None}
+    assert mailbox["auth"] == {"type": "oauth", "provider": provider}
+    assert mailbox["imap"] == {
+        "host": "127.0.0.1",
+        "port": jwt_dovecot.tls_port,
+        "security": "ssl",
+        "username": account.name,
+        "tls_verify": True,
+    }
+    assert mailbox["sync_start"] == "2025-01-01"
+    for token in (*server.access_tokens, *server.refresh_tokens):
+        assert token not in answer.text, "a token was returned"
+    with session_scope(engine) as session:
+        stored = session.get(Mailbox, mailbox["id"])
+        assert stored is not None
+        assert stored.auth_type is AuthType.OAUTH
+        assert stored.access_token_enc is not None
+        assert SecretBox.from_settings(settings).decrypt(stored.access_token_enc) in (
+            server.access_tokens
+        )
+    folders = live_api.client.get(f"/v1/mailboxes/{mailbox['id']}/folders").json()
+    assert "INBOX" in {folder["full_name"] for folder in folders}
+
+
+def test_a_second_completion_for_an_existing_address_is_a_conflict(
+    live_api: LiveApi, provider: str, account: MailUser, engine: Engine
+) -> None:
+    owner = {"user_id": "crm-7"}
+    first = complete(live_api, provider, **signed_in(live_api, provider, account.name), owner=owner)
+    assert first.status_code == 201, first.text
+    with session_scope(engine) as session:
+        stored = session.get(Mailbox, first.json()["id"])
+        assert stored is not None
+        tokens_before = stored.access_token_enc
+
+    second = complete(
+        live_api, provider, **signed_in(live_api, provider, account.name), owner=owner
+    )
+
+    assert second.status_code == 409, second.text
+    assert second.json()["code"] == "mailbox_exists"
+    with session_scope(engine) as session:
+        stored = session.get(Mailbox, first.json()["id"])
+        assert stored is not None
+        assert stored.access_token_enc == tokens_before, "completion replaced the tokens"
+
+
+def test_a_spent_state_completes_nothing(
+    live_api: LiveApi, provider: str, account: MailUser
+) -> None:
+    flow = signed_in(live_api, provider, account.name)
+    token = live_api.client.post(f"/v1/oauth/{provider}/token", json=flow)
+    assert token.status_code == 200, token.text
+
+    answer = complete(live_api, provider, **flow, owner=None)
+
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["code"] == "state_used"
+    assert live_api.client.get("/v1/mailboxes").json()["items"] == []
