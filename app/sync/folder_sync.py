@@ -541,6 +541,7 @@ def _email_row(mailbox_id: int, identity: str, message: ParsedMessage) -> dict[s
         "text_body": _clean(message.text),
         "html_body": _clean(message.html),
         "headers": _clean(message.headers),
+        "defects": list(message.defects),
     }
 
 
