@@ -29,10 +29,12 @@ from app.db.models import Attachment, Email, SyncRunStatus
 from app.sync.service import sync_mailbox
 from tests.dovecot import MailUser
 from tests.factories import MailboxFactory
+from tests.live_api import LiveApi
 from tests.sync.snapshot import email_count, server_uids, stored_uids
 from tests.sync.sync_driver import REPO_ROOT, driver_environment
 
 RECENT = datetime.now(UTC) - timedelta(days=2)
+GROUPS = b"a:" * 1000  # the stdlib's address parser recurses once per ":" group
 BIG_ATTACHMENT_BYTES = 50 * 1024 * 1024
 # Peak RSS a sync may add while it fetches and stores the 50 MB message. The message
 # arrives as one IMAP literal (50 MB of base64, about 68 MB), so a few copies are expected;
@@ -450,3 +452,81 @@ def test_values_too_long_for_an_index_or_column_are_still_stored(
     mailbox_id = add_mailbox(mail_user)
     sync_until_complete(engine, settings, mailbox_id)
     assert email_count(engine, mailbox_id) == len(POSTGRESQL_BREAKERS)
+
+
+# Messages that each stopped a mailbox for good: the parser raised (or stored text or a date
+# the database refuses or cannot give back), the run failed, and the next run, newest first,
+# met the same message. Keyed by what the email's defects then say.
+MAILBOX_STOPPERS = {
+    "to address list": b"To: " + GROUPS + b"\r\n",
+    "cc address list": b"Cc: " + GROUPS + b"\r\n",
+    "bcc address list": b"Bcc: " + GROUPS + b"\r\n",
+    "reply-to address list": b"Reply-To: " + GROUPS + b"\r\n",
+    "from address list": b"Sender: x@example.com\r\nFrom: " + GROUPS + b"\r\n",
+    "part 2 RFC 2231 parameter": b'Content-Type: multipart/mixed; boundary="s"\r\n',
+    "subject: lone surrogates": b"Subject: utf-7 =?utf-7?q?+2AA-?=\r\n",
+    "part 1: lone surrogates": b"Content-Type: text/plain; charset=utf-7\r\n",
+    "unparseable Date header": b"Date: Fri, 31 Dec 9999 23:59:59 -2359\r\n",
+}
+_STOPPER_BODIES = {
+    "part 2 RFC 2231 parameter": _multipart(
+        b"s",
+        [
+            _part(b"text/plain", b"see the attachment"),
+            _part(
+                b"application/pdf",
+                b"PDF",
+                b"Content-Disposition: attachment; filename*=undefined''report.pdf\r\n",
+            ),
+        ],
+    ),
+    "part 1: lone surrogates": b"+2AA-\r\n",
+}
+
+
+def stopper(defect: str) -> bytes:
+    """A message whose own header comes first, so it wins over the usual ones of that name."""
+    message_id = f"Message-ID: <stopper-{defect.replace(' ', '-')}@example.com>\r\n".encode()
+    own = MAILBOX_STOPPERS[defect] + message_id
+    return own + _simple(200, body=_STOPPER_BODIES.get(defect, b"hello\r\n"))
+
+
+def normal(number: int) -> bytes:
+    return _simple(number, f"Message-ID: <normal-{number}@example.com>\r\n".encode())
+
+
+def test_messages_that_stopped_a_mailbox_are_stored_with_their_defects_between_normal_mail(
+    engine: Engine,
+    settings: Settings,
+    mail_user: MailUser,
+    add_mailbox: MailboxFactory,
+    live_api: LiveApi,
+) -> None:
+    messages = [normal(0)]
+    for number, defect in enumerate(MAILBOX_STOPPERS, start=1):
+        messages += [stopper(defect), normal(number)]
+    append_all(mail_user, messages)
+    mailbox_id = add_mailbox(mail_user)
+
+    sync_until_complete(engine, settings, mailbox_id)
+
+    assert stored_uids(engine, mailbox_id) == server_uids(mail_user, ["INBOX"])
+    listed = live_api.client.get(f"/v1/mailboxes/{mailbox_id}/emails", params={"limit": 100})
+    assert listed.status_code == 200, listed.text
+    by_message_id = {item["message_id"]: item["id"] for item in listed.json()["items"]}
+    for number in range(len(MAILBOX_STOPPERS) + 1):
+        email = live_api.client.get(f"/v1/emails/{by_message_id[f'<normal-{number}@example.com>']}")
+        assert email.status_code == 200, email.text
+        assert (email.json()["subject"], email.json()["defects"]) == (f"hostile {number}", [])
+    for defect in MAILBOX_STOPPERS:
+        message_id = f"<stopper-{defect.replace(' ', '-')}@example.com>"
+        assert message_id in by_message_id, f"the message with a {defect!r} problem is missing"
+        email = live_api.client.get(f"/v1/emails/{by_message_id[message_id]}")
+        assert email.status_code == 200, email.text
+        found = email.json()["defects"]
+        assert any(line.startswith(defect) for line in found), f"{defect!r} not in {found}"
+
+    again = sync_mailbox(engine, mailbox_id, settings)
+    assert again is not None
+    assert (again.status, again.counts.new) == (SyncRunStatus.SUCCEEDED, 0), again.error_code
+    assert email_count(engine, mailbox_id) == len(messages)
