@@ -191,27 +191,12 @@ def parse_message(
     A naive ``internal_date`` is taken as local time (what imapclient returns by
     default) and made aware.
     """
-    fetched = ParsedMessage(
+    fetched = _Fetched(
         uid=uid,
         size=len(raw) if size is None else size,
         flags=normalise_flags(flags),
         internal_date=_aware(internal_date),
         gm_msgid=gm_msgid,
-        message_id=None,
-        in_reply_to=None,
-        references=(),
-        subject="",
-        sender=None,
-        to=(),
-        cc=(),
-        bcc=(),
-        reply_to=(),
-        date=None,
-        text=None,
-        html=None,
-        attachments=(),
-        headers="",
-        defects=(),
     )
     try:
         return _parse(raw, fetched)
@@ -219,7 +204,18 @@ def parse_message(
         return _unreadable(raw, fetched, exc)
 
 
-def _parse(raw: bytes, fetched: ParsedMessage) -> ParsedMessage:
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    """What the FETCH response says of a message, besides its bytes."""
+
+    uid: int
+    size: int
+    flags: frozenset[str]
+    internal_date: datetime | None
+    gm_msgid: int | None
+
+
+def _parse(raw: bytes, fetched: _Fetched) -> ParsedMessage:
     """Read the header fields one by one and walk the body; each reader is total on its own."""
     walker = _Walker(raw)
     header_end, body_start, _ = walker.read_header(0, ())
@@ -250,8 +246,12 @@ def _parse(raw: bytes, fetched: ParsedMessage) -> ParsedMessage:
     message_ids = _message_ids(_decode_8bit(fields.get("message-id", b"")))
     reply_ids = _message_ids(_decode_8bit(fields.get("in-reply-to", b"")))
     html = walker.html
-    return replace(
-        fetched,
+    return ParsedMessage(
+        uid=fetched.uid,
+        size=fetched.size,
+        flags=fetched.flags,
+        internal_date=fetched.internal_date,
+        gm_msgid=fetched.gm_msgid,
         message_id=message_ids[0] if message_ids else None,
         in_reply_to=reply_ids[0] if reply_ids else None,
         references=tuple(_message_ids(_decode_8bit(fields.get("references", b"")))),
@@ -272,22 +272,39 @@ def _parse(raw: bytes, fetched: ParsedMessage) -> ParsedMessage:
     )
 
 
-def _unreadable(raw: bytes, fetched: ParsedMessage, error: Exception) -> ParsedMessage:
+def _unreadable(raw: bytes, fetched: _Fetched, error: Exception) -> ParsedMessage:
     """Keep what the FETCH gave, the header text and the Message-ID, and say why."""
     defects = [f"message could not be parsed ({type(error).__name__}): stored with its header only"]
 
-    def header_only() -> ParsedMessage:
+    def header_only() -> tuple[str | None, str]:
         walker = _Walker(raw)
         end, _, _ = walker.read_header(0, ())
         ids = _message_ids(_decode_8bit(walker.fields(0, end, "header").get("message-id", b"")))
-        return replace(
-            fetched,
-            message_id=ids[0] if ids else None,
-            headers=_scrub(_decode_8bit(raw[:end]), defects, "header"),
-        )
+        return (ids[0] if ids else None), _scrub(_decode_8bit(raw[:end]), defects, "header")
 
-    found = _total(header_only, lambda: fetched, defects, "header")
-    return replace(found, defects=_summarise(defects))
+    message_id, headers = _total(header_only, lambda: (None, ""), defects, "header")
+    return ParsedMessage(
+        uid=fetched.uid,
+        size=fetched.size,
+        flags=fetched.flags,
+        internal_date=fetched.internal_date,
+        gm_msgid=fetched.gm_msgid,
+        message_id=message_id,
+        in_reply_to=None,
+        references=(),
+        subject="",
+        sender=None,
+        to=(),
+        cc=(),
+        bcc=(),
+        reply_to=(),
+        date=None,
+        text=None,
+        html=None,
+        attachments=(),
+        headers=headers,
+        defects=_summarise(defects),
+    )
 
 
 _T = TypeVar("_T")
@@ -729,6 +746,8 @@ class _Walker:
 
 def _summarise(defects: list[str]) -> tuple[str, ...]:
     """Drop repeated defects and keep at most _MAX_DEFECTS, so a hostile message stays small."""
+    if not defects:
+        return ()
     unique = list(dict.fromkeys(defect[:_MAX_DEFECT_LENGTH] for defect in defects))
     if len(unique) <= _MAX_DEFECTS:
         return tuple(unique)
