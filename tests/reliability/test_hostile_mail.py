@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlmodel import col, select
 
 from app.config import Settings
@@ -530,3 +530,60 @@ def test_messages_that_stopped_a_mailbox_are_stored_with_their_defects_between_n
     assert again is not None
     assert (again.status, again.counts.new) == (SyncRunStatus.SUCCEEDED, 0), again.error_code
     assert email_count(engine, mailbox_id) == len(messages)
+
+
+REFUSED_SUBJECT = "refused by the database"
+_REFUSING_TRIGGER = {
+    "sqlite": [
+        "CREATE TRIGGER refuse_one BEFORE INSERT ON email "
+        f"WHEN NEW.subject LIKE '%{REFUSED_SUBJECT}%' "
+        "BEGIN SELECT RAISE(ABORT, 'this value is refused'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse_one() RETURNS trigger AS $$ BEGIN "
+        f"IF NEW.subject LIKE '%{REFUSED_SUBJECT}%' THEN "
+        "RAISE EXCEPTION 'this value is refused' USING ERRCODE = 'data_exception'; END IF; "
+        "RETURN NEW; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER refuse_one BEFORE INSERT ON email "
+        "FOR EACH ROW EXECUTE FUNCTION refuse_one()",
+    ],
+}
+
+
+def refuse_one_subject(engine: Engine) -> None:
+    """Make the database refuse one value, as it refuses whatever no parser foresaw."""
+    with engine.begin() as connection:
+        for statement in _REFUSING_TRIGGER[engine.dialect.name]:
+            connection.execute(text(statement))
+
+
+def test_a_message_the_database_refuses_is_stored_without_its_content_and_the_sync_goes_on(
+    engine: Engine,
+    settings: Settings,
+    mail_user: MailUser,
+    add_mailbox: MailboxFactory,
+    live_api: LiveApi,
+) -> None:
+    refused = _simple(1, b"Message-ID: <refused@example.com>\r\n").replace(
+        b"hostile 1", REFUSED_SUBJECT.encode()
+    )
+    append_all(mail_user, [normal(0), refused, normal(2)])
+    mailbox_id = add_mailbox(mail_user)
+    refuse_one_subject(engine)
+
+    sync_until_complete(engine, settings, mailbox_id)
+
+    assert stored_uids(engine, mailbox_id) == server_uids(mail_user, ["INBOX"])
+    listed = live_api.client.get(f"/v1/mailboxes/{mailbox_id}/emails")
+    assert listed.status_code == 200, listed.text
+    by_message_id = {item["message_id"]: item for item in listed.json()["items"]}
+    assert by_message_id["<normal-0@example.com>"]["subject"] == "hostile 0"
+    assert by_message_id["<normal-2@example.com>"]["subject"] == "hostile 2"
+    kept = live_api.client.get(f"/v1/emails/{by_message_id['<refused@example.com>']['id']}").json()
+    assert (kept["subject"], kept["text"], kept["size"] > 0) == ("", None, True)
+    assert any("the database refused the message" in line for line in kept["defects"]), kept
+
+    again = sync_mailbox(engine, mailbox_id, settings)
+    assert again is not None
+    assert (again.status, again.counts.new) == (SyncRunStatus.SUCCEEDED, 0), again.error_code
+    assert email_count(engine, mailbox_id) == 3
