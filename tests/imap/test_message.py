@@ -800,7 +800,9 @@ def test_a_megabyte_recipient_list_keeps_the_first_thousand_with_a_defect() -> N
 
     assert len(message.to) == 1000
     assert message.to[0] == Address("", "u0@example.com")
-    assert any("49000 addresses over the limit dropped" in d for d in message.defects)
+    assert any("addresses over the limit dropped" in d for d in message.defects)
+    # the stdlib's parser slows down faster than its input grows: the rest is not read
+    assert any("list cut at 131072 characters" in d for d in message.defects), message.defects
 
 
 def test_an_rfc2231_charset_python_cannot_look_up_keeps_the_filename() -> None:
