@@ -76,6 +76,9 @@ _MAX_ADDRESSES = 1000  # per header: a megabyte `To:` must not become a megabyte
 # The stdlib's address parser slows down faster than the input grows (seconds for 500 kB of
 # "<a:"); 1,000 real addresses fit in far less than this.
 _MAX_ADDRESS_LIST_CHARS = 128 * 1024
+# Its parameter parser too: 1 MB of ";" in a Content-Type took 34 s. Filenames, the longest
+# real parameters, are a few hundred characters (the boundary is read apart).
+_MAX_CONTENT_FIELD_CHARS = 16 * 1024
 # Dates outside these years do not survive a round trip through PostgreSQL and back into
 # Python's datetime in every session time zone (year 0 and year 10000 cannot be read).
 _MIN_YEAR, _MAX_YEAR = 2, 9998
@@ -561,7 +564,12 @@ class _Walker:
         boundary = None
         if type_text is not None and "oundary" in type_text:
             type_text, boundary = _without_boundary(type_text)
-        header_values = (type_text, None if disposition is None else _decode_8bit(disposition))
+        header_values = (
+            _cut_parameters(type_text, self.defects, where),
+            None
+            if disposition is None
+            else _cut_parameters(_decode_8bit(disposition), self.defects, where),
+        )
         short = sum(len(value or "") for value in header_values) <= _CACHEABLE
         read = _content_headers if short else _content_headers.__wrapped__
         mime, found = _total(
@@ -943,6 +951,16 @@ def _content_headers(
         content_id=None,
     )
     return mime, tuple(defects)
+
+
+def _cut_parameters(value: str | None, defects: list[str], where: str) -> str | None:
+    """Keep a Content-Type/-Disposition value within _MAX_CONTENT_FIELD_CHARS, whole
+    parameters only."""
+    if value is None or len(value) <= _MAX_CONTENT_FIELD_CHARS:
+        return value
+    defects.append(f"{where}: Content-* field cut at {_MAX_CONTENT_FIELD_CHARS} characters")
+    cut = value.rfind(";", 0, _MAX_CONTENT_FIELD_CHARS)
+    return value[: cut if cut > 0 else _MAX_CONTENT_FIELD_CHARS]
 
 
 def _plain_mime(content_type: str) -> _Mime:

@@ -888,3 +888,14 @@ def test_a_walk_that_runs_out_of_stack_keeps_the_header_fields_and_says_why() ->
 
     assert (message.subject, message.sender) == ("deep", Address("", "a@example.com"))
     assert any("body" in d and "RecursionError" in d for d in message.defects), message.defects
+
+
+@pytest.mark.parametrize("field", ["Content-Type: application/pdf", "Content-Disposition: inline"])
+def test_a_megabyte_of_content_parameters_is_cut_after_the_first_16_kb(field: str) -> None:
+    """The stdlib's parameter parser took 34 s on 1 MB of ";": it reads 16 kB at most."""
+    name, _, value = field.partition(": ")
+    header = f'{name}: {value}; name="report.pdf"; filename="report.pdf"' + ";" * 1_000_000
+    message = parse(raw_message(header))
+
+    assert [found.filename for found in message.attachments] == ["report.pdf"]
+    assert any("Content-* field cut at 16384 characters" in d for d in message.defects)
