@@ -41,7 +41,10 @@ stack, say) keeps the parts it read and every header field; should anything
 else fail, the message keeps what the FETCH gave (UID, flags, size, dates), its
 header text and Message-ID, with the reason as a defect, so the sync stores it
 and goes on. Text comes out without NUL characters or lone surrogates (UTF-7
-decodes to them), and dates only within what the database gives back.
+decodes to them), and dates only within what the database gives back. The
+stdlib's readers slow down faster than their input grows, so they see at most
+128 kB of an address list (and keep 1,000 addresses) and 16 kB of a
+Content-Type or Content-Disposition value.
 Attachment sizes are exact without decoding base64 (counted from the encoded
 length and padding, a megabyte at a time); quoted-printable parts and broken
 base64 are decoded once to be measured, then dropped. Content-Type/-Disposition
