@@ -32,6 +32,19 @@ an opaque application/octet-stream part; after 10,000 parts no boundary counts.
 
 Nothing here raises on bad input: each problem becomes a line in
 ``ParsedMessage.defects`` and parsing goes on with the best reading available.
+Every header is read apart from the others, so a header the stdlib cannot read
+(its address parser recurses once per ``:`` group; an RFC 2231 charset with a
+NUL raises ValueError) costs that header only: the field falls back to what can
+be salvaged (an empty list, the addresses found among its words, no date) and
+the defect names the header and the error. A body walk that fails (run out of
+stack, say) keeps the parts it read and every header field; should anything
+else fail, the message keeps what the FETCH gave (UID, flags, size, dates), its
+header text and Message-ID, with the reason as a defect, so the sync stores it
+and goes on. Text comes out without NUL characters or lone surrogates (UTF-7
+decodes to them), and dates only within what the database gives back. The
+stdlib's readers slow down faster than their input grows, so they see at most
+128 kB of an address list (and keep 1,000 addresses) and 16 kB of a
+Content-Type or Content-Disposition value.
 Attachment sizes are exact without decoding base64 (counted from the encoded
 length and padding, a megabyte at a time); quoted-printable parts and broken
 base64 are decoded once to be measured, then dropped. Content-Type/-Disposition
@@ -46,12 +59,13 @@ from __future__ import annotations
 import binascii
 import codecs
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from email.message import Message
 from email.utils import collapse_rfc2231_value, getaddresses, parsedate_tz
 from functools import lru_cache
+from typing import TypeVar
 
 # Dovecot's message parser limits: the 100th nested multipart or message (the root is
 # the first) is an opaque application/octet-stream part, and after 10,000 parts no
@@ -60,6 +74,17 @@ _MAX_DEPTH = 99
 _MAX_PARTS = 10_000
 _MAX_COMMENT_DEPTH = 50
 _MAX_DEFECTS = 50
+_MAX_DEFECT_LENGTH = 300  # a defect may quote the input; a hostile one stays short
+_MAX_ADDRESSES = 1000  # per header: a megabyte `To:` must not become a megabyte of JSON per list
+# The stdlib's address parser slows down faster than the input grows (seconds for 500 kB of
+# "<a:"); 1,000 real addresses fit in far less than this.
+_MAX_ADDRESS_LIST_CHARS = 128 * 1024
+# Its parameter parser too: 1 MB of ";" in a Content-Type took 34 s. Filenames, the longest
+# real parameters, are a few hundred characters (the boundary is read apart).
+_MAX_CONTENT_FIELD_CHARS = 16 * 1024
+# Dates outside these years do not survive a round trip through PostgreSQL and back into
+# Python's datetime in every session time zone (year 0 and year 10000 cannot be read).
+_MIN_YEAR, _MAX_YEAR = 2, 9998
 _CHUNK = 1 << 20
 _CACHEABLE = 2048  # longer header values are parsed every time, never kept in a cache
 _LF, _CR, _DASH = 0x0A, 0x0D, 0x2D
@@ -74,6 +99,8 @@ _BOUNDARY_PARAM = re.compile(
     re.IGNORECASE,
 )
 _UNSAFE_FILENAME = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]+')
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_ADDRESS_SEPARATORS = re.compile(r'[\s<>(),;:"\[\]]+')
 _SYSTEM_FLAGS = {
     flag.lower(): flag
     for flag in ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft", "\\Recent")
@@ -173,12 +200,42 @@ def parse_message(
     A naive ``internal_date`` is taken as local time (what imapclient returns by
     default) and made aware.
     """
+    fetched = _Fetched(
+        uid=uid,
+        size=len(raw) if size is None else size,
+        flags=normalise_flags(flags),
+        internal_date=_aware(internal_date),
+        gm_msgid=gm_msgid,
+    )
+    try:
+        return _parse(raw, fetched)
+    except Exception as exc:  # the last line of defence: a message is stored, never lost
+        return _unreadable(raw, fetched, exc)
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    """What the FETCH response says of a message, besides its bytes."""
+
+    uid: int
+    size: int
+    flags: frozenset[str]
+    internal_date: datetime | None
+    gm_msgid: int | None
+
+
+def _parse(raw: bytes, fetched: _Fetched) -> ParsedMessage:
+    """Read the header fields one by one and walk the body; each reader is total on its own."""
     walker = _Walker(raw)
     header_end, body_start, _ = walker.read_header(0, ())
-    header_block = raw[:header_end]
     defects = walker.defects
     fields = walker.fields(0, header_end, "header")
-    walker.body(fields, body_start, "", _Place(), is_message=True, cut=None)
+    _total(
+        lambda: walker.body(fields, body_start, "", _Place(), is_message=True, cut=None),
+        lambda: None,
+        defects,
+        "body (kept as far as it was read)",
+    )
 
     def address_field(name: str) -> tuple[Address, ...]:
         if name not in fields:
@@ -199,11 +256,11 @@ def parse_message(
     reply_ids = _message_ids(_decode_8bit(fields.get("in-reply-to", b"")))
     html = walker.html
     return ParsedMessage(
-        uid=uid,
-        size=len(raw) if size is None else size,
-        flags=normalise_flags(flags),
-        internal_date=_aware(internal_date),
-        gm_msgid=gm_msgid,
+        uid=fetched.uid,
+        size=fetched.size,
+        flags=fetched.flags,
+        internal_date=fetched.internal_date,
+        gm_msgid=fetched.gm_msgid,
         message_id=message_ids[0] if message_ids else None,
         in_reply_to=reply_ids[0] if reply_ids else None,
         references=tuple(_message_ids(_decode_8bit(fields.get("references", b"")))),
@@ -219,9 +276,60 @@ def parse_message(
         text=walker.text,
         html=html,
         attachments=tuple(found.info(html) for found in walker.attachments),
-        headers=_scrub(_decode_8bit(header_block), defects, "header"),
+        headers=_scrub(_decode_8bit(raw[:header_end]), defects, "header"),
         defects=_summarise(defects),
     )
+
+
+def _unreadable(raw: bytes, fetched: _Fetched, error: Exception) -> ParsedMessage:
+    """Keep what the FETCH gave, the header text and the Message-ID, and say why."""
+    defects = [f"message could not be parsed ({type(error).__name__}): stored with its header only"]
+
+    def header_only() -> tuple[str | None, str]:
+        walker = _Walker(raw)
+        end, _, _ = walker.read_header(0, ())
+        ids = _message_ids(_decode_8bit(walker.fields(0, end, "header").get("message-id", b"")))
+        return (ids[0] if ids else None), _scrub(_decode_8bit(raw[:end]), defects, "header")
+
+    message_id, headers = _total(header_only, lambda: (None, ""), defects, "header")
+    return ParsedMessage(
+        uid=fetched.uid,
+        size=fetched.size,
+        flags=fetched.flags,
+        internal_date=fetched.internal_date,
+        gm_msgid=fetched.gm_msgid,
+        message_id=message_id,
+        in_reply_to=None,
+        references=(),
+        subject="",
+        sender=None,
+        to=(),
+        cc=(),
+        bcc=(),
+        reply_to=(),
+        date=None,
+        text=None,
+        html=None,
+        attachments=(),
+        headers=headers,
+        defects=_summarise(defects),
+    )
+
+
+_T = TypeVar("_T")
+
+
+def _total(read: Callable[[], _T], fallback: Callable[[], _T], defects: list[str], what: str) -> _T:
+    """Run one reader; any exception it raises becomes a defect naming `what`, and the fallback.
+
+    Hostile input reaches stdlib readers that recurse (RecursionError) or raise
+    ValueError, LookupError, IndexError ... where nobody expected it.
+    """
+    try:
+        return read()
+    except Exception as exc:  # whatever a reader raises is the input's fault, never fatal
+        defects.append(f"{what}: could not be read: {exc!r}")
+        return fallback()
 
 
 def decode_header_value(value: str | bytes | None) -> str:
@@ -459,10 +567,19 @@ class _Walker:
         boundary = None
         if type_text is not None and "oundary" in type_text:
             type_text, boundary = _without_boundary(type_text)
-        header_values = (type_text, None if disposition is None else _decode_8bit(disposition))
+        header_values = (
+            _cut_parameters(type_text, self.defects, where),
+            None
+            if disposition is None
+            else _cut_parameters(_decode_8bit(disposition), self.defects, where),
+        )
         short = sum(len(value or "") for value in header_values) <= _CACHEABLE
-        mime, found = (_content_headers if short else _content_headers.__wrapped__)(
-            *header_values, default_type
+        read = _content_headers if short else _content_headers.__wrapped__
+        mime, found = _total(
+            lambda: read(*header_values, default_type),
+            lambda: (_plain_mime(default_type), ()),
+            self.defects,
+            f"{where} Content-Type/Content-Disposition (read as {default_type})",
         )
         self.defects.extend(f"{where} {defect}" for defect in found)
         encoding, content_id = fields.get("content-transfer-encoding"), fields.get("content-id")
@@ -643,7 +760,9 @@ class _Walker:
 
 def _summarise(defects: list[str]) -> tuple[str, ...]:
     """Drop repeated defects and keep at most _MAX_DEFECTS, so a hostile message stays small."""
-    unique = list(dict.fromkeys(defects))
+    if not defects:
+        return ()
+    unique = list(dict.fromkeys(defect[:_MAX_DEFECT_LENGTH] for defect in defects))
     if len(unique) <= _MAX_DEFECTS:
         return tuple(unique)
     hidden = len(unique) - _MAX_DEFECTS + 1
@@ -713,8 +832,8 @@ def _codec(charset: str) -> str | None:
         b"a".decode(name)
     except UnicodeError:
         pass  # a text codec that needs more than one byte
-    except LookupError:
-        return None  # bytes-to-bytes, like "base64"
+    except Exception:  # bytes-to-bytes (LookupError), like "base64", or a broken codec
+        return None
     return None if name in _REFUSED_CODECS else name
 
 
@@ -726,7 +845,7 @@ def _decode_bytes(data: bytes, charset: str | None, defects: list[str], where: s
     else:
         try:
             return data.decode(codec)
-        except UnicodeError:
+        except Exception:  # UnicodeError, or whatever an odd codec raises on odd bytes
             if charset:
                 defects.append(f"{where}: text is not valid {charset}")
             else:
@@ -791,11 +910,15 @@ def _decode_words(text: str, defects: list[str], where: str) -> str:
 
 
 def _scrub(text: str, defects: list[str], where: str) -> str:
-    """Remove NUL characters, which no database text column accepts."""
-    if "\x00" not in text:
-        return text
-    defects.append(f"{where}: NUL characters removed")
-    return text.replace("\x00", "")
+    """Remove what no database text column (nor JSON) accepts: NUL characters and lone
+    surrogates, which UTF-7 or an RFC 2231 value can decode to."""
+    if "\x00" in text:
+        defects.append(f"{where}: NUL characters removed")
+        text = text.replace("\x00", "")
+    if not text.isascii() and _SURROGATE.search(text):
+        defects.append(f"{where}: lone surrogates replaced")
+        text = _SURROGATE.sub("\ufffd", text)
+    return text
 
 
 @lru_cache(maxsize=1024)
@@ -813,13 +936,14 @@ def _content_headers(
         header["content-type"] = content_type
     if disposition is not None:
         header["content-disposition"] = disposition
+    defects: list[str] = []
     type_params = _params(header, "content-type")
-    charset = _param_text(type_params.get("charset"))
+    charset = _param_text(type_params.get("charset"), defects)
     boundary = type_params.get("boundary")
     filename = _param_text(
-        _params(header, "content-disposition").get("filename") or type_params.get("name")
+        _params(header, "content-disposition").get("filename") or type_params.get("name"),
+        defects,
     )
-    defects: list[str] = []
     mime = _Mime(
         content_type=header.get_content_type(),
         charset=charset.lower() if charset and charset.isascii() else None,
@@ -830,6 +954,21 @@ def _content_headers(
         content_id=None,
     )
     return mime, tuple(defects)
+
+
+def _cut_parameters(value: str | None, defects: list[str], where: str) -> str | None:
+    """Keep a Content-Type/-Disposition value within _MAX_CONTENT_FIELD_CHARS, whole
+    parameters only."""
+    if value is None or len(value) <= _MAX_CONTENT_FIELD_CHARS:
+        return value
+    defects.append(f"{where}: Content-* field cut at {_MAX_CONTENT_FIELD_CHARS} characters")
+    cut = value.rfind(";", 0, _MAX_CONTENT_FIELD_CHARS)
+    return value[: cut if cut > 0 else _MAX_CONTENT_FIELD_CHARS]
+
+
+def _plain_mime(content_type: str) -> _Mime:
+    """Return the reading of an entity without Content-* fields (RFC 2045 defaults)."""
+    return _Mime(content_type, None, None, None, None, "7bit", None)
 
 
 def _without_boundary(content_type: str) -> tuple[str, str | None]:
@@ -862,9 +1001,23 @@ def _params(header: Message, name: str) -> dict[str, str | tuple[str | None, str
     return {key.lower(): value for key, value in reversed(header.get_params([], header=name))}
 
 
-def _param_text(value: str | tuple[str | None, str | None, str] | None) -> str | None:
-    """Flatten an RFC 2231 (charset, language, text) parameter to text."""
-    return collapse_rfc2231_value(value).strip() if value else None
+def _param_text(
+    value: str | tuple[str | None, str | None, str] | None, defects: list[str]
+) -> str | None:
+    """Flatten an RFC 2231 (charset, language, text) parameter to text.
+
+    A charset the codec registry refuses to look up (one holding a NUL raises
+    ValueError, not LookupError) leaves the percent-decoded octets as Latin-1.
+    """
+    if not value:
+        return None
+    text = _total(
+        lambda: collapse_rfc2231_value(value),
+        lambda: value if isinstance(value, str) else value[2],
+        defects,
+        "RFC 2231 parameter",
+    )
+    return _scrub(text, defects, "RFC 2231 parameter").strip()
 
 
 @lru_cache(maxsize=1024)
@@ -878,11 +1031,21 @@ def _address_list(text: str) -> tuple[tuple[Address, ...], tuple[str, ...]]:
     if text.count("(") > _MAX_COMMENT_DEPTH and _comment_depth(text) > _MAX_COMMENT_DEPTH:
         defects.append("address: comments nested too deep, parentheses dropped")
         text = text.replace("(", "").replace(")", "")
-    addresses = tuple(
-        Address(name=_decode_words(name, defects, "display name").strip(), email=email)
-        for name, email in getaddresses([text])
-        if email
+    addresses = _total(
+        lambda: tuple(
+            Address(name=_decode_words(name, defects, "display name").strip(), email=email)
+            for name, email in getaddresses([text])
+            if email
+        ),
+        lambda: tuple(Address("", word) for word in _ADDRESS_SEPARATORS.split(text) if "@" in word),
+        defects,
+        "address list (addresses taken from its words)",
     )
+    if len(addresses) > _MAX_ADDRESSES:
+        defects.append(
+            f"address: {len(addresses) - _MAX_ADDRESSES} addresses over the limit dropped"
+        )
+        addresses = addresses[:_MAX_ADDRESSES]
     return addresses, tuple(defects)
 
 
@@ -899,21 +1062,41 @@ def _comment_depth(text: str) -> int:
 
 
 def _addresses(text: str) -> tuple[tuple[Address, ...], tuple[str, ...]]:
-    return (_address_list if len(text) <= _CACHEABLE else _address_list.__wrapped__)(text)
+    if len(text) <= _CACHEABLE:
+        return _address_list(text)
+    if len(text) <= _MAX_ADDRESS_LIST_CHARS:
+        return _address_list.__wrapped__(text)
+    cut = text.rfind(",", 0, _MAX_ADDRESS_LIST_CHARS)
+    addresses, defects = _address_list.__wrapped__(
+        text[: cut if cut > 0 else _MAX_ADDRESS_LIST_CHARS]
+    )
+    return addresses, (*defects, f"address: list cut at {_MAX_ADDRESS_LIST_CHARS} characters")
 
 
 def _parse_date(text: str, defects: list[str]) -> datetime | None:
     """Parse an RFC 5322 date; no zone (or -0000) means UTC."""
-    parts = parsedate_tz(_unfold(text))
-    if parts is not None:
-        try:
-            zone = timezone(timedelta(seconds=parts[9] or 0))
-            year, month, day, hour, minute, second = parts[:6]
-            return datetime(year, month, day, hour, minute, min(second, 59), tzinfo=zone)
-        except (ValueError, OverflowError):
-            pass
-    defects.append(f"unparseable Date header {text[:80]!r}")
-    return None
+
+    def read() -> datetime | None:
+        parts = parsedate_tz(_unfold(text))
+        if parts is None:
+            return None
+        zone = timezone(timedelta(seconds=parts[9] or 0))
+        year, month, day, hour, minute, second = parts[:6]
+        return datetime(year, month, day, hour, minute, min(second, 59), tzinfo=zone)
+
+    moment = _total(read, lambda: None, [], "date")
+    if moment is None or not _storable(moment):
+        defects.append(f"unparseable Date header {text[:80]!r}")
+        return None
+    return moment
+
+
+def _storable(moment: datetime) -> bool:
+    """Say whether `moment` survives the database in any session time zone."""
+    try:
+        return _MIN_YEAR <= moment.astimezone(UTC).year <= _MAX_YEAR
+    except (ValueError, OverflowError):  # beyond datetime's range once in UTC
+        return False
 
 
 def _message_ids(text: str) -> list[str]:
@@ -929,6 +1112,11 @@ def _safe_filename(text: str) -> str:
 
 
 def _aware(moment: datetime | None) -> datetime | None:
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.astimezone()
+    """Make an INTERNALDATE aware; one the database could not hold back is dropped."""
+    if moment is None:
+        return None
+    try:
+        aware = moment if moment.tzinfo is not None else moment.astimezone()
+    except (ValueError, OverflowError):  # year 1 in a zone east of UTC
+        return None
+    return aware if _storable(aware) else None

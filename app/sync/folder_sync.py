@@ -17,6 +17,9 @@
 Every batch is written in one transaction together with the folder marks it
 advances (`last_seen_uid` going up, `low_uid` going down), so a crash repeats
 at most one batch and the unique (folder, uid) key makes the repeat harmless.
+A batch the database refuses for one message's values is written again with
+that message stored without its content (a defect says why), so no message can
+hold a folder's checkpoint back and fail every later run.
 Mail already stored in another folder of the mailbox is recognised by its
 identity and linked, without downloading its body again.
 """
@@ -27,16 +30,18 @@ import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select
 
 from app.db import session_scope
+from app.db.engine import is_unavailable
 from app.db.models import Email, EmailFolder, Folder, MailAddress, Mailbox, utcnow
 from app.db.repositories.emails import (
     insert_attachments,
@@ -328,7 +333,44 @@ class FolderSyncer:
         newest_first: bool,
         announce: bool,
     ) -> int:
-        """Store one fetched batch with the folder mark it advances; return its size."""
+        """Store one fetched batch with the folder mark it advances; return its size.
+
+        A batch the database refuses for a value of one message (a failure that is
+        neither an outage nor a lost lease) is written again with each message the
+        database refuses on its own stored without its content: one message never
+        stops the mailbox, and the checkpoint still moves past it.
+        """
+
+        def write(messages: list[ParsedMessage]) -> list[int]:
+            return self._commit_batch(
+                folder, batch, known, messages, newest_first=newest_first, announce=announce
+            )
+
+        try:
+            new_ids = write(bodies)
+        except Exception as exc:
+            if isinstance(exc, LeaseLostError) or _outage(exc):
+                raise
+            storable = [self._storable(message) for message in bodies]
+            if all(kept is message for kept, message in zip(storable, bodies, strict=True)):
+                raise  # no message is to blame: the batch fails as a whole
+            bodies = storable
+            new_ids = write(bodies)
+        self.counts.new += len(new_ids)
+        self.counts.bytes += sum(message.size for message in bodies)
+        return len(batch)
+
+    def _commit_batch(
+        self,
+        folder: Folder,
+        batch: Sequence[int],
+        known: dict[int, KnownMessage],
+        bodies: list[ParsedMessage],
+        *,
+        newest_first: bool,
+        announce: bool,
+    ) -> list[int]:
+        """Write one batch and its folder mark in one transaction; return the new email ids."""
         with self._writing() as session:
             relinked = _link_known(session, folder, known)
             new_ids = self._insert(session, folder, bodies, relinked)
@@ -343,9 +385,23 @@ class FolderSyncer:
                 {"low_uid": min(batch)} if newest_first else {"last_seen_uid": max(batch)}
             )
             _update_folder(session, folder, **marks)
-        self.counts.new += len(new_ids)
-        self.counts.bytes += sum(message.size for message in bodies)
-        return len(batch)
+        return new_ids
+
+    def _storable(self, message: ParsedMessage) -> ParsedMessage:
+        """Try the message's rows alone in a transaction rolled back; if the database refuses
+        them, return the message without its content (what the FETCH gave, its identity)."""
+        with Session(self.engine) as session:
+            try:
+                row = _email_row(_id(self.mailbox), message_identity(message), message)
+                [email_id] = insert_emails(session, [row])
+                insert_attachments(session, list(_attachment_rows(email_id, message)))
+            except Exception as exc:
+                if _outage(exc):
+                    raise
+                return _without_content(message, exc)
+            finally:
+                session.rollback()
+        return message
 
     def _known_elsewhere(self, folder: Folder, batch: Sequence[int]) -> dict[int, KnownMessage]:
         """Find which UIDs hold mail stored from another folder, from their headers only."""
@@ -541,7 +597,37 @@ def _email_row(mailbox_id: int, identity: str, message: ParsedMessage) -> dict[s
         "text_body": _clean(message.text),
         "html_body": _clean(message.html),
         "headers": _clean(message.headers),
+        "defects": list(message.defects),
     }
+
+
+def _outage(error: Exception) -> bool:
+    """Say whether `error` is the database not answering (retried later), not a refusal."""
+    return isinstance(error, DBAPIError) and is_unavailable(error)
+
+
+def _without_content(message: ParsedMessage, refusal: Exception) -> ParsedMessage:
+    """Keep what the FETCH gave (UID, flags, size, dates) and the identity, and say why."""
+    reason = (
+        f"the database refused the message ({type(refusal).__name__}): stored without its content"
+    )
+    return replace(
+        message,
+        in_reply_to=None,
+        references=(),
+        subject="",
+        sender=None,
+        to=(),
+        cc=(),
+        bcc=(),
+        reply_to=(),
+        date=None,
+        text=None,
+        html=None,
+        attachments=(),
+        headers="",
+        defects=(*message.defects, reason),
+    )
 
 
 def _attachment_rows(email_id: int, message: ParsedMessage) -> Iterator[dict[str, Any]]:

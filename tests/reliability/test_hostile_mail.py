@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlmodel import col, select
 
 from app.config import Settings
@@ -29,10 +29,12 @@ from app.db.models import Attachment, Email, SyncRunStatus
 from app.sync.service import sync_mailbox
 from tests.dovecot import MailUser
 from tests.factories import MailboxFactory
+from tests.live_api import LiveApi
 from tests.sync.snapshot import email_count, server_uids, stored_uids
 from tests.sync.sync_driver import REPO_ROOT, driver_environment
 
 RECENT = datetime.now(UTC) - timedelta(days=2)
+GROUPS = b"a:" * 1000  # the stdlib's address parser recurses once per ":" group
 BIG_ATTACHMENT_BYTES = 50 * 1024 * 1024
 # Peak RSS a sync may add while it fetches and stores the 50 MB message. The message
 # arrives as one IMAP literal (50 MB of base64, about 68 MB), so a few copies are expected;
@@ -450,3 +452,138 @@ def test_values_too_long_for_an_index_or_column_are_still_stored(
     mailbox_id = add_mailbox(mail_user)
     sync_until_complete(engine, settings, mailbox_id)
     assert email_count(engine, mailbox_id) == len(POSTGRESQL_BREAKERS)
+
+
+# Messages that each stopped a mailbox for good: the parser raised (or stored text or a date
+# the database refuses or cannot give back), the run failed, and the next run, newest first,
+# met the same message. Keyed by what the email's defects then say.
+MAILBOX_STOPPERS = {
+    "to address list": b"To: " + GROUPS + b"\r\n",
+    "cc address list": b"Cc: " + GROUPS + b"\r\n",
+    "bcc address list": b"Bcc: " + GROUPS + b"\r\n",
+    "reply-to address list": b"Reply-To: " + GROUPS + b"\r\n",
+    "from address list": b"Sender: x@example.com\r\nFrom: " + GROUPS + b"\r\n",
+    "part 2 RFC 2231 parameter": b'Content-Type: multipart/mixed; boundary="s"\r\n',
+    "subject: lone surrogates": b"Subject: utf-7 =?utf-7?q?+2AA-?=\r\n",
+    "part 1: lone surrogates": b"Content-Type: text/plain; charset=utf-7\r\n",
+    "unparseable Date header": b"Date: Fri, 31 Dec 9999 23:59:59 -2359\r\n",
+}
+_STOPPER_BODIES = {
+    "part 2 RFC 2231 parameter": _multipart(
+        b"s",
+        [
+            _part(b"text/plain", b"see the attachment"),
+            _part(
+                b"application/pdf",
+                b"PDF",
+                b"Content-Disposition: attachment; filename*=undefined''report.pdf\r\n",
+            ),
+        ],
+    ),
+    "part 1: lone surrogates": b"+2AA-\r\n",
+}
+
+
+def stopper(defect: str) -> bytes:
+    """A message whose own header comes first, so it wins over the usual ones of that name."""
+    message_id = f"Message-ID: <stopper-{defect.replace(' ', '-')}@example.com>\r\n".encode()
+    own = MAILBOX_STOPPERS[defect] + message_id
+    return own + _simple(200, body=_STOPPER_BODIES.get(defect, b"hello\r\n"))
+
+
+def normal(number: int) -> bytes:
+    return _simple(number, f"Message-ID: <normal-{number}@example.com>\r\n".encode())
+
+
+def test_messages_that_stopped_a_mailbox_are_stored_with_their_defects_between_normal_mail(
+    engine: Engine,
+    settings: Settings,
+    mail_user: MailUser,
+    add_mailbox: MailboxFactory,
+    live_api: LiveApi,
+) -> None:
+    messages = [normal(0)]
+    for number, defect in enumerate(MAILBOX_STOPPERS, start=1):
+        messages += [stopper(defect), normal(number)]
+    append_all(mail_user, messages)
+    mailbox_id = add_mailbox(mail_user)
+
+    sync_until_complete(engine, settings, mailbox_id)
+
+    assert stored_uids(engine, mailbox_id) == server_uids(mail_user, ["INBOX"])
+    listed = live_api.client.get(f"/v1/mailboxes/{mailbox_id}/emails", params={"limit": 100})
+    assert listed.status_code == 200, listed.text
+    by_message_id = {item["message_id"]: item["id"] for item in listed.json()["items"]}
+    for number in range(len(MAILBOX_STOPPERS) + 1):
+        email = live_api.client.get(f"/v1/emails/{by_message_id[f'<normal-{number}@example.com>']}")
+        assert email.status_code == 200, email.text
+        assert (email.json()["subject"], email.json()["defects"]) == (f"hostile {number}", [])
+    for defect in MAILBOX_STOPPERS:
+        message_id = f"<stopper-{defect.replace(' ', '-')}@example.com>"
+        assert message_id in by_message_id, f"the message with a {defect!r} problem is missing"
+        email = live_api.client.get(f"/v1/emails/{by_message_id[message_id]}")
+        assert email.status_code == 200, email.text
+        found = email.json()["defects"]
+        assert any(line.startswith(defect) for line in found), f"{defect!r} not in {found}"
+
+    again = sync_mailbox(engine, mailbox_id, settings)
+    assert again is not None
+    assert (again.status, again.counts.new) == (SyncRunStatus.SUCCEEDED, 0), again.error_code
+    assert email_count(engine, mailbox_id) == len(messages)
+
+
+REFUSED_SUBJECT = "refused by the database"
+_REFUSING_TRIGGER = {
+    "sqlite": [
+        "CREATE TRIGGER refuse_one BEFORE INSERT ON email "
+        f"WHEN NEW.subject LIKE '%{REFUSED_SUBJECT}%' "
+        "BEGIN SELECT RAISE(ABORT, 'this value is refused'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse_one() RETURNS trigger AS $$ BEGIN "
+        f"IF NEW.subject LIKE '%{REFUSED_SUBJECT}%' THEN "
+        "RAISE EXCEPTION 'this value is refused' USING ERRCODE = 'data_exception'; END IF; "
+        "RETURN NEW; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER refuse_one BEFORE INSERT ON email "
+        "FOR EACH ROW EXECUTE FUNCTION refuse_one()",
+    ],
+}
+
+
+def refuse_one_subject(engine: Engine) -> None:
+    """Make the database refuse one value, as it refuses whatever no parser foresaw."""
+    with engine.begin() as connection:
+        for statement in _REFUSING_TRIGGER[engine.dialect.name]:
+            connection.execute(text(statement))
+
+
+def test_a_message_the_database_refuses_is_stored_without_its_content_and_the_sync_goes_on(
+    engine: Engine,
+    settings: Settings,
+    mail_user: MailUser,
+    add_mailbox: MailboxFactory,
+    live_api: LiveApi,
+) -> None:
+    refused = _simple(1, b"Message-ID: <refused@example.com>\r\n").replace(
+        b"hostile 1", REFUSED_SUBJECT.encode()
+    )
+    append_all(mail_user, [normal(0), refused, normal(2)])
+    mailbox_id = add_mailbox(mail_user)
+    refuse_one_subject(engine)
+
+    sync_until_complete(engine, settings, mailbox_id)
+
+    assert stored_uids(engine, mailbox_id) == server_uids(mail_user, ["INBOX"])
+    listed = live_api.client.get(f"/v1/mailboxes/{mailbox_id}/emails")
+    assert listed.status_code == 200, listed.text
+    by_message_id = {item["message_id"]: item for item in listed.json()["items"]}
+    assert by_message_id["<normal-0@example.com>"]["subject"] == "hostile 0"
+    assert by_message_id["<normal-2@example.com>"]["subject"] == "hostile 2"
+    kept = live_api.client.get(f"/v1/emails/{by_message_id['<refused@example.com>']['id']}").json()
+    assert (kept["subject"], kept["text"], kept["size"] > 0) == ("", None, True)
+    assert any("the database refused the message" in line for line in kept["defects"]), kept
+
+    again = sync_mailbox(engine, mailbox_id, settings)
+    assert again is not None
+    assert (again.status, again.counts.new) == (SyncRunStatus.SUCCEEDED, 0), again.error_code
+    assert email_count(engine, mailbox_id) == 3

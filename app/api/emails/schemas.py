@@ -93,6 +93,11 @@ class EmailRead(EmailSummary):
     text: str | None
     html: str | None
     attachments: list[AttachmentRead]
+    defects: list[str] = Field(
+        description="What could not be read of the message, one sentence each (an unreadable "
+        "header, a broken MIME structure, a body not stored): the email is kept all the same, "
+        "with what could be read. Empty for a well-formed message."
+    )
 
     @classmethod
     def of_detail(
@@ -111,6 +116,7 @@ class EmailRead(EmailSummary):
                     AttachmentRead.model_validate(attachment, from_attributes=True)
                     for attachment in attachments
                 ],
+                "defects": email.defects,
             }
         )
 

@@ -9,6 +9,9 @@ The API lists by `(mailbox_id, date, id)`; a B-tree is walked backwards for
 `ORDER BY date DESC, id DESC`, so no descending index is needed.
 Address lists are JSON `[{"name": ..., "email": ...}]`; assign a new list to
 change one (in-place mutation of a JSON value is not tracked).
+`defects` lists, one sentence each, what the parser had to guess or leave out
+(an unreadable header, a broken MIME boundary, a body not stored): the email is
+stored all the same, and the API shows why it may look incomplete.
 """
 
 from __future__ import annotations
@@ -66,4 +69,7 @@ class Email(EmailBase, table=True):
     text_body: str | None = Field(default=None, sa_type=sa.Text)
     html_body: str | None = Field(default=None, sa_type=sa.Text)
     headers: str | None = Field(default=None, sa_type=sa.Text)
+    defects: list[str] = Field(
+        default_factory=list, sa_type=sa.JSON, sa_column_kwargs={"server_default": "[]"}
+    )
     created_at: datetime = Field(default_factory=utcnow)
