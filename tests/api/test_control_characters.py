@@ -1,9 +1,11 @@
-"""A username or password cannot carry a second IMAP command: 422 naming the field.
+"""Values we send to an IMAP or SMTP server cannot carry a second command or header.
 
 imaplib sends LOGIN's username unquoted and the password as a quoted string, so
 a CR or LF in either would end the command and start one of the caller's
 choosing; NUL is never allowed in IMAP, and XOAUTH2 separates its fields with
-^A. Every route that takes them refuses such values before a connection opens
+^A. An e-mail address may become a username or a mail header, where the email
+package refuses whatever `str.splitlines` splits (FS, GS, RS too). Every route
+that takes such values answers 422 naming the field before anything connects
 (each character is checked in tests/imap/test_connection.py).
 """
 
@@ -95,3 +97,20 @@ def test_an_oauth_check_as_an_address_with_nul_is_422_naming_email_address(
     )
 
     assert fields_refused(response) == ["email_address"]
+
+
+@pytest.mark.parametrize("separator", ["\x1c", "\x0b", "\u2028"], ids=["FS", "VT", "LS"])
+def test_an_address_mail_would_go_to_refuses_line_separators(
+    live_api: LiveApi, mail_user: MailUser, separator: str
+) -> None:
+    address = f"owner{separator}@crm.test"
+    owner = {"user_id": "crm-user-1", "email": address}
+    mailbox = mailbox_create(mail_user, mail_user.name, mail_user.password) | {"owner": owner}
+
+    created = live_api.client.post("/v1/mailboxes", json=mailbox)
+    recipients = live_api.client.put(
+        "/v1/notification-recipients", json=[{"user_id": "admin", "email": address}]
+    )
+
+    assert fields_refused(created) == ["owner.email"]
+    assert fields_refused(recipients) == ["0.email"]
