@@ -4,8 +4,11 @@ A host name is resolved once; every address it resolves to must be public,
 and the caller then connects to exactly those addresses, so a DNS answer that
 changes between the check and the connect (rebinding) cannot slip through.
 Numeric spellings such as `127.1`, `2130706433` and `0x7f000001` resolve to
-loopback like any name does and are refused the same way; an IPv6 address
-that carries an IPv4 one (mapped, 6to4, NAT64) is refused when that one is.
+loopback like any name does and are refused the same way. An IPv6 address
+that carries an IPv4 one (compatible, mapped, SIIT, NAT64, 6to4) is judged by
+that IPv4 address alone. Ranges that never lead to the public internet
+(local-use NAT64, site-local, Teredo, multicast ...) are listed here rather
+than left to `ipaddress`, whose tables differ between Python versions.
 
     resolve(host) -> every address public (or private allowed)? -> connect to those
                   -> one is not: AddressBlocked, nothing connects
@@ -29,7 +32,31 @@ import httpcore
 import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-_NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
+# IPv6 prefixes whose last 32 bits are the IPv4 address a packet is meant for.
+_IPV4_IN_LAST_32_BITS = tuple(
+    ipaddress.IPv6Network(prefix)
+    for prefix in (
+        "::/96",  # IPv4-compatible, deprecated (RFC 4291 §2.5.5.1); holds :: and ::1 too
+        "::ffff:0:0/96",  # IPv4-mapped (RFC 4291 §2.5.5.2)
+        "::ffff:0:0:0/96",  # IPv4-translated, SIIT (RFC 2765)
+        "64:ff9b::/96",  # NAT64 well-known prefix (RFC 6052)
+    )
+)
+# Never the public internet, whatever this Python's `ipaddress` tables say.
+_NOT_PUBLIC = tuple(
+    ipaddress.ip_network(network)
+    for network in (
+        "0.0.0.0/8",  # "this network" (RFC 791)
+        "100.64.0.0/10",  # carrier-grade NAT (RFC 6598)
+        "192.0.0.0/24",  # IETF protocol assignments (RFC 6890), anycast services inside
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved, and the limited broadcast 255.255.255.255
+        "64:ff9b:1::/48",  # local-use NAT64 (RFC 8215): a translator inside our network
+        "2001::/32",  # Teredo (RFC 4380): the tunnel's end is obfuscated, never judged
+        "fec0::/10",  # site-local, deprecated (RFC 3879)
+        "ff00::/8",  # multicast
+    )
+)
 Connection = TypeVar("Connection")
 
 
@@ -52,21 +79,21 @@ class ResolvedAddress:
 
 def is_public(address: IPAddress) -> bool:
     """Say whether `address` is routable on the public internet (not ours to reach into)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    tunnelled = _tunnelled_ipv4(address)
-    if tunnelled is not None and not is_public(tunnelled):
+    embedded = _embedded_ipv4(address)
+    if embedded is not None:
+        return is_public(embedded)
+    if any(address in network for network in _NOT_PUBLIC):
         return False
-    return address.is_global and not address.is_multicast
+    return address.is_global
 
 
-def _tunnelled_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
-    """Return the IPv4 address a 6to4 or NAT64 (RFC 6052) IPv6 address leads to."""
+def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """Return the IPv4 address an IPv6 address carries and leads to, if it carries one."""
     if isinstance(address, ipaddress.IPv4Address):
         return None
-    if address in _NAT64_PREFIX:
+    if any(address in prefix for prefix in _IPV4_IN_LAST_32_BITS):
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return address.sixtofour
+    return address.sixtofour  # 6to4 (RFC 3056): 2002:AABB:CCDD::/48 leads to A.B.C.D
 
 
 def resolve(host: str, port: int, *, allow_private: bool) -> list[ResolvedAddress]:

@@ -23,10 +23,34 @@ from tests.ssrf import (
 REBINDING_NAME = "rebinding.idp.test"
 
 
-@pytest.mark.parametrize(
-    "host",
-    [*BLOCKED_FORMS, "224.0.0.1", "2002:7f00:1::1", "64:ff9b::a9fe:a9fe"],  # 6to4, NAT64
-)
+# IPv6 addresses that carry a non-public IPv4 address, and ranges that never are the internet.
+EMBEDDED_AND_SPECIAL = [
+    "::127.0.0.1",  # IPv4-compatible
+    "::a9fe:a9fe",  # IPv4-compatible 169.254.169.254
+    "::ffff:0:127.0.0.1",  # SIIT
+    "::ffff:0:a00:1",  # SIIT 10.0.0.1
+    "::ffff:100.64.0.1",  # mapped carrier-grade NAT
+    "64:ff9b::a9fe:a9fe",  # NAT64 well-known prefix
+    "64:ff9b::c0a8:101",  # NAT64 192.168.1.1
+    "64:ff9b:1::808:808",  # local-use NAT64, even with a public address inside
+    "2002:7f00:1::1",  # 6to4 127.0.0.1
+    "2002:c0a8:101::1",  # 6to4 192.168.1.1
+    "2002:6440:1::1",  # 6to4 100.64.0.1
+    "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo
+    "fec0::1",  # site-local
+    "ff02::1",  # multicast
+    "0.1.2.3",
+    "100.64.0.1",
+    "192.0.0.9",  # inside 192.0.0.0/24, which Python 3.11 calls global
+    "192.0.0.170",
+    "224.0.0.1",
+    "239.255.255.250",
+    "240.0.0.1",
+    "255.255.255.255",
+]
+
+
+@pytest.mark.parametrize("host", [*BLOCKED_FORMS, *EMBEDDED_AND_SPECIAL])
 def test_non_public_addresses_are_blocked(host: str) -> None:
     with pytest.raises(netguard.AddressBlocked):
         netguard.resolve(host, 993, allow_private=False)
@@ -47,6 +71,8 @@ def test_private_addresses_pass_when_allowed() -> None:
         "2001:4860:4860::8888",
         "2002:808:808::1",
         "64:ff9b::808:808",
+        "::ffff:0:808:808",  # SIIT: judged by the IPv4 address it carries
+        "192.31.196.1",  # AS112, beside 192.0.0.0/24 but public
     ],
 )
 def test_public_addresses_are_public(address: str) -> None:

@@ -2,19 +2,59 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 Security = Literal["ssl", "starttls", "none"]
 
-# A DNS name (RFC 1123 labels) or an IPv4/IPv6 literal; no scheme, path, port or spaces.
-_HOST = re.compile(
-    r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?)+$|^[0-9A-Fa-f:.]+$"
-)
+# One DNS label (RFC 1123): letters, digits, hyphens, and `_` as some private zones use it.
+_LABEL = re.compile(r"[A-Za-z0-9_-]{1,63}")
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+_LINE_BREAK_OR_NUL = re.compile(r"[\r\n\x00]")
+
+
+def is_host(host: str) -> bool:
+    """Say whether `host` is a DNS name or an IP literal, in time linear in its length.
+
+    Labels are checked one by one after a split on dots: a single pattern that
+    lets a run of letters split into labels in many ways backtracks exponentially.
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        labels = host.removesuffix(".").split(".")
+        return all(
+            _LABEL.fullmatch(label) and not label.startswith("-") and not label.endswith("-")
+            for label in labels
+        )
+    return not (isinstance(address, ipaddress.IPv6Address) and address.scope_id)
+
+
+def _fits_a_quoted_string(password: SecretStr) -> SecretStr:
+    """Refuse CR, LF and NUL, which no IMAP quoted string holds (RFC 3501 §4.3).
+
+    LOGIN sends the password quoted: a line break in it would end the command
+    and start another one of the caller's choosing.
+    """
+    if _LINE_BREAK_OR_NUL.search(password.get_secret_value()):
+        raise ValueError("must not contain CR, LF or NUL")
+    return password
+
+
+ImapPassword = Annotated[SecretStr, AfterValidator(_fits_a_quoted_string)]
 
 
 class ImapConfig(BaseModel):
@@ -30,7 +70,7 @@ class ImapConfig(BaseModel):
     port: int = Field(default=993, ge=1, le=65535)
     security: Security = "ssl"
     username: str = Field(min_length=1, max_length=320)
-    password: SecretStr | None = None
+    password: ImapPassword | None = None
     access_token: SecretStr | None = None
     tls_verify: bool = True
 
@@ -38,9 +78,21 @@ class ImapConfig(BaseModel):
     @classmethod
     def _host_is_a_name_or_address(cls, value: str) -> str:
         host = value.strip().strip("[]")
-        if not _HOST.match(host):
+        if not is_host(host):
             raise ValueError("must be a host name or IP address, without scheme or port")
         return host.lower()
+
+    @field_validator("username")
+    @classmethod
+    def _username_has_no_control_characters(cls, value: str) -> str:
+        """Refuse control characters, which would change the command the server reads.
+
+        imaplib sends LOGIN's username unquoted, so CR or LF would start a command
+        of the caller's choosing; XOAUTH2 separates its fields with ^A.
+        """
+        if _CONTROL_CHARACTER.search(value):
+            raise ValueError("must not contain control characters (CR, LF, NUL ...)")
+        return value
 
     @model_validator(mode="after")
     def _one_credential(self) -> ImapConfig:

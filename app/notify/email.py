@@ -120,12 +120,7 @@ def smtp_server(settings: Settings) -> SmtpServer | None:
 
 def send_mail(server: SmtpServer, sender: str, recipient: str, message: CredentialsMessage) -> None:
     """Send one message to one recipient (blocking); raise MailNotSent when it did not go."""
-    mail = EmailMessage()
-    mail["From"] = sender
-    mail["To"] = recipient
-    mail["Subject"] = message.title
-    mail.set_content(message.text)
-    mail.add_alternative(message.html, subtype="html")
+    mail = _mail(sender, recipient, message)
     addresses = _vetted_addresses(server)
     context = ssl.create_default_context()
     try:
@@ -150,6 +145,24 @@ def send_mail(server: SmtpServer, sender: str, recipient: str, message: Credenti
         raise MailNotSent(f"SMTP {exc.smtp_code}", permanent=False) from exc
     except (smtplib.SMTPException, OSError) as exc:
         raise MailNotSent(f"SMTP failed: {type(exc).__name__}", permanent=False) from exc
+
+
+def _mail(sender: str, recipient: str, message: CredentialsMessage) -> EmailMessage:
+    """Write the message; an address the email package cannot put in a header is permanent.
+
+    The package refuses any header value that `str.splitlines` would split
+    (CR, LF, but also VT, FF, FS, GS, RS, NEL, U+2028) rather than let it start a header.
+    """
+    mail = EmailMessage()
+    try:
+        mail["From"] = sender
+        mail["To"] = recipient
+        mail["Subject"] = message.title
+    except ValueError as exc:
+        raise MailNotSent("a header value holds a line break", permanent=True) from exc
+    mail.set_content(message.text)
+    mail.add_alternative(message.html, subtype="html")
+    return mail
 
 
 def _vetted_addresses(server: SmtpServer) -> list[ResolvedAddress]:

@@ -22,8 +22,9 @@ from pydantic import SecretStr
 from app.netguard import AddressBlocked
 from app.oauth.errors import InvalidProviderSettingsError, ProviderUnavailableError
 
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+# Used with fullmatch: `$` would also accept a trailing newline, which then lands in a URL.
+_GUID = re.compile(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+_DOMAIN = re.compile(r"(?=.{1,253}\Z)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 _MICROSOFT_AUDIENCES = {"common", "organizations", "consumers"}
 
 
@@ -143,12 +144,12 @@ class MicrosoftProvider(OAuthProvider):
         return self.token_url.format(tenant=client.tenant or "common")
 
     def validate_settings(self, client_id: str, tenant: str | None) -> None:
-        if not _GUID.match(client_id):
+        if not _GUID.fullmatch(client_id):
             raise InvalidProviderSettingsError(
                 "client_id", "a Microsoft application (client) id is a GUID"
             )
         if tenant is not None and not (
-            tenant in _MICROSOFT_AUDIENCES or _GUID.match(tenant) or _DOMAIN.match(tenant)
+            tenant in _MICROSOFT_AUDIENCES or _GUID.fullmatch(tenant) or _DOMAIN.fullmatch(tenant)
         ):
             raise InvalidProviderSettingsError(
                 "tenant", "give a tenant id (GUID), a domain, or common/organizations/consumers"

@@ -183,6 +183,7 @@ def test_microsoft_checks_against_its_tenant_and_refuses_a_bad_secret(
     ("name", "body", "field"),
     [
         ("microsoft", {"client_id": MICROSOFT_CLIENT_ID, "tenant": "a/b"}, "tenant"),
+        ("microsoft", {"client_id": MICROSOFT_CLIENT_ID, "tenant": "contoso.com\n"}, "tenant"),
         ("gmail", {"client_id": "123"}, "client_id"),
         ("gmail", {"client_id": GOOGLE_CLIENT_ID, "enabled": True}, "client_secret"),
     ],

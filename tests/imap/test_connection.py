@@ -138,7 +138,21 @@ def test_commands_are_counted(mail_user: MailUser, connect_options: ConnectOptio
         ("security", "tls"),
         ("host", "imap://mail.example.com"),
         ("host", "mail example.com"),
+        ("host", "-mail.example.com"),
+        ("host", "mail-.example.com"),
+        ("host", "mail..example.com"),
+        ("host", "a" * 64 + ".example.com"),
+        ("host", "fe80::1%eth0"),
+        ("host", "1:2"),
         ("username", ""),
+        ("username", "user\r\nA1 LOGOUT"),
+        ("username", "user\n"),
+        ("username", "user\r"),
+        ("username", "user\x00"),
+        ("username", "user\x01auth=Bearer other\x01"),
+        ("username", "user\x7f"),
+        ("password", "secret\r\nA1 LOGOUT"),
+        ("password", "secret\x00"),
     ],
 )
 def test_bad_settings_name_the_field(field: str, value: object) -> None:
@@ -147,6 +161,25 @@ def test_bad_settings_name_the_field(field: str, value: object) -> None:
     with pytest.raises(ValidationError) as raised:
         ImapConfig.model_validate(values)
     assert raised.value.errors()[0]["loc"] == (field,)
+
+
+@pytest.mark.parametrize(
+    ("host", "read_as"),
+    [
+        ("Mail.Example.COM", "mail.example.com"),
+        ("mail.example.com.", "mail.example.com."),
+        ("my_host.internal", "my_host.internal"),
+        ("a" * 63 + ".example.com", "a" * 63 + ".example.com"),
+        ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+        ("127.1", "127.1"),
+        ("0x7f000001", "0x7f000001"),
+        ("192.0.2.1", "192.0.2.1"),
+        ("[2001:DB8::1]", "2001:db8::1"),
+        ("::ffff:192.0.2.1", "::ffff:192.0.2.1"),
+    ],
+)
+def test_host_names_and_ip_literals_are_accepted(host: str, read_as: str) -> None:
+    assert ImapConfig(host=host, username="u", password="p").host == read_as
 
 
 def test_exactly_one_credential_is_required() -> None:

@@ -21,7 +21,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails
 
 from app.imap import FolderNode
-from app.imap.config import ImapConfig, Security
+from app.imap.config import ImapConfig, ImapPassword, Security
 from app.imap.folder_manager import FolderType
 from app.oauth.registry import installed_providers
 from app.sync.connection_check import ConnectionReport, Credential, ServerSettings
@@ -67,7 +67,7 @@ class PasswordAuth(BaseModel):
     """Log in with LOGIN and a password."""
 
     type: Literal["password"]
-    password: SecretStr = Field(min_length=1, max_length=1024)
+    password: ImapPassword = Field(min_length=1, max_length=1024)
 
     def to_credential(self) -> Credential:
         return Credential(password=self.password)

@@ -11,7 +11,9 @@ from app.api.connection.schemas import Auth, ImapSettings
 from app.db.models import AuthType, Mailbox, MailboxStatus
 from app.sync.mailboxes import KEEP, MailboxChanges, Owner, Registration
 
-EMAIL_ADDRESS = r"^[^@\s]+@[^@\s]+$"
+# No whitespace or control characters: the address may become an IMAP username or an SMTP
+# recipient. Rust's linear regex runs it (no lookaround), so any input costs linear time.
+EMAIL_ADDRESS = r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+$"
 
 
 class OwnerRef(BaseModel):

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.api.mailboxes.schemas import EMAIL_ADDRESS
 from app.db.models import Notification, NotificationRecipient
 
 
@@ -44,10 +45,7 @@ class NotificationRecipientItem(BaseModel):
     # NUL is refused: PostgreSQL text cannot hold it.
     user_id: str = Field(min_length=1, max_length=255, pattern=r"^[^\x00]+$")
     email: str | None = Field(
-        default=None,
-        max_length=320,
-        pattern=r"^[^@\s\x00]+@[^@\s\x00]+$",
-        description="Where mail goes.",
+        default=None, max_length=320, pattern=EMAIL_ADDRESS, description="Where mail goes."
     )
 
     @classmethod
