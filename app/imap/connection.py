@@ -18,8 +18,10 @@ import os
 import re
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
@@ -28,6 +30,7 @@ from typing import Any
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 from imapclient.imapclient import SocketTimeout
+from typing_extensions import Buffer
 
 from app import netguard
 from app.imap.config import ConnectOptions, ImapConfig
@@ -37,6 +40,7 @@ from app.imap.errors import (
     ConnectionLost,
     ImapError,
     ProtocolError,
+    ResponseTooLarge,
     ServerUnavailable,
     TimedOut,
     TlsFailed,
@@ -48,6 +52,39 @@ log = logging.getLogger(__name__)
 # RFC 5530 response codes that mean "try again later", not "wrong credentials".
 _TRANSIENT_LOGIN_CODES = {"UNAVAILABLE", "SERVERBUG", "INUSE", "LIMIT"}
 _RESPONSE_CODE = re.compile(r"\[([A-Z-]+)")
+_RECEIVE_BYTES = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionLimits:
+    """How long each wait may last and how much one response may make the client hold."""
+
+    connect_timeout: float
+    read_timeout: float
+    deadline: float | None  # time.monotonic() by which the whole operation must be done
+    max_line_bytes: int
+    max_literal_bytes: int
+
+    @classmethod
+    def of(cls, options: ConnectOptions) -> _SessionLimits:
+        """Start the operation's clock now, when it has a deadline."""
+        timeout = options.operation_timeout
+        return cls(
+            connect_timeout=options.connect_timeout,
+            read_timeout=options.read_timeout,
+            deadline=time.monotonic() + timeout if timeout is not None else None,
+            max_line_bytes=options.max_line_bytes,
+            max_literal_bytes=options.max_literal_bytes,
+        )
+
+    def budget(self, timeout: float) -> float:
+        """Return how long the next wait may take; raise `TimeoutError` once the deadline passed."""
+        if self.deadline is None:
+            return timeout
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the operation's deadline passed")
+        return min(timeout, remaining)
 
 
 @cache
@@ -107,10 +144,18 @@ def _refusal(refused: LoginError) -> ImapError:
 
 
 class _PinnedIMAP4(imaplib.IMAP4):
-    """imaplib connection that dials pre-vetted addresses and counts commands.
+    """imaplib connection that dials pre-vetted addresses, counts commands and bounds reads.
 
     `host` stays the name the user gave, so TLS verifies the certificate
     against it while the socket goes to an address the guard already checked.
+
+    Reads go through a buffer of our own instead of imaplib's file object, whose
+    `read(n)` allocates the n bytes a server announces before receiving any:
+    a line longer than `limits.max_line_bytes` or a literal announced larger
+    than `limits.max_literal_bytes` raises `ResponseTooLarge` before anything
+    is allocated. Every receive and send waits at most the read timeout, and
+    never past the operation's deadline: a server that drips one byte just
+    inside the read timeout still runs out of time (`TimedOut`).
     """
 
     def __init__(
@@ -118,13 +163,18 @@ class _PinnedIMAP4(imaplib.IMAP4):
         host: str,
         port: int,
         addresses: list[netguard.ResolvedAddress],
-        timeout: float,
         tls_context: ssl.SSLContext | None,
+        limits: _SessionLimits,
     ) -> None:
         self._addresses = addresses
         self._tls_context = tls_context
+        self._limits = limits
+        self._received = bytearray()
+        self._received_on: socket.socket | None = None
         self.commands_sent = 0
-        super().__init__(host, port, timeout)
+        self._wait = limits.connect_timeout  # the greeting belongs to connecting
+        super().__init__(host, port, limits.budget(limits.connect_timeout))
+        self._wait = limits.read_timeout
 
     def _create_socket(self, timeout: float | None = None) -> socket.socket:
         sock = netguard.connect_resolved(self._addresses, timeout or 10.0)
@@ -141,6 +191,61 @@ class _PinnedIMAP4(imaplib.IMAP4):
         log.debug("imap.command", extra={"command": name})
         return super()._command(name, *args)  # type: ignore[misc]
 
+    def send(self, data: Buffer) -> None:
+        self.sock.settimeout(self._limits.budget(self._wait))
+        self.sock.sendall(data)
+
+    def readline(self) -> bytes:
+        """Read one line (with its LF), or what came before the server closed the connection."""
+        buffer = self._buffer()
+        searched = 0
+        while (end := buffer.find(b"\n", searched)) < 0:
+            if len(buffer) > self._limits.max_line_bytes:
+                raise self._refused(
+                    f"the server sent a line over {self._limits.max_line_bytes} bytes"
+                )
+            searched = len(buffer)
+            if not self._receive(buffer):
+                end = len(buffer) - 1
+                break
+        line = bytes(buffer[: end + 1])
+        del buffer[: end + 1]
+        return line
+
+    def read(self, size: int) -> bytes:
+        """Read a literal of `size` bytes (fewer when the server closes the connection)."""
+        if size > self._limits.max_literal_bytes:
+            raise self._refused(
+                f"the server announced a literal of {size} bytes,"
+                f" over the limit of {self._limits.max_literal_bytes}"
+            )
+        buffer = self._buffer()
+        while len(buffer) < size and self._receive(buffer):
+            pass
+        literal = bytes(buffer[:size])
+        del buffer[:size]
+        return literal
+
+    def _refused(self, reason: str) -> ResponseTooLarge:
+        """Hang up: the rest of the response would be read as commands' answers."""
+        with suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        return ResponseTooLarge(reason)
+
+    def _buffer(self) -> bytearray:
+        """Return the receive buffer; bytes read before STARTTLS never count as encrypted ones."""
+        if self._received_on is not self.sock:
+            self._received.clear()
+            self._received_on = self.sock
+        return self._received
+
+    def _receive(self, buffer: bytearray) -> bool:
+        """Append what the server sends next; False once it has closed the connection."""
+        self.sock.settimeout(self._limits.budget(self._wait))
+        chunk = self.sock.recv(_RECEIVE_BYTES)
+        buffer += chunk
+        return bool(chunk)
+
 
 class _PinnedIMAPClient(IMAPClient):  # type: ignore[misc]
     """IMAPClient whose transport is `_PinnedIMAP4`."""
@@ -152,19 +257,19 @@ class _PinnedIMAPClient(IMAPClient):  # type: ignore[misc]
         *,
         addresses: list[netguard.ResolvedAddress],
         implicit_tls: ssl.SSLContext | None,
-        timeout: SocketTimeout,
+        limits: _SessionLimits,
     ) -> None:
         self._addresses = addresses
         self._implicit_tls = implicit_tls
+        self._limits = limits
+        timeout = SocketTimeout(limits.connect_timeout, limits.read_timeout)
         super().__init__(host, port=port, ssl=implicit_tls is not None, timeout=timeout)
         # imapclient turns imaplib's debug tracing on for its logger, which formats every
         # response (message bodies included) into text that is then thrown away.
         self._imap.debug = 0
 
     def _create_IMAP4(self) -> _PinnedIMAP4:  # noqa: N802 - imapclient's hook name
-        return _PinnedIMAP4(
-            self.host, self.port, self._addresses, self._timeout.connect, self._implicit_tls
-        )
+        return _PinnedIMAP4(self.host, self.port, self._addresses, self._implicit_tls, self._limits)
 
 
 def tls_context(config: ImapConfig, options: ConnectOptions) -> ssl.SSLContext:
@@ -237,6 +342,7 @@ class ImapConnection:
 def connect(config: ImapConfig, options: ConnectOptions | None = None) -> ImapConnection:
     """Open an authenticated session for `config`, or raise the `ImapError` that says why."""
     options = options or ConnectOptions()
+    limits = _SessionLimits.of(options)
     try:
         addresses = netguard.resolve(
             config.host, config.port, allow_private=options.allow_private_hosts
@@ -253,7 +359,7 @@ def connect(config: ImapConfig, options: ConnectOptions | None = None) -> ImapCo
             config.port,
             addresses=addresses,
             implicit_tls=context if config.security == "ssl" else None,
-            timeout=SocketTimeout(options.connect_timeout, options.read_timeout),
+            limits=limits,
         )
     try:
         with imap_errors(connecting=True):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
@@ -14,13 +16,17 @@ from app.sync.token_refresh import refresh_if_expiring
 
 
 def connect_mailbox(
-    engine: Engine, mailbox: Mailbox, settings: Settings, secrets: SecretBox
+    engine: Engine,
+    mailbox: Mailbox,
+    settings: Settings,
+    secrets: SecretBox,
+    options: ConnectOptions,
 ) -> ImapConnection:
     """Log in to the mailbox's server, refreshing an OAuth token that is about to expire."""
     mailbox = refresh_if_expiring(
         engine, mailbox, secrets, allow_private_hosts=settings.oauth_allow_private_hosts
     )
-    return connect(imap_config(mailbox, secrets), connect_options(settings))
+    return connect(imap_config(mailbox, secrets), options)
 
 
 def imap_config(mailbox: Mailbox, secrets: SecretBox) -> ImapConfig:
@@ -41,11 +47,28 @@ def imap_config(mailbox: Mailbox, secrets: SecretBox) -> ImapConfig:
     )
 
 
+# What an interactive session may hold at once besides download chunks: a header block
+# of remote search, a folder name.
+_INTERACTIVE_LITERAL_BYTES = 1 << 20
+# A message may grow a little between RFC822.SIZE and BODY[] (a server converting bare LFs).
+_SIZE_SLACK_BYTES = 1 << 20
+
+
 def connect_options(settings: Settings) -> ConnectOptions:
-    """Build the connector's service-wide options from the settings."""
+    """Build the sync's options: no overall deadline, literals up to the largest message."""
     return ConnectOptions(
         connect_timeout=settings.imap_connect_timeout,
         read_timeout=settings.imap_read_timeout,
         allow_private_hosts=settings.imap_allow_private_hosts,
         ca_file=settings.imap_ca_file,
+        max_literal_bytes=settings.sync_max_message_bytes + _SIZE_SLACK_BYTES,
+    )
+
+
+def interactive_connect_options(settings: Settings) -> ConnectOptions:
+    """Build the options of a session an API request waits on: a deadline, small literals."""
+    return replace(
+        connect_options(settings),
+        operation_timeout=settings.imap_operation_timeout,
+        max_literal_bytes=max(settings.imap_download_chunk_bytes, _INTERACTIVE_LITERAL_BYTES),
     )

@@ -79,7 +79,7 @@ from app.oauth.errors import (
     ProviderUnavailableError,
 )
 from app.security import SecretBox, SecretError
-from app.sync.credentials import connect_mailbox
+from app.sync.credentials import connect_mailbox, connect_options
 from app.sync.errors import (
     DatabaseUnavailableError,
     LeaseLostError,
@@ -280,7 +280,9 @@ class _Run:
             secrets = SecretBox.from_settings(self.settings)
             with (
                 database_outages(),
-                connect_mailbox(self.engine, mailbox, self.settings, secrets) as connection,
+                connect_mailbox(
+                    self.engine, mailbox, self.settings, secrets, connect_options(self.settings)
+                ) as connection,
             ):
                 complete = self._synchronize(mailbox, connection)
         except (AuthenticationFailed, InvalidGrantError) as exc:

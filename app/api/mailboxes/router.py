@@ -17,7 +17,14 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Respons
 from redis.exceptions import RedisError
 
 from app.api.auth import require_api_key
-from app.api.deps import DATABASE_ONLY, MailboxIdPath, SecretsDep, SessionDep, SettingsDep
+from app.api.deps import (
+    DATABASE_ONLY,
+    IMAP_SESSION,
+    MailboxIdPath,
+    SecretsDep,
+    SessionDep,
+    SettingsDep,
+)
 from app.api.mailboxes.schemas import MailboxCreate, MailboxRead, MailboxUpdate
 from app.api.pagination import CursorQuery, LimitQuery, Page, decode_id_cursor, id_page
 from app.api.problems import (
@@ -34,7 +41,7 @@ from app.api.queue import QUEUE_TIMEOUT_SECONDS
 from app.db.models import Mailbox, MailboxStatus, SyncTrigger
 from app.db.repositories.mailboxes import get_mailbox, list_mailboxes
 from app.queue import enqueue_dispatch, enqueue_sync
-from app.sync.credentials import connect_options
+from app.sync.credentials import interactive_connect_options
 from app.sync.mailboxes import change_mailbox, register_mailbox, remove_mailbox
 
 log = logging.getLogger(__name__)
@@ -67,6 +74,7 @@ MailboxDep = Annotated[Mailbox, Depends(mailbox_of_path)]
 @router.post(
     "",
     operation_id="create_mailbox",
+    dependencies=[IMAP_SESSION],
     summary="Register a mailbox: verify the login, discover its folders, queue its first sync",
     status_code=201,
     response_model=MailboxRead,
@@ -81,7 +89,9 @@ def create_mailbox(
     settings: SettingsDep,
     secrets: SecretsDep,
 ) -> MailboxRead:
-    mailbox = register_mailbox(session, secrets, connect_options(settings), body.to_registration())
+    mailbox = register_mailbox(
+        session, secrets, interactive_connect_options(settings), body.to_registration()
+    )
     _queue_sync_after_commit(request, background, mailbox)
     return MailboxRead.from_mailbox(mailbox)
 
@@ -127,6 +137,7 @@ def read_mailbox(mailbox: MailboxDep) -> MailboxRead:
 @router.patch(
     "/{mailbox_id}",
     operation_id="update_mailbox",
+    dependencies=[IMAP_SESSION],
     summary="Change settings, credentials, owner, sync start or status",
     description=(
         "New IMAP settings or credentials must log in before they are saved; they then clear"
@@ -146,7 +157,7 @@ def update_mailbox(
     secrets: SecretsDep,
 ) -> MailboxRead:
     changed = change_mailbox(
-        session, secrets, connect_options(settings), mailbox, body.to_changes()
+        session, secrets, interactive_connect_options(settings), mailbox, body.to_changes()
     )
     if changed.due_now:
         _queue_sync_after_commit(request, background, changed.mailbox)

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from app.api.auth import require_api_key
 from app.api.connection.schemas import ConnectionCheckResult
-from app.api.deps import DATABASE_ONLY, SecretsDep, SessionDep, SettingsDep
+from app.api.deps import DATABASE_ONLY, IMAP_SESSION, SecretsDep, SessionDep, SettingsDep
 from app.api.oauth.schemas import (
     AuthorizeRequest,
     AuthorizeResponse,
@@ -44,7 +44,7 @@ from app.oauth.service import (
     start_flow,
 )
 from app.sync.connection_check import Credential, check_connection
-from app.sync.credentials import connect_options
+from app.sync.credentials import interactive_connect_options
 
 router = APIRouter(
     prefix="/v1/oauth",
@@ -189,6 +189,7 @@ def get_token(
 @router.post(
     "/{provider}/check-connection",
     operation_id="check_oauth_connection",
+    dependencies=[IMAP_SESSION],
     summary="Log in over XOAUTH2 with an access token and return the folders",
     response_model=ConnectionCheckResult,
     responses=problem_responses(_NO_PROVIDER, INVALID_INPUT, *LOGIN_PROBLEMS, DATABASE_UNAVAILABLE),
@@ -199,7 +200,7 @@ def check_oauth_connection(
     known = registry.get(provider)
     server = body.to_server(ProviderImap(host=known.imap_host, port=known.imap_port))
     credential = Credential(access_token=body.access_token, provider=provider)
-    report = check_connection(server, credential, connect_options(settings))
+    report = check_connection(server, credential, interactive_connect_options(settings))
     return ConnectionCheckResult.from_report(report)
 
 
