@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     sync_window_days: int = Field(default=365, ge=1, description="First-sync window.")
     sync_batch_size: int = Field(default=200, ge=1, le=5000, description="Messages per FETCH.")
     sync_max_message_bytes: int = Field(
-        default=50 << 20,
+        default=100 << 20,
         ge=1024,
         description=(
             "Largest message (RFC822.SIZE) a sync downloads; a larger one is stored from its"

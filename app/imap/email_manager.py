@@ -61,11 +61,18 @@ def chunked(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
 class EmailManager:
     """Message operations on one session; every call is about the selected folder."""
 
-    def __init__(self, connection: ImapConnection, *, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+    def __init__(
+        self,
+        connection: ImapConnection,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_message_bytes: int | None = None,
+    ) -> None:
         self._connection = connection
         self._client = connection.client
         self._client.normalise_times = False  # keep INTERNALDATE's zone: dates stay tz-aware
         self._batch_size = batch_size
+        self._max_message_bytes = max_message_bytes
         self._modseq_enabled = False
         self._fetch_items = [b"UID", b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"BODY.PEEK[]"]
         if connection.has("X-GM-EXT-1"):
@@ -143,10 +150,36 @@ class EmailManager:
     def fetch(
         self, uids: Sequence[int], *, batch_size: int | None = None
     ) -> Iterator[ParsedMessage]:
-        """Fetch and parse `uids` in batches, in the order given; vanished UIDs are skipped."""
+        """Fetch and parse `uids` in batches, in the order given; vanished UIDs are skipped.
+
+        With `max_message_bytes`, each batch first asks for the sizes (RFC822.SIZE):
+        a larger message is never downloaded, only summarised (`summaries`) with a
+        defect saying why it has no body, so it is still stored, not lost.
+        """
         for batch in chunked(list(uids), batch_size or self._batch_size):
-            parsed = self._fetch_parsed(batch)
+            oversized = self._oversized(batch)
+            parsed = self._fetch_parsed([uid for uid in batch if uid not in oversized])
+            parsed.update((m.uid, self._bodiless(m)) for m in self.summaries(sorted(oversized)))
             yield from (parsed[uid] for uid in batch if uid in parsed)
+
+    def _oversized(self, batch: Sequence[int]) -> set[int]:
+        """Return the UIDs of `batch` larger than `max_message_bytes` (none without a limit)."""
+        limit = self._max_message_bytes
+        if limit is None or not batch:
+            return set()
+        with imap_errors():
+            sizes = {
+                uid: _optional_int(data.get(b"RFC822.SIZE"))
+                for uid, data in uid_fetch(self._client._imap, batch, [b"UID", b"RFC822.SIZE"])
+            }
+        return {uid for uid, size in sizes.items() if size is not None and size > limit}
+
+    def _bodiless(self, message: ParsedMessage) -> ParsedMessage:
+        defect = (
+            f"message of {message.size} bytes is over the limit of {self._max_message_bytes}:"
+            " stored from its header, without its body"
+        )
+        return replace(message, defects=(*message.defects, defect))
 
     def _fetch_parsed(self, batch: Sequence[int]) -> dict[int, ParsedMessage]:
         """Parse each message as it arrives; raw bytes are dropped once parsed.

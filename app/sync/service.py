@@ -318,7 +318,11 @@ class _Run:
         syncer = FolderSyncer(
             engine=self.engine,
             mailbox=mailbox,
-            mail=EmailManager(connection, batch_size=self.settings.sync_batch_size),
+            mail=EmailManager(
+                connection,
+                batch_size=self.settings.sync_batch_size,
+                max_message_bytes=self.settings.sync_max_message_bytes,
+            ),
             deadline=self.deadline,
             window_start=_window_start(mailbox, self.settings),
             batch_size=self.settings.sync_batch_size,
