@@ -13,6 +13,7 @@ trip.
 from __future__ import annotations
 
 import imaplib
+import io
 import logging
 import os
 import re
@@ -149,11 +150,11 @@ class _PinnedIMAP4(imaplib.IMAP4):
     `host` stays the name the user gave, so TLS verifies the certificate
     against it while the socket goes to an address the guard already checked.
 
-    Reads go through a buffer of our own instead of imaplib's file object, whose
-    `read(n)` allocates the n bytes a server announces before receiving any:
-    a line longer than `limits.max_line_bytes` or a literal announced larger
-    than `limits.max_literal_bytes` raises `ResponseTooLarge` before anything
-    is allocated. Every receive and send waits at most the read timeout, and
+    Reads go through a buffered reader of our own instead of imaplib's file
+    object. A buffered `read(n)` allocates the n bytes a literal announces
+    before any arrive, so a literal announced larger than
+    `limits.max_literal_bytes`, or a line longer than `limits.max_line_bytes`,
+    raises `ResponseTooLarge` first. Every receive and send waits at most the read timeout, and
     never past the operation's deadline: a server that drips one byte just
     inside the read timeout still runs out of time (`TimedOut`).
     """
@@ -169,8 +170,8 @@ class _PinnedIMAP4(imaplib.IMAP4):
         self._addresses = addresses
         self._tls_context = tls_context
         self._limits = limits
-        self._received = bytearray()
-        self._received_on: socket.socket | None = None
+        self._reader_sock: socket.socket | None = None
+        self._buffered: io.BufferedReader
         self.commands_sent = 0
         self._wait = limits.connect_timeout  # the greeting belongs to connecting
         super().__init__(host, port, limits.budget(limits.connect_timeout))
@@ -192,24 +193,14 @@ class _PinnedIMAP4(imaplib.IMAP4):
         return super()._command(name, *args)  # type: ignore[misc]
 
     def send(self, data: Buffer) -> None:
-        self.sock.settimeout(self._limits.budget(self._wait))
+        self.sock.settimeout(self.wait_budget())
         self.sock.sendall(data)
 
     def readline(self) -> bytes:
         """Read one line (with its LF), or what came before the server closed the connection."""
-        buffer = self._buffer()
-        searched = 0
-        while (end := buffer.find(b"\n", searched)) < 0:
-            if len(buffer) > self._limits.max_line_bytes:
-                raise self._refused(
-                    f"the server sent a line over {self._limits.max_line_bytes} bytes"
-                )
-            searched = len(buffer)
-            if not self._receive(buffer):
-                end = len(buffer) - 1
-                break
-        line = bytes(buffer[: end + 1])
-        del buffer[: end + 1]
+        line = self._reader().readline(self._limits.max_line_bytes + 1)
+        if len(line) > self._limits.max_line_bytes:
+            raise self._refused(f"the server sent a line over {self._limits.max_line_bytes} bytes")
         return line
 
     def read(self, size: int) -> bytes:
@@ -219,12 +210,7 @@ class _PinnedIMAP4(imaplib.IMAP4):
                 f"the server announced a literal of {size} bytes,"
                 f" over the limit of {self._limits.max_literal_bytes}"
             )
-        buffer = self._buffer()
-        while len(buffer) < size and self._receive(buffer):
-            pass
-        literal = bytes(buffer[:size])
-        del buffer[:size]
-        return literal
+        return self._reader().read(size)
 
     def _refused(self, reason: str) -> ResponseTooLarge:
         """Hang up: the rest of the response would be read as commands' answers."""
@@ -232,19 +218,35 @@ class _PinnedIMAP4(imaplib.IMAP4):
             self.sock.shutdown(socket.SHUT_RDWR)
         return ResponseTooLarge(reason)
 
-    def _buffer(self) -> bytearray:
-        """Return the receive buffer; bytes read before STARTTLS never count as encrypted ones."""
-        if self._received_on is not self.sock:
-            self._received.clear()
-            self._received_on = self.sock
-        return self._received
+    def _reader(self) -> io.BufferedReader:
+        """Return the buffered reader of the current socket (a new one after STARTTLS).
 
-    def _receive(self, buffer: bytearray) -> bool:
-        """Append what the server sends next; False once it has closed the connection."""
-        self.sock.settimeout(self._limits.budget(self._wait))
-        chunk = self.sock.recv(_RECEIVE_BYTES)
-        buffer += chunk
-        return bool(chunk)
+        A new socket gets a new buffer, so bytes that came before the TLS
+        handshake are never read as if they had been encrypted.
+        """
+        if self._reader_sock is not self.sock:
+            self._buffered = io.BufferedReader(_DeadlineReads(self.sock, self), _RECEIVE_BYTES)
+            self._reader_sock = self.sock
+        return self._buffered
+
+    def wait_budget(self) -> float:
+        """Return how long the next socket wait may take (see `_SessionLimits.budget`)."""
+        return self._limits.budget(self._wait)
+
+
+class _DeadlineReads(io.RawIOBase):
+    """A socket as a raw stream whose every receive waits at most the session's budget."""
+
+    def __init__(self, sock: socket.socket, session: _PinnedIMAP4) -> None:
+        self._sock = sock
+        self._session = session
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Buffer) -> int:
+        self._sock.settimeout(self._session.wait_budget())
+        return self._sock.recv_into(buffer)
 
 
 class _PinnedIMAPClient(IMAPClient):  # type: ignore[misc]
