@@ -10,6 +10,9 @@ point where it misbehaves, then does what the test asked for:
               (`{999999999999}`) and then sending nothing more (EXAMINE works,
               so that a client gets as far as fetching)
 
+`dripping_proxy` relays to a real server (Dovecot's TLS port) and passes what
+the server says on one byte at a time, so a TLS handshake itself crawls.
+
 Every connection gets its own thread; `stop()` closes them all, so a client
 still waiting on a drip sees the connection end.
 """
@@ -134,3 +137,42 @@ def wait_for_connections(server: HostileImapServer, count: int, timeout: float =
     while server.connections < count:
         assert time.monotonic() < deadline, f"only {server.connections} of {count} connected"
         time.sleep(0.01)
+
+
+@contextmanager
+def dripping_proxy(upstream_port: int, drip_interval: float = 0.05) -> Iterator[int]:
+    """Relay 127.0.0.1:<yielded port> to `upstream_port`, the answers one byte at a time."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stopped = threading.Event()
+    opened: list[socket.socket] = []
+
+    def relay(source: socket.socket, target: socket.socket, interval: float) -> None:
+        with suppress(OSError):
+            while (data := source.recv(4096)) and not stopped.is_set():
+                pieces = [data[i : i + 1] for i in range(len(data))] if interval else [data]
+                for piece in pieces:
+                    target.sendall(piece)
+                    if stopped.wait(interval):
+                        return
+
+    def accept() -> None:
+        with suppress(OSError):
+            while True:
+                client, _ = listener.accept()
+                server = socket.create_connection(("127.0.0.1", upstream_port))
+                opened.extend((client, server))
+                threading.Thread(target=relay, args=(client, server, 0), daemon=True).start()
+                threading.Thread(
+                    target=relay, args=(server, client, drip_interval), daemon=True
+                ).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stopped.set()
+        listener.close()
+        for sock in opened:
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()

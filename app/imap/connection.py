@@ -156,7 +156,11 @@ class _PinnedIMAP4(imaplib.IMAP4):
     `limits.max_literal_bytes`, or a line longer than `limits.max_line_bytes`,
     raises `ResponseTooLarge` first. Every receive and send waits at most the read timeout, and
     never past the operation's deadline: a server that drips one byte just
-    inside the read timeout still runs out of time (`TimedOut`).
+    inside the read timeout still runs out of time (`TimedOut`). A TLS
+    handshake (implicit or STARTTLS) starts with the socket's timeout set to
+    what is left of that budget, and CPython's handshake treats its timeout as
+    one deadline for the whole exchange, so a dripped certificate is cut short
+    too.
     """
 
     def __init__(

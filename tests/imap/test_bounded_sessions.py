@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import quopri
 import random
 import time
@@ -22,7 +23,7 @@ from app.imap.errors import ResponseTooLarge, TimedOut
 from app.imap.fetch import uid_fetch
 from app.imap.transfer import TransferDecoder
 from tests.dovecot import MailUser
-from tests.hostile_imap import hostile_imap_server
+from tests.hostile_imap import dripping_proxy, hostile_imap_server
 from tests.mailgen import Attachment, make_message
 
 OPTIONS = ConnectOptions(
@@ -44,6 +45,24 @@ def test_a_server_dripping_inside_the_read_timeout_runs_out_of_the_operation_dea
         waited = time.monotonic() - started
     # Each byte comes 0.1 s after the last, far inside the 10 s read timeout.
     assert waited < 3, f"the session lasted {waited:.1f} s past a 1 s deadline"
+
+
+def test_a_tls_handshake_dripped_byte_by_byte_runs_out_of_the_operation_deadline(
+    mail_user: MailUser, connect_options: ConnectOptions
+) -> None:
+    options = dataclasses.replace(connect_options, operation_timeout=1.0)
+    with dripping_proxy(mail_user.dovecot.tls_port) as port:
+        config = ImapConfig(
+            host=mail_user.dovecot.host,
+            port=port,
+            username=mail_user.name,
+            password=mail_user.password,
+        )
+        started = time.monotonic()
+        with pytest.raises(TimedOut):
+            connect(config, options)
+        waited = time.monotonic() - started
+    assert waited < 3, f"the handshake went on for {waited:.1f} s past a 1 s deadline"
 
 
 def test_a_huge_literal_in_a_folder_listing_is_refused_before_it_is_allocated() -> None:
