@@ -67,6 +67,24 @@ class Settings(BaseSettings):
 
     imap_connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to connect.")
     imap_read_timeout: float = Field(default=60.0, gt=0, description="Seconds per IMAP read.")
+    imap_operation_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "Seconds an API request may spend on one IMAP session, from connect to logout"
+            " (connection checks, mailbox verification, remote search, sources and"
+            " attachments, streamed ones included); 504 `timeout` beyond."
+        ),
+    )
+    imap_download_chunk_bytes: int = Field(
+        default=1 << 20,
+        ge=1024,
+        le=64 << 20,
+        description=(
+            "Bytes fetched per partial FETCH when streaming a source or attachment; the most"
+            " of a message one download holds in memory."
+        ),
+    )
     imap_allow_private_hosts: bool = Field(
         default=False,
         description="Allow IMAP hosts on loopback, private or link-local addresses.",
@@ -85,6 +103,14 @@ class Settings(BaseSettings):
     sync_interval_minutes: int = Field(default=30, ge=1, description="Cron period.")
     sync_window_days: int = Field(default=365, ge=1, description="First-sync window.")
     sync_batch_size: int = Field(default=200, ge=1, le=5000, description="Messages per FETCH.")
+    sync_max_message_bytes: int = Field(
+        default=100 << 20,
+        ge=1024,
+        description=(
+            "Largest message (RFC822.SIZE) a sync downloads; a larger one is stored from its"
+            " header alone, with a defect saying so."
+        ),
+    )
     sync_time_budget_seconds: float = Field(
         default=60.0, gt=0, description="Time one mailbox sync may take before it checkpoints."
     )
@@ -169,6 +195,16 @@ class Settings(BaseSettings):
         description=(
             "Calls per minute one API key may make to remote search, connection checks, OAuth"
             " completion and sync triggers, per API process (429 with Retry-After above)."
+        ),
+    )
+    api_imap_concurrency: int = Field(
+        default=8,
+        ge=1,
+        le=32,
+        description=(
+            "API requests that talk to an IMAP server at once, per API process; beyond,"
+            " 503 `imap_busy` with Retry-After, so they never take the threads database"
+            " requests run on."
         ),
     )
     api_database_concurrency: int = Field(

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from app.api import health, metrics
 from app.api.auth import VerifiedKeys
 from app.api.connection.router import router as connection_router
+from app.api.deps import ImapSlots
 from app.api.emails.router import router as emails_router
 from app.api.events.router import router as events_router
 from app.api.folders.router import router as folders_router
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.queue = None
     app.state.queue_lock = asyncio.Lock()
     app.state.database_turns = asyncio.Semaphore(settings.api_database_concurrency)
+    app.state.imap_slots = ImapSlots(settings.api_imap_concurrency)
     app.state.verified_keys = VerifiedKeys()
     install_problem_handlers(app)
     install_limits(app, settings)

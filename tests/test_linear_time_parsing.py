@@ -26,7 +26,6 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import pytest
-from imapclient.exceptions import LoginError
 from pydantic import SecretStr
 
 from app.api.connection.schemas import ConnectionCheck
@@ -145,8 +144,8 @@ CASES: dict[str, Callable[[], object]] = {
         b"* " + b"1" * TEN_KB + b"!"
     ),
     "fetch.response-code/unclosed": lambda: fetch._RESPONSE_CODE.match(b"[A " + b"]x" * 5000),
-    "connection.login-refusal/unclosed-code": lambda: connection._refusal(
-        LoginError("NO [" * (TEN_KB // 4))
+    "connection.login-refusal/unclosed-code": lambda: connection.login_refusal(
+        "NO [" * (TEN_KB // 4)
     ),
     # app/imap/message.py: headers and MIME structure of a received message
     "message.encoded-word/no-end": lambda: decode_header_value("=?" + "a" * TEN_KB),

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.api.problems import not_found
+from app.api.problems import ApiError, not_found
 from app.config import Settings
 from app.db import session_scope
 from app.db.repositories.mailboxes import get_mailbox
@@ -53,6 +53,47 @@ async def database_turn(request: Request) -> AsyncIterator[None]:
         yield
 
 
+class ImapSlots:
+    """Count the process's API requests that talk to an IMAP server; refuse past `total`.
+
+    Such a request holds one of the request threads for as long as the server
+    takes (up to IMAP_OPERATION_TIMEOUT). Capping them well below the size of
+    the thread pool keeps threads free for every other route, however many
+    slow servers are being checked. Counted on the event loop, so no lock.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.in_use = 0
+
+
+# A request that found every slot taken; by then a slot frees within an operation's time.
+_IMAP_BUSY_RETRY_SECONDS = 5
+
+
+async def imap_slot(request: Request) -> AsyncIterator[None]:
+    """Hold one of the IMAP slots until the response is sent, or answer 503 `imap_busy`.
+
+    A full pool is refused at once rather than queued: a queue in front of slow
+    servers only makes every caller wait, and the CRM can retry.
+    """
+    slots: ImapSlots = request.app.state.imap_slots
+    if slots.in_use >= slots.total:
+        raise ApiError(
+            503,
+            "imap_busy",
+            "Too many requests are waiting on IMAP servers",
+            f"this API process talks to at most {slots.total} IMAP servers at once;"
+            f" retry in {_IMAP_BUSY_RETRY_SECONDS} s",
+            headers={"Retry-After": str(_IMAP_BUSY_RETRY_SECONDS)},
+        )
+    slots.in_use += 1
+    try:
+        yield
+    finally:
+        slots.in_use -= 1
+
+
 async def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> AsyncIterator[Session]:
     """One transaction per request (`session_scope`), committed when the route returns.
 
@@ -86,6 +127,9 @@ SecretsDep = Annotated[SecretBox, Depends(get_secret_box)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 # In a route's `dependencies=[...]`: it runs from the database alone (see `database_turn`).
 DATABASE_ONLY = Depends(database_turn, scope="function")
+# In the `dependencies=[...]` of a route that talks to an IMAP server (see `imap_slot`); held
+# until the response is sent, so a streamed download keeps its slot while it streams.
+IMAP_SESSION = Depends(imap_slot)
 
 
 def existing_mailbox_id(engine: EngineDep, mailbox_id: MailboxIdPath) -> int:

@@ -251,8 +251,16 @@ DATABASE_UNAVAILABLE = ProblemDoc(
 
 # Any route that talks to an IMAP server; a login adds the answers about what the client sent.
 IMAP_PROBLEMS = (
-    ProblemDoc(502, "`tls_error`, `unreachable`, or another failure of the IMAP server"),
+    ProblemDoc(
+        502,
+        "`tls_error`, `unreachable`, `response_too_large` or another failure of the IMAP server",
+    ),
     ProblemDoc(503, "`server_unavailable`: the IMAP server cannot serve the request now"),
+    ProblemDoc(
+        503,
+        "`imap_busy`: this API process already talks to API_IMAP_CONCURRENCY IMAP servers",
+        retry_after=True,
+    ),
     ProblemDoc(504, "`timeout`: the IMAP server did not answer in time"),
 )
 LOGIN_PROBLEMS = (

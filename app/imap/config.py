@@ -107,6 +107,11 @@ class ConnectOptions:
 
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    # Seconds the whole session may last, from connect to logout; None: no deadline (syncs
+    # checkpoint on their own time budget and may read for longer).
+    operation_timeout: float | None = None
+    max_line_bytes: int = 1 << 20
+    max_literal_bytes: int = 64 << 20
     allow_private_hosts: bool = False
     ca_file: Path | None = None
     client_name: str = "imap-bridge"

@@ -13,13 +13,16 @@ trip.
 from __future__ import annotations
 
 import imaplib
+import io
 import logging
 import os
 import re
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
@@ -28,6 +31,7 @@ from typing import Any
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 from imapclient.imapclient import SocketTimeout
+from typing_extensions import Buffer
 
 from app import netguard
 from app.imap.config import ConnectOptions, ImapConfig
@@ -37,6 +41,7 @@ from app.imap.errors import (
     ConnectionLost,
     ImapError,
     ProtocolError,
+    ResponseTooLarge,
     ServerUnavailable,
     TimedOut,
     TlsFailed,
@@ -48,6 +53,39 @@ log = logging.getLogger(__name__)
 # RFC 5530 response codes that mean "try again later", not "wrong credentials".
 _TRANSIENT_LOGIN_CODES = {"UNAVAILABLE", "SERVERBUG", "INUSE", "LIMIT"}
 _RESPONSE_CODE = re.compile(r"\[([A-Z-]+)")
+_RECEIVE_BYTES = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionLimits:
+    """How long each wait may last and how much one response may make the client hold."""
+
+    connect_timeout: float
+    read_timeout: float
+    deadline: float | None  # time.monotonic() by which the whole operation must be done
+    max_line_bytes: int
+    max_literal_bytes: int
+
+    @classmethod
+    def of(cls, options: ConnectOptions) -> _SessionLimits:
+        """Start the operation's clock now, when it has a deadline."""
+        timeout = options.operation_timeout
+        return cls(
+            connect_timeout=options.connect_timeout,
+            read_timeout=options.read_timeout,
+            deadline=time.monotonic() + timeout if timeout is not None else None,
+            max_line_bytes=options.max_line_bytes,
+            max_literal_bytes=options.max_literal_bytes,
+        )
+
+    def budget(self, timeout: float) -> float:
+        """Return how long the next wait may take; raise `TimeoutError` once the deadline passed."""
+        if self.deadline is None:
+            return timeout
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the operation's deadline passed")
+        return min(timeout, remaining)
 
 
 @cache
@@ -108,10 +146,22 @@ def login_refusal(server_text: str) -> ImapError:
 
 
 class _PinnedIMAP4(imaplib.IMAP4):
-    """imaplib connection that dials pre-vetted addresses and counts commands.
+    """imaplib connection that dials pre-vetted addresses, counts commands and bounds reads.
 
     `host` stays the name the user gave, so TLS verifies the certificate
     against it while the socket goes to an address the guard already checked.
+
+    Reads go through a buffered reader of our own instead of imaplib's file
+    object. A buffered `read(n)` allocates the n bytes a literal announces
+    before any arrive, so a literal announced larger than
+    `limits.max_literal_bytes`, or a line longer than `limits.max_line_bytes`,
+    raises `ResponseTooLarge` first. Every receive and send waits at most the read timeout, and
+    never past the operation's deadline: a server that drips one byte just
+    inside the read timeout still runs out of time (`TimedOut`). A TLS
+    handshake (implicit or STARTTLS) starts with the socket's timeout set to
+    what is left of that budget, and CPython's handshake treats its timeout as
+    one deadline for the whole exchange, so a dripped certificate is cut short
+    too.
     """
 
     def __init__(
@@ -119,13 +169,18 @@ class _PinnedIMAP4(imaplib.IMAP4):
         host: str,
         port: int,
         addresses: list[netguard.ResolvedAddress],
-        timeout: float,
         tls_context: ssl.SSLContext | None,
+        limits: _SessionLimits,
     ) -> None:
         self._addresses = addresses
         self._tls_context = tls_context
+        self._limits = limits
+        self._reader_sock: socket.socket | None = None
+        self._buffered: io.BufferedReader
         self.commands_sent = 0
-        super().__init__(host, port, timeout)
+        self._wait = limits.connect_timeout  # the greeting belongs to connecting
+        super().__init__(host, port, limits.budget(limits.connect_timeout))
+        self._wait = limits.read_timeout
 
     def _create_socket(self, timeout: float | None = None) -> socket.socket:
         sock = netguard.connect_resolved(self._addresses, timeout or 10.0)
@@ -142,6 +197,62 @@ class _PinnedIMAP4(imaplib.IMAP4):
         log.debug("imap.command", extra={"command": name})
         return super()._command(name, *args)  # type: ignore[misc]
 
+    def send(self, data: Buffer) -> None:
+        self.sock.settimeout(self.wait_budget())
+        self.sock.sendall(data)
+
+    def readline(self) -> bytes:
+        """Read one line (with its LF), or what came before the server closed the connection."""
+        line = self._reader().readline(self._limits.max_line_bytes + 1)
+        if len(line) > self._limits.max_line_bytes:
+            raise self._refused(f"the server sent a line over {self._limits.max_line_bytes} bytes")
+        return line
+
+    def read(self, size: int) -> bytes:
+        """Read a literal of `size` bytes (fewer when the server closes the connection)."""
+        if size > self._limits.max_literal_bytes:
+            raise self._refused(
+                f"the server announced a literal of {size} bytes,"
+                f" over the limit of {self._limits.max_literal_bytes}"
+            )
+        return self._reader().read(size)
+
+    def _refused(self, reason: str) -> ResponseTooLarge:
+        """Hang up: the rest of the response would be read as commands' answers."""
+        with suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        return ResponseTooLarge(reason)
+
+    def _reader(self) -> io.BufferedReader:
+        """Return the buffered reader of the current socket (a new one after STARTTLS).
+
+        A new socket gets a new buffer, so bytes that came before the TLS
+        handshake are never read as if they had been encrypted.
+        """
+        if self._reader_sock is not self.sock:
+            self._buffered = io.BufferedReader(_DeadlineReads(self.sock, self), _RECEIVE_BYTES)
+            self._reader_sock = self.sock
+        return self._buffered
+
+    def wait_budget(self) -> float:
+        """Return how long the next socket wait may take (see `_SessionLimits.budget`)."""
+        return self._limits.budget(self._wait)
+
+
+class _DeadlineReads(io.RawIOBase):
+    """A socket as a raw stream whose every receive waits at most the session's budget."""
+
+    def __init__(self, sock: socket.socket, session: _PinnedIMAP4) -> None:
+        self._sock = sock
+        self._session = session
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Buffer) -> int:
+        self._sock.settimeout(self._session.wait_budget())
+        return self._sock.recv_into(buffer)
+
 
 class _PinnedIMAPClient(IMAPClient):  # type: ignore[misc]
     """IMAPClient whose transport is `_PinnedIMAP4`."""
@@ -153,19 +264,19 @@ class _PinnedIMAPClient(IMAPClient):  # type: ignore[misc]
         *,
         addresses: list[netguard.ResolvedAddress],
         implicit_tls: ssl.SSLContext | None,
-        timeout: SocketTimeout,
+        limits: _SessionLimits,
     ) -> None:
         self._addresses = addresses
         self._implicit_tls = implicit_tls
+        self._limits = limits
+        timeout = SocketTimeout(limits.connect_timeout, limits.read_timeout)
         super().__init__(host, port=port, ssl=implicit_tls is not None, timeout=timeout)
         # imapclient turns imaplib's debug tracing on for its logger, which formats every
         # response (message bodies included) into text that is then thrown away.
         self._imap.debug = 0
 
     def _create_IMAP4(self) -> _PinnedIMAP4:  # noqa: N802 - imapclient's hook name
-        return _PinnedIMAP4(
-            self.host, self.port, self._addresses, self._timeout.connect, self._implicit_tls
-        )
+        return _PinnedIMAP4(self.host, self.port, self._addresses, self._implicit_tls, self._limits)
 
 
 def tls_context(config: ImapConfig, options: ConnectOptions) -> ssl.SSLContext:
@@ -238,6 +349,7 @@ class ImapConnection:
 def connect(config: ImapConfig, options: ConnectOptions | None = None) -> ImapConnection:
     """Open an authenticated session for `config`, or raise the `ImapError` that says why."""
     options = options or ConnectOptions()
+    limits = _SessionLimits.of(options)
     addresses = resolve_server(config, options)
     context = tls_context(config, options) if config.security != "none" else None
     with imap_errors(connecting=True):
@@ -246,7 +358,7 @@ def connect(config: ImapConfig, options: ConnectOptions | None = None) -> ImapCo
             config.port,
             addresses=addresses,
             implicit_tls=context if config.security == "ssl" else None,
-            timeout=SocketTimeout(options.connect_timeout, options.read_timeout),
+            limits=limits,
         )
     try:
         with imap_errors(connecting=True):

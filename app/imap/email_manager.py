@@ -17,10 +17,18 @@ from imapclient.response_parser import parse_fetch_response
 from app.imap.connection import ImapConnection, imap_errors
 from app.imap.errors import FolderNotFound, ProtocolError
 from app.imap.fetch import uid_fetch
-from app.imap.message import ParsedMessage, extract_part, normalise_flags, parse_message
+from app.imap.message import (
+    AttachmentInfo,
+    ParsedMessage,
+    normalise_flags,
+    parse_message,
+    part_transfer_encoding,
+)
 from app.imap.search import SearchQuery, SearchQueryBuilder
+from app.imap.transfer import TransferDecoder
 
 DEFAULT_BATCH_SIZE = 200
+SUMMARY_HEADER_BYTES = 1 << 18
 IDENTITY_BATCH_SIZE = 1000
 _IDENTITY_HEADERS = b"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE FROM SUBJECT)]"
 
@@ -53,11 +61,18 @@ def chunked(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
 class EmailManager:
     """Message operations on one session; every call is about the selected folder."""
 
-    def __init__(self, connection: ImapConnection, *, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+    def __init__(
+        self,
+        connection: ImapConnection,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_message_bytes: int | None = None,
+    ) -> None:
         self._connection = connection
         self._client = connection.client
         self._client.normalise_times = False  # keep INTERNALDATE's zone: dates stay tz-aware
         self._batch_size = batch_size
+        self._max_message_bytes = max_message_bytes
         self._modseq_enabled = False
         self._fetch_items = [b"UID", b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"BODY.PEEK[]"]
         if connection.has("X-GM-EXT-1"):
@@ -135,10 +150,36 @@ class EmailManager:
     def fetch(
         self, uids: Sequence[int], *, batch_size: int | None = None
     ) -> Iterator[ParsedMessage]:
-        """Fetch and parse `uids` in batches, in the order given; vanished UIDs are skipped."""
+        """Fetch and parse `uids` in batches, in the order given; vanished UIDs are skipped.
+
+        With `max_message_bytes`, each batch first asks for the sizes (RFC822.SIZE):
+        a larger message is never downloaded, only summarised (`summaries`) with a
+        defect saying why it has no body, so it is still stored, not lost.
+        """
         for batch in chunked(list(uids), batch_size or self._batch_size):
-            parsed = self._fetch_parsed(batch)
+            oversized = self._oversized(batch)
+            parsed = self._fetch_parsed([uid for uid in batch if uid not in oversized])
+            parsed.update((m.uid, self._bodiless(m)) for m in self.summaries(sorted(oversized)))
             yield from (parsed[uid] for uid in batch if uid in parsed)
+
+    def _oversized(self, batch: Sequence[int]) -> set[int]:
+        """Return the UIDs of `batch` larger than `max_message_bytes` (none without a limit)."""
+        limit = self._max_message_bytes
+        if limit is None or not batch:
+            return set()
+        with imap_errors():
+            sizes = {
+                uid: _optional_int(data.get(b"RFC822.SIZE"))
+                for uid, data in uid_fetch(self._client._imap, batch, [b"UID", b"RFC822.SIZE"])
+            }
+        return {uid for uid, size in sizes.items() if size is not None and size > limit}
+
+    def _bodiless(self, message: ParsedMessage) -> ParsedMessage:
+        defect = (
+            f"message of {message.size} bytes is over the limit of {self._max_message_bytes}:"
+            " stored from its header, without its body"
+        )
+        return replace(message, defects=(*message.defects, defect))
 
     def _fetch_parsed(self, batch: Sequence[int]) -> dict[int, ParsedMessage]:
         """Parse each message as it arrives; raw bytes are dropped once parsed.
@@ -191,6 +232,38 @@ class EmailManager:
                     gm_msgid=_optional_int(data.get(b"X-GM-MSGID")),
                 )
 
+    def summaries(self, uids: Sequence[int]) -> Iterator[ParsedMessage]:
+        """Fetch what a list of messages shows, never a body: header, flags, size, structure.
+
+        The header is read up to `SUMMARY_HEADER_BYTES` (a partial FETCH), and the
+        attachments come from BODYSTRUCTURE, so a search hit costs a few
+        kilobytes however large the message. Bodies stay None.
+        """
+        items = [
+            b"UID",
+            b"FLAGS",
+            b"INTERNALDATE",
+            b"RFC822.SIZE",
+            b"BODYSTRUCTURE",
+            _partial_item("HEADER", 0, SUMMARY_HEADER_BYTES),
+        ]
+        for batch in chunked(list(uids), self._batch_size):
+            with imap_errors():
+                response: dict[int, dict[bytes, Any]] = self._client.fetch(batch, items)
+            for uid in batch:
+                data = response.get(uid)
+                if data is None:
+                    continue
+                message = parse_message(
+                    _section(data, "HEADER") or b"",
+                    uid=uid,
+                    flags=data.get(b"FLAGS", ()),
+                    internal_date=_optional_datetime(data.get(b"INTERNALDATE")),
+                    size=_optional_int(data.get(b"RFC822.SIZE")),
+                )
+                attachments = tuple(structure_attachments(data.get(b"BODYSTRUCTURE")))
+                yield replace(message, text=None, html=None, attachments=attachments)
+
     def flags(self, first_uid: int, last_uid: int) -> dict[int, frozenset[str]]:
         """Return the flags of every message in the UID range (a full flag scan)."""
         return {
@@ -237,23 +310,136 @@ class EmailManager:
             parsed: dict[int, dict[bytes, Any]] = parse_fetch_response(lines, False, True)
         return parsed
 
-    def raw(self, uid: int) -> bytes | None:
-        """Return the RFC 5322 source of `uid`, or None when it is gone."""
-        data = self._fetch_one(uid, [b"BODY.PEEK[]"])
-        return None if data is None else bytes(data[b"BODY[]"])
+    def source_chunks(self, uid: int, chunk_bytes: int) -> Iterator[bytes] | None:
+        """Return the RFC 5322 source of `uid` in chunks of `chunk_bytes`, or None when gone.
 
-    def attachment(self, uid: int, part_id: str) -> bytes | None:
-        """Return the decoded content of body part `part_id` of `uid`, or None when it is gone."""
-        mime, body = f"BODY[{part_id}.MIME]".encode(), f"BODY[{part_id}]".encode()
-        data = self._fetch_one(uid, [b"BODY.PEEK" + mime[4:], b"BODY.PEEK" + body[4:]])
-        if data is None or body not in data:
+        Each chunk is one partial FETCH (`BODY.PEEK[]<offset.length>`, RFC 3501
+        6.4.5), so a message of any size costs one chunk of memory. The first
+        chunk is fetched now, so a message that is gone is known before the
+        caller answers anything; the rest as the iterator is consumed.
+        """
+        first = self._partial(uid, "", 0, chunk_bytes)
+        if first is None:
             return None
-        return extract_part(bytes(data.get(mime) or b"") + bytes(data[body] or b""))
+        return self._following_chunks(uid, "", chunk_bytes, first)
+
+    def part_chunks(self, uid: int, part_id: str, chunk_bytes: int) -> Iterator[bytes] | None:
+        """Return body part `part_id` of `uid` decoded, in chunks, or None when it is gone.
+
+        Its MIME header (`BODY[part.MIME]`) says the transfer encoding, which is
+        undone chunk by chunk (`TransferDecoder`), escapes cut by a chunk
+        boundary included.
+        """
+        mime = f"{part_id}.MIME"
+        data = self._fetch_one(
+            uid, [f"BODY.PEEK[{mime}]".encode(), _partial_item(part_id, 0, chunk_bytes)]
+        )
+        first = _section(data, part_id) if data is not None else None
+        if data is None or first is None:
+            return None
+        decoder = TransferDecoder(part_transfer_encoding(_section(data, mime) or b""))
+        return _decoded(decoder, self._following_chunks(uid, part_id, chunk_bytes, first))
+
+    def _following_chunks(
+        self, uid: int, section: str, chunk_bytes: int, first: bytes
+    ) -> Iterator[bytes]:
+        """Yield `first`, then fetch on until a chunk comes back short (the section's end)."""
+        chunk, offset = first, 0
+        while True:
+            yield chunk
+            offset += len(chunk)
+            if len(chunk) < chunk_bytes:
+                return
+            following = self._partial(uid, section, offset, chunk_bytes)
+            if following is None:
+                raise ProtocolError("the message vanished from the folder during the download")
+            chunk = following
+
+    def _partial(self, uid: int, section: str, offset: int, length: int) -> bytes | None:
+        """Fetch `length` bytes of a section from `offset`; None when the message is gone."""
+        data = self._fetch_one(uid, [_partial_item(section, offset, length)])
+        return _section(data, section) if data is not None else None
 
     def _fetch_one(self, uid: int, items: list[bytes]) -> dict[bytes, Any] | None:
         with imap_errors():
             response: dict[int, dict[bytes, Any]] = self._client.fetch([uid], items)
         return response.get(uid)
+
+
+def _partial_item(section: str, offset: int, length: int) -> bytes:
+    return f"BODY.PEEK[{section}]<{offset}.{length}>".encode()
+
+
+def _section(data: dict[bytes, Any], section: str) -> bytes | None:
+    """Find a section in a FETCH response, whether the server echoed the origin (`<0>`) or not."""
+    name = f"BODY[{section}]".encode()
+    for key, value in data.items():
+        if key == name or (key.startswith(name) and key[len(name) : len(name) + 1] == b"<"):
+            return bytes(value or b"")
+    return None
+
+
+def _decoded(decoder: TransferDecoder, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    for chunk in chunks:
+        yield decoder.feed(chunk)
+    yield decoder.finish()
+
+
+def structure_attachments(structure: object, part_id: str = "") -> Iterator[AttachmentInfo]:
+    """Find the attachments a BODYSTRUCTURE (RFC 3501 7.4.2) describes, without the bodies.
+
+    A leaf is an attachment when its disposition says so, or when it is not
+    text and carries a file name without an inline disposition; sizes are the
+    encoded ones, since nothing is decoded.
+    """
+    if not isinstance(structure, tuple | list) or not structure:
+        return
+    if isinstance(structure[0], list):  # multipart: its parts, then its subtype
+        for number, part in enumerate(structure[0], start=1):
+            yield from structure_attachments(
+                part, f"{part_id}.{number}" if part_id else str(number)
+            )
+        return
+    main, sub = (_text(value) for value in structure[:2])
+    params = _pairs(structure[2] if len(structure) > 2 else None)
+    disposition = next(
+        (
+            item
+            for item in structure[7:]
+            if isinstance(item, tuple) and item and isinstance(item[0], bytes)
+        ),
+        None,
+    )
+    kind = _text(disposition[0]) if disposition else ""
+    filename = _pairs(disposition[1] if disposition and len(disposition) > 1 else None).get(
+        "filename"
+    ) or params.get("name")
+    if kind != "attachment" and (kind == "inline" or main == "text" or not filename):
+        return
+    size = structure[6] if len(structure) > 6 and isinstance(structure[6], int) else 0
+    yield AttachmentInfo(
+        part_id=part_id or "1",
+        filename=filename,
+        content_type=f"{main}/{sub}",
+        size=size,
+        content_id=None,
+        inline=False,
+    )
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8", "replace").lower() if isinstance(value, bytes) else ""
+
+
+def _pairs(values: object) -> dict[str, str]:
+    """Read a parenthesised attribute/value list, as BODYSTRUCTURE gives parameters."""
+    if not isinstance(values, tuple | list):
+        return {}
+    items = list(values)
+    return {
+        _text(key): value.decode("utf-8", "replace") if isinstance(value, bytes) else ""
+        for key, value in zip(items[::2], items[1::2], strict=False)
+    }
 
 
 def _optional_int(value: object) -> int | None:

@@ -8,10 +8,11 @@ where it enters, so callers decide by type, never by message text::
     ├── BlockedHost            the host resolves to a forbidden address
     ├── TlsFailed              handshake or certificate verification failed
     ├── ProtocolError          the server answered NO/BAD or nonsense
-    │   └── FolderNotFound     the folder does not exist (any more)
+    │   ├── FolderNotFound     the folder does not exist (any more)
+    │   └── ResponseTooLarge   a line or literal over the client's limit (never allocated)
     └── NetworkError           transient: retry later with backoff
         ├── Unreachable        connection refused, no route, DNS failure
-        ├── TimedOut           connect or read took longer than allowed
+        ├── TimedOut           a read, or the whole operation, took longer than allowed
         ├── ConnectionLost     the server hung up mid-session
         └── ServerUnavailable  the server cannot serve us now (RFC 5530 UNAVAILABLE)
 """
@@ -43,6 +44,10 @@ class ProtocolError(ImapError):
 
 class FolderNotFound(ProtocolError):
     code = "folder_not_found"
+
+
+class ResponseTooLarge(ProtocolError):
+    code = "response_too_large"
 
 
 class NetworkError(ImapError):

@@ -373,6 +373,15 @@ def extract_part(raw_part: bytes) -> bytes:
     return _transfer_decode(raw_part[body_start:], mime.transfer_encoding, [], "part")
 
 
+def part_transfer_encoding(mime_header: bytes) -> str:
+    """Return the Content-Transfer-Encoding a BODY[n.MIME] header declares ("7bit" if none)."""
+    if not mime_header.startswith((b"\n", b"\r\n")) and not _FIELD_START.match(mime_header):
+        return "7bit"
+    walker = _Walker(mime_header)
+    header_end, _, _ = walker.read_header(0, ())
+    return walker.mime(walker.fields(0, header_end, "part"), "text/plain", "part").transfer_encoding
+
+
 @dataclass(frozen=True, slots=True)
 class _Delimiter:
     """A boundary line found in the data."""

@@ -11,17 +11,22 @@ session, live folders first::
     each link: EXAMINE folder -- gone -----------------> next link
                  UIDVALIDITY differs from the stored one -> next link
                    (the UID now names another message, RFC 3501 2.3.1.1)
-               UID FETCH ------- not there (expunged) ---> next link
-               bytes -> done
+               first chunk ----- not there (expunged) ---> next link
+               chunks, one partial FETCH each, as the caller reads them
     no link left ----------------------------------------> MessageGoneError
 
-Folders are examined read-only, so a download never sets \\Seen. The content
-is held in memory while it is sent: imapclient returns whole literals.
+Folders are examined read-only, so a download never sets \\Seen. Content
+streams in IMAP_DOWNLOAD_CHUNK_BYTES chunks, so a message of any size costs
+one chunk of memory. Everything up to the first chunk happens before the
+download is handed back, so every failure that has an answer (not found, gone,
+refused credentials, an unreachable server) is raised while the caller can
+still answer with it. The session ends when the chunks are exhausted or
+closed, and within IMAP_OPERATION_TIMEOUT in any case.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
@@ -40,52 +45,60 @@ from app.db.repositories.mailboxes import get_mailbox
 from app.imap import EmailManager
 from app.imap.errors import FolderNotFound
 from app.security import SecretBox
-from app.sync.credentials import connect_mailbox
+from app.sync.credentials import connect_mailbox, interactive_login_options
 from app.sync.errors import AttachmentNotFoundError, EmailNotFoundError, MessageGoneError
 
-# Fetch something of one message by UID in the selected folder; None when it is gone.
-_Download = Callable[[EmailManager, int], bytes | None]
+# Start downloading something of one message by UID in the selected folder; None when gone.
+_Download = Callable[[EmailManager, int], Iterator[bytes] | None]
 
 
 @dataclass(frozen=True, slots=True)
 class AttachmentContent:
-    """A decoded attachment and what the database says it is."""
+    """A decoded attachment's chunks (close them to end the session early) and what it is."""
 
     filename: str | None
     content_type: str
-    content: bytes
+    content: Generator[bytes]
 
 
 def fetch_message_source(
     engine: Engine, settings: Settings, secrets: SecretBox, email_id: int
-) -> bytes:
-    """Return the RFC 5322 source of the email, fetched from the server now."""
+) -> Generator[bytes]:
+    """Start streaming the RFC 5322 source of the email from the server."""
     with session_scope(engine) as session:
         mailbox, copies = _locate(session, email_id)
-    return _download(
-        engine, mailbox, copies, settings=settings, secrets=secrets, download=_raw_source
+    chunk_bytes = settings.imap_download_chunk_bytes
+    return _started(
+        _download(
+            engine,
+            mailbox,
+            copies,
+            settings=settings,
+            secrets=secrets,
+            download=lambda mail, uid: mail.source_chunks(uid, chunk_bytes),
+        )
     )
 
 
 def fetch_attachment(
     engine: Engine, settings: Settings, secrets: SecretBox, email_id: int, n: int
 ) -> AttachmentContent:
-    """Return attachment `n` of the email, decoded, fetched from the server now."""
+    """Start streaming attachment `n` of the email from the server, decoded."""
     with session_scope(engine) as session:
         mailbox, copies = _locate(session, email_id)
         attachment = get_attachment(session, email_id, n)
     if attachment is None:
         raise AttachmentNotFoundError(f"email {email_id} has no attachment {n}")
-    part_id = attachment.part_id
+    part_id, chunk_bytes = attachment.part_id, settings.imap_download_chunk_bytes
     content = _download(
         engine,
         mailbox,
         copies,
         settings=settings,
         secrets=secrets,
-        download=lambda mail, uid: mail.attachment(uid, part_id),
+        download=lambda mail, uid: mail.part_chunks(uid, part_id, chunk_bytes),
     )
-    return AttachmentContent(attachment.filename, attachment.content_type, content)
+    return AttachmentContent(attachment.filename, attachment.content_type, _started(content))
 
 
 def _locate(session: Session, email_id: int) -> tuple[Mailbox, list[MessageCopy]]:
@@ -97,8 +110,18 @@ def _locate(session: Session, email_id: int) -> tuple[Mailbox, list[MessageCopy]
     return mailbox, message_copies(session, email_id)
 
 
-def _raw_source(mail: EmailManager, uid: int) -> bytes | None:
-    return mail.raw(uid)
+def _started(chunks: Generator[bytes]) -> Generator[bytes]:
+    """Run `chunks` up to its first chunk now, so that whatever stops it raises here."""
+    first = next(chunks)
+
+    def resumed() -> Generator[bytes]:
+        try:
+            yield first
+            yield from chunks
+        finally:
+            chunks.close()
+
+    return resumed()
 
 
 def _download(
@@ -109,10 +132,11 @@ def _download(
     settings: Settings,
     secrets: SecretBox,
     download: _Download,
-) -> bytes:
+) -> Generator[bytes]:
     """Try each copy in turn on one session; raise MessageGoneError when none is left."""
     if copies:
-        with connect_mailbox(engine, mailbox, settings, secrets) as connection:
+        options = interactive_login_options(settings)
+        with connect_mailbox(engine, mailbox, settings, secrets, options) as connection:
             mail = EmailManager(connection)
             for place in copies:
                 try:
@@ -121,7 +145,8 @@ def _download(
                     continue
                 if place.uidvalidity is not None and selected.uidvalidity != place.uidvalidity:
                     continue
-                content = download(mail, place.uid)
-                if content is not None:
-                    return content
+                chunks = download(mail, place.uid)
+                if chunks is not None:
+                    yield from chunks
+                    return
     raise MessageGoneError("no folder on the server holds this message any more")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
@@ -15,14 +17,17 @@ from app.sync.token_refresh import refresh_if_expiring
 
 
 def connect_mailbox(
-    engine: Engine, mailbox: Mailbox, settings: Settings, secrets: SecretBox
+    engine: Engine,
+    mailbox: Mailbox,
+    settings: Settings,
+    secrets: SecretBox,
+    options: LoginOptions,
 ) -> ImapConnection:
     """Log in to the mailbox's server, refreshing an OAuth token that is about to expire.
 
     A mailbox stored with plain IMAP while IMAP_ALLOW_PLAINTEXT is off raises
     `PlaintextRefusedError` before any connection is made.
     """
-    options = login_options(settings)
     refuse_plaintext(mailbox.security.value, options)
     mailbox = refresh_if_expiring(
         engine, mailbox, secrets, allow_private_hosts=settings.oauth_allow_private_hosts
@@ -49,15 +54,37 @@ def imap_config(mailbox: Mailbox, secrets: SecretBox) -> ImapConfig:
 
 
 def login_options(settings: Settings) -> LoginOptions:
-    """Build the service-wide login rules from the settings."""
+    """Build a sync's login rules: `connect_options` and the plain-IMAP rule."""
     return LoginOptions(connect_options(settings), settings.imap_allow_plaintext)
 
 
+def interactive_login_options(settings: Settings) -> LoginOptions:
+    """Build the login rules of a session an API request waits on."""
+    return LoginOptions(interactive_connect_options(settings), settings.imap_allow_plaintext)
+
+
+# What an interactive session may hold at once besides download chunks: a header block
+# of remote search, a folder name.
+_INTERACTIVE_LITERAL_BYTES = 1 << 20
+# A message may grow a little between RFC822.SIZE and BODY[] (a server converting bare LFs).
+_SIZE_SLACK_BYTES = 1 << 20
+
+
 def connect_options(settings: Settings) -> ConnectOptions:
-    """Build the connector's service-wide options from the settings."""
+    """Build the sync's options: no overall deadline, literals up to the largest message."""
     return ConnectOptions(
         connect_timeout=settings.imap_connect_timeout,
         read_timeout=settings.imap_read_timeout,
         allow_private_hosts=settings.imap_allow_private_hosts,
         ca_file=settings.imap_ca_file,
+        max_literal_bytes=settings.sync_max_message_bytes + _SIZE_SLACK_BYTES,
+    )
+
+
+def interactive_connect_options(settings: Settings) -> ConnectOptions:
+    """Build the options of a session an API request waits on: a deadline, small literals."""
+    return replace(
+        connect_options(settings),
+        operation_timeout=settings.imap_operation_timeout,
+        max_literal_bytes=max(settings.imap_download_chunk_bytes, _INTERACTIVE_LITERAL_BYTES),
     )

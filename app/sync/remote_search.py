@@ -5,11 +5,12 @@
     EXAMINE folder --- no such folder ---------------> FolderNotFound
     UID SEARCH (the query builder: user terms are quoted or sent as literals,
                 so they cannot add search keys or commands)
-    keep the newest `limit` UIDs, FETCH and parse them
+    keep the newest `limit` UIDs, FETCH their headers, flags, sizes, structure
     -> the messages newest first, and how many matched in all
 
-Read-only (EXAMINE, BODY.PEEK): searching never marks mail \\Seen. Each hit is
-fetched whole, which bounds a search by `limit` messages of download.
+Read-only (EXAMINE, BODY.PEEK): searching never marks mail \\Seen. Only what
+the answer shows is fetched (`EmailManager.summaries`), never a body, so a
+search costs a few kilobytes per hit whatever the size of the mail.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from app.imap import EmailManager
 from app.imap.message import ParsedMessage
 from app.imap.search import SearchQuery, SearchQueryBuilder
 from app.security import SecretBox
-from app.sync.credentials import connect_mailbox
+from app.sync.credentials import connect_mailbox, interactive_login_options
 from app.sync.errors import MailboxNotFoundError
 
 
@@ -103,10 +104,11 @@ def search_remote_folder(
         mailbox = get_mailbox(session, mailbox_id)
     if mailbox is None:
         raise MailboxNotFoundError(f"mailbox {mailbox_id} does not exist")
-    with connect_mailbox(engine, mailbox, settings, secrets) as connection:
+    options = interactive_login_options(settings)
+    with connect_mailbox(engine, mailbox, settings, secrets, options) as connection:
         mail = EmailManager(connection)
         mail.select_folder(criteria.folder)
         uids = [uid for uid in mail.search(query) if criteria.in_uid_range(uid)]
         newest = uids[max(len(uids) - criteria.limit, 0) :][::-1]
-        messages = list(mail.fetch(newest))
+        messages = list(mail.summaries(newest))
     return RemoteSearchResult(messages, len(uids))

@@ -80,7 +80,7 @@ from app.oauth.errors import (
     ProviderUnavailableError,
 )
 from app.security import SecretBox, SecretError
-from app.sync.credentials import connect_mailbox
+from app.sync.credentials import connect_mailbox, login_options
 from app.sync.errors import (
     DatabaseUnavailableError,
     LeaseLostError,
@@ -282,7 +282,9 @@ class _Run:
             secrets = SecretBox.from_settings(self.settings)
             with (
                 database_outages(),
-                connect_mailbox(self.engine, mailbox, self.settings, secrets) as connection,
+                connect_mailbox(
+                    self.engine, mailbox, self.settings, secrets, login_options(self.settings)
+                ) as connection,
             ):
                 complete = self._synchronize(mailbox, connection)
         except (AuthenticationFailed, InvalidGrantError) as exc:
@@ -318,7 +320,11 @@ class _Run:
         syncer = FolderSyncer(
             engine=self.engine,
             mailbox=mailbox,
-            mail=EmailManager(connection, batch_size=self.settings.sync_batch_size),
+            mail=EmailManager(
+                connection,
+                batch_size=self.settings.sync_batch_size,
+                max_message_bytes=self.settings.sync_max_message_bytes,
+            ),
             deadline=self.deadline,
             window_start=_window_start(mailbox, self.settings),
             batch_size=self.settings.sync_batch_size,

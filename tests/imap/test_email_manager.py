@@ -152,7 +152,7 @@ def test_fetch_parses_bodies_attachments_and_headers(
     [attachment] = message.attachments
     assert (attachment.filename, attachment.content_type) == ("Preisliste €.pdf", "application/pdf")
     assert attachment.size == len(PDF)
-    assert mail.attachment(uid, attachment.part_id) == PDF
+    assert b"".join(mail.part_chunks(uid, attachment.part_id, 1 << 20) or []) == PDF
     assert not message.malformed
 
 
@@ -170,7 +170,7 @@ def test_inline_image_is_an_inline_attachment_fetched_by_part(
     [message] = list(mail.fetch([uid]))
     [image] = message.attachments
     assert (image.content_id, image.inline) == ("logo@x", True)
-    assert mail.attachment(uid, image.part_id) == PNG
+    assert b"".join(mail.part_chunks(uid, image.part_id, 1 << 20) or []) == PNG
 
 
 def test_broken_message_is_parsed_best_effort_without_stopping_the_batch(
@@ -218,7 +218,7 @@ def test_raw_is_the_exact_source_and_reading_leaves_mail_unseen(
     uid = mail_user.append("INBOX", raw)
     mail = EmailManager(connection)
     mail.select_folder("INBOX")
-    assert mail.raw(uid) == raw
+    assert b"".join(mail.source_chunks(uid, 1 << 20) or []) == raw
     list(mail.fetch([uid]))
     assert "\\Seen" not in mail_user.flags("INBOX")[uid]
-    assert mail.raw(uid + 100) is None
+    assert mail.source_chunks(uid + 100, 1 << 20) is None

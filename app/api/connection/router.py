@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends
 
 from app.api.auth import require_api_key
 from app.api.connection.schemas import ConnectionCheck, ConnectionCheckResult
-from app.api.deps import SettingsDep
+from app.api.deps import IMAP_SESSION, SettingsDep
 from app.api.limits import rate_limit
 from app.api.problems import (
     API_KEY_PROBLEMS,
@@ -17,7 +17,7 @@ from app.api.problems import (
     problem_responses,
 )
 from app.sync.connection_check import check_connection
-from app.sync.credentials import login_options
+from app.sync.credentials import interactive_login_options
 
 router = APIRouter(
     prefix="/v1/connection",
@@ -30,7 +30,7 @@ router = APIRouter(
 @router.post(
     "/check",
     operation_id="check_connection",
-    dependencies=[Depends(rate_limit)],
+    dependencies=[Depends(rate_limit), IMAP_SESSION],
     summary="Try IMAP settings and credentials without saving them",
     response_model=ConnectionCheckResult,
     responses=problem_responses(INVALID_INPUT, *LOGIN_PROBLEMS, RATE_LIMITED, DATABASE_UNAVAILABLE),
@@ -38,6 +38,6 @@ router = APIRouter(
 def check_imap_connection(body: ConnectionCheck, settings: SettingsDep) -> ConnectionCheckResult:
     """Log in and list the folders; a problem's `code` says why it failed."""
     report = check_connection(
-        body.imap.to_server(), body.auth.to_credential(), login_options(settings)
+        body.imap.to_server(), body.auth.to_credential(), interactive_login_options(settings)
     )
     return ConnectionCheckResult.from_report(report)

@@ -14,12 +14,13 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Path, Query
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from sqlmodel import Session
 
 from app.api.auth import require_api_key
 from app.api.deps import (
     DATABASE_ONLY,
+    IMAP_SESSION,
     MAX_ROW_ID,
     EmailIdPath,
     EngineDep,
@@ -53,6 +54,7 @@ from app.api.problems import (
     not_found,
     problem_responses,
 )
+from app.api.streaming import chunks_in_threads
 from app.db.repositories.email_queries import (
     EmailFilters,
     EmailPosition,
@@ -170,6 +172,7 @@ def read_email(session: SessionDep, email_id: EmailIdPath) -> EmailRead:
 @router.get(
     "/emails/{email_id}/raw",
     operation_id="get_email_source",
+    dependencies=[IMAP_SESSION],
     summary="The email's RFC 5322 source, fetched from the server now",
     response_class=Response,
     responses={
@@ -184,14 +187,17 @@ def read_email_source(
     engine: EngineDep, settings: SettingsDep, secrets: SecretsDep, email_id: EmailIdPath
 ) -> Response:
     source = fetch_message_source(engine, settings, secrets, email_id)
-    return Response(
-        source, media_type="message/rfc822", headers={"X-Content-Type-Options": "nosniff"}
+    return StreamingResponse(
+        chunks_in_threads(source),
+        media_type="message/rfc822",
+        headers={"X-Content-Type-Options": "nosniff"},
     )
 
 
 @router.get(
     "/emails/{email_id}/attachments/{n}",
     operation_id="get_email_attachment",
+    dependencies=[IMAP_SESSION],
     summary="Attachment `n` of the email, decoded, fetched from the server now",
     response_class=Response,
     responses={
@@ -215,8 +221,8 @@ def read_email_attachment(
     media_type = attachment.content_type.lower()
     if not _MIME_TYPE.fullmatch(media_type):
         media_type = "application/octet-stream"
-    return Response(
-        attachment.content,
+    return StreamingResponse(
+        chunks_in_threads(attachment.content),
         media_type=media_type,
         headers={
             "Content-Disposition": content_disposition(attachment.filename),

@@ -11,7 +11,14 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Response
 
 from app.api.auth import require_api_key
-from app.api.deps import DATABASE_ONLY, MailboxIdPath, SecretsDep, SessionDep, SettingsDep
+from app.api.deps import (
+    DATABASE_ONLY,
+    IMAP_SESSION,
+    MailboxIdPath,
+    SecretsDep,
+    SessionDep,
+    SettingsDep,
+)
 from app.api.mailboxes.schemas import MailboxCreate, MailboxRead, MailboxUpdate
 from app.api.pagination import CursorQuery, LimitQuery, Page, decode_id_cursor, id_page
 from app.api.problems import (
@@ -27,7 +34,7 @@ from app.api.problems import (
 from app.api.queue import queue_sync_after_commit
 from app.db.models import Mailbox, MailboxStatus
 from app.db.repositories.mailboxes import get_mailbox, list_mailboxes
-from app.sync.credentials import login_options
+from app.sync.credentials import interactive_login_options
 from app.sync.mailboxes import change_mailbox, register_mailbox, remove_mailbox
 
 router = APIRouter(
@@ -62,6 +69,7 @@ MailboxDep = Annotated[Mailbox, Depends(mailbox_of_path)]
 @router.post(
     "",
     operation_id="create_mailbox",
+    dependencies=[IMAP_SESSION],
     summary="Register a mailbox: verify the login, discover its folders, queue its first sync",
     status_code=201,
     response_model=MailboxRead,
@@ -76,7 +84,9 @@ def create_mailbox(
     settings: SettingsDep,
     secrets: SecretsDep,
 ) -> MailboxRead:
-    mailbox = register_mailbox(session, secrets, login_options(settings), body.to_registration())
+    mailbox = register_mailbox(
+        session, secrets, interactive_login_options(settings), body.to_registration()
+    )
     queue_sync_after_commit(request, background, mailbox)
     return MailboxRead.from_mailbox(mailbox)
 
@@ -122,6 +132,7 @@ def read_mailbox(mailbox: MailboxDep) -> MailboxRead:
 @router.patch(
     "/{mailbox_id}",
     operation_id="update_mailbox",
+    dependencies=[IMAP_SESSION],
     summary="Change settings, credentials, owner, sync start or status",
     description=(
         "New IMAP settings or credentials must log in before they are saved; they then clear"
@@ -142,7 +153,9 @@ def update_mailbox(
     settings: SettingsDep,
     secrets: SecretsDep,
 ) -> MailboxRead:
-    changed = change_mailbox(session, secrets, login_options(settings), mailbox, body.to_changes())
+    changed = change_mailbox(
+        session, secrets, interactive_login_options(settings), mailbox, body.to_changes()
+    )
     if changed.due_now:
         queue_sync_after_commit(request, background, changed.mailbox)
     return MailboxRead.from_mailbox(changed.mailbox)

@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from app.api.auth import require_api_key
 from app.api.connection.schemas import ConnectionCheckResult
-from app.api.deps import DATABASE_ONLY, SecretsDep, SessionDep, SettingsDep
+from app.api.deps import DATABASE_ONLY, IMAP_SESSION, SecretsDep, SessionDep, SettingsDep
 from app.api.limits import rate_limit
 from app.api.mailboxes.schemas import MailboxRead
 from app.api.oauth.schemas import (
@@ -52,7 +52,7 @@ from app.oauth.service import (
     start_flow,
 )
 from app.sync.connection_check import Credential, check_connection
-from app.sync.credentials import login_options
+from app.sync.credentials import interactive_login_options
 from app.sync.mailboxes import complete_oauth_mailbox
 
 router = APIRouter(
@@ -185,7 +185,7 @@ def authorize(
 @router.post(
     "/{provider}/complete",
     operation_id="complete_oauth_flow",
-    dependencies=[Depends(rate_limit)],
+    dependencies=[Depends(rate_limit), IMAP_SESSION],
     summary="Finish the popup flow: exchange the code and register the account as a mailbox",
     description=(
         "The service exchanges the code, logs in to the provider's IMAP server as the address"
@@ -221,7 +221,7 @@ def complete_flow(
     mailbox = complete_oauth_mailbox(
         session,
         secrets,
-        login_options(settings),
+        interactive_login_options(settings),
         registry,
         provider,
         code=body.code,
@@ -270,6 +270,7 @@ def get_token(
 @router.post(
     "/{provider}/check-connection",
     operation_id="check_oauth_connection",
+    dependencies=[IMAP_SESSION],
     summary="Log in over XOAUTH2 with an access token and return the folders",
     response_model=ConnectionCheckResult,
     responses=problem_responses(_NO_PROVIDER, INVALID_INPUT, *LOGIN_PROBLEMS, DATABASE_UNAVAILABLE),
@@ -280,7 +281,7 @@ def check_oauth_connection(
     known = registry.get(provider)
     server = body.to_server(ProviderImap(host=known.imap_host, port=known.imap_port))
     credential = Credential(access_token=body.access_token, provider=provider)
-    report = check_connection(server, credential, login_options(settings))
+    report = check_connection(server, credential, interactive_login_options(settings))
     return ConnectionCheckResult.from_report(report)
 
 
