@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator, model_validat
 
 from app.api.connection.schemas import ImapSettings
 from app.api.mailboxes.schemas import EMAIL_ADDRESS
+from app.api.request_models import RequestModel
 from app.oauth.service import ProviderState, ProviderUpdate, TokenData
 from app.sync.connection_check import ServerSettings
 
@@ -56,7 +57,7 @@ class ProviderRead(BaseModel):
         )
 
 
-class ProviderSettingsUpdate(BaseModel):
+class ProviderSettingsUpdate(RequestModel):
     """Client settings registered at the provider; enabling checks them with it first."""
 
     client_id: str = Field(min_length=1, max_length=255)
@@ -83,11 +84,12 @@ class ProviderSettingsUpdate(BaseModel):
         )
 
 
-class AuthorizeRequest(BaseModel):
+class AuthorizeRequest(RequestModel):
     """Start a popup flow for the page at `origin`."""
 
     origin: str = Field(
         max_length=255,
+        pattern=r"^https?://[A-Za-z0-9.-]+(:[1-9][0-9]{0,3})?$",
         examples=["https://crm.example.com"],
         description="The opener page's origin; the result is posted to it and no other.",
     )
@@ -122,7 +124,7 @@ class AuthorizeResponse(BaseModel):
     state: str
 
 
-class TokenRequest(BaseModel):
+class TokenRequest(RequestModel):
     """What the callback page handed to the opener."""
 
     code: str = Field(min_length=1, max_length=4096)
@@ -147,7 +149,7 @@ class TokenDataRead(BaseModel):
         )
 
 
-class OAuthConnectionCheck(BaseModel):
+class OAuthConnectionCheck(RequestModel):
     """An access token to try; `imap` defaults to the provider's server as `email_address`."""
 
     access_token: SecretStr = Field(min_length=1, max_length=8192)
