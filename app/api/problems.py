@@ -166,7 +166,7 @@ def _for_known_error(exc: Exception) -> tuple[int, str] | None:
 _HTTP_ERROR_CODES = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed"}
 
 
-_HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
 
 @cache
@@ -187,7 +187,7 @@ def allowed_methods(request: Request) -> str | None:
         for template, path_item in document["paths"].items()
         if _path_pattern(template).match(request.url.path)
         for method in path_item
-        if method in _HTTP_METHODS
+        if method in HTTP_METHODS
     }
     return ", ".join(sorted(methods)) or None
 

@@ -18,7 +18,6 @@ from redis.exceptions import RedisError
 
 from app.api.auth import require_api_key
 from app.api.deps import DATABASE_ONLY, MailboxIdPath, SecretsDep, SessionDep, SettingsDep
-from app.api.links import follow_created
 from app.api.mailboxes.schemas import MailboxCreate, MailboxRead, MailboxUpdate
 from app.api.pagination import CursorQuery, LimitQuery, Page, decode_id_cursor, id_page
 from app.api.problems import (
@@ -71,21 +70,7 @@ MailboxDep = Annotated[Mailbox, Depends(mailbox_of_path)]
     summary="Register a mailbox: verify the login, discover its folders, queue its first sync",
     status_code=201,
     response_model=MailboxRead,
-    responses={
-        201: follow_created(
-            "mailbox_id",
-            "get_mailbox",
-            "update_mailbox",
-            "delete_mailbox",
-            "list_folders",
-            "update_folder_settings",
-            "queue_sync",
-            "list_sync_runs",
-            "list_emails",
-            "search_remote_folder",
-        ),
-        **problem_responses(*_LOGIN, _ADDRESS_TAKEN),
-    },
+    responses=problem_responses(*_LOGIN, _ADDRESS_TAKEN),
 )
 def create_mailbox(
     *,

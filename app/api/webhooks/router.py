@@ -12,7 +12,6 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.auth import require_api_key
 from app.api.deps import DATABASE_ONLY, MAX_ROW_ID, EngineDep, SecretsDep, SessionDep, SettingsDep
-from app.api.links import follow_created
 from app.api.pagination import (
     CursorQuery,
     LimitQuery,
@@ -67,17 +66,7 @@ _URL_REFUSED = ProblemDoc(422, "`webhook_url_refused`: the URL is not a public a
     summary="Register a webhook endpoint; the answer holds its signing secret, shown once",
     status_code=201,
     response_model=WebhookCreated,
-    responses={
-        201: follow_created(
-            "webhook_id",
-            "get_webhook",
-            "update_webhook",
-            "delete_webhook",
-            "list_webhook_deliveries",
-            "test_webhook",
-        ),
-        **problem_responses(INVALID_INPUT, _URL_REFUSED),
-    },
+    responses=problem_responses(INVALID_INPUT, _URL_REFUSED),
 )
 def create_webhook(
     body: WebhookCreate, session: SessionDep, settings: SettingsDep, secrets: SecretsDep
