@@ -19,6 +19,7 @@ from app.api.emails.router import router as emails_router
 from app.api.events.router import router as events_router
 from app.api.folders.router import router as folders_router
 from app.api.limits import install_limits
+from app.api.links import link_created_resources
 from app.api.mailboxes.router import router as mailboxes_router
 from app.api.notifications.router import router as notifications_router
 from app.api.oauth.router import public_router as oauth_public_router
@@ -42,11 +43,12 @@ API_VERSION = "1.0.0"
 
 
 class BridgeApi(FastAPI):
-    """The application; its OpenAPI document files every problem as problem+json."""
+    """The application; its OpenAPI document files every problem as problem+json and links
+    each create to the operations on what it created."""
 
     def openapi(self) -> dict[str, Any]:
         if self.openapi_schema is None:
-            self.openapi_schema = document_problems(super().openapi())
+            self.openapi_schema = link_created_resources(document_problems(super().openapi()))
         return self.openapi_schema
 
 

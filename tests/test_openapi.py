@@ -140,9 +140,11 @@ def test_problems_are_documented_as_problem_json_only(app_document: dict[str, An
     assert not elsewhere, "a Problem documented under another media type:\n" + "\n".join(elsewhere)
 
 
-def test_every_operation_with_a_body_documents_the_413_problem(
-    app_document: dict[str, Any],
+@pytest.mark.parametrize("status", ["400", "413"])
+def test_every_operation_with_a_body_documents_the_400_and_413_problems(
+    app_document: dict[str, Any], status: str
 ) -> None:
+    """A body FastAPI cannot decode is a 400, one over API_MAX_BODY_BYTES a 413."""
     with_body = {
         name: operation
         for name, operation in operations(app_document).items()
@@ -150,7 +152,71 @@ def test_every_operation_with_a_body_documents_the_413_problem(
     }
 
     assert len(with_body) > 10
-    assert [name for name, op in with_body.items() if "413" not in problem_statuses(op)] == []
+    assert [name for name, op in with_body.items() if status not in problem_statuses(op)] == []
+
+
+def test_every_cursor_parameter_states_its_format(app_document: dict[str, Any]) -> None:
+    cursors = {
+        name: parameter["schema"]["anyOf"][0]
+        for name, operation in operations(app_document).items()
+        for parameter in operation.get("parameters", [])
+        if parameter["name"] == "cursor"
+    }
+
+    assert len(cursors) >= 5
+    assert {name: schema.get("pattern") for name, schema in cursors.items()} == dict.fromkeys(
+        cursors, "^[A-Za-z0-9_-]+$"
+    )
+
+
+@pytest.mark.parametrize(
+    ("create", "parameter", "at_least"),
+    [
+        (
+            "POST /v1/mailboxes",
+            "mailbox_id",
+            {
+                "get_mailbox",
+                "update_mailbox",
+                "delete_mailbox",
+                "list_folders",
+                "update_folder_settings",
+                "queue_sync",
+                "list_sync_runs",
+                "list_emails",
+                "search_remote_folder",
+            },
+        ),
+        (
+            "POST /v1/webhooks",
+            "webhook_id",
+            {
+                "get_webhook",
+                "update_webhook",
+                "delete_webhook",
+                "list_webhook_deliveries",
+                "test_webhook",
+            },
+        ),
+    ],
+)
+def test_a_create_links_to_every_operation_on_what_it_created(
+    app_document: dict[str, Any], create: str, parameter: str, at_least: set[str]
+) -> None:
+    """OpenAPI links let a client, and schemathesis' stateful phase, follow the new id."""
+    documented = operations(app_document)
+    collection = create.split(" ")[1]
+    on_created = {
+        operation["operationId"]
+        for name, operation in documented.items()
+        if name.split(" ")[1].startswith(f"{collection}/{{{parameter}}}")
+    }
+    links = documented[create]["responses"]["201"].get("links", {})
+
+    assert {link["operationId"] for link in links.values()} == on_created
+    assert at_least <= on_created
+    for link in links.values():
+        assert link["parameters"] == {parameter: "$response.body#/id"}, link
 
 
 # The routes that talk to an IMAP server or queue work (app/api/limits.py).

@@ -28,8 +28,17 @@ T = TypeVar("T")
 MAX_PAGE_SIZE = 500
 
 LimitQuery = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page.")]
+# The document states what a cursor can look like (unpadded URL-safe base64); whether it
+# is one this API made, only decoding tells (a 422 naming `cursor`).
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
 CursorQuery = Annotated[
-    str | None, Query(max_length=512, description="`next_cursor` of the previous page.")
+    str | None,
+    Query(
+        min_length=1,
+        max_length=512,
+        pattern=CURSOR_PATTERN,
+        description="`next_cursor` of the previous page, as it was returned.",
+    ),
 ]
 
 

@@ -13,7 +13,9 @@ The OpenAPI document declares the same answers: routes build their
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,6 +24,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from app.db.engine import is_unavailable
 from app.imap import errors as imap
@@ -144,9 +147,15 @@ def _field_path(location: tuple[Any, ...]) -> str:
 
 
 def validation_errors(errors: list[Any]) -> list[FieldError]:
-    """Name each bad field the way the client wrote it (`imap.port`, `limit`)."""
+    """Name each bad field the way the client wrote it (`imap.port`, `limit`); a body that
+    is not JSON is `body` (FastAPI locates it at the character offset)."""
     return [
-        FieldError(field=_field_path(tuple(error.get("loc", ()))), message=error.get("msg", ""))
+        FieldError(
+            field="body"
+            if error.get("type") == "json_invalid"
+            else _field_path(tuple(error.get("loc", ()))),
+            message=error.get("msg", ""),
+        )
         for error in errors
     ]
 
@@ -156,6 +165,36 @@ def _for_known_error(exc: Exception) -> tuple[int, str] | None:
         if cls in STATUS_OF:
             return STATUS_OF[cls]
     return None
+
+
+# Errors Starlette and FastAPI raise themselves: 400 is a body FastAPI could not decode.
+_HTTP_ERROR_CODES = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed"}
+
+
+HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+
+@cache
+def _path_pattern(template: str) -> re.Pattern[str]:
+    return compile_path(template)[0]
+
+
+def allowed_methods(request: Request) -> str | None:
+    """The `Allow` of a 405 (RFC 9110 15.5.6): the methods the OpenAPI document lists for
+    this path, whichever of its routes serves them.
+
+    Starlette's own names only the first route matching the path, while GET and POST
+    of one path are two routes here. None for a path the document does not describe.
+    """
+    document: dict[str, Any] = request.app.openapi()
+    methods = {
+        method.upper()
+        for template, path_item in document["paths"].items()
+        if _path_pattern(template).match(request.url.path)
+        for method in path_item
+        if method in HTTP_METHODS
+    }
+    return ", ".join(sorted(methods)) or None
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -179,10 +218,13 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        headers = dict(exc.headers) if exc.headers else None
-        return problem_response(exc.status_code, code, str(exc.detail), headers=headers)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_ERROR_CODES.get(exc.status_code, "http_error")
+        headers = dict(exc.headers) if exc.headers else {}
+        allowed = allowed_methods(request) if exc.status_code == 405 else None
+        if allowed is not None:
+            headers["Allow"] = allowed
+        return problem_response(exc.status_code, code, str(exc.detail), headers=headers or None)
 
     @app.exception_handler(imap.ImapError)
     @app.exception_handler(sync.SyncError)
@@ -236,6 +278,7 @@ class ProblemDoc:
 
 
 UNAUTHORIZED = ProblemDoc(401, "`unauthorized`: no API key, or one that is not valid")
+MALFORMED_BODY = ProblemDoc(400, "`malformed_body`: the body cannot be decoded")
 BODY_TOO_LARGE = ProblemDoc(413, "`payload_too_large`: the body is over API_MAX_BODY_BYTES")
 INVALID_INPUT = ProblemDoc(422, "`validation_error`: invalid input, `errors` names each field")
 RATE_LIMITED = ProblemDoc(
@@ -309,15 +352,16 @@ def document_problems(document: dict[str, Any]) -> dict[str, Any]:
 
     FastAPI files a `Problem` answer under the route's own media type
     (`application/json`, `text/html`, `text/event-stream`); every problem goes
-    out as `application/problem+json`. And `BodySizeLimit` refuses a body over
-    API_MAX_BODY_BYTES on any route, so each operation that takes one documents
-    the 413.
+    out as `application/problem+json`. And any operation that takes a body can
+    meet one FastAPI cannot decode (400) or one over API_MAX_BODY_BYTES, which
+    `BodySizeLimit` refuses (413): each such operation documents both.
     """
     for path_item in document["paths"].values():
         for operation in path_item.values():
             responses: dict[str, Any] = operation["responses"]
             if "requestBody" in operation:
-                responses.setdefault(str(BODY_TOO_LARGE.status), _rendered(BODY_TOO_LARGE))
+                for answer in (MALFORMED_BODY, BODY_TOO_LARGE):
+                    responses.setdefault(str(answer.status), _rendered(answer))
             for response in responses.values():
                 content: dict[str, Any] = response.get("content", {})
                 for media_type, media in list(content.items()):

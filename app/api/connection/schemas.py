@@ -20,6 +20,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails
 
+from app.api.request_models import RequestModel
 from app.imap import FolderNode
 from app.imap.config import ImapConfig, ImapPassword, Security
 from app.imap.folder_manager import FolderType
@@ -29,7 +30,7 @@ from app.sync.connection_check import ConnectionReport, Credential, ServerSettin
 _TAG_ERRORS = {"union_tag_invalid", "union_tag_not_found"}
 
 
-class ImapSettings(BaseModel):
+class ImapSettings(RequestModel):
     """Where the IMAP server is and how to talk to it."""
 
     host: str = Field(min_length=1, max_length=253, examples=["imap.example.com"])
@@ -63,7 +64,7 @@ class ImapSettings(BaseModel):
         )
 
 
-class PasswordAuth(BaseModel):
+class PasswordAuth(RequestModel):
     """Log in with LOGIN and a password."""
 
     type: Literal["password"]
@@ -73,7 +74,7 @@ class PasswordAuth(BaseModel):
         return Credential(password=self.password)
 
 
-class OAuthAuth(BaseModel):
+class OAuthAuth(RequestModel):
     """Log in with XOAUTH2 and an access token from an OAuth provider."""
 
     type: Literal["oauth"]
@@ -138,7 +139,7 @@ Auth = Annotated[
 ]
 
 
-class ConnectionCheck(BaseModel):
+class ConnectionCheck(RequestModel):
     """IMAP settings and a credential to try; nothing is saved."""
 
     imap: ImapSettings

@@ -54,6 +54,7 @@ from app.api.problems import (
     not_found,
     problem_responses,
 )
+from app.api.request_models import IsoDateTime
 from app.api.streaming import chunks_in_threads
 from app.db.repositories.email_queries import (
     EmailFilters,
@@ -117,10 +118,10 @@ def list_emails(
     subject: Annotated[str | None, text_filter("In the subject.")] = None,
     text: Annotated[str | None, text_filter("In the subject, the text body or the sender.")] = None,
     since: Annotated[
-        datetime | None, Query(description="Dated at or after this instant (UTC if no zone).")
+        IsoDateTime | None, Query(description="Dated at or after this instant (UTC if no zone).")
     ] = None,
     before: Annotated[
-        datetime | None, Query(description="Dated before this instant (UTC if no zone).")
+        IsoDateTime | None, Query(description="Dated before this instant (UTC if no zone).")
     ] = None,
     seen: bool | None = None,
     flagged: bool | None = None,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from app.api.request_models import RequestModel
 from app.db.models import Folder, FolderType
 
 
@@ -47,10 +48,8 @@ class FolderRead(BaseModel):
         )
 
 
-class FolderSetting(BaseModel):
+class FolderSetting(RequestModel):
     """One item of the PATCH body: turn the sync of folder `id` on or off."""
-
-    model_config = ConfigDict(extra="forbid")
 
     id: int = Field(description="A folder id of this mailbox, from the folder list.")
     sync_enabled: bool

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from app.api.connection.schemas import Auth, ImapSettings
+from app.api.request_models import IsoDate, RequestModel
 from app.db.models import AuthType, Mailbox, MailboxStatus
 from app.sync.mailboxes import KEEP, MailboxChanges, Owner, Registration
 
@@ -16,7 +17,7 @@ from app.sync.mailboxes import KEEP, MailboxChanges, Owner, Registration
 EMAIL_ADDRESS = r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+$"
 
 
-class OwnerRef(BaseModel):
+class OwnerRef(RequestModel):
     """The CRM user a mailbox belongs to, and where notifications about it go."""
 
     user_id: str = Field(min_length=1, max_length=255)
@@ -26,14 +27,14 @@ class OwnerRef(BaseModel):
         return Owner(user_id=self.user_id, email=self.email)
 
 
-class MailboxCreate(BaseModel):
+class MailboxCreate(RequestModel):
     """A mailbox to register; the connection is verified before anything is saved."""
 
     email_address: str = Field(max_length=320, pattern=EMAIL_ADDRESS)
     owner: OwnerRef | None = Field(description="null registers a system mailbox.")
     imap: ImapSettings
     auth: Auth
-    sync_start: date | None = Field(
+    sync_start: IsoDate | None = Field(
         default=None, description="First day of mail to sync; null keeps the window setting."
     )
 
@@ -47,7 +48,7 @@ class MailboxCreate(BaseModel):
         )
 
 
-class MailboxUpdate(BaseModel):
+class MailboxUpdate(RequestModel):
     """Fields to change; omitted ones stay as they are.
 
     `imap` and `auth` replace the whole object. New settings or credentials
@@ -57,7 +58,7 @@ class MailboxUpdate(BaseModel):
     owner: OwnerRef | None = None
     imap: ImapSettings | None = None
     auth: Auth | None = None
-    sync_start: date | None = None
+    sync_start: IsoDate | None = None
     status: Literal["active", "disabled"] | None = Field(
         default=None, description="`disabled` stops syncing; `active` resumes it."
     )

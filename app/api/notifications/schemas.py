@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from app.api.mailboxes.schemas import EMAIL_ADDRESS
+from app.api.request_models import RequestModel
 from app.db.models import Notification, NotificationRecipient
 
 
@@ -37,10 +38,8 @@ class NotificationRead(BaseModel):
         )
 
 
-class NotificationRecipientItem(BaseModel):
+class NotificationRecipientItem(RequestModel):
     """A CRM user holding the credential-notification capability."""
-
-    model_config = ConfigDict(extra="forbid")
 
     # NUL is refused: PostgreSQL text cannot hold it.
     user_id: str = Field(min_length=1, max_length=255, pattern=r"^[^\x00]+$")

@@ -7,13 +7,13 @@ tokens: the CRM backend asked for them with its API key.
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from app.api.connection.schemas import ImapSettings
 from app.api.mailboxes.schemas import EMAIL_ADDRESS, OwnerRef
+from app.api.request_models import IsoDate, RequestModel
 from app.config import web_origin
 from app.oauth.service import ProviderState, ProviderUpdate, TokenData
 from app.sync.connection_check import ServerSettings
@@ -58,7 +58,7 @@ class ProviderRead(BaseModel):
         )
 
 
-class ProviderSettingsUpdate(BaseModel):
+class ProviderSettingsUpdate(RequestModel):
     """Client settings registered at the provider; enabling checks them with it first."""
 
     client_id: str = Field(min_length=1, max_length=255)
@@ -85,11 +85,12 @@ class ProviderSettingsUpdate(BaseModel):
         )
 
 
-class AuthorizeRequest(BaseModel):
+class AuthorizeRequest(RequestModel):
     """Start a popup flow for the page at `origin`."""
 
     origin: str = Field(
         max_length=255,
+        pattern=r"^https?://[A-Za-z0-9.-]+(:[1-9][0-9]{0,3})?$",
         examples=["https://crm.example.com"],
         description="The opener page's origin; the result is posted to it and no other.",
     )
@@ -108,20 +109,20 @@ class AuthorizeResponse(BaseModel):
     state: str
 
 
-class TokenRequest(BaseModel):
+class TokenRequest(RequestModel):
     """What the callback page handed to the opener."""
 
     code: str = Field(min_length=1, max_length=4096)
     state: str = Field(min_length=1, max_length=64)
 
 
-class CompletionRequest(BaseModel):
+class CompletionRequest(RequestModel):
     """The callback page's code and state, and whose mailbox the account becomes."""
 
     code: str = Field(min_length=1, max_length=4096)
     state: str = Field(min_length=1, max_length=64)
     owner: OwnerRef | None = Field(description="null registers a system mailbox.")
-    sync_start: date | None = Field(
+    sync_start: IsoDate | None = Field(
         default=None, description="First day of mail to sync; null keeps the window setting."
     )
 
@@ -144,7 +145,7 @@ class TokenDataRead(BaseModel):
         )
 
 
-class OAuthConnectionCheck(BaseModel):
+class OAuthConnectionCheck(RequestModel):
     """An access token to try; `imap` defaults to the provider's server as `email_address`."""
 
     access_token: SecretStr = Field(min_length=1, max_length=8192)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from app.api.emails.schemas import Address
+from app.api.request_models import IsoDate, RequestModel
 from app.imap.message import Address as ParsedAddress
 from app.imap.message import ParsedMessage
 from app.imap.search import SearchQueryBuilder
@@ -28,10 +29,10 @@ def _accepted_by(add: Callable[[SearchQueryBuilder, str], SearchQueryBuilder]) -
     return AfterValidator(check)
 
 
-class RemoteSearchRequest(BaseModel):
+class RemoteSearchRequest(RequestModel):
     """What to look for in one folder on the server; every criterion given must match."""
 
-    model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True)
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
 
     folder: str = Field(
         default="INBOX",
@@ -58,10 +59,10 @@ class RemoteSearchRequest(BaseModel):
     text: Annotated[str | None, _accepted_by(SearchQueryBuilder.text)] = Field(
         default=None, min_length=1, max_length=1000, description="In the headers or the body."
     )
-    since: date | None = Field(
+    since: IsoDate | None = Field(
         default=None, description="Received on or after this day (the server's time zone)."
     )
-    before: date | None = Field(default=None, description="Received before this day.")
+    before: IsoDate | None = Field(default=None, description="Received before this day.")
     seen: bool | None = None
     flagged: bool | None = None
     uid_from: int | None = Field(default=None, ge=1, le=2**32 - 1, description="Lowest UID.")

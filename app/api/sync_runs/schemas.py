@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from app.api.request_models import RequestModel
 from app.db.models import SyncRun, SyncRunStatus, SyncTrigger
 
 
-class SyncRequest(BaseModel):
+class SyncRequest(RequestModel):
     """Body of `POST /v1/mailboxes/{id}/sync`; it may be left out."""
-
-    model_config = ConfigDict(extra="forbid")
 
     folders_only: bool = Field(
         default=False, description="Refresh the folder list only, without fetching mail."

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from app.api.request_models import RequestModel
 from app.db.models import DeliveryState, WebhookDelivery, WebhookEndpoint
 from app.notify.envelope import EventType
 
@@ -13,20 +14,16 @@ _URL = "http(s) URL; private and loopback addresses are refused."
 _EVENT_TYPES = "Event types to send; an empty list means every type."
 
 
-class WebhookCreate(BaseModel):
+class WebhookCreate(RequestModel):
     """Body of `POST /v1/webhooks`."""
-
-    model_config = ConfigDict(extra="forbid")
 
     url: str = Field(max_length=2048, description=_URL)
     event_types: list[EventType] = Field(default_factory=list, description=_EVENT_TYPES)
     enabled: bool = True
 
 
-class WebhookUpdate(BaseModel):
+class WebhookUpdate(RequestModel):
     """Body of `PATCH /v1/webhooks/{id}`; fields left out keep their value."""
-
-    model_config = ConfigDict(extra="forbid")
 
     url: str | None = Field(default=None, max_length=2048, description=_URL)
     event_types: list[EventType] | None = Field(default=None, description=_EVENT_TYPES)

@@ -1,0 +1,45 @@
+"""What every request body shares: JSON types taken as the OpenAPI document states them.
+
+FastAPI validates a decoded body in pydantic's Python mode, whose lax rules read more
+than the document says: `"yes"` or `1` as a boolean, `"5"` as an integer, `0` as a date
+(1970-01-01, a sync window of the whole mailbox), a number as an instant. Request
+models derive from `RequestModel` instead: strict types, and fields the document does
+not list are refused rather than silently dropped. A day is an ISO `YYYY-MM-DD` string
+(`IsoDate`), an instant an ISO 8601 one (`IsoDateTime`, for query parameters too).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Strict
+
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_ISO_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}.*)?")
+
+
+class RequestModel(BaseModel):
+    """A request body or a part of one: strict JSON types, no unknown fields."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+def _iso_day(value: object) -> object:
+    """Let only a `YYYY-MM-DD` string (or a date, from Python callers) through to parsing."""
+    if isinstance(value, date) or (isinstance(value, str) and _ISO_DAY.fullmatch(value)):
+        return value
+    raise ValueError("must be a day written YYYY-MM-DD")
+
+
+def _iso_instant(value: object) -> object:
+    """Let only an ISO 8601 string (or a datetime, from Python callers) through to parsing."""
+    if isinstance(value, datetime) or (isinstance(value, str) and _ISO_INSTANT.fullmatch(value)):
+        return value
+    raise ValueError("must be an ISO 8601 date-time, e.g. 2024-05-01T12:00:00Z")
+
+
+# Strict mode refuses strings for dates in Python mode; the string is checked here instead.
+IsoDate = Annotated[date, Strict(False), BeforeValidator(_iso_day)]
+IsoDateTime = Annotated[datetime, Strict(False), BeforeValidator(_iso_instant)]
