@@ -12,7 +12,8 @@ from contextlib import contextmanager
 class LoginCatcher:
     """A hostile IMAP server on 127.0.0.1: greets, refuses every login, keeps every line."""
 
-    def __init__(self) -> None:
+    def __init__(self, capabilities: bytes = b"IMAP4rev1 AUTH=PLAIN") -> None:
+        self.capabilities = capabilities
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self.listener.getsockname()[1]
         self.lines: list[bytes] = []
@@ -28,13 +29,13 @@ class LoginCatcher:
                 return
             self.connections += 1
             with client, client.makefile("rb") as reader:
-                client.sendall(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n")
+                client.sendall(b"* OK [CAPABILITY " + self.capabilities + b"] ready\r\n")
                 for line in reader:
                     self.lines.append(line)
                     tag, _, command = line.partition(b" ")
                     if command.strip().upper() == b"CAPABILITY":
                         client.sendall(
-                            b"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n" + tag + b" OK done\r\n"
+                            b"* CAPABILITY " + self.capabilities + b"\r\n" + tag + b" OK done\r\n"
                         )
                     else:
                         client.sendall(tag + b" NO [AUTHENTICATIONFAILED] no\r\n")
@@ -49,8 +50,8 @@ class LoginCatcher:
 
 
 @contextmanager
-def login_catcher() -> Iterator[LoginCatcher]:
-    server = LoginCatcher()
+def login_catcher(capabilities: bytes = b"IMAP4rev1 AUTH=PLAIN") -> Iterator[LoginCatcher]:
+    server = LoginCatcher(capabilities)
     try:
         yield server
     finally:

@@ -394,11 +394,26 @@ def _start_tls(client: IMAPClient, context: ssl.SSLContext | None) -> None:
 
 
 def _authenticate(client: IMAPClient, config: ImapConfig) -> None:
+    """Log in with the one credential `config` holds.
+
+    LOGIN's arguments are ASCII only (RFC 3501 strings; imaplib encodes them so), so
+    a username or password with other characters goes through AUTHENTICATE PLAIN,
+    whose RFC 4616 message is UTF-8; a server that offers no PLAIN cannot take it.
+    """
     if config.access_token is not None:
         client.oauth2_login(config.username, config.access_token.get_secret_value())
+        return
+    assert config.password is not None  # ImapConfig guarantees one credential
+    username, password = config.username, config.password.get_secret_value()
+    if username.isascii() and password.isascii():
+        client.login(username, password)
+    elif b"AUTH=PLAIN" in {c.upper() for c in client.capabilities()}:
+        client.plain_login(username, password)
     else:
-        assert config.password is not None  # ImapConfig guarantees one credential
-        client.login(config.username, config.password.get_secret_value())
+        raise AuthenticationFailed(
+            "the server takes credentials with non-ASCII characters only through"
+            " AUTHENTICATE PLAIN, which it does not offer"
+        )
 
 
 def _identify(connection: ImapConnection, options: ConnectOptions) -> None:

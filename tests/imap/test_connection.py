@@ -20,6 +20,7 @@ from app.imap.errors import (
 )
 from tests.dovecot import Dovecot, DovecotInstances, MailUser
 from tests.imap.conftest import config_for
+from tests.login_catcher import login_catcher
 from tests.secret_watch import SecretKind, register_secret
 
 
@@ -52,6 +53,30 @@ def test_wrong_password_is_authentication_failed_and_fast(
         connect(config_for(mail_user, password=wrong), connect_options)
     assert time.monotonic() - started < 2
     assert "not-the-password" not in str(raised.value)
+
+
+def test_non_ascii_credentials_log_in_through_authenticate_plain(
+    mail_user: MailUser, connect_options: ConnectOptions
+) -> None:
+    """LOGIN takes ASCII only; a password like this one used to end in a 500."""
+    password = register_secret(SecretKind.IMAP_PASSWORD, "pässwörd-€-" + mail_user.password)
+    mail_user.set_password(password)
+    with connect(config_for(mail_user, password=password), connect_options) as connection:
+        assert connection.has("IMAP4REV1")
+
+
+def test_non_ascii_credentials_are_refused_unsent_without_authenticate_plain(
+    connect_options: ConnectOptions,
+) -> None:
+    password = register_secret(SecretKind.IMAP_PASSWORD, "pässwörd-never-sent")
+    with login_catcher(capabilities=b"IMAP4rev1 AUTH=LOGIN") as server:
+        config = ImapConfig(
+            host="127.0.0.1", port=server.port, security="none", username="u", password=password
+        )
+        with pytest.raises(AuthenticationFailed, match="AUTHENTICATE PLAIN"):
+            connect(config, connect_options)
+    assert b"never-sent" not in server.heard()
+    assert b"LOGIN" not in server.heard().upper()
 
 
 def test_certificate_from_another_ca_is_tls_failed(
