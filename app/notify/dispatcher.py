@@ -19,6 +19,10 @@ a webhook's 2xx and recording it sends that message again, with the same
 `webhook-id` so the receiver can drop the repeat. Login notifications are
 exactly once: they are written in the transaction that marks their delivery.
 
+One delivery never stops the others: whatever one raises (a secret no key
+opens, a bug) is logged, and that delivery alone is retried on its schedule
+with the error recorded; the pass goes on.
+
 Webhook endpoints: every attempt is logged (`webhook_delivery`); a success
 resets the endpoint's `failure_count`; a delivery that exhausts its retries
 (about a day) with every attempt in between failing disables the endpoint,
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -138,14 +143,20 @@ class Dispatcher:
         # notification its failure made in this same pass.
         notifications = [d for d in claimed if d.channel == NOTIFICATION_CHANNEL]
         for delivery in notifications:
-            report.count(await asyncio.to_thread(self._deliver_notification, delivery, now))
+            report.count(
+                await self._contained(
+                    delivery, now, asyncio.to_thread(self._deliver_notification, delivery, now)
+                )
+            )
         slots = asyncio.Semaphore(MAX_CONCURRENT_SENDS)
 
         async def send(delivery: ClaimedDelivery) -> DeliveryState:
             async with slots:
                 if is_email_channel(delivery.channel):
-                    return await asyncio.to_thread(self._deliver_email, delivery, now)
-                return await self._deliver_webhook(delivery, now)
+                    sending = asyncio.to_thread(self._deliver_email, delivery, now)
+                else:
+                    sending = self._deliver_webhook(delivery, now)
+                return await self._contained(delivery, now, sending)
 
         others = [d for d in claimed if d.channel != NOTIFICATION_CHANNEL]
         for state in await asyncio.gather(*(send(d) for d in others)):
@@ -162,6 +173,24 @@ class Dispatcher:
                 },
             )
         return report
+
+    async def _contained(
+        self, delivery: ClaimedDelivery, now: datetime, sending: Awaitable[DeliveryState]
+    ) -> DeliveryState:
+        """Await one delivery; if it raises, log it and retry that delivery alone later."""
+        try:
+            return await sending
+        except Exception as exc:
+            log.exception(
+                "notify.delivery_crashed",
+                extra={"event_id": delivery.event_id, "channel": delivery.channel},
+            )
+            retry_at = next_attempt_at(delivery.attempt, now)
+            state = DeliveryState.PENDING if retry_at else DeliveryState.FAILED
+            error = f"internal error: {type(exc).__name__}"
+            return await asyncio.to_thread(
+                self._finish, delivery, state, next_at=retry_at, error=error
+            )
 
     # -- fan-out and claims -------------------------------------------------------------
 
@@ -270,6 +299,7 @@ class Dispatcher:
             webhook_message_id(delivery.event_id, endpoint_id),
             envelope.model_dump_json(),
             allow_private=self.settings.webhook_allow_private_hosts,
+            deadline_seconds=self.settings.webhook_timeout_seconds,
         )
         return await asyncio.to_thread(
             self._record_webhook_attempt, delivery, endpoint_id, envelope.type, attempt, now
