@@ -264,3 +264,38 @@ def test_invalid_grant_after_another_worker_rotated_uses_its_tokens(rig: Rig) ->
 
     assert rig.decrypted(seen_by_b.refresh_token_enc) == "1//from-a"
     assert rig.stored(mailbox_id).status is MailboxStatus.ACTIVE
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "lifetime_at_most"),
+    [
+        (10**30, timedelta(days=1)),  # timedelta() overflowed
+        ("99999999999999999999", timedelta(days=1)),
+        (float("inf"), timedelta(days=1)),  # JSON `Infinity`, which json.loads accepts
+        (-5, timedelta(0)),  # expired at once: refreshed again before the next login
+        ("3599", timedelta(hours=1)),
+        ("soon", None),  # int() raised
+        ([], None),
+    ],
+)
+def test_a_hostile_expires_in_is_bounded_and_the_refresh_stored(
+    rig: Rig, expires_in: object, lifetime_at_most: timedelta | None
+) -> None:
+    answer = {**google_tokens("new-access"), "expires_in": expires_in}
+    rig.google.post(GOOGLE_TOKEN_URL).respond(
+        200, content=json.dumps(answer), headers={"content-type": "application/json"}
+    )
+    mailbox_id = rig.add(
+        access_token="old-access", refresh_token="1//refresh-one", expires_in=timedelta(minutes=4)
+    )
+    before = utcnow()
+
+    rig.refresh(rig.stored(mailbox_id))
+
+    stored = rig.stored(mailbox_id)
+    assert rig.decrypted(stored.access_token_enc) == "new-access", "the new token was not stored"
+    if lifetime_at_most is None:
+        assert stored.token_expires_at is None
+    else:
+        assert stored.token_expires_at is not None
+        assert stored.token_expires_at - before <= lifetime_at_most + timedelta(seconds=5)
