@@ -26,8 +26,9 @@ watch sees the DEBUG records, so failure reports and `caplog` are unchanged.
 Where a secret appears by design (each allowance covers only the kinds named; no
 log record needs one: even the test SMTP server, aiosmtpd, keeps AUTH lines out of
 its DEBUG trace):
-- the answer to `POST /v1/webhooks` (201) shows the new endpoint's signing
-  secret once; the watch learns the secret there and watches it from then on;
+- the answers to `POST /v1/webhooks` (201) and `POST /v1/webhooks/{id}/rotate-secret`
+  (200) show the endpoint's new signing secret once; the watch learns the secret
+  there and watches it from then on;
 - the answer to `POST /v1/oauth/{provider}/token` (get-token, 200) hands the
   access and refresh tokens to the CRM;
 - the OAuth providers' token endpoints answer the service with access,
@@ -131,14 +132,23 @@ _PROVIDER_TOKEN_ENDPOINTS = (
 _TOKENS = frozenset({SecretKind.ACCESS_TOKEN, SecretKind.REFRESH_TOKEN})
 
 
-def is_webhook_creation(request: httpx.Request, status: int) -> bool:
-    return request.method == "POST" and request.url.path == "/v1/webhooks" and status == 201
+_WEBHOOK_ROTATION = re.compile(r"/v1/webhooks/[0-9]+/rotate-secret")
+
+
+def issues_webhook_secret(request: httpx.Request, status: int) -> bool:
+    """Say whether the answer is the one place a new webhook signing secret is shown."""
+    if request.method != "POST":
+        return False
+    path = request.url.path
+    return (path == "/v1/webhooks" and status == 201) or (
+        _WEBHOOK_ROTATION.fullmatch(path) is not None and status == 200
+    )
 
 
 def allowed_in_answer(request: httpx.Request, status: int) -> frozenset[SecretKind]:
     """The kinds an HTTP answer may hold by design (see the module docstring)."""
     path = request.url.path
-    if is_webhook_creation(request, status):
+    if issues_webhook_secret(request, status):
         return frozenset({SecretKind.WEBHOOK_SECRET})
     if request.method != "POST" or status != 200:
         return frozenset()
@@ -300,7 +310,7 @@ class SecretWatch:
             [response.reason_phrase.encode(), *(k + b": " + v for k, v in response.headers.raw)]
         )
         data = head + b"\r\n\r\n" + (response.content if with_body else b"")
-        if with_body and is_webhook_creation(request, response.status_code):
+        if with_body and issues_webhook_secret(request, response.status_code):
             self._learn_webhook_secret(response)
         found = self.secrets_in(data, allowed)
         if found:

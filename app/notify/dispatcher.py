@@ -87,6 +87,7 @@ from app.notify.email import MailNotSent, send_mail, smtp_server
 from app.notify.envelope import CREDENTIALS_INVALID, CREDENTIALS_RESTORED, EventEnvelope
 from app.notify.messages import credentials_invalid_message
 from app.notify.retry import RETRY_DELAYS, next_attempt_at
+from app.notify.webhook_endpoints import signing_secrets
 from app.notify.webhooks import AttemptOutcome, WebhookAttempt, post_webhook, webhook_message_id
 from app.security import SecretBox
 
@@ -285,17 +286,17 @@ class Dispatcher:
     async def _deliver_webhook(self, delivery: ClaimedDelivery, now: datetime) -> DeliveryState:
         endpoint_id = webhook_endpoint_of(delivery.channel)
         assert endpoint_id is not None, f"unknown channel {delivery.channel}"
-        target = await asyncio.to_thread(self._webhook_target, delivery.event_id, endpoint_id)
+        target = await asyncio.to_thread(self._webhook_target, delivery.event_id, endpoint_id, now)
         if target is None:
             error = "the endpoint was deleted or disabled"
             return await asyncio.to_thread(
                 self._finish, delivery, DeliveryState.FAILED, error=error
             )
-        url, secret, envelope = target
+        url, signing_secrets_now, envelope = target
         attempt = await post_webhook(
             self.client,
             url,
-            secret,
+            signing_secrets_now,
             webhook_message_id(delivery.event_id, endpoint_id),
             envelope.model_dump_json(),
             allow_private=self.settings.webhook_allow_private_hosts,
@@ -306,14 +307,15 @@ class Dispatcher:
         )
 
     def _webhook_target(
-        self, event_id: int, endpoint_id: int
-    ) -> tuple[str, str, EventEnvelope] | None:
+        self, event_id: int, endpoint_id: int, now: datetime
+    ) -> tuple[str, list[str], EventEnvelope] | None:
         with session_scope(self.engine) as session:
             endpoint = get_webhook_endpoint(session, endpoint_id)
             event = session.get(Event, event_id)
             if endpoint is None or not endpoint.enabled or event is None:
                 return None
-            return endpoint.url, self.secrets.decrypt(endpoint.secret_enc), EventEnvelope.of(event)
+            secrets = signing_secrets(endpoint, self.secrets, now)
+            return endpoint.url, secrets, EventEnvelope.of(event)
 
     def _record_webhook_attempt(
         self,

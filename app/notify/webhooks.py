@@ -3,7 +3,8 @@
 Signature (standardwebhooks.com): `webhook-id` is `msg_<event id>_<endpoint id>`,
 the same on every retry so receivers can drop repeats; `webhook-timestamp` is
 the send time; `webhook-signature` is `v1,` + base64 HMAC-SHA256 of
-`id.timestamp.body` under the endpoint's `whsec_` secret.
+`id.timestamp.body` under the endpoint's `whsec_` secret; while a replaced
+secret is in its grace period, a space-separated `v1,` entry for each secret.
 
 SSRF: the URL's host is resolved before every attempt and every address must
 be public unless `WEBHOOK_ALLOW_PRIVATE_HOSTS`; the request then goes to the
@@ -31,6 +32,7 @@ import base64
 import re
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -94,15 +96,15 @@ def check_webhook_url(url: str, *, allow_private: bool) -> None:
 async def post_webhook(
     client: httpx.AsyncClient,
     url: str,
-    secret: str,
+    signing_secrets: Sequence[str],
     message_id: str,
     body: str,
     *,
     allow_private: bool,
     deadline_seconds: float,
 ) -> WebhookAttempt:
-    """Sign `body` and POST it once within `deadline_seconds`; never raises for what the
-    network or receiver does."""
+    """Sign `body` with each secret and POST it once within `deadline_seconds`; never raises
+    for what the network or receiver does."""
     parsed = _parse(url)
     try:
         addresses = await asyncio.to_thread(
@@ -121,7 +123,9 @@ async def post_webhook(
         "host": parsed.netloc.decode("ascii"),
         "webhook-id": message_id,
         "webhook-timestamp": str(int(now.timestamp())),
-        "webhook-signature": Webhook(secret).sign(message_id, now, body),
+        "webhook-signature": " ".join(
+            Webhook(secret).sign(message_id, now, body) for secret in signing_secrets
+        ),
     }
     started = time.monotonic()
     try:

@@ -34,11 +34,13 @@ class WebhookReceiver:
     secret: str | None = None
     script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     requests: list[dict[str, str]] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)  # one per request, as received
     accepted: dict[str, Any] = field(default_factory=dict)  # webhook-id -> verified payload
     bad_signatures: int = 0
 
     def answer(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str]]:
         self.requests.append(headers)
+        self.bodies.append(body)
         if self.script:
             return self.script.pop(0)
         assert self.secret is not None, "the test sets the endpoint's secret"
