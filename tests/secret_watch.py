@@ -31,6 +31,10 @@ its DEBUG trace):
   there and watches it from then on;
 - the answer to `POST /v1/oauth/{provider}/token` (get-token, 200) hands the
   access and refresh tokens to the CRM;
+- the OAuth callback page (`GET /oauth/{provider}/callback`) hands the code and
+  state it was called with to the opener;
+- the webhook routes (`/v1/webhooks...`) show an endpoint's URL as registered,
+  a token in its query string included;
 - the OAuth providers' token endpoints answer the service with access,
   refresh and ID tokens (Google's and Microsoft's, faked with respx, and the
   local authorization server's `POST /token`);
@@ -38,10 +42,13 @@ its DEBUG trace):
   `imap-bridge run`, whose output tests read through a pipe: not watched);
 - requests the tests send carry secrets on purpose: only answers are checked.
 
-Not watched: loggers that do not propagate to the root (uvicorn's own, at
-WARNING in tests), answers read with `requests` (schemathesis) or by the
-browser (Playwright), pipes of long-running processes, the test process's
-own stdout and stderr.
+uvicorn's loggers are watched too: tests serve with `log_config=None` at INFO
+(tests/live_api.py), so its access and error lines reach the root logger, the
+request line with its query string included.
+
+Not watched: loggers that do not propagate to the root, answers read with
+`requests` (schemathesis) or by the browser (Playwright), pipes of
+long-running processes, the test process's own stdout and stderr.
 
 PYTEST_DONT_REWRITE: fixtures import this module before pytest loads it as a
 plugin, too late for assertion rewriting; it asserts nothing about tests.
@@ -87,6 +94,8 @@ class SecretKind(StrEnum):
     WEBHOOK_SECRET = "webhook signing secret"
     API_KEY = "API key"
     FERNET_KEY = "Fernet key"
+    OAUTH_CODE = "OAuth authorization code or state"
+    URL_TOKEN = "token in a webhook URL"
 
 
 @dataclass(frozen=True)
@@ -124,6 +133,7 @@ def leak_forms(value: str) -> tuple[bytes, ...]:
 
 
 _GET_TOKEN = re.compile(r"/v1/oauth/[^/]+/token")
+_CALLBACK_PAGE = re.compile(r"/oauth/[^/]+/callback")
 _PROVIDER_TOKEN_ENDPOINTS = (
     ("oauth2.googleapis.com", re.compile(r"/token")),
     ("login.microsoftonline.com", re.compile(r"/[^/]+/oauth2/v2\.0/token")),
@@ -148,8 +158,11 @@ def issues_webhook_secret(request: httpx.Request, status: int) -> bool:
 def allowed_in_answer(request: httpx.Request, status: int) -> frozenset[SecretKind]:
     """The kinds an HTTP answer may hold by design (see the module docstring)."""
     path = request.url.path
-    if issues_webhook_secret(request, status):
-        return frozenset({SecretKind.WEBHOOK_SECRET})
+    if _CALLBACK_PAGE.fullmatch(path) and request.method == "GET":
+        return frozenset({SecretKind.OAUTH_CODE})
+    if path.startswith("/v1/webhooks"):
+        issued = {SecretKind.WEBHOOK_SECRET} if issues_webhook_secret(request, status) else set()
+        return frozenset({SecretKind.URL_TOKEN, *issued})
     if request.method != "POST" or status != 200:
         return frozenset()
     if _GET_TOKEN.fullmatch(path):

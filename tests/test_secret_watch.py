@@ -108,10 +108,20 @@ def test_only_the_routes_that_hand_out_a_secret_by_design_may_answer_with_it() -
     with answering(f'{{"id": 7, "secret": "{webhook_secret}"}}'.encode()) as client:
         client.post("/v1/webhooks", json={})  # shown once, and learned
         client.get("/v1/webhooks/7")
+    rotated = f"whsec_{secrets.token_urlsafe(24)}"
+    with answering(f'{{"id": 8, "secret": "{rotated}"}}'.encode()) as client:
+        client.post("/v1/webhooks/8/rotate-secret")  # shown once, and learned
+        client.get("/v1/webhooks/8")
+    code = register_secret(SecretKind.OAUTH_CODE, secrets.token_urlsafe(20), "self-test")
+    with answering(f"<script>{code}</script>".encode()) as client:
+        client.get("/oauth/gmail/callback")  # the page hands the code to its opener
+        client.get("/v1/mailboxes")
 
     assert labels(WATCH.take_leaks()) == [
         "OAuth access token (self-test)",
         "webhook signing secret (endpoint 7)",
+        "webhook signing secret (endpoint 8)",
+        "OAuth authorization code or state (self-test)",
     ]
 
 
