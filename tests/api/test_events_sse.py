@@ -83,7 +83,7 @@ def test_a_last_event_id_that_is_not_ascii_digits_is_a_422_not_a_500(
     live_api: LiveApi, last_event_id: bytes
 ) -> None:
     """`isdigit()` says yes to `²`, and int() refuses more than 4,300 digits."""
-    answer = live_api.client.get("/v1/events", headers={"Last-Event-ID": last_event_id})
+    answer = live_api.client.get("/v1/events", headers={b"Last-Event-ID": last_event_id})
 
     assert answer.status_code == 422, (
         f"Last-Event-ID {last_event_id[:20]!r} -> {answer.status_code}"
