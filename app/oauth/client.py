@@ -209,7 +209,7 @@ def _token_request(
                 " redirects are not followed"
             )
         answer = response.json() if response.status_code < 500 else None
-    except (httpx.HTTPError, ValueError) as exc:
+    except (httpx.HTTPError, ValueError, RecursionError) as exc:  # JSON nested too deep
         raise ProviderUnavailableError(
             f"{name}'s token endpoint failed: {exc.__class__.__name__}"
         ) from exc

@@ -7,6 +7,7 @@ token endpoint is faked (respx).
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from app.db.models import (
 from app.imap import ImapConfig, connect
 from app.imap.config import ConnectOptions
 from app.imap.errors import AuthenticationFailed
+from app.oauth.errors import ProviderUnavailableError
 from app.security import SecretBox
 from app.sync.service import sync_mailbox
 from app.sync.token_refresh import refresh_if_expiring
@@ -299,3 +301,33 @@ def test_a_hostile_expires_in_is_bounded_and_the_refresh_stored(
     else:
         assert stored.token_expires_at is not None
         assert stored.token_expires_at - before <= lifetime_at_most + timedelta(seconds=5)
+
+
+def _nested_jwt(depth: int) -> str:
+    payload = base64.urlsafe_b64encode(b"[" * depth).decode().rstrip("=")
+    return f"eyJhbGciOiJSUzI1NiJ9.{payload}.c2ln"
+
+
+@pytest.mark.parametrize("id_token", [12345, ["a.b.c"], _nested_jwt(100_000)])
+def test_a_malformed_id_token_is_ignored_and_the_refresh_stored(rig: Rig, id_token: object) -> None:
+    answer = {**google_tokens("new-access"), "id_token": id_token}
+    rig.google.post(GOOGLE_TOKEN_URL).respond(200, json=answer)
+    mailbox_id = rig.add(
+        access_token="old-access", refresh_token="1//refresh-one", expires_in=timedelta(minutes=4)
+    )
+
+    rig.refresh(rig.stored(mailbox_id))
+
+    assert rig.decrypted(rig.stored(mailbox_id).access_token_enc) == "new-access"
+
+
+def test_a_token_answer_nested_too_deep_is_a_provider_failure(rig: Rig) -> None:
+    rig.google.post(GOOGLE_TOKEN_URL).respond(
+        200, content=b"[" * 100_000, headers={"content-type": "application/json"}
+    )
+    mailbox_id = rig.add(
+        access_token="old-access", refresh_token="1//refresh-one", expires_in=timedelta(minutes=4)
+    )
+
+    with pytest.raises(ProviderUnavailableError):
+        rig.refresh(rig.stored(mailbox_id))
