@@ -106,6 +106,14 @@ class Settings(BaseSettings):
             " (a local relay on 127.0.0.1 needs it)."
         ),
     )
+    smtp_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "Seconds one notification mail may take in all: connecting, TLS, login and"
+            " sending; the connection is cut when they pass."
+        ),
+    )
 
     public_base_url: str | None = Field(
         default=None,

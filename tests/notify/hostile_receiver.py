@@ -1,9 +1,9 @@
-"""A webhook receiver that answers the way a hostile or broken peer would, over real TCP.
+"""Peers that answer the way a hostile or broken server would, over real TCP.
 
-It reads each request's head and body, then either drips an answer one byte at
-a time without end, or sends a 200 head followed by a body far larger than any
-reader should take. It is a scripted hostile peer on loopback, not a mock of
-anything of ours.
+A webhook receiver reads each request's head and body, then either drips an
+answer one byte at a time without end, or sends a 200 head followed by a body
+far larger than any reader should take; an SMTP server drips its greeting.
+These are scripted hostile peers on loopback, not mocks of anything of ours.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ _CHUNK = b"x" * 65536
 class Behaviour(StrEnum):
     DRIP = "drip"  # one byte of the status line every 0.1 s, for ever
     ENDLESS_BODY = "endless_body"  # 200, then ENDLESS_BODY_BYTES of body as fast as taken
+    SMTP_DRIP = "smtp_drip"  # an SMTP greeting, one byte every 0.1 s, for ever
 
 
 @dataclass
@@ -37,15 +38,14 @@ class HostileReceiver:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def serve(self, conn: socket.socket) -> None:
-        _read_request(conn)
+        if self.behaviour is not Behaviour.SMTP_DRIP:  # an SMTP server speaks first
+            _read_request(conn)
         self.requests += 1
         try:
             if self.behaviour is Behaviour.DRIP:
-                for byte in b"HTTP/1.1 200 OK\r\n" * 1000:
-                    if self.stop.is_set():
-                        return
-                    conn.sendall(bytes([byte]))
-                    time.sleep(0.1)
+                self._drip(conn, b"HTTP/1.1 200 OK\r\n")
+            elif self.behaviour is Behaviour.SMTP_DRIP:
+                self._drip(conn, b"220-smtp.example slowly\r\n")
             else:
                 head = f"HTTP/1.1 200 OK\r\ncontent-length: {ENDLESS_BODY_BYTES}\r\n\r\n"
                 conn.sendall(head.encode())
@@ -55,6 +55,13 @@ class HostileReceiver:
         except OSError:  # the client hung up, which is what a bounded reader does
             if self.behaviour is Behaviour.ENDLESS_BODY:
                 self.body_sent_whole = False
+
+    def _drip(self, conn: socket.socket, line: bytes) -> None:
+        for byte in line * 10_000:
+            if self.stop.is_set():
+                return
+            conn.sendall(bytes([byte]))
+            time.sleep(0.1)
 
 
 def _read_request(conn: socket.socket) -> None:
@@ -90,7 +97,9 @@ def hostile_receiver(behaviour: Behaviour) -> Iterator[HostileReceiver]:
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    port = server.server_address[1]
+    scheme = "smtp" if behaviour is Behaviour.SMTP_DRIP else "http"
+    receiver.url = f"{scheme}://127.0.0.1:{port}" + ("" if scheme == "smtp" else "/hook")
     try:
         yield receiver
     finally:

@@ -1,12 +1,14 @@
-"""Receivers that answer badly cannot stop the dispatcher: every attempt is recorded.
+"""Peers that answer badly cannot stop the dispatcher: every attempt is recorded.
 
-A hostile `Retry-After`, an answer that drips or never ends, and an endpoint whose
-secret no configured key opens each affect their own delivery only.
+A hostile `Retry-After`, an answer that drips or never ends, an endpoint whose
+secret no configured key opens, and an SMTP server that drips its greeting each
+affect their own delivery only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -20,10 +22,12 @@ from sqlmodel import col, select
 from app.config import Settings
 from app.db import session_scope
 from app.db.models import DeliveryState, EventDelivery, WebhookEndpoint, utcnow
-from app.notify.channels import webhook_channel
+from app.db.repositories.events import record_event
+from app.notify.channels import EMAIL_CHANNEL, webhook_channel
 from app.notify.dispatcher import DispatchReport, dispatch_due
 from app.notify.retry import MAX_RETRY_AFTER
 from app.security import SecretBox
+from tests.factories import create_mailbox
 from tests.notify.hostile_receiver import Behaviour, HostileReceiver, hostile_receiver
 from tests.notify.receiver import WebhookReceiver, register_endpoint
 from tests.notify.test_webhook_delivery import (
@@ -39,11 +43,24 @@ PASS_DEADLINE_SECONDS = 30
 
 
 def dispatch_within_deadline(engine: Engine, settings: Settings) -> DispatchReport:
-    """Run one pass; a pass the receiver holds fails the test instead of hanging it."""
+    """Run one pass in a thread; a pass a peer holds fails the test instead of hanging it
+    (the peer stops at teardown, which frees the thread)."""
     secrets = SecretBox.from_settings(settings)
-    return asyncio.run(
-        asyncio.wait_for(dispatch_due(engine, settings, secrets), PASS_DEADLINE_SECONDS)
-    )
+    outcome: list[DispatchReport | BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(asyncio.run(dispatch_due(engine, settings, secrets)))
+        except BaseException as exc:  # handed to the test below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(PASS_DEADLINE_SECONDS)
+    assert outcome, f"a peer held the dispatcher pass for more than {PASS_DEADLINE_SECONDS} s"
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
 
 
 @pytest.mark.parametrize(
@@ -164,3 +181,43 @@ def test_an_endpoint_whose_secret_cannot_be_opened_does_not_stop_the_others(
     assert orphan.state is DeliveryState.PENDING
     assert orphan.last_error == "internal error: SecretDecryptionError"
     assert all(endpoint.enabled for endpoint in endpoints)
+
+
+@pytest.fixture
+def dripping_smtp() -> Iterator[HostileReceiver]:
+    with hostile_receiver(Behaviour.SMTP_DRIP) as hostile:
+        yield hostile
+
+
+def test_an_smtp_server_that_drips_its_greeting_is_cut_off_at_the_deadline(
+    engine: Engine, settings: Settings, dripping_smtp: HostileReceiver
+) -> None:
+    """smtplib's timeout is per read: a byte every 0.1 s never trips it, the deadline does."""
+    smtp_settings = settings.model_copy(
+        update={
+            "smtp_url": SecretStr(dripping_smtp.url),
+            "smtp_allow_private_hosts": True,
+            "smtp_timeout_seconds": 1.0,
+        }
+    )
+    with session_scope(engine) as session:
+        mailbox = create_mailbox(session, owner_email="owner@crm.test")
+        event = record_event(session, "mailbox.credentials_invalid", mailbox, {"error_code": "x"})
+        session.flush()
+        event_id = event.id
+
+    started = time.monotonic()
+    dispatch_within_deadline(engine, smtp_settings)
+    seconds = time.monotonic() - started
+
+    assert dripping_smtp.requests == 1
+    assert seconds < 10, f"a greeting byte every 0.1 s held the dispatcher {seconds:.1f} s"
+    with session_scope(engine) as session:
+        mail = session.exec(
+            select(EventDelivery)
+            .where(EventDelivery.event_id == event_id)
+            .where(EventDelivery.channel == EMAIL_CHANNEL)
+        ).one()
+    assert mail.state is DeliveryState.PENDING
+    assert mail.last_error is not None
+    assert mail.last_error.startswith("SMTP failed")
