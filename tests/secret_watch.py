@@ -4,7 +4,8 @@ output of a command the tests run, anywhere in the test run.
     register_secret(kind, value) where a test or fixture makes a secret
         -> the registry: this test's secrets, plus those registered outside any test
            (module constants, session fixtures); a test's own are dropped when it ends
-    every log record (a handler on the root logger, which is put at DEBUG for the run:
+    every log record (as any logger hands it to its handlers, propagating or not;
+        the root logger is put at DEBUG for the run:
         message, extra fields, exception and stack text) ----------\
     every answer an httpx client gets (Client/AsyncClient.send:     >--> checked against
         status line, headers, body, redirect hops, streamed bodies) /     the registry
@@ -42,13 +43,13 @@ its DEBUG trace):
   `imap-bridge run`, whose output tests read through a pipe: not watched);
 - requests the tests send carry secrets on purpose: only answers are checked.
 
-uvicorn's loggers are watched too: tests serve with `log_config=None` at INFO
-(tests/live_api.py), so its access and error lines reach the root logger, the
-request line with its query string included.
+uvicorn's loggers are watched like any other, even where uvicorn's own logging
+setup keeps them from propagating; tests serve at INFO (tests/live_api.py), so
+its access lines, with each request's query string, are made and checked.
 
-Not watched: loggers that do not propagate to the root, answers read with
-`requests` (schemathesis) or by the browser (Playwright), pipes of
-long-running processes, the test process's own stdout and stderr.
+Not watched: answers read with `requests` (schemathesis) or by the browser
+(Playwright), pipes of long-running processes, the test process's own stdout
+and stderr.
 
 PYTEST_DONT_REWRITE: fixtures import this module before pytest loads it as a
 plugin, too late for assertion rewriting; it asserts nothing about tests.
@@ -433,15 +434,6 @@ def _answer_place(response: httpx.Response) -> str:
     return f"answer {response.status_code} to {response.request.method} {url.host}{url.path}"
 
 
-class _WatchHandler(logging.Handler):
-    def __init__(self, watch: SecretWatch) -> None:
-        super().__init__(logging.DEBUG)
-        self._watch = watch
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self._watch.check_record(record)
-
-
 WATCH = SecretWatch()
 
 
@@ -462,14 +454,12 @@ class _Installation:
 
     def __init__(self) -> None:
         self.patches = pytest.MonkeyPatch()
-        self.handler = _WatchHandler(WATCH)
         self.root_level = logging.getLogger().level
         self.handler_levels: list[tuple[logging.Handler, int]] = []
 
     def install(self, config: pytest.Config) -> None:
         root = logging.getLogger()
         seen_before = root.getEffectiveLevel()
-        root.addHandler(self.handler)
         root.setLevel(logging.DEBUG)
         # pytest's captures keep seeing what they saw before, unless told a level.
         capture = config.pluginmanager.get_plugin("logging-plugin")
@@ -485,14 +475,28 @@ class _Installation:
         self.patches.setattr(httpx.Client, "send", _watched_send(httpx.Client.send))
         self.patches.setattr(httpx.AsyncClient, "send", _watched_async_send(httpx.AsyncClient.send))
         self.patches.setattr(subprocess, "run", _watched_run(subprocess.run))
+        self.patches.setattr(
+            logging.Logger, "callHandlers", _watched_call_handlers(logging.Logger.callHandlers)
+        )
 
     def uninstall(self) -> None:
         self.patches.undo()
         for handler, level in self.handler_levels:
             handler.setLevel(level)
-        root = logging.getLogger()
-        root.removeHandler(self.handler)
-        root.setLevel(self.root_level)
+        logging.getLogger().setLevel(self.root_level)
+
+
+def _watched_call_handlers(
+    call_handlers: Callable[[logging.Logger, logging.LogRecord], None],
+) -> Callable[[logging.Logger, logging.LogRecord], None]:
+    """Check each record once, where its logger passes it to the handlers (after the
+    logger's own filters, before any handler, whether or not it reaches the root)."""
+
+    def watched(self: logging.Logger, record: logging.LogRecord) -> None:
+        WATCH.check_record(record)
+        call_handlers(self, record)
+
+    return watched
 
 
 def _watched_send(send: Callable[..., httpx.Response]) -> Callable[..., httpx.Response]:

@@ -62,6 +62,21 @@ def test_a_leaked_record_reaches_later_handlers_redacted(
     assert caplog.messages == [f"key <{LABEL}>"]
 
 
+def test_a_logger_that_does_not_propagate_is_watched_too(secret: str) -> None:
+    """uvicorn's own logging setup keeps `uvicorn.access` from reaching the root logger."""
+    access = logging.getLogger("app.secret_watch_self_test.access")
+    own_handler = logging.NullHandler()
+    access.addHandler(own_handler)
+    access.propagate = False
+    try:
+        access.warning('127.0.0.1 - "GET /callback?key=%s HTTP/1.1" 200', secret)
+    finally:
+        access.propagate = True
+        access.removeHandler(own_handler)
+
+    assert labels(WATCH.take_leaks()) == [LABEL]
+
+
 def test_a_secret_inside_base64_or_url_quoting_is_found(secret: str) -> None:
     for offset in range(3):  # an XOAUTH2 string puts the token at any byte alignment
         sasl = f"user={'u' * offset}\x01auth=Bearer {secret}\x01\x01".encode()
