@@ -54,6 +54,7 @@ from app.db.models import ApiKey, SyncRun, SyncRunStatus, SyncTrigger, utcnow
 from app.db.repositories.api_keys import create_api_key, get_api_key, list_api_keys
 from app.db.repositories.mailboxes import due_mailbox_ids
 from app.db.repositories.secrets import rotate_secrets
+from app.log_redaction import configure_logging
 from app.main import create_app
 from app.process_priority import lower_cpu_priority
 from app.security import SecretBox, SecretDecryptionError
@@ -440,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "sync" and args.folders_only and args.mailbox is None:
         parser.error("--folders-only needs --mailbox")
-    logging.basicConfig(level=logging.DEBUG if args.verbose else args.log_level)
+    configure_logging(logging.DEBUG if args.verbose else args.log_level)
     handler: Command = args.handler
     try:
         with database_outages():

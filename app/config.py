@@ -136,7 +136,12 @@ class Settings(BaseSettings):
         description="Allow webhook URLs on loopback, private or link-local addresses.",
     )
     webhook_timeout_seconds: float = Field(
-        default=10.0, gt=0, description="Seconds a webhook receiver has to answer."
+        default=10.0,
+        gt=0,
+        description=(
+            "Seconds one webhook attempt may take in all: connecting, sending, and the"
+            " receiver's answer (of whose body at most 4 KiB is read)."
+        ),
     )
     smtp_url: SecretStr | None = Field(
         default=None,
@@ -156,6 +161,14 @@ class Settings(BaseSettings):
         description=(
             "Allow an SMTP host on loopback, private or link-local addresses"
             " (a local relay on 127.0.0.1 needs it)."
+        ),
+    )
+    smtp_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "Seconds one notification mail may take in all: connecting, TLS, login and"
+            " sending; the connection is cut when they pass."
         ),
     )
 

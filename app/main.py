@@ -37,6 +37,7 @@ from app.api.sync_runs.router import router as sync_runs_router
 from app.api.webhooks.router import router as webhooks_router
 from app.config import Settings, get_settings
 from app.db import create_db_engine
+from app.log_redaction import install_log_redaction
 from app.security import SecretBox
 
 API_VERSION = "1.0.0"
@@ -68,6 +69,7 @@ def _freeze_startup_objects() -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application; nothing connects until the first request or startup."""
     settings = settings or get_settings()
+    install_log_redaction()  # uvicorn's access log holds query strings: OAuth codes
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -37,8 +37,14 @@ def create_api_key(engine: Engine, name: str = "tests") -> str:
 
 @contextmanager
 def serving(app: Starlette, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Run `app` under a real uvicorn on `port` (0: a free one) of `host`; yield its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    """Run `app` under a real uvicorn on `port` (0: a free one) of `host`; yield its base URL.
+
+    uvicorn logs at INFO, as in production, into the root logger (no handlers of its
+    own): the secret watch reads every access and error line.
+    """
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_config=None, log_level="info")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

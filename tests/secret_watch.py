@@ -4,7 +4,8 @@ output of a command the tests run, anywhere in the test run.
     register_secret(kind, value) where a test or fixture makes a secret
         -> the registry: this test's secrets, plus those registered outside any test
            (module constants, session fixtures); a test's own are dropped when it ends
-    every log record (a handler on the root logger, which is put at DEBUG for the run:
+    every log record (as any logger hands it to its handlers, propagating or not;
+        the root logger is put at DEBUG for the run:
         message, extra fields, exception and stack text) ----------\
     every answer an httpx client gets (Client/AsyncClient.send:     >--> checked against
         status line, headers, body, redirect hops, streamed bodies) /     the registry
@@ -26,10 +27,15 @@ watch sees the DEBUG records, so failure reports and `caplog` are unchanged.
 Where a secret appears by design (each allowance covers only the kinds named; no
 log record needs one: even the test SMTP server, aiosmtpd, keeps AUTH lines out of
 its DEBUG trace):
-- the answer to `POST /v1/webhooks` (201) shows the new endpoint's signing
-  secret once; the watch learns the secret there and watches it from then on;
+- the answers to `POST /v1/webhooks` (201) and `POST /v1/webhooks/{id}/rotate-secret`
+  (200) show the endpoint's new signing secret once; the watch learns the secret
+  there and watches it from then on;
 - the answer to `POST /v1/oauth/{provider}/token` (get-token, 200) hands the
   access and refresh tokens to the CRM;
+- the OAuth callback page (`GET /oauth/{provider}/callback`) hands the code and
+  state it was called with to the opener;
+- the webhook routes (`/v1/webhooks...`) show an endpoint's URL as registered,
+  a token in its query string included;
 - the OAuth providers' token endpoints answer the service with access,
   refresh and ID tokens (Google's and Microsoft's, faked with respx, and the
   local authorization server's `POST /token`);
@@ -37,10 +43,13 @@ its DEBUG trace):
   `imap-bridge run`, whose output tests read through a pipe: not watched);
 - requests the tests send carry secrets on purpose: only answers are checked.
 
-Not watched: loggers that do not propagate to the root (uvicorn's own, at
-WARNING in tests), answers read with `requests` (schemathesis) or by the
-browser (Playwright), pipes of long-running processes, the test process's
-own stdout and stderr.
+uvicorn's loggers are watched like any other, even where uvicorn's own logging
+setup keeps them from propagating; tests serve at INFO (tests/live_api.py), so
+its access lines, with each request's query string, are made and checked.
+
+Not watched: answers read with `requests` (schemathesis) or by the browser
+(Playwright), pipes of long-running processes, the test process's own stdout
+and stderr.
 
 PYTEST_DONT_REWRITE: fixtures import this module before pytest loads it as a
 plugin, too late for assertion rewriting; it asserts nothing about tests.
@@ -86,6 +95,8 @@ class SecretKind(StrEnum):
     WEBHOOK_SECRET = "webhook signing secret"
     API_KEY = "API key"
     FERNET_KEY = "Fernet key"
+    OAUTH_CODE = "OAuth authorization code or state"
+    URL_TOKEN = "token in a webhook URL"
 
 
 @dataclass(frozen=True)
@@ -123,6 +134,7 @@ def leak_forms(value: str) -> tuple[bytes, ...]:
 
 
 _GET_TOKEN = re.compile(r"/v1/oauth/[^/]+/token")
+_CALLBACK_PAGE = re.compile(r"/oauth/[^/]+/callback")
 _PROVIDER_TOKEN_ENDPOINTS = (
     ("oauth2.googleapis.com", re.compile(r"/token")),
     ("login.microsoftonline.com", re.compile(r"/[^/]+/oauth2/v2\.0/token")),
@@ -131,15 +143,27 @@ _PROVIDER_TOKEN_ENDPOINTS = (
 _TOKENS = frozenset({SecretKind.ACCESS_TOKEN, SecretKind.REFRESH_TOKEN})
 
 
-def is_webhook_creation(request: httpx.Request, status: int) -> bool:
-    return request.method == "POST" and request.url.path == "/v1/webhooks" and status == 201
+_WEBHOOK_ROTATION = re.compile(r"/v1/webhooks/[0-9]+/rotate-secret")
+
+
+def issues_webhook_secret(request: httpx.Request, status: int) -> bool:
+    """Say whether the answer is the one place a new webhook signing secret is shown."""
+    if request.method != "POST":
+        return False
+    path = request.url.path
+    return (path == "/v1/webhooks" and status == 201) or (
+        _WEBHOOK_ROTATION.fullmatch(path) is not None and status == 200
+    )
 
 
 def allowed_in_answer(request: httpx.Request, status: int) -> frozenset[SecretKind]:
     """The kinds an HTTP answer may hold by design (see the module docstring)."""
     path = request.url.path
-    if is_webhook_creation(request, status):
-        return frozenset({SecretKind.WEBHOOK_SECRET})
+    if _CALLBACK_PAGE.fullmatch(path) and request.method == "GET":
+        return frozenset({SecretKind.OAUTH_CODE})
+    if path.startswith("/v1/webhooks"):
+        issued = {SecretKind.WEBHOOK_SECRET} if issues_webhook_secret(request, status) else set()
+        return frozenset({SecretKind.URL_TOKEN, *issued})
     if request.method != "POST" or status != 200:
         return frozenset()
     if _GET_TOKEN.fullmatch(path):
@@ -300,7 +324,7 @@ class SecretWatch:
             [response.reason_phrase.encode(), *(k + b": " + v for k, v in response.headers.raw)]
         )
         data = head + b"\r\n\r\n" + (response.content if with_body else b"")
-        if with_body and is_webhook_creation(request, response.status_code):
+        if with_body and issues_webhook_secret(request, response.status_code):
             self._learn_webhook_secret(response)
         found = self.secrets_in(data, allowed)
         if found:
@@ -410,15 +434,6 @@ def _answer_place(response: httpx.Response) -> str:
     return f"answer {response.status_code} to {response.request.method} {url.host}{url.path}"
 
 
-class _WatchHandler(logging.Handler):
-    def __init__(self, watch: SecretWatch) -> None:
-        super().__init__(logging.DEBUG)
-        self._watch = watch
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self._watch.check_record(record)
-
-
 WATCH = SecretWatch()
 
 
@@ -439,14 +454,12 @@ class _Installation:
 
     def __init__(self) -> None:
         self.patches = pytest.MonkeyPatch()
-        self.handler = _WatchHandler(WATCH)
         self.root_level = logging.getLogger().level
         self.handler_levels: list[tuple[logging.Handler, int]] = []
 
     def install(self, config: pytest.Config) -> None:
         root = logging.getLogger()
         seen_before = root.getEffectiveLevel()
-        root.addHandler(self.handler)
         root.setLevel(logging.DEBUG)
         # pytest's captures keep seeing what they saw before, unless told a level.
         capture = config.pluginmanager.get_plugin("logging-plugin")
@@ -462,14 +475,28 @@ class _Installation:
         self.patches.setattr(httpx.Client, "send", _watched_send(httpx.Client.send))
         self.patches.setattr(httpx.AsyncClient, "send", _watched_async_send(httpx.AsyncClient.send))
         self.patches.setattr(subprocess, "run", _watched_run(subprocess.run))
+        self.patches.setattr(
+            logging.Logger, "callHandlers", _watched_call_handlers(logging.Logger.callHandlers)
+        )
 
     def uninstall(self) -> None:
         self.patches.undo()
         for handler, level in self.handler_levels:
             handler.setLevel(level)
-        root = logging.getLogger()
-        root.removeHandler(self.handler)
-        root.setLevel(self.root_level)
+        logging.getLogger().setLevel(self.root_level)
+
+
+def _watched_call_handlers(
+    call_handlers: Callable[[logging.Logger, logging.LogRecord], None],
+) -> Callable[[logging.Logger, logging.LogRecord], None]:
+    """Check each record once, where its logger passes it to the handlers (after the
+    logger's own filters, before any handler, whether or not it reaches the root)."""
+
+    def watched(self: logging.Logger, record: logging.LogRecord) -> None:
+        WATCH.check_record(record)
+        call_handlers(self, record)
+
+    return watched
 
 
 def _watched_send(send: Callable[..., httpx.Response]) -> Callable[..., httpx.Response]:

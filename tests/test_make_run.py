@@ -8,8 +8,10 @@ mailbox, with curl" one for one and in the same order; change both together.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -221,3 +223,23 @@ def test_a_second_run_keeps_the_data_prints_no_new_key_and_stops_on_sigterm(
     assert status == 0, second.output
     assert "Traceback" not in second.output
     assert wait_until_stopped(redis_pid), "the embedded Redis outlived imap-bridge run"
+
+
+def test_the_access_log_of_imap_bridge_run_holds_no_oauth_code_or_state(
+    start_service: StartService, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The product's own logging setup (uvicorn's handlers, at INFO) redacts the callback URL."""
+    caplog.set_level(logging.WARNING, logger="httpx")  # this test's client logs its own URLs
+    service = start_service()
+    api = service.wait_for(DOCS_URL)[1]
+    code = register_secret(SecretKind.OAUTH_CODE, f"4/0A{secrets.token_urlsafe(30)}", "code")
+    state = register_secret(SecretKind.OAUTH_CODE, secrets.token_urlsafe(24), "state")
+
+    page = httpx.get(f"{api}/oauth/gmail/callback", params={"code": code, "state": state})
+    status = service.interrupt()
+
+    assert page.status_code == 400  # a state this service never issued
+    assert status == 0, service.output
+    assert "/oauth/gmail/callback?[redacted]" in service.output, "no redacted access line"
+    assert code not in service.output, "the OAuth code reached the log"
+    assert state not in service.output, "the OAuth state reached the log"

@@ -62,6 +62,21 @@ def test_a_leaked_record_reaches_later_handlers_redacted(
     assert caplog.messages == [f"key <{LABEL}>"]
 
 
+def test_a_logger_that_does_not_propagate_is_watched_too(secret: str) -> None:
+    """uvicorn's own logging setup keeps `uvicorn.access` from reaching the root logger."""
+    access = logging.getLogger("app.secret_watch_self_test.access")
+    own_handler = logging.NullHandler()
+    access.addHandler(own_handler)
+    access.propagate = False
+    try:
+        access.warning('127.0.0.1 - "GET /callback?key=%s HTTP/1.1" 200', secret)
+    finally:
+        access.propagate = True
+        access.removeHandler(own_handler)
+
+    assert labels(WATCH.take_leaks()) == [LABEL]
+
+
 def test_a_secret_inside_base64_or_url_quoting_is_found(secret: str) -> None:
     for offset in range(3):  # an XOAUTH2 string puts the token at any byte alignment
         sasl = f"user={'u' * offset}\x01auth=Bearer {secret}\x01\x01".encode()
@@ -108,10 +123,20 @@ def test_only_the_routes_that_hand_out_a_secret_by_design_may_answer_with_it() -
     with answering(f'{{"id": 7, "secret": "{webhook_secret}"}}'.encode()) as client:
         client.post("/v1/webhooks", json={})  # shown once, and learned
         client.get("/v1/webhooks/7")
+    rotated = f"whsec_{secrets.token_urlsafe(24)}"
+    with answering(f'{{"id": 8, "secret": "{rotated}"}}'.encode()) as client:
+        client.post("/v1/webhooks/8/rotate-secret")  # shown once, and learned
+        client.get("/v1/webhooks/8")
+    code = register_secret(SecretKind.OAUTH_CODE, secrets.token_urlsafe(20), "self-test")
+    with answering(f"<script>{code}</script>".encode()) as client:
+        client.get("/oauth/gmail/callback")  # the page hands the code to its opener
+        client.get("/v1/mailboxes")
 
     assert labels(WATCH.take_leaks()) == [
         "OAuth access token (self-test)",
         "webhook signing secret (endpoint 7)",
+        "webhook signing secret (endpoint 8)",
+        "OAuth authorization code or state (self-test)",
     ]
 
 

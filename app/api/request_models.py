@@ -5,7 +5,9 @@ than the document says: `"yes"` or `1` as a boolean, `"5"` as an integer, `0` as
 (1970-01-01, a sync window of the whole mailbox), a number as an instant. Request
 models derive from `RequestModel` instead: strict types, and fields the document does
 not list are refused rather than silently dropped. A day is an ISO `YYYY-MM-DD` string
-(`IsoDate`), an instant an ISO 8601 one (`IsoDateTime`, for query parameters too).
+(`IsoDate`), an instant an ISO 8601 one (`IsoDateTime`, for query parameters too), and
+a count or id a `WholeNumber`: JSON Schema's `integer` includes `5.0`, which strict
+mode alone would refuse.
 """
 
 from __future__ import annotations
@@ -40,6 +42,16 @@ def _iso_instant(value: object) -> object:
     raise ValueError("must be an ISO 8601 date-time, e.g. 2024-05-01T12:00:00Z")
 
 
+def _whole_number(value: object) -> object:
+    """Let an integer through, or a JSON number with no fraction (`5.0`); never a bool."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ValueError("must be a whole number")
+
+
 # Strict mode refuses strings for dates in Python mode; the string is checked here instead.
 IsoDate = Annotated[date, Strict(False), BeforeValidator(_iso_day)]
 IsoDateTime = Annotated[datetime, Strict(False), BeforeValidator(_iso_instant)]
+WholeNumber = Annotated[int, BeforeValidator(_whole_number)]

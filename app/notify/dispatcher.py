@@ -19,6 +19,10 @@ a webhook's 2xx and recording it sends that message again, with the same
 `webhook-id` so the receiver can drop the repeat. Login notifications are
 exactly once: they are written in the transaction that marks their delivery.
 
+One delivery never stops the others: whatever one raises (a secret no key
+opens, a bug) is logged, and that delivery alone is retried on its schedule
+with the error recorded; the pass goes on.
+
 Webhook endpoints: every attempt is logged (`webhook_delivery`); a success
 resets the endpoint's `failure_count`; a delivery that exhausts its retries
 (about a day) with every attempt in between failing disables the endpoint,
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -82,6 +87,7 @@ from app.notify.email import MailNotSent, send_mail, smtp_server
 from app.notify.envelope import CREDENTIALS_INVALID, CREDENTIALS_RESTORED, EventEnvelope
 from app.notify.messages import credentials_invalid_message
 from app.notify.retry import RETRY_DELAYS, next_attempt_at
+from app.notify.webhook_endpoints import signing_secrets
 from app.notify.webhooks import AttemptOutcome, WebhookAttempt, post_webhook, webhook_message_id
 from app.security import SecretBox
 
@@ -138,14 +144,20 @@ class Dispatcher:
         # notification its failure made in this same pass.
         notifications = [d for d in claimed if d.channel == NOTIFICATION_CHANNEL]
         for delivery in notifications:
-            report.count(await asyncio.to_thread(self._deliver_notification, delivery, now))
+            report.count(
+                await self._contained(
+                    delivery, now, asyncio.to_thread(self._deliver_notification, delivery, now)
+                )
+            )
         slots = asyncio.Semaphore(MAX_CONCURRENT_SENDS)
 
         async def send(delivery: ClaimedDelivery) -> DeliveryState:
             async with slots:
                 if is_email_channel(delivery.channel):
-                    return await asyncio.to_thread(self._deliver_email, delivery, now)
-                return await self._deliver_webhook(delivery, now)
+                    sending = asyncio.to_thread(self._deliver_email, delivery, now)
+                else:
+                    sending = self._deliver_webhook(delivery, now)
+                return await self._contained(delivery, now, sending)
 
         others = [d for d in claimed if d.channel != NOTIFICATION_CHANNEL]
         for state in await asyncio.gather(*(send(d) for d in others)):
@@ -162,6 +174,24 @@ class Dispatcher:
                 },
             )
         return report
+
+    async def _contained(
+        self, delivery: ClaimedDelivery, now: datetime, sending: Awaitable[DeliveryState]
+    ) -> DeliveryState:
+        """Await one delivery; if it raises, log it and retry that delivery alone later."""
+        try:
+            return await sending
+        except Exception as exc:
+            log.exception(
+                "notify.delivery_crashed",
+                extra={"event_id": delivery.event_id, "channel": delivery.channel},
+            )
+            retry_at = next_attempt_at(delivery.attempt, now)
+            state = DeliveryState.PENDING if retry_at else DeliveryState.FAILED
+            error = f"internal error: {type(exc).__name__}"
+            return await asyncio.to_thread(
+                self._finish, delivery, state, next_at=retry_at, error=error
+            )
 
     # -- fan-out and claims -------------------------------------------------------------
 
@@ -256,34 +286,36 @@ class Dispatcher:
     async def _deliver_webhook(self, delivery: ClaimedDelivery, now: datetime) -> DeliveryState:
         endpoint_id = webhook_endpoint_of(delivery.channel)
         assert endpoint_id is not None, f"unknown channel {delivery.channel}"
-        target = await asyncio.to_thread(self._webhook_target, delivery.event_id, endpoint_id)
+        target = await asyncio.to_thread(self._webhook_target, delivery.event_id, endpoint_id, now)
         if target is None:
             error = "the endpoint was deleted or disabled"
             return await asyncio.to_thread(
                 self._finish, delivery, DeliveryState.FAILED, error=error
             )
-        url, secret, envelope = target
+        url, signing_secrets_now, envelope = target
         attempt = await post_webhook(
             self.client,
             url,
-            secret,
+            signing_secrets_now,
             webhook_message_id(delivery.event_id, endpoint_id),
             envelope.model_dump_json(),
             allow_private=self.settings.webhook_allow_private_hosts,
+            deadline_seconds=self.settings.webhook_timeout_seconds,
         )
         return await asyncio.to_thread(
             self._record_webhook_attempt, delivery, endpoint_id, envelope.type, attempt, now
         )
 
     def _webhook_target(
-        self, event_id: int, endpoint_id: int
-    ) -> tuple[str, str, EventEnvelope] | None:
+        self, event_id: int, endpoint_id: int, now: datetime
+    ) -> tuple[str, list[str], EventEnvelope] | None:
         with session_scope(self.engine) as session:
             endpoint = get_webhook_endpoint(session, endpoint_id)
             event = session.get(Event, event_id)
             if endpoint is None or not endpoint.enabled or event is None:
                 return None
-            return endpoint.url, self.secrets.decrypt(endpoint.secret_enc), EventEnvelope.of(event)
+            secrets = signing_secrets(endpoint, self.secrets, now)
+            return endpoint.url, secrets, EventEnvelope.of(event)
 
     def _record_webhook_attempt(
         self,

@@ -13,14 +13,21 @@ A recipient the server refuses for good (5xx) fails the delivery; anything
 else (connection, 4xx, a login problem an operator can fix) is retried on the
 schedule of `app.notify.retry`. One message per recipient, so one person's
 refused address never repeats the mail to the others.
+
+One mail has one deadline (`SMTP_TIMEOUT_SECONDS`) for the whole conversation:
+smtplib's timeout is per read, so a server that sends a byte a second would
+otherwise hold a dispatcher slot for ever; at the deadline the socket is shut
+down and the blocked read fails (retried later).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import smtplib
 import socket
 import ssl
+import threading
 from dataclasses import dataclass
 from email.message import EmailMessage
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -37,7 +44,6 @@ from app.notify.messages import CredentialsMessage
 
 log = logging.getLogger(__name__)
 
-SMTP_TIMEOUT_SECONDS = 30.0
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -60,9 +66,12 @@ class SmtpServer:
     username: str | None
     password: str | None
     allow_private_hosts: bool
+    deadline_seconds: float
 
     @classmethod
-    def from_url(cls, url: str, *, allow_private_hosts: bool) -> SmtpServer:
+    def from_url(
+        cls, url: str, *, allow_private_hosts: bool, deadline_seconds: float
+    ) -> SmtpServer:
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
             raise ValueError("SMTP_URL must look like smtp://user:pass@host:587?starttls=true")
@@ -76,28 +85,53 @@ class SmtpServer:
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
             allow_private_hosts=allow_private_hosts,
+            deadline_seconds=deadline_seconds,
         )
 
 
-class _PinnedSMTP(smtplib.SMTP):
+class _DeadlineSMTP(smtplib.SMTP):
+    """SMTP whose whole conversation ends by a deadline: then the socket is shut down."""
+
+    _deadline: threading.Timer | None = None
+
+    def _arm_deadline(self, seconds: float) -> None:
+        self._deadline = threading.Timer(seconds, self._hang_up)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _hang_up(self) -> None:
+        sock = self.sock  # close() may clear it meanwhile
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        super().close()
+
+
+class _PinnedSMTP(_DeadlineSMTP):
     """SMTP over a connection to one of the addresses the SSRF guard vetted."""
 
     def __init__(self, server: SmtpServer, addresses: list[ResolvedAddress]) -> None:
         self._addresses = addresses
-        super().__init__(server.host, server.port, timeout=SMTP_TIMEOUT_SECONDS)
+        self._arm_deadline(server.deadline_seconds)
+        super().__init__(server.host, server.port, timeout=server.deadline_seconds)
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         return connect_resolved(self._addresses, timeout)
 
 
-class _PinnedSMTPSSL(smtplib.SMTP_SSL):
+class _PinnedSMTPSSL(_DeadlineSMTP, smtplib.SMTP_SSL):
     """SMTP over TLS from the first byte to a vetted address; the certificate must name the host."""
 
     def __init__(
         self, server: SmtpServer, addresses: list[ResolvedAddress], context: ssl.SSLContext
     ) -> None:
         self._addresses = addresses
-        super().__init__(server.host, server.port, timeout=SMTP_TIMEOUT_SECONDS, context=context)
+        self._arm_deadline(server.deadline_seconds)
+        super().__init__(server.host, server.port, timeout=server.deadline_seconds, context=context)
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         sock = connect_resolved(self._addresses, timeout)
@@ -115,6 +149,7 @@ def smtp_server(settings: Settings) -> SmtpServer | None:
     return SmtpServer.from_url(
         settings.smtp_url.get_secret_value(),
         allow_private_hosts=settings.smtp_allow_private_hosts,
+        deadline_seconds=settings.smtp_timeout_seconds,
     )
 
 

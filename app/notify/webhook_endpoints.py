@@ -1,8 +1,17 @@
-"""Webhook endpoints as the API manages them: secret made once, URL vetted, test events."""
+"""Webhook endpoints as the API manages them: secret made once, URL vetted, test events.
+
+Secret rotation gives the receiver time to switch without a lost delivery:
+
+    rotate(grace) --> new secret (shown once) signs; the replaced one signs too
+                      (one `webhook-signature` header, two `v1,` entries) until
+                      now + grace --> only the new one
+    rotate again inside the grace: the oldest secret is dropped at once
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlmodel import Session
 
@@ -19,6 +28,9 @@ from app.notify.envelope import WEBHOOK_TEST_EVENT
 from app.notify.errors import WebhookEndpointNotFoundError
 from app.notify.webhooks import check_webhook_url, generate_secret
 from app.security import SecretBox
+
+DEFAULT_SECRET_GRACE = timedelta(days=1)
+MAX_SECRET_GRACE = timedelta(days=7)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +62,34 @@ def create_webhook_endpoint(
         secret_enc=secrets.encrypt(secret),
     )
     return endpoint, secret
+
+
+def rotate_webhook_secret(
+    session: Session, secrets: SecretBox, endpoint_id: int, *, grace: timedelta
+) -> tuple[WebhookEndpoint, str]:
+    """Issue a new signing secret, shown once; the replaced one keeps signing for `grace`."""
+    endpoint = get_webhook_endpoint_or_raise(session, endpoint_id)
+    secret = generate_secret()
+    now = utcnow()
+    if grace > timedelta(0):
+        endpoint.previous_secret_enc = endpoint.secret_enc
+        endpoint.previous_secret_expires_at = now + grace
+    else:
+        endpoint.previous_secret_enc = endpoint.previous_secret_expires_at = None
+    endpoint.secret_enc = secrets.encrypt(secret)
+    endpoint.updated_at = now
+    session.flush()
+    return endpoint, secret
+
+
+def signing_secrets(endpoint: WebhookEndpoint, secrets: SecretBox, now: datetime) -> list[str]:
+    """Return the secrets a delivery at `now` is signed with: the current one, and the
+    replaced one while its grace period lasts."""
+    current = [secrets.decrypt(endpoint.secret_enc)]
+    expires_at = endpoint.previous_secret_expires_at
+    if endpoint.previous_secret_enc is None or expires_at is None or expires_at <= now:
+        return current
+    return [*current, secrets.decrypt(endpoint.previous_secret_enc)]
 
 
 def get_webhook_endpoint_or_raise(session: Session, endpoint_id: int) -> WebhookEndpoint:

@@ -3,7 +3,8 @@
 Signature (standardwebhooks.com): `webhook-id` is `msg_<event id>_<endpoint id>`,
 the same on every retry so receivers can drop repeats; `webhook-timestamp` is
 the send time; `webhook-signature` is `v1,` + base64 HMAC-SHA256 of
-`id.timestamp.body` under the endpoint's `whsec_` secret.
+`id.timestamp.body` under the endpoint's `whsec_` secret; while a replaced
+secret is in its grace period, a space-separated `v1,` entry for each secret.
 
 SSRF: the URL's host is resolved before every attempt and every address must
 be public unless `WEBHOOK_ALLOW_PRIVATE_HOSTS`; the request then goes to the
@@ -11,6 +12,12 @@ vetted address itself (the Host header and TLS server name stay the URL's),
 so a DNS answer that changes after the check (rebinding) is never used.
 Redirects are not followed (the Location could point anywhere, the
 metadata service 169.254.169.254 included): a 3xx fails the delivery like a 4xx.
+
+A receiver is a peer we do not trust: one attempt (connect, send, the answer's
+head and at most ANSWER_BODY_CAP bytes of its body) has one overall deadline,
+so a receiver that drips bytes or streams without end holds a send slot no
+longer than that; its `Retry-After` is read as ASCII delta-seconds or an HTTP
+date and clamped to MAX_RETRY_AFTER, anything else ignored.
 
     2xx ............................. delivered
     408, 429, 5xx, timeout, network . retried (Retry-After honoured)
@@ -22,8 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -34,9 +43,13 @@ from standardwebhooks import Webhook
 
 from app.netguard import AddressBlocked, ResolutionFailed, ResolvedAddress, resolve
 from app.notify.errors import WebhookUrlRefusedError
+from app.notify.retry import MAX_RETRY_AFTER
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the prefix of every secret, not a secret
 USER_AGENT = "imap-bridge-webhooks/1"
+# Bytes of a receiver's answer body read at most; the judgement needs only the status.
+ANSWER_BODY_CAP = 4096
+_DELTA_SECONDS = re.compile(r"[0-9]+")  # RFC 9110 delta-seconds: ASCII digits, not `²`
 
 
 class AttemptOutcome(StrEnum):
@@ -83,13 +96,15 @@ def check_webhook_url(url: str, *, allow_private: bool) -> None:
 async def post_webhook(
     client: httpx.AsyncClient,
     url: str,
-    secret: str,
+    signing_secrets: Sequence[str],
     message_id: str,
     body: str,
     *,
     allow_private: bool,
+    deadline_seconds: float,
 ) -> WebhookAttempt:
-    """Sign `body` and POST it once; never raises for what the network or receiver does."""
+    """Sign `body` with each secret and POST it once within `deadline_seconds`; never raises
+    for what the network or receiver does."""
     parsed = _parse(url)
     try:
         addresses = await asyncio.to_thread(
@@ -108,12 +123,15 @@ async def post_webhook(
         "host": parsed.netloc.decode("ascii"),
         "webhook-id": message_id,
         "webhook-timestamp": str(int(now.timestamp())),
-        "webhook-signature": Webhook(secret).sign(message_id, now, body),
+        "webhook-signature": " ".join(
+            Webhook(secret).sign(message_id, now, body) for secret in signing_secrets
+        ),
     }
     started = time.monotonic()
     try:
-        response = await _post_to_first_answering(client, parsed, addresses, headers, body)
-    except httpx.TimeoutException:
+        async with asyncio.timeout(deadline_seconds):
+            response = await _post_to_first_answering(client, parsed, addresses, headers, body)
+    except (TimeoutError, httpx.TimeoutException):
         return WebhookAttempt(AttemptOutcome.RETRY, latency_ms=_since(started), error="timed out")
     except httpx.TransportError as exc:
         error = f"connection failed: {type(exc).__name__}"
@@ -139,11 +157,26 @@ async def _post_to_first_answering(
             extensions=extensions,
         )
         try:
-            return await client.send(request, follow_redirects=False)
+            response = await client.send(request, follow_redirects=False, stream=True)
         except httpx.ConnectError as exc:
             last_error = exc
+            continue
+        try:
+            await _read_capped(response)
+        finally:
+            await response.aclose()
+        return response
     assert last_error is not None  # resolve() never returns an empty list
     raise last_error
+
+
+async def _read_capped(response: httpx.Response) -> None:
+    """Read the answer body up to ANSWER_BODY_CAP bytes and drop it (never the whole)."""
+    read = 0
+    async for chunk in response.aiter_raw():
+        read += len(chunk)
+        if read >= ANSWER_BODY_CAP:
+            return
 
 
 def _judge(response: httpx.Response, latency_ms: int) -> WebhookAttempt:
@@ -160,18 +193,23 @@ def _judge(response: httpx.Response, latency_ms: int) -> WebhookAttempt:
 
 
 def _retry_after(value: str | None) -> timedelta | None:
-    """Read `Retry-After` as seconds or an HTTP date (RFC 9110, 10.2.3)."""
+    """Read `Retry-After` as delta-seconds or an HTTP date (RFC 9110, 10.2.3), clamped to
+    [0, MAX_RETRY_AFTER]; None when absent or neither."""
     if not value:
         return None
-    if value.strip().isdigit():
-        return timedelta(seconds=int(value))
+    value = value.strip()
+    if _DELTA_SECONDS.fullmatch(value):
+        # Compare digit counts first: int() of a 5,000-digit string is slow or refused.
+        if len(value) > len(str(int(MAX_RETRY_AFTER.total_seconds()))):
+            return MAX_RETRY_AFTER
+        return min(timedelta(seconds=int(value)), MAX_RETRY_AFTER)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(when - datetime.now(UTC), timedelta(0))
+    return min(max(when - datetime.now(UTC), timedelta(0)), MAX_RETRY_AFTER)
 
 
 def _parse(url: str) -> httpx.URL:

@@ -15,11 +15,15 @@ Every provider answer leaves as one `OAuthError` subclass (RFC 6749 section 5.2
 error codes): `invalid_client` / `unauthorized_client` -> `InvalidClientError`,
 `invalid_grant` -> `InvalidGrantError`, a transport failure, a 5xx or a non-JSON
 answer -> `ProviderUnavailableError`, a blocked endpoint host ->
-`ProviderHostBlockedError`. Tokens never appear in messages or logs.
+`ProviderHostBlockedError`. Tokens never appear in messages or logs. A grant's
+`expires_in` is read within [0, MAX_TOKEN_LIFETIME_SECONDS]; a value that is
+not a number counts as absent (a huge one would overflow the expiry date).
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -41,6 +45,9 @@ from app.oauth.errors import (
 from app.oauth.providers import ClientSettings, OAuthProvider, TokenGrant, id_token_claims
 
 TIMEOUT_SECONDS = 15.0
+# A token said to live longer is refreshed after a day anyway, which costs one request.
+MAX_TOKEN_LIFETIME_SECONDS = 86_400
+_SECONDS = re.compile(r"[0-9]+")  # some providers send `expires_in` as a string
 _BAD_CLIENT = {"invalid_client", "unauthorized_client"}
 # A code no provider ever issued: exchanging it tells good client credentials
 # (`invalid_grant`) from bad ones (`invalid_client`) without a user.
@@ -202,7 +209,7 @@ def _token_request(
                 " redirects are not followed"
             )
         answer = response.json() if response.status_code < 500 else None
-    except (httpx.HTTPError, ValueError) as exc:
+    except (httpx.HTTPError, ValueError, RecursionError) as exc:  # JSON nested too deep
         raise ProviderUnavailableError(
             f"{name}'s token endpoint failed: {exc.__class__.__name__}"
         ) from exc
@@ -226,6 +233,21 @@ def _grant(answer: dict[str, Any]) -> TokenGrant:
     return TokenGrant(
         access_token=SecretStr(str(answer["access_token"])),
         refresh_token=SecretStr(str(refresh)) if refresh else None,
-        expires_in=int(expires_in) if expires_in is not None else None,
+        expires_in=_lifetime_seconds(expires_in),
         id_token_claims=id_token_claims(answer.get("id_token")),
     )
+
+
+def _lifetime_seconds(expires_in: object) -> int | None:
+    """Read `expires_in` (RFC 6749, 5.1) as whole seconds within [0, a day]; None if no number."""
+    seconds: float
+    if isinstance(expires_in, str) and _SECONDS.fullmatch(expires_in.strip()):
+        digits = expires_in.strip()
+        seconds = int(digits) if len(digits) <= 12 else MAX_TOKEN_LIFETIME_SECONDS
+    elif isinstance(expires_in, int | float) and not isinstance(expires_in, bool):
+        seconds = expires_in
+    else:
+        return None
+    if math.isnan(seconds):
+        return None
+    return int(min(max(seconds, 0), MAX_TOKEN_LIFETIME_SECONDS))

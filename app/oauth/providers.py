@@ -93,7 +93,7 @@ class OAuthProvider:
             claims = answer.json()
         except AddressBlocked:
             raise  # the caller says which endpoint was refused, and why
-        except (httpx.HTTPError, ValueError) as exc:
+        except (httpx.HTTPError, ValueError, RecursionError) as exc:
             raise ProviderUnavailableError(f"{self.display_name} userinfo failed") from exc
         return _first_claim(claims if isinstance(claims, dict) else {}, self.email_claims)
 
@@ -156,19 +156,19 @@ class MicrosoftProvider(OAuthProvider):
             )
 
 
-def id_token_claims(id_token: str | None) -> dict[str, Any]:
+def id_token_claims(id_token: object) -> dict[str, Any]:
     """Read the claims of an ID token received straight from the token endpoint.
 
     The token came over TLS from the provider itself, so OpenID Connect Core
     3.1.3.7 lets the client rely on TLS instead of the signature; the claims
     only name the account, they grant nothing.
     """
-    if not id_token:
-        return {}
+    if not isinstance(id_token, str) or not id_token:
+        return {}  # absent, or not a JWT at all (the answer is a peer's JSON)
     try:
         payload = id_token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError, binascii.Error):
+    except (IndexError, ValueError, binascii.Error, RecursionError):
         return {}
     return claims if isinstance(claims, dict) else {}
 

@@ -72,7 +72,7 @@ def refresh_if_expiring(
         if current.refresh_token_enc != old_refresh_enc:
             return current  # refused because another worker already rotated it
         raise
-    expires_at = now + timedelta(seconds=grant.expires_in) if grant.expires_in else None
+    expires_at = now + timedelta(seconds=grant.expires_in) if grant.expires_in is not None else None
     new_refresh = grant.refresh_token
     with session_scope(engine) as session:
         stored = replace_tokens(

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import Engine
 
 from app.db import session_scope
@@ -75,3 +76,16 @@ def test_a_bad_last_event_id_or_type_is_a_422(live_api: LiveApi) -> None:
 
     assert (bad_id.status_code, bad_id.json()["errors"][0]["field"]) == (422, "last-event-id")
     assert (bad_type.status_code, bad_type.json()["errors"][0]["field"]) == (422, "types")
+
+
+@pytest.mark.parametrize("last_event_id", ["²".encode("latin-1"), b"9" * 5000, b"-1"])
+def test_a_last_event_id_that_is_not_ascii_digits_is_a_422_not_a_500(
+    live_api: LiveApi, last_event_id: bytes
+) -> None:
+    """`isdigit()` says yes to `²`, and int() refuses more than 4,300 digits."""
+    answer = live_api.client.get("/v1/events", headers={b"Last-Event-ID": last_event_id})
+
+    assert answer.status_code == 422, (
+        f"Last-Event-ID {last_event_id[:20]!r} -> {answer.status_code}"
+    )
+    assert answer.json()["errors"][0]["field"] == "last-event-id"

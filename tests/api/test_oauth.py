@@ -226,10 +226,11 @@ def test_authorize_takes_only_an_origin(live_api: LiveApi, origin: str) -> None:
     ("settings", "allowed", "refused"),
     [
         ([CRM_ORIGIN, "http://localhost:8080"], "http://localhost:8080", "https://evil.example"),
+        (["http://localhost:49152"], "http://localhost:49152", "http://localhost:49153"),
         ([], "https://bridge.test", CRM_ORIGIN),
     ],
     indirect=["settings"],
-    ids=["listed", "unset: PUBLIC_BASE_URL only"],
+    ids=["listed", "five-digit port", "unset: PUBLIC_BASE_URL only"],
 )
 def test_authorize_binds_flows_only_to_allowed_origins(
     live_api: LiveApi, engine: Engine, allowed: str, refused: str

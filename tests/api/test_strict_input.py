@@ -51,6 +51,8 @@ def test_a_written_day_is_taken(
         ("/v1/webhooks", {"url": "https://hooks.example.com/x", "enabled": 1}, "enabled"),
         ("/v1/webhooks", {"url": "https://hooks.example.com/x", "secret": "mine"}, "secret"),
         ("/v1/connection/check", {"imap": {"port": "993"}}, "imap.port"),
+        ("/v1/connection/check", {"imap": {"port": 993.5}}, "imap.port"),
+        ("/v1/connection/check", {"imap": {"port": True}}, "imap.port"),
     ],
 )
 def test_json_types_are_not_coerced_and_unknown_fields_are_refused(

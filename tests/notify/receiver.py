@@ -34,11 +34,13 @@ class WebhookReceiver:
     secret: str | None = None
     script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     requests: list[dict[str, str]] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)  # one per request, as received
     accepted: dict[str, Any] = field(default_factory=dict)  # webhook-id -> verified payload
     bad_signatures: int = 0
 
     def answer(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str]]:
         self.requests.append(headers)
+        self.bodies.append(body)
         if self.script:
             return self.script.pop(0)
         assert self.secret is not None, "the test sets the endpoint's secret"
@@ -66,15 +68,23 @@ def running_receiver() -> Iterator[WebhookReceiver]:
         yield receiver
 
 
-def subscribe_to_everything(engine: Engine, settings: Settings, receiver: WebhookReceiver) -> None:
-    """Register `receiver` as a webhook endpoint of every event type; keep its signing secret."""
+def register_endpoint(
+    engine: Engine, settings: Settings, url: str, secrets: SecretBox | None = None
+) -> tuple[int, str]:
+    """Register `url` as a webhook endpoint of every event type; return its id and secret."""
     with session_scope(engine) as session:
-        _, secret = create_webhook_endpoint(
+        endpoint, secret = create_webhook_endpoint(
             session,
             settings,
-            SecretBox.from_settings(settings),
-            url=receiver.url,
+            secrets or SecretBox.from_settings(settings),
+            url=url,
             event_types=[],
             enabled=True,
         )
-    receiver.secret = register_secret(SecretKind.WEBHOOK_SECRET, secret, "the receiver's")
+    assert endpoint.id is not None
+    return endpoint.id, register_secret(SecretKind.WEBHOOK_SECRET, secret, f"endpoint {url}")
+
+
+def subscribe_to_everything(engine: Engine, settings: Settings, receiver: WebhookReceiver) -> None:
+    """Register `receiver` as a webhook endpoint of every event type; keep its signing secret."""
+    _, receiver.secret = register_endpoint(engine, settings, receiver.url)

@@ -12,7 +12,7 @@ from app.notify.email import MailNotSent, SmtpServer, send_mail
 from app.notify.messages import CredentialsMessage
 
 MESSAGE = CredentialsMessage("A mailbox can no longer sign in", "text", "<p>html</p>")
-NOWHERE = SmtpServer.from_url("smtp://127.0.0.1:9", allow_private_hosts=True)
+NOWHERE = SmtpServer.from_url("smtp://127.0.0.1:9", allow_private_hosts=True, deadline_seconds=5)
 
 
 @pytest.mark.parametrize("separator", ["\r\nBcc: x@evil.test", "\x1c", "\u2028"])

@@ -70,7 +70,9 @@ def elsewhere(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
 
 def mail_through(host: str, port: int, *, allowed: bool) -> None:
     """Send MESSAGE through smtp://host:port, private hosts allowed or not."""
-    server = SmtpServer.from_url(f"smtp://{url_host(host)}:{port}", allow_private_hosts=allowed)
+    server = SmtpServer.from_url(
+        f"smtp://{url_host(host)}:{port}", allow_private_hosts=allowed, deadline_seconds=5
+    )
     send_mail(server, "bridge@crm.test", RECIPIENT, MESSAGE)
 
 

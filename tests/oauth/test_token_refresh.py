@@ -7,6 +7,7 @@ token endpoint is faked (respx).
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from app.db.models import (
 from app.imap import ImapConfig, connect
 from app.imap.config import ConnectOptions
 from app.imap.errors import AuthenticationFailed
+from app.oauth.errors import ProviderUnavailableError
 from app.security import SecretBox
 from app.sync.service import sync_mailbox
 from app.sync.token_refresh import refresh_if_expiring
@@ -264,3 +266,68 @@ def test_invalid_grant_after_another_worker_rotated_uses_its_tokens(rig: Rig) ->
 
     assert rig.decrypted(seen_by_b.refresh_token_enc) == "1//from-a"
     assert rig.stored(mailbox_id).status is MailboxStatus.ACTIVE
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "lifetime_at_most"),
+    [
+        (10**30, timedelta(days=1)),  # timedelta() overflowed
+        ("99999999999999999999", timedelta(days=1)),
+        (float("inf"), timedelta(days=1)),  # JSON `Infinity`, which json.loads accepts
+        (-5, timedelta(0)),  # expired at once: refreshed again before the next login
+        ("3599", timedelta(hours=1)),
+        ("soon", None),  # int() raised
+        ([], None),
+    ],
+)
+def test_a_hostile_expires_in_is_bounded_and_the_refresh_stored(
+    rig: Rig, expires_in: object, lifetime_at_most: timedelta | None
+) -> None:
+    answer = {**google_tokens("new-access"), "expires_in": expires_in}
+    rig.google.post(GOOGLE_TOKEN_URL).respond(
+        200, content=json.dumps(answer), headers={"content-type": "application/json"}
+    )
+    mailbox_id = rig.add(
+        access_token="old-access", refresh_token="1//refresh-one", expires_in=timedelta(minutes=4)
+    )
+    before = utcnow()
+
+    rig.refresh(rig.stored(mailbox_id))
+
+    stored = rig.stored(mailbox_id)
+    assert rig.decrypted(stored.access_token_enc) == "new-access", "the new token was not stored"
+    if lifetime_at_most is None:
+        assert stored.token_expires_at is None
+    else:
+        assert stored.token_expires_at is not None
+        assert stored.token_expires_at - before <= lifetime_at_most + timedelta(seconds=5)
+
+
+def _nested_jwt(depth: int) -> str:
+    payload = base64.urlsafe_b64encode(b"[" * depth).decode().rstrip("=")
+    return f"eyJhbGciOiJSUzI1NiJ9.{payload}.c2ln"
+
+
+@pytest.mark.parametrize("id_token", [12345, ["a.b.c"], _nested_jwt(100_000)])
+def test_a_malformed_id_token_is_ignored_and_the_refresh_stored(rig: Rig, id_token: object) -> None:
+    answer = {**google_tokens("new-access"), "id_token": id_token}
+    rig.google.post(GOOGLE_TOKEN_URL).respond(200, json=answer)
+    mailbox_id = rig.add(
+        access_token="old-access", refresh_token="1//refresh-one", expires_in=timedelta(minutes=4)
+    )
+
+    rig.refresh(rig.stored(mailbox_id))
+
+    assert rig.decrypted(rig.stored(mailbox_id).access_token_enc) == "new-access"
+
+
+def test_a_token_answer_nested_too_deep_is_a_provider_failure(rig: Rig) -> None:
+    rig.google.post(GOOGLE_TOKEN_URL).respond(
+        200, content=b"[" * 100_000, headers={"content-type": "application/json"}
+    )
+    mailbox_id = rig.add(
+        access_token="old-access", refresh_token="1//refresh-one", expires_in=timedelta(minutes=4)
+    )
+
+    with pytest.raises(ProviderUnavailableError):
+        rig.refresh(rig.stored(mailbox_id))

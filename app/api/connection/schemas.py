@@ -20,7 +20,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails
 
-from app.api.request_models import RequestModel
+from app.api.request_models import RequestModel, WholeNumber
 from app.imap import FolderNode
 from app.imap.config import ImapConfig, ImapPassword, Security
 from app.imap.folder_manager import FolderType
@@ -34,7 +34,7 @@ class ImapSettings(RequestModel):
     """Where the IMAP server is and how to talk to it."""
 
     host: str = Field(min_length=1, max_length=253, examples=["imap.example.com"])
-    port: int = Field(default=993, ge=1, le=65535)
+    port: WholeNumber = Field(default=993, ge=1, le=65535)
     security: Security = Field(
         default="ssl", description="`ssl`: TLS from the start; `starttls`: upgrade; `none`."
     )
@@ -86,7 +86,7 @@ class OAuthAuth(RequestModel):
     )
     access_token: SecretStr = Field(min_length=1, max_length=8192)
     refresh_token: SecretStr | None = Field(default=None, max_length=8192)
-    expires_in: int | None = Field(
+    expires_in: WholeNumber | None = Field(
         default=None, ge=0, description="Seconds until the access token expires."
     )
 

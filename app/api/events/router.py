@@ -9,6 +9,7 @@ committed after it opened. Do not put GZip middleware in front of it.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -32,6 +33,7 @@ router = APIRouter(
 
 POLL_SECONDS = 1.0
 _EVENT_TYPES = TypeAdapter(list[EventType])
+_EVENT_ID = re.compile(r"[0-9]{1,19}")
 
 
 def open_tail(
@@ -93,7 +95,8 @@ def _resume_point(last_event_id: str | None) -> int | None:
     if last_event_id is None or not last_event_id.strip():
         return None
     value = last_event_id.strip()
-    if not value.isdigit() or int(value) > MAX_ROW_ID:
+    # ASCII digits only, and few: `isdigit()` also accepts `²`, which int() refuses.
+    if not _EVENT_ID.fullmatch(value) or int(value) > MAX_ROW_ID:
         raise _invalid("last-event-id", "an event id this stream sent")
     return int(value)
 

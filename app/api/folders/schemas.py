@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from app.api.request_models import RequestModel
+from app.api.request_models import RequestModel, WholeNumber
 from app.db.models import Folder, FolderType
 
 
@@ -51,5 +51,5 @@ class FolderRead(BaseModel):
 class FolderSetting(RequestModel):
     """One item of the PATCH body: turn the sync of folder `id` on or off."""
 
-    id: int = Field(description="A folder id of this mailbox, from the folder list.")
+    id: WholeNumber = Field(description="A folder id of this mailbox, from the folder list.")
     sync_enabled: bool

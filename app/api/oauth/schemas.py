@@ -90,7 +90,7 @@ class AuthorizeRequest(RequestModel):
 
     origin: str = Field(
         max_length=255,
-        pattern=r"^https?://[A-Za-z0-9.-]+(:[1-9][0-9]{0,3})?$",
+        pattern=r"^https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$",
         examples=["https://crm.example.com"],
         description="The opener page's origin; the result is posted to it and no other.",
     )

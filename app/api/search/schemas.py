@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from app.api.emails.schemas import Address
-from app.api.request_models import IsoDate, RequestModel
+from app.api.request_models import IsoDate, RequestModel, WholeNumber
 from app.imap.message import Address as ParsedAddress
 from app.imap.message import ParsedMessage
 from app.imap.search import SearchQueryBuilder
@@ -65,9 +65,13 @@ class RemoteSearchRequest(RequestModel):
     before: IsoDate | None = Field(default=None, description="Received before this day.")
     seen: bool | None = None
     flagged: bool | None = None
-    uid_from: int | None = Field(default=None, ge=1, le=2**32 - 1, description="Lowest UID.")
-    uid_to: int | None = Field(default=None, ge=1, le=2**32 - 1, description="Highest UID.")
-    limit: int = Field(default=50, ge=1, le=MAX_RESULTS, description="Newest matches returned.")
+    uid_from: WholeNumber | None = Field(
+        default=None, ge=1, le=2**32 - 1, description="Lowest UID."
+    )
+    uid_to: WholeNumber | None = Field(default=None, ge=1, le=2**32 - 1, description="Highest UID.")
+    limit: WholeNumber = Field(
+        default=50, ge=1, le=MAX_RESULTS, description="Newest matches returned."
+    )
 
     @field_validator("uid_to")
     @classmethod

@@ -31,6 +31,8 @@ from app.api.webhooks.schemas import (
     WebhookCreated,
     WebhookDeliveryRead,
     WebhookRead,
+    WebhookSecretRotated,
+    WebhookSecretRotation,
     WebhookTestQueued,
     WebhookUpdate,
 )
@@ -42,6 +44,7 @@ from app.notify.webhook_endpoints import (
     get_webhook_endpoint_or_raise,
     record_test_event,
     remove_webhook_endpoint,
+    rotate_webhook_secret,
     update_webhook_endpoint,
 )
 from app.queue import enqueue_dispatch
@@ -125,6 +128,30 @@ def update_webhook(
         enabled=body.enabled,
     )
     return WebhookRead.of(update_webhook_endpoint(session, settings, webhook_id, changes))
+
+
+@router.post(
+    "/webhooks/{webhook_id}/rotate-secret",
+    operation_id="rotate_webhook_secret",
+    summary="Issue a new signing secret, shown once; the old one still signs for a grace period",
+    description=(
+        "During the grace period every delivery carries two `v1,` signatures in its"
+        " `webhook-signature` header, one per secret, so the receiver can switch to the"
+        " new secret whenever it likes; afterwards only the new secret signs."
+    ),
+    response_model=WebhookSecretRotated,
+    responses=problem_responses(_NO_SUCH_ENDPOINT, INVALID_INPUT),
+    dependencies=[DATABASE_ONLY],
+)
+def rotate_secret(
+    session: SessionDep,
+    secrets: SecretsDep,
+    webhook_id: WebhookIdPath,
+    body: WebhookSecretRotation | None = None,
+) -> WebhookSecretRotated:
+    grace = (body or WebhookSecretRotation()).grace
+    endpoint, secret = rotate_webhook_secret(session, secrets, webhook_id, grace=grace)
+    return WebhookSecretRotated(**WebhookRead.of(endpoint).model_dump(), secret=secret)
 
 
 @router.delete(

@@ -1,14 +1,16 @@
-"""Webhook endpoint shapes of the API; the signing secret appears once, in `WebhookCreated`."""
+"""Webhook endpoint shapes of the API; a signing secret appears once, in the answer that
+issued it (`WebhookCreated`, `WebhookSecretRotated`)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel, Field
 
-from app.api.request_models import RequestModel
+from app.api.request_models import RequestModel, WholeNumber
 from app.db.models import DeliveryState, WebhookDelivery, WebhookEndpoint
 from app.notify.envelope import EventType
+from app.notify.webhook_endpoints import DEFAULT_SECRET_GRACE, MAX_SECRET_GRACE
 
 _URL = "http(s) URL; private and loopback addresses are refused."
 _EVENT_TYPES = "Event types to send; an empty list means every type."
@@ -32,6 +34,24 @@ class WebhookUpdate(RequestModel):
     )
 
 
+class WebhookSecretRotation(RequestModel):
+    """Body of `POST /v1/webhooks/{id}/rotate-secret` (optional)."""
+
+    grace_seconds: WholeNumber = Field(
+        default=int(DEFAULT_SECRET_GRACE.total_seconds()),
+        ge=0,
+        le=int(MAX_SECRET_GRACE.total_seconds()),
+        description=(
+            "How long the replaced secret keeps signing beside the new one (default a day,"
+            " at most a week); 0 drops it at once."
+        ),
+    )
+
+    @property
+    def grace(self) -> timedelta:
+        return timedelta(seconds=self.grace_seconds)
+
+
 class WebhookRead(BaseModel):
     """A webhook endpoint; never its secret."""
 
@@ -41,6 +61,9 @@ class WebhookRead(BaseModel):
     enabled: bool
     disabled_reason: str | None = Field(description="Why the service disabled the endpoint.")
     failure_count: int = Field(description="Failed attempts since the last success.")
+    previous_secret_expires_at: datetime | None = Field(
+        description="Until when the secret replaced by the last rotation still signs; null: none."
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -54,6 +77,7 @@ class WebhookRead(BaseModel):
             enabled=endpoint.enabled,
             disabled_reason=endpoint.disabled_reason,
             failure_count=endpoint.failure_count,
+            previous_secret_expires_at=endpoint.previous_secret_expires_at,
             created_at=endpoint.created_at,
             updated_at=endpoint.updated_at,
         )
@@ -63,6 +87,10 @@ class WebhookCreated(WebhookRead):
     """The new endpoint with its signing secret: store it now, it is never shown again."""
 
     secret: str = Field(description="`whsec_...` Standard Webhooks signing secret.")
+
+
+class WebhookSecretRotated(WebhookCreated):
+    """The endpoint with its new signing secret: store it now, it is never shown again."""
 
 
 class WebhookDeliveryRead(BaseModel):

@@ -2,6 +2,8 @@
 
 An empty `event_types` list subscribes to every event type. Too many failed
 deliveries in a row disable the endpoint and say why in `disabled_reason`.
+After a secret rotation the replaced secret keeps signing, beside the new one,
+until `previous_secret_expires_at`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ class WebhookEndpoint(WebhookEndpointBase, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     secret_enc: str = Field(sa_type=sa.Text)
+    previous_secret_enc: str | None = Field(default=None, sa_type=sa.Text)
+    previous_secret_expires_at: datetime | None = None
     disabled_reason: str | None = Field(default=None, sa_type=sa.Text)
     failure_count: int = 0
     created_at: datetime = Field(default_factory=utcnow)

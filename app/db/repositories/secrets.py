@@ -14,6 +14,7 @@ ENCRYPTED_COLUMNS: tuple[tuple[type[Model], str], ...] = (
     (Mailbox, "refresh_token_enc"),
     (OAuthProviderSettings, "client_secret_enc"),
     (WebhookEndpoint, "secret_enc"),
+    (WebhookEndpoint, "previous_secret_enc"),
     (OAuthFlow, "code_verifier_enc"),
 )
 
