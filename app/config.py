@@ -128,8 +128,11 @@ class Settings(BaseSettings):
         default=30,
         ge=1,
         description=(
-            "Calls per minute one API key may make to remote search, connection checks and"
-            " sync triggers, per API process (429 with Retry-After above)."
+            "Calls per minute one API key may make to each route that costs a remote round"
+            " trip (connection checks, mailbox create and patch, folder settings, remote"
+            " search, sync triggers, /raw, attachments, OAuth token exchange, check-connection"
+            " and provider setup, webhook create, patch and test), per API process (429 with"
+            " Retry-After above)."
         ),
     )
     api_database_concurrency: int = Field(

@@ -1,12 +1,21 @@
 """Request limits: a cap on body size for every route, a rate limit on the expensive ones.
 
     body over API_MAX_BODY_BYTES (Content-Length, or bytes counted as they stream) -> 413
-    more than API_RATE_LIMIT_PER_MINUTE calls of one API key to a route that talks to an
-    IMAP server or queues work (remote search, connection check, sync trigger) ...... -> 429
+    more than API_RATE_LIMIT_PER_MINUTE calls of one API key to one route that costs
+    a remote round trip (below) .................................................. -> 429
 
-The rate limit is a token bucket per API key held in this process's memory: each API
-process counts on its own, so N processes behind a load balancer allow up to N times
-the rate. That bounds a runaway client, which is its purpose; it is not a quota.
+A route is limited when a call makes the service talk to a server a client can
+name or cannot bound: it opens an IMAP session (connection checks, mailbox
+create and patch, folder settings, remote search, /raw, attachments), asks an
+OAuth provider (token exchange, enabling a provider), resolves a caller's host
+name (webhook create and patch), or makes a worker do so (sync trigger, webhook
+test). Routes that only read or write the database are not limited.
+
+The limit is a token bucket per API key and route, held in this process's memory:
+a burst of attachment downloads does not lock the key out of sync triggers, and
+each API process counts on its own, so N processes behind a load balancer allow
+up to N times the rate. That bounds a runaway client, which is its purpose; it is
+not a quota.
 """
 
 from __future__ import annotations
@@ -15,10 +24,10 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.auth import ApiKeyDep
@@ -104,7 +113,8 @@ class _Bucket:
 
 
 class RateLimiter:
-    """Token buckets keyed by API key id: `per_minute` calls in a burst, refilled evenly.
+    """Token buckets by key (an API key's id and a route): `per_minute` calls in a burst,
+    refilled evenly.
 
     Per API process (see the module docstring); safe to call from any thread.
     """
@@ -113,10 +123,10 @@ class RateLimiter:
         self.capacity = float(per_minute)
         self.refill_per_second = per_minute / 60.0
         self._clock = clock
-        self._buckets: dict[int, _Bucket] = {}
+        self._buckets: dict[Hashable, _Bucket] = {}
         self._lock = threading.Lock()
 
-    def take(self, key: int) -> float:
+    def take(self, key: Hashable) -> float:
         """Spend one call of `key`; return 0 when allowed, else the seconds until one is."""
         with self._lock:
             now = self._clock()
@@ -130,21 +140,31 @@ class RateLimiter:
             return (1.0 - bucket.tokens) / self.refill_per_second
 
 
-def rate_limit(request: Request, api_key: ApiKeyDep) -> None:
+async def rate_limit(request: Request, api_key: ApiKeyDep) -> None:
     """Let the call through, or answer 429 `rate_limited` with Retry-After in seconds."""
     limiter: RateLimiter = request.app.state.rate_limiter
     assert api_key.id is not None, "a stored key has an id"
-    wait = limiter.take(api_key.id)
+    wait = limiter.take((api_key.id, _route_of(request)))
     if wait:
         retry_after = max(1, math.ceil(wait))
         raise ApiError(
             429,
             "rate_limited",
             "Too many requests",
-            f"this API key may make {int(limiter.capacity)} such calls a minute;"
+            f"this API key may make {int(limiter.capacity)} calls a minute to this route;"
             f" retry in {retry_after} s",
             headers={"Retry-After": str(retry_after)},
         )
+
+
+def _route_of(request: Request) -> str:
+    """The matched operation's id (FastAPI records the route in the scope)."""
+    route = request.scope.get("route")
+    return str(getattr(route, "unique_id", request.url.path))
+
+
+# In a route's `dependencies=[...]`, with RATE_LIMITED in its `responses=`.
+RATE_LIMIT = Depends(rate_limit)
 
 
 def install_limits(app: FastAPI, settings: Settings) -> None:

@@ -34,6 +34,7 @@ from app.api.emails.schemas import (
     summary_page_json,
     text_filter,
 )
+from app.api.limits import RATE_LIMIT
 from app.api.pagination import (
     CursorQuery,
     LimitQuery,
@@ -47,6 +48,7 @@ from app.api.problems import (
     DATABASE_UNAVAILABLE,
     IMAP_PROBLEMS,
     INVALID_INPUT,
+    RATE_LIMITED,
     ApiError,
     ProblemDoc,
     missing,
@@ -83,6 +85,7 @@ _FETCH_PROBLEMS = problem_responses(
     INVALID_INPUT,
     ProblemDoc(422, "`auth_failed`: the server refused the mailbox's credentials"),
     *IMAP_PROBLEMS,
+    RATE_LIMITED,
     DATABASE_UNAVAILABLE,
 )
 _BINARY = {"type": "string", "format": "binary"}
@@ -179,6 +182,7 @@ def read_email(session: SessionDep, email_id: EmailIdPath) -> EmailRead:
         },
         **_FETCH_PROBLEMS,
     },
+    dependencies=[RATE_LIMIT],
 )
 def read_email_source(
     engine: EngineDep, settings: SettingsDep, secrets: SecretsDep, email_id: EmailIdPath
@@ -201,6 +205,7 @@ def read_email_source(
         },
         **_FETCH_PROBLEMS,
     },
+    dependencies=[RATE_LIMIT],
 )
 def read_email_attachment(
     engine: EngineDep,

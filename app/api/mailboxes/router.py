@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from app.api.auth import require_api_key
 from app.api.deps import DATABASE_ONLY, MailboxIdPath, SecretsDep, SessionDep, SettingsDep
+from app.api.limits import RATE_LIMIT
 from app.api.mailboxes.schemas import MailboxCreate, MailboxRead, MailboxUpdate
 from app.api.pagination import CursorQuery, LimitQuery, Page, decode_id_cursor, id_page
 from app.api.problems import (
@@ -25,6 +26,7 @@ from app.api.problems import (
     DATABASE_UNAVAILABLE,
     INVALID_INPUT,
     LOGIN_PROBLEMS,
+    RATE_LIMITED,
     ProblemDoc,
     missing,
     not_found,
@@ -70,7 +72,8 @@ MailboxDep = Annotated[Mailbox, Depends(mailbox_of_path)]
     summary="Register a mailbox: verify the login, discover its folders, queue its first sync",
     status_code=201,
     response_model=MailboxRead,
-    responses=problem_responses(*_LOGIN, _ADDRESS_TAKEN),
+    responses=problem_responses(*_LOGIN, _ADDRESS_TAKEN, RATE_LIMITED),
+    dependencies=[RATE_LIMIT],
 )
 def create_mailbox(
     *,
@@ -133,7 +136,8 @@ def read_mailbox(mailbox: MailboxDep) -> MailboxRead:
         " `auth_failed` and make the mailbox due for a sync at once."
     ),
     response_model=MailboxRead,
-    responses=problem_responses(*_LOGIN, _NO_SUCH_MAILBOX, _ADDRESS_TAKEN),
+    responses=problem_responses(*_LOGIN, _NO_SUCH_MAILBOX, _ADDRESS_TAKEN, RATE_LIMITED),
+    dependencies=[RATE_LIMIT],
 )
 def update_mailbox(
     *,

@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse, Response
 from app.api.auth import require_api_key
 from app.api.connection.schemas import ConnectionCheckResult
 from app.api.deps import DATABASE_ONLY, SecretsDep, SessionDep, SettingsDep
+from app.api.limits import RATE_LIMIT
 from app.api.oauth.schemas import (
     AuthorizeRequest,
     AuthorizeResponse,
@@ -29,6 +30,7 @@ from app.api.problems import (
     DATABASE_UNAVAILABLE,
     INVALID_INPUT,
     LOGIN_PROBLEMS,
+    RATE_LIMITED,
     ProblemDoc,
     missing,
     problem_responses,
@@ -98,7 +100,9 @@ def get_providers(
         INVALID_INPUT,
         ProblemDoc(422, "`invalid_client`: the provider refused the client id or secret"),
         _PROVIDER_DOWN,
+        RATE_LIMITED,
     ),
+    dependencies=[RATE_LIMIT],
 )
 def put_provider(
     *,
@@ -163,7 +167,9 @@ def authorize(
         _NO_PROVIDER,
         _DISABLED,
         _PROVIDER_DOWN,
+        RATE_LIMITED,
     ),
+    dependencies=[RATE_LIMIT],
 )
 def get_token(
     *,
@@ -191,7 +197,10 @@ def get_token(
     operation_id="check_oauth_connection",
     summary="Log in over XOAUTH2 with an access token and return the folders",
     response_model=ConnectionCheckResult,
-    responses=problem_responses(_NO_PROVIDER, INVALID_INPUT, *LOGIN_PROBLEMS, DATABASE_UNAVAILABLE),
+    responses=problem_responses(
+        _NO_PROVIDER, INVALID_INPUT, *LOGIN_PROBLEMS, RATE_LIMITED, DATABASE_UNAVAILABLE
+    ),
+    dependencies=[RATE_LIMIT],
 )
 def check_oauth_connection(
     provider: str, body: OAuthConnectionCheck, settings: SettingsDep, registry: RegistryDep
