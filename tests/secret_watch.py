@@ -86,6 +86,7 @@ class SecretKind(StrEnum):
     WEBHOOK_SECRET = "webhook signing secret"
     API_KEY = "API key"
     FERNET_KEY = "Fernet key"
+    METRICS_TOKEN = "metrics token"
 
 
 @dataclass(frozen=True)
