@@ -190,8 +190,8 @@ def test_rate_limited_operations_and_only_they_document_429_with_retry_after(
     }
 
     assert len(limited) >= 14
-    assert with_429 == limited
-    for name in limited:
+    assert with_429 == limited | {"GET /v1/events"}  # too_many_streams
+    for name in with_429:
         assert "429" in problem_statuses(documented[name]), name
         retry_after = documented[name]["responses"]["429"]["headers"]["Retry-After"]
         assert retry_after["schema"] == {"type": "integer"}, name

@@ -3,6 +3,7 @@
     body over API_MAX_BODY_BYTES (Content-Length, or bytes counted as they stream) -> 413
     more than API_RATE_LIMIT_PER_MINUTE calls of one API key to one route that costs
     a remote round trip (below) .................................................. -> 429
+    more than SSE_MAX_STREAMS_PER_KEY open event streams of one API key ............ -> 429
 
 A route is limited when a call makes the service talk to a server a client can
 name or cannot bound: it opens an IMAP session (connection checks, mailbox
@@ -24,7 +25,8 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator
 from dataclasses import dataclass
 
 from fastapi import Depends, FastAPI, Request
@@ -167,7 +169,53 @@ def _route_of(request: Request) -> str:
 RATE_LIMIT = Depends(rate_limit)
 
 
+class StreamSlots:
+    """Open event streams by API key id in this process, at most `per_key` each.
+
+    Only the event loop touches it (the dependency below), so it needs no lock.
+    """
+
+    def __init__(self, per_key: int) -> None:
+        self.per_key = per_key
+        self._open: Counter[int] = Counter()
+
+    @contextlib.contextmanager
+    def hold(self, key: int) -> Iterator[None]:
+        """Count a stream of `key` while it is open; 429 `too_many_streams` past the cap."""
+        if self._open[key] >= self.per_key:
+            raise ApiError(
+                429,
+                "too_many_streams",
+                "Too many open event streams",
+                f"this API key may hold {self.per_key} open event streams at once; close one",
+                headers={"Retry-After": str(STREAM_RETRY_AFTER_SECONDS)},
+            )
+        self._open[key] += 1
+        try:
+            yield
+        finally:
+            self._open[key] -= 1
+            if not self._open[key]:
+                del self._open[key]
+
+
+STREAM_RETRY_AFTER_SECONDS = 5
+
+
+async def hold_stream_slot(request: Request, api_key: ApiKeyDep) -> AsyncIterator[None]:
+    """Hold one of the key's stream slots until the response ends (however it ends)."""
+    slots: StreamSlots = request.app.state.stream_slots
+    assert api_key.id is not None, "a stored key has an id"
+    with slots.hold(api_key.id):
+        yield
+
+
+# In a streaming route's `dependencies=[...]`, with TOO_MANY_STREAMS in its `responses=`.
+STREAM_SLOT = Depends(hold_stream_slot)
+
+
 def install_limits(app: FastAPI, settings: Settings) -> None:
-    """Cap request bodies and give the app its rate limiter."""
+    """Cap request bodies and give the app its rate limiter and stream slots."""
     app.state.rate_limiter = RateLimiter(settings.api_rate_limit_per_minute)
+    app.state.stream_slots = StreamSlots(settings.sse_max_streams_per_key)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)

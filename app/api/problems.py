@@ -235,7 +235,13 @@ BODY_TOO_LARGE = ProblemDoc(413, "`payload_too_large`: the body is over API_MAX_
 INVALID_INPUT = ProblemDoc(422, "`validation_error`: invalid input, `errors` names each field")
 RATE_LIMITED = ProblemDoc(
     429,
-    "`rate_limited`: this API key made API_RATE_LIMIT_PER_MINUTE such calls within a minute",
+    "`rate_limited`: this API key made API_RATE_LIMIT_PER_MINUTE calls to this operation"
+    " within a minute",
+    retry_after=True,
+)
+TOO_MANY_STREAMS = ProblemDoc(
+    429,
+    "`too_many_streams`: this API key holds SSE_MAX_STREAMS_PER_KEY open streams already",
     retry_after=True,
 )
 INTERNAL_ERROR = ProblemDoc(500, "`internal_error`: an unexpected error, logged with its trace")
