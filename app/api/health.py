@@ -11,7 +11,12 @@ from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import EngineDep
-from app.api.problems import ApiError, ProblemDoc, problem_responses
+from app.api.problems import (
+    DATABASE_RETRY_AFTER_SECONDS,
+    ApiError,
+    ProblemDoc,
+    problem_responses,
+)
 from app.api.queue import QUEUE_RETRY_AFTER_SECONDS, queue_answers
 
 log = logging.getLogger(__name__)
@@ -62,15 +67,16 @@ def _database_answers(engine: Engine) -> bool:
     try:
         with engine.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
-    except sa.exc.DBAPIError as exc:
-        log.warning("api.readyz_database_down", extra={"error": type(exc.orig).__name__})
+    except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:  # down, or no pooled connection
+        log.warning("api.readyz_database_down", extra={"error": type(exc).__name__})
         return False
     return True
 
 
 def _not_ready(down: list[str]) -> ApiError:
     if "database" in down:
-        code, title, retry_after = "database_unavailable", "The database is not available", 5
+        code, title = "database_unavailable", "The database is not available"
+        retry_after = DATABASE_RETRY_AFTER_SECONDS
     else:
         code, title = "queue_unavailable", "The job queue is not available"
         retry_after = QUEUE_RETRY_AFTER_SECONDS

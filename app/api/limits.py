@@ -169,6 +169,9 @@ def _route_of(request: Request) -> str:
 RATE_LIMIT = Depends(rate_limit)
 
 
+STREAM_RETRY_AFTER_SECONDS = 5
+
+
 class StreamSlots:
     """Open event streams by API key id in this process, at most `per_key` each.
 
@@ -197,9 +200,6 @@ class StreamSlots:
             self._open[key] -= 1
             if not self._open[key]:
                 del self._open[key]
-
-
-STREAM_RETRY_AFTER_SECONDS = 5
 
 
 async def hold_stream_slot(request: Request, api_key: ApiKeyDep) -> AsyncIterator[None]:

@@ -32,6 +32,7 @@ from app.sync import errors as sync
 log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 
 class FieldError(BaseModel):
@@ -201,7 +202,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             503,
             sync.DatabaseUnavailableError.code,
             "The database is not available",
-            headers={"Retry-After": "5"},
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
         )
 
     @app.exception_handler(Exception)
