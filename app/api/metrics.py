@@ -12,6 +12,7 @@ With METRICS_TOKEN set, a scrape must bring it as a bearer token.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import time
 from typing import Annotated
@@ -125,7 +126,7 @@ async def require_metrics_token(
     if expected is None:
         return
     presented = credentials.credentials if credentials is not None else ""
-    if not hmac.compare_digest(presented.encode(), expected.get_secret_value().encode()):
+    if not hmac.compare_digest(_digest(presented), _digest(expected.get_secret_value())):
         raise ApiError(
             401,
             "unauthorized",
@@ -133,6 +134,11 @@ async def require_metrics_token(
             "send Authorization: Bearer <METRICS_TOKEN>",
             headers={"WWW-Authenticate": "Bearer"},
         )
+
+
+def _digest(token: str) -> bytes:
+    """Compare digests, not the tokens: equal lengths, so the time says nothing of the token."""
+    return hashlib.sha256(token.encode()).digest()
 
 
 @router.get(
