@@ -206,8 +206,11 @@ class Settings(BaseSettings):
         default=30,
         ge=1,
         description=(
-            "Calls per minute one API key may make to remote search, connection checks, OAuth"
-            " completion and sync triggers, per API process (429 with Retry-After above)."
+            "Calls per minute one API key may make to each route that costs a remote round"
+            " trip (connection checks, mailbox create and patch, folder settings, remote"
+            " search, sync triggers, /raw, attachments, OAuth token exchange, completion,"
+            " check-connection and provider setup, webhook create, patch and test), per API"
+            " process (429 with Retry-After above)."
         ),
     )
     api_imap_concurrency: int = Field(
@@ -229,6 +232,37 @@ class Settings(BaseSettings):
             " the others wait their turn (routes that talk to an IMAP server or an identity"
             " provider are not counted)."
         ),
+    )
+    sse_max_streams_per_key: int = Field(
+        default=20,
+        ge=1,
+        description=(
+            "Open `GET /v1/events` streams one API key may hold per API process (429"
+            " `too_many_streams` above); a slot is freed when its stream closes."
+        ),
+    )
+    sse_key_recheck_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often an open event stream checks that its API key is not revoked.",
+    )
+    sse_poll_threads: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description=(
+            "Threads the open event streams of one API process share to poll the outbox,"
+            " apart from the threads that answer requests."
+        ),
+    )
+    metrics_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long `/metrics` reuses the figures it read from the database and Redis.",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, `/metrics` answers only `Authorization: Bearer <token>` (else 401).",
     )
 
     @field_validator("secret_keys", "oauth_allowed_origins", mode="before")

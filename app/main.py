@@ -16,6 +16,7 @@ from app.api.auth import VerifiedKeys
 from app.api.connection.router import router as connection_router
 from app.api.deps import ImapSlots
 from app.api.emails.router import router as emails_router
+from app.api.events.router import install_stream_threads
 from app.api.events.router import router as events_router
 from app.api.folders.router import router as folders_router
 from app.api.limits import install_limits
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.verified_keys = VerifiedKeys()
     install_problem_handlers(app)
     install_limits(app, settings)
+    install_stream_threads(app, settings.sse_poll_threads)
     metrics.install_metrics(app)
     app.include_router(health.router)
     app.include_router(metrics.router)

@@ -97,6 +97,7 @@ class SecretKind(StrEnum):
     FERNET_KEY = "Fernet key"
     OAUTH_CODE = "OAuth authorization code or state"
     URL_TOKEN = "token in a webhook URL"
+    METRICS_TOKEN = "metrics token"
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
@@ -9,8 +11,15 @@ from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import EngineDep
-from app.api.problems import ApiError, ProblemDoc, problem_responses
-from app.api.queue import check_queue
+from app.api.problems import (
+    DATABASE_RETRY_AFTER_SECONDS,
+    ApiError,
+    ProblemDoc,
+    problem_responses,
+)
+from app.api.queue import QUEUE_RETRY_AFTER_SECONDS, queue_answers
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["operations"])
 
@@ -29,25 +38,52 @@ async def healthz() -> Health:
     "/readyz",
     operation_id="readyz",
     summary="The database and the job queue's Redis answer",
+    description=(
+        "503 names each dependency that is down (`database`, `redis`) in `detail`, and"
+        " never the database's own error text, which holds host and user names."
+    ),
     responses=problem_responses(
         ProblemDoc(
             503,
-            "A dependency is down: `database_unavailable` or `queue_unavailable`",
+            "A dependency is down: `database_unavailable` (the database, and maybe Redis)"
+            " or `queue_unavailable` (Redis only)",
             retry_after=True,
         )
     ),
 )
 async def readyz(request: Request, engine: EngineDep) -> Health:
-    await run_in_threadpool(_check_database, engine)
-    await check_queue(request)
+    down = []
+    if not await run_in_threadpool(_database_answers, engine):
+        down.append("database")
+    if not await queue_answers(request):
+        down.append("redis")
+    if down:
+        raise _not_ready(down)
     return Health(status="ready")
 
 
-def _check_database(engine: Engine) -> None:
+def _database_answers(engine: Engine) -> bool:
+    """SELECT 1; a failure is logged (the log may name the server), never answered."""
     try:
         with engine.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
-    except sa.exc.OperationalError as exc:
-        raise ApiError(
-            503, "database_unavailable", "The database is not available", str(exc.orig)[:200]
-        ) from exc
+    except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:  # down, or no pooled connection
+        log.warning("api.readyz_database_down", extra={"error": type(exc).__name__})
+        return False
+    return True
+
+
+def _not_ready(down: list[str]) -> ApiError:
+    if "database" in down:
+        code, title = "database_unavailable", "The database is not available"
+        retry_after = DATABASE_RETRY_AFTER_SECONDS
+    else:
+        code, title = "queue_unavailable", "The job queue is not available"
+        retry_after = QUEUE_RETRY_AFTER_SECONDS
+    return ApiError(
+        503,
+        code,
+        title,
+        f"not ready: {' and '.join(down)} {'is' if len(down) == 1 else 'are'} down",
+        headers={"Retry-After": str(retry_after)},
+    )

@@ -3,14 +3,22 @@
 Request latency is measured in this process. Sync figures (runs by outcome,
 messages synced, mailboxes by status) are read from the database at scrape
 time, so every API process reports the same totals whichever worker did the
-work, and queue depth is read from Redis.
+work, and queue depth is read from Redis. Those reads are reused for
+METRICS_CACHE_SECONDS: scrapers (several Prometheus replicas, a dashboard
+refreshing) cost the database one read per period, however often they come.
+With METRICS_TOKEN set, a scrape must bring it as a bearer token.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import hmac
 import time
+from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -23,8 +31,8 @@ from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.deps import EngineDep
-from app.api.problems import DATABASE_UNAVAILABLE, problem_responses
+from app.api.deps import EngineDep, SettingsDep
+from app.api.problems import DATABASE_UNAVAILABLE, ApiError, ProblemDoc, problem_responses
 from app.db import session_scope
 from app.db.repositories.stats import mailboxes_by_status, messages_synced, sync_runs_by_status
 
@@ -61,6 +69,8 @@ class ServiceMetrics:
             "Jobs waiting in the arq queue (-1: Redis unavailable).",
             registry=self.registry,
         )
+        self.read_lock = asyncio.Lock()  # concurrent scrapes share one read
+        self.read_at: float | None = None  # monotonic time of the last database read
 
 
 def install_metrics(app: FastAPI) -> None:
@@ -104,6 +114,35 @@ def _route_template(scope: Scope) -> str:
     return str(getattr(scope.get("route"), "path", "unmatched"))
 
 
+_bearer = HTTPBearer(
+    scheme_name="MetricsToken", auto_error=False, description="METRICS_TOKEN, when it is set."
+)
+
+
+async def require_metrics_token(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Refuse a scrape without METRICS_TOKEN, when one is set; compare in constant time."""
+    expected = settings.metrics_token
+    if expected is None:
+        return
+    presented = credentials.credentials if credentials is not None else ""
+    if not hmac.compare_digest(_digest(presented), _digest(expected.get_secret_value())):
+        raise ApiError(
+            401,
+            "unauthorized",
+            "Unauthorized",
+            "send Authorization: Bearer <METRICS_TOKEN>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def _digest(token: str) -> bytes:
+    """Compare digests, not the tokens: equal lengths, so the time says nothing of the token."""
+    return hashlib.sha256(token.encode()).digest()
+
+
 @router.get(
     "/metrics",
     operation_id="metrics",
@@ -111,13 +150,23 @@ def _route_template(scope: Scope) -> str:
     response_class=Response,
     responses={
         200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"},
-        **problem_responses(DATABASE_UNAVAILABLE),
+        **problem_responses(
+            ProblemDoc(401, "`unauthorized`: METRICS_TOKEN is set and was not sent"),
+            DATABASE_UNAVAILABLE,
+        ),
     },
+    dependencies=[Depends(require_metrics_token)],
+    # The token is optional: without METRICS_TOKEN the scrape needs none ({} in the list).
+    openapi_extra={"security": [{}]},
 )
-async def metrics(request: Request, engine: EngineDep) -> Response:
+async def metrics(request: Request, engine: EngineDep, settings: SettingsDep) -> Response:
     service: ServiceMetrics = request.app.state.metrics
-    await run_in_threadpool(_read_database, engine, service)
-    service.queue_depth.set(await _queue_depth(request))
+    async with service.read_lock:
+        now = time.monotonic()
+        if service.read_at is None or now - service.read_at >= settings.metrics_cache_seconds:
+            await run_in_threadpool(_read_database, engine, service)
+            service.queue_depth.set(await _queue_depth(request))
+            service.read_at = now
     return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -35,6 +35,7 @@ from app.sync import errors as sync
 log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 
 class FieldError(BaseModel):
@@ -248,7 +249,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             503,
             sync.DatabaseUnavailableError.code,
             "The database is not available",
-            headers={"Retry-After": "5"},
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
         )
 
     @app.exception_handler(Exception)
@@ -283,7 +284,13 @@ BODY_TOO_LARGE = ProblemDoc(413, "`payload_too_large`: the body is over API_MAX_
 INVALID_INPUT = ProblemDoc(422, "`validation_error`: invalid input, `errors` names each field")
 RATE_LIMITED = ProblemDoc(
     429,
-    "`rate_limited`: this API key made API_RATE_LIMIT_PER_MINUTE such calls within a minute",
+    "`rate_limited`: this API key made API_RATE_LIMIT_PER_MINUTE calls to this operation"
+    " within a minute",
+    retry_after=True,
+)
+TOO_MANY_STREAMS = ProblemDoc(
+    429,
+    "`too_many_streams`: this API key holds SSE_MAX_STREAMS_PER_KEY open streams already",
     retry_after=True,
 )
 INTERNAL_ERROR = ProblemDoc(500, "`internal_error`: an unexpected error, logged with its trace")

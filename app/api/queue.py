@@ -70,14 +70,15 @@ async def queue_pool(request: Request) -> ArqRedis:
 QueueDep = Annotated[ArqRedis, Depends(queue_pool)]
 
 
-async def check_queue(request: Request) -> None:
-    """PING the queue's Redis (for readiness); 503 `queue_unavailable` when it does not answer."""
-    pool = await queue_pool(request)
+async def queue_answers(request: Request) -> bool:
+    """PING the queue's Redis (for readiness): True when it answers in time."""
     try:
+        pool = await queue_pool(request)
         async with asyncio.timeout(QUEUE_TIMEOUT_SECONDS):
             await pool.ping()
-    except (RedisError, OSError) as exc:
-        raise queue_unavailable() from exc
+    except (ApiError, RedisError, OSError):
+        return False
+    return True
 
 
 def queue_sync_after_commit(

@@ -45,3 +45,26 @@ def test_a_database_that_does_not_answer_is_a_503_problem(settings: Settings) ->
         assert response.json()["code"] == "database_unavailable"
     assert listed.headers["retry-after"] == "5"
     assert "nobody" not in listed.text  # no connection details leak
+
+
+def test_readiness_names_the_dependencies_down_and_never_the_database_error(
+    settings: Settings,
+) -> None:
+    down = settings.model_copy(
+        update={
+            "database_url": "postgresql://crm_admin_7q@db-primary-7q.invalid:5432/crm"
+            "?connect_timeout=2",
+            "redis_url": "redis://127.0.0.1:9/0",
+        }
+    )
+    with serving(create_app(down)) as base_url:
+        ready = httpx.get(f"{base_url}/readyz", timeout=30)
+
+    assert ready.status_code == 503
+    for connection_detail in ("crm_admin_7q", "db-primary-7q", "5432"):
+        assert connection_detail not in ready.text, f"{connection_detail!r} leaked: {ready.text}"
+    assert ready.headers["content-type"] == "application/problem+json"
+    assert int(ready.headers["retry-after"]) > 0
+    problem = ready.json()
+    assert problem["code"] == "database_unavailable"
+    assert problem["detail"] == "not ready: database and redis are down"

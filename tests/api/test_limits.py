@@ -105,42 +105,73 @@ def test_a_page_size_out_of_range_is_a_422_naming_limit(live_api: LiveApi, limit
     assert [error["field"] for error in response.json()["errors"]] == ["limit"]
 
 
-RATE_LIMITED = [
-    "POST /v1/mailboxes/{mailbox_id}/search",
-    "POST /v1/mailboxes/{mailbox_id}/sync",
-    "POST /v1/connection/check",
+# Every route that costs a remote round trip (app/api/limits.py), and a call to it that
+# stops before any server is asked: no such row, or a body that fails validation.
+RATE_LIMITED_CALLS = [
+    ("POST", "/v1/connection/check", {}),
+    ("POST", "/v1/oauth/{provider}/check-connection", {}),
+    ("POST", "/v1/oauth/{provider}/token", {}),
+    ("POST", "/v1/oauth/{provider}/complete", {}),
+    ("PUT", "/v1/oauth/providers/{name}", {}),
+    ("POST", "/v1/mailboxes", {}),
+    ("PATCH", "/v1/mailboxes/{mailbox_id}", {}),
+    ("PATCH", "/v1/mailboxes/{mailbox_id}/folders", []),
+    ("POST", "/v1/mailboxes/{mailbox_id}/search", SEARCH),
+    ("POST", "/v1/mailboxes/{mailbox_id}/sync", None),
+    ("GET", "/v1/emails/{email_id}/raw", None),
+    ("GET", "/v1/emails/{email_id}/attachments/{n}", None),
+    ("POST", "/v1/webhooks", {}),
+    ("PATCH", "/v1/webhooks/{webhook_id}", {}),
+    ("POST", "/v1/webhooks/{webhook_id}/test", None),
 ]
+PATH_VALUES = {
+    "{provider}": "google",
+    "{name}": "google",
+    "{mailbox_id}": "999999",
+    "{email_id}": "999999",
+    "{n}": "0",
+    "{webhook_id}": "999999",
+}
 
 
-def expensive_calls(client: httpx.Client) -> list[httpx.Response]:
-    """One call to each rate-limited route; none reaches an IMAP server (no such mailbox)."""
-    return [
-        client.post("/v1/mailboxes/999999/search", json=SEARCH),
-        client.post("/v1/mailboxes/999999/sync"),
-        client.post("/v1/connection/check", json={}),
-    ]
+def call(client: httpx.Client, method: str, template: str, body: Any, **kw: Any) -> httpx.Response:
+    path = template
+    for name, value in PATH_VALUES.items():
+        path = path.replace(name, value)
+    return client.request(method, path, json=body, **kw)
 
 
-def test_an_api_key_over_its_rate_gets_429_with_retry_after(
-    live_api: LiveApi, engine: Engine
+@pytest.mark.parametrize(("method", "path", "body"), RATE_LIMITED_CALLS)
+def test_each_expensive_route_gives_an_api_key_its_rate_then_429_with_retry_after(
+    live_api: LiveApi, engine: Engine, method: str, path: str, body: Any
 ) -> None:
-    allowed = expensive_calls(live_api.client)
-    refused = [*expensive_calls(live_api.client), live_api.client.post("/v1/connection/check")]
+    allowed = [call(live_api.client, method, path, body) for _ in range(RATE_PER_MINUTE)]
+    refused = call(live_api.client, method, path, body)
 
-    assert [response.status_code for response in allowed] == [404, 404, 422]
-    assert {response.status_code for response in refused} == {429}
-    problem = refused[0].json()
-    assert problem["code"] == "rate_limited"
-    assert refused[0].headers["content-type"] == "application/problem+json"
+    assert [r.status_code for r in allowed if r.status_code == 429 or r.status_code >= 500] == []
+    assert refused.status_code == 429, f"{method} {path} is not rate limited: {refused.text}"
+    assert refused.json()["code"] == "rate_limited"
+    assert refused.headers["content-type"] == "application/problem+json"
     # 3 calls a minute: the next one is 20 s away.
-    assert refused[0].headers["Retry-After"] == "20"
-    for operation, response in zip(RATE_LIMITED, refused, strict=False):
-        assert_documented(operation, response.status_code, response.headers)
-    # Cheap routes are not limited, and another key has a bucket of its own.
-    assert live_api.client.get("/v1/mailboxes").status_code == 200
+    assert refused.headers["Retry-After"] == "20"
+    assert_documented(f"{method} {path}", refused.status_code, refused.headers)
+    # Another key has a bucket of its own.
     other = {"Authorization": f"Bearer {create_api_key(engine, 'other')}"}
-    response = live_api.client.post("/v1/mailboxes/999999/search", json=SEARCH, headers=other)
-    assert response.status_code == 404
+    assert call(live_api.client, method, path, body, headers=other).status_code != 429
+
+
+def test_a_key_over_its_rate_on_one_route_may_still_call_the_others(live_api: LiveApi) -> None:
+    client = live_api.client
+    for _ in range(RATE_PER_MINUTE):
+        client.get("/v1/emails/999999/raw")
+    assert client.get("/v1/emails/999999/raw").status_code == 429
+
+    assert client.post("/v1/mailboxes/999999/sync").status_code == 404
+    assert client.post("/v1/connection/check", json={}).status_code == 422
+    # Cheap routes are not limited at all.
+    assert [client.get("/v1/mailboxes").status_code for _ in range(2 * RATE_PER_MINUTE)] == [
+        200
+    ] * (2 * RATE_PER_MINUTE)
 
 
 def test_a_bucket_refills_evenly_and_never_beyond_its_burst() -> None:

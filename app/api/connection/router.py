@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends
 from app.api.auth import require_api_key
 from app.api.connection.schemas import ConnectionCheck, ConnectionCheckResult
 from app.api.deps import IMAP_SESSION, SettingsDep
-from app.api.limits import rate_limit
+from app.api.limits import RATE_LIMIT
 from app.api.problems import (
     API_KEY_PROBLEMS,
     DATABASE_UNAVAILABLE,
@@ -30,7 +30,7 @@ router = APIRouter(
 @router.post(
     "/check",
     operation_id="check_connection",
-    dependencies=[Depends(rate_limit), IMAP_SESSION],
+    dependencies=[RATE_LIMIT, IMAP_SESSION],
     summary="Try IMAP settings and credentials without saving them",
     response_model=ConnectionCheckResult,
     responses=problem_responses(INVALID_INPUT, *LOGIN_PROBLEMS, RATE_LIMITED, DATABASE_UNAVAILABLE),

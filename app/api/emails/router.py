@@ -35,6 +35,7 @@ from app.api.emails.schemas import (
     summary_page_json,
     text_filter,
 )
+from app.api.limits import RATE_LIMIT
 from app.api.pagination import (
     CursorQuery,
     LimitQuery,
@@ -48,6 +49,7 @@ from app.api.problems import (
     DATABASE_UNAVAILABLE,
     IMAP_PROBLEMS,
     INVALID_INPUT,
+    RATE_LIMITED,
     ApiError,
     ProblemDoc,
     missing,
@@ -86,6 +88,7 @@ _FETCH_PROBLEMS = problem_responses(
     INVALID_INPUT,
     ProblemDoc(422, "`auth_failed`: the server refused the mailbox's credentials"),
     *IMAP_PROBLEMS,
+    RATE_LIMITED,
     DATABASE_UNAVAILABLE,
 )
 _BINARY = {"type": "string", "format": "binary"}
@@ -173,7 +176,7 @@ def read_email(session: SessionDep, email_id: EmailIdPath) -> EmailRead:
 @router.get(
     "/emails/{email_id}/raw",
     operation_id="get_email_source",
-    dependencies=[IMAP_SESSION],
+    dependencies=[RATE_LIMIT, IMAP_SESSION],
     summary="The email's RFC 5322 source, fetched from the server now",
     response_class=Response,
     responses={
@@ -198,7 +201,7 @@ def read_email_source(
 @router.get(
     "/emails/{email_id}/attachments/{n}",
     operation_id="get_email_attachment",
-    dependencies=[IMAP_SESSION],
+    dependencies=[RATE_LIMIT, IMAP_SESSION],
     summary="Attachment `n` of the email, decoded, fetched from the server now",
     response_class=Response,
     responses={

@@ -4,24 +4,45 @@ Each event is `id: <event id>`, `event: <type>`, `data: <envelope JSON>`; an
 idle stream gets a `: ping` comment every 15 s (FastAPI's SSE support), so
 proxies keep it open. Without Last-Event-ID a stream starts with events
 committed after it opened. Do not put GZip middleware in front of it.
+
+A stream is a long-lived request, so it is bounded three ways:
+
+    opening  -> one of SSE_MAX_STREAMS_PER_KEY slots of its API key (429 beyond),
+                held until the response ends, also when the client just goes away
+    each 1 s -> one outbox poll in the stream threads (SSE_POLL_THREADS, a limiter
+                of their own): a thousand streams wait for those threads, never
+                for the ones that answer requests, and hold as many connections
+    each SSE_KEY_RECHECK_SECONDS -> the key is looked up again; revoked: the
+                stream ends (the client's reconnect then gets 401)
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+import anyio
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import TypeAdapter, ValidationError
-from starlette.concurrency import run_in_threadpool
+from sqlalchemy.engine import Engine
 
-from app.api.auth import require_api_key
-from app.api.deps import MAX_ROW_ID, EngineDep
+from app.api.auth import ApiKeyDep, require_api_key
+from app.api.deps import MAX_ROW_ID, EngineDep, SettingsDep
 from app.api.events.schemas import EventEnvelope, EventType
-from app.api.problems import API_KEY_PROBLEMS, ApiError, FieldError
+from app.api.limits import STREAM_SLOT
+from app.api.problems import (
+    API_KEY_PROBLEMS,
+    TOO_MANY_STREAMS,
+    ApiError,
+    FieldError,
+    problem_responses,
+)
+from app.db import session_scope
+from app.db.repositories.api_keys import is_live_api_key
 from app.notify.event_stream import OutboxTail
 
 router = APIRouter(
@@ -67,12 +88,27 @@ def open_tail(
     operation_id="stream_events",
     summary="Stream events as Server-Sent Events; reconnect with Last-Event-ID to resume",
     response_class=EventSourceResponse,
+    responses=problem_responses(TOO_MANY_STREAMS),
+    dependencies=[STREAM_SLOT],
 )
 async def stream_events(
-    request: Request, tail: Annotated[OutboxTail, Depends(open_tail)]
+    request: Request,
+    tail: Annotated[OutboxTail, Depends(open_tail)],
+    api_key: ApiKeyDep,
+    engine: EngineDep,
+    settings: SettingsDep,
 ) -> AsyncIterator[ServerSentEvent]:
+    threads: anyio.CapacityLimiter = request.app.state.stream_threads
+    assert api_key.id is not None, "a stored key has an id"
+    key_checked_at = time.monotonic()
     while not await request.is_disconnected():
-        events = await run_in_threadpool(tail.poll)
+        if time.monotonic() - key_checked_at >= settings.sse_key_recheck_seconds:
+            if not await anyio.to_thread.run_sync(
+                _key_is_live, engine, api_key.id, limiter=threads
+            ):
+                return  # revoked: the client's reconnect gets 401
+            key_checked_at = time.monotonic()
+        events = await anyio.to_thread.run_sync(tail.poll, limiter=threads)
         for event in events:
             envelope = EventEnvelope.of(event)
             yield ServerSentEvent(
@@ -80,6 +116,16 @@ async def stream_events(
             )
         if not events:
             await asyncio.sleep(POLL_SECONDS)
+
+
+def install_stream_threads(app: FastAPI, threads: int) -> None:
+    """Give the event streams their own thread limiter, apart from the routes' pool."""
+    app.state.stream_threads = anyio.CapacityLimiter(threads)
+
+
+def _key_is_live(engine: Engine, key_id: int) -> bool:
+    with session_scope(engine) as session:
+        return is_live_api_key(session, key_id)
 
 
 def _event_types(types: str | None) -> list[str]:

@@ -15,8 +15,10 @@ from fastapi import APIRouter, Body, Depends, Response
 from app.api.auth import require_api_key
 from app.api.deps import DATABASE_ONLY, EngineDep, MailboxIdDep, SessionDep, SettingsDep
 from app.api.folders.schemas import FolderRead, FolderSetting
+from app.api.limits import RATE_LIMIT
 from app.api.problems import (
     API_KEY_PROBLEMS,
+    RATE_LIMITED,
     ApiError,
     FieldError,
     missing,
@@ -78,7 +80,11 @@ def list_folders(session: SessionDep, mailbox_id: MailboxIdDep) -> list[FolderRe
         " enabled folder comes with the next sync). Answers with the folders as `GET` does."
     ),
     response_model=list[FolderRead],
-    responses={200: {"headers": _SYNC_HEADERS}, **_NO_SUCH_MAILBOX},
+    responses={
+        200: {"headers": _SYNC_HEADERS},
+        **problem_responses(missing("mailbox"), RATE_LIMITED),
+    },
+    dependencies=[RATE_LIMIT],
 )
 def update_folder_settings(
     *,

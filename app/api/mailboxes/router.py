@@ -19,6 +19,7 @@ from app.api.deps import (
     SessionDep,
     SettingsDep,
 )
+from app.api.limits import RATE_LIMIT
 from app.api.mailboxes.schemas import MailboxCreate, MailboxRead, MailboxUpdate
 from app.api.pagination import CursorQuery, LimitQuery, Page, decode_id_cursor, id_page
 from app.api.problems import (
@@ -26,6 +27,7 @@ from app.api.problems import (
     DATABASE_UNAVAILABLE,
     INVALID_INPUT,
     LOGIN_PROBLEMS,
+    RATE_LIMITED,
     ProblemDoc,
     missing,
     not_found,
@@ -69,11 +71,11 @@ MailboxDep = Annotated[Mailbox, Depends(mailbox_of_path)]
 @router.post(
     "",
     operation_id="create_mailbox",
-    dependencies=[IMAP_SESSION],
+    dependencies=[RATE_LIMIT, IMAP_SESSION],
     summary="Register a mailbox: verify the login, discover its folders, queue its first sync",
     status_code=201,
     response_model=MailboxRead,
-    responses=problem_responses(*_LOGIN, _ADDRESS_TAKEN),
+    responses=problem_responses(*_LOGIN, _ADDRESS_TAKEN, RATE_LIMITED),
 )
 def create_mailbox(
     *,
@@ -132,7 +134,7 @@ def read_mailbox(mailbox: MailboxDep) -> MailboxRead:
 @router.patch(
     "/{mailbox_id}",
     operation_id="update_mailbox",
-    dependencies=[IMAP_SESSION],
+    dependencies=[RATE_LIMIT, IMAP_SESSION],
     summary="Change settings, credentials, owner, sync start or status",
     description=(
         "New IMAP settings or credentials must log in before they are saved; they then clear"
@@ -141,7 +143,9 @@ def read_mailbox(mailbox: MailboxDep) -> MailboxRead:
         " credentials never follow the mailbox to another server."
     ),
     response_model=MailboxRead,
-    responses=problem_responses(*_LOGIN, _SERVER_MOVED, _NO_SUCH_MAILBOX, _ADDRESS_TAKEN),
+    responses=problem_responses(
+        *_LOGIN, _SERVER_MOVED, _NO_SUCH_MAILBOX, _ADDRESS_TAKEN, RATE_LIMITED
+    ),
 )
 def update_mailbox(
     *,

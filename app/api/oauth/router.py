@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, Response
 from app.api.auth import require_api_key
 from app.api.connection.schemas import ConnectionCheckResult
 from app.api.deps import DATABASE_ONLY, IMAP_SESSION, SecretsDep, SessionDep, SettingsDep
-from app.api.limits import rate_limit
+from app.api.limits import RATE_LIMIT
 from app.api.mailboxes.schemas import MailboxRead
 from app.api.oauth.schemas import (
     AuthorizeRequest,
@@ -121,7 +121,9 @@ def get_providers(
         INVALID_INPUT,
         ProblemDoc(422, "`invalid_client`: the provider refused the client id or secret"),
         _PROVIDER_DOWN,
+        RATE_LIMITED,
     ),
+    dependencies=[RATE_LIMIT],
 )
 def put_provider(
     *,
@@ -185,7 +187,7 @@ def authorize(
 @router.post(
     "/{provider}/complete",
     operation_id="complete_oauth_flow",
-    dependencies=[Depends(rate_limit), IMAP_SESSION],
+    dependencies=[RATE_LIMIT, IMAP_SESSION],
     summary="Finish the popup flow: exchange the code and register the account as a mailbox",
     description=(
         "The service exchanges the code, logs in to the provider's IMAP server as the address"
@@ -244,7 +246,10 @@ def complete_flow(
         " token leaving the service."
     ),
     response_model=TokenDataRead,
-    responses=problem_responses(_STATE_REFUSED, _NO_PROVIDER, _DISABLED, _PROVIDER_DOWN),
+    responses=problem_responses(
+        _STATE_REFUSED, _NO_PROVIDER, _DISABLED, _PROVIDER_DOWN, RATE_LIMITED
+    ),
+    dependencies=[RATE_LIMIT],
 )
 def get_token(
     *,
@@ -270,10 +275,12 @@ def get_token(
 @router.post(
     "/{provider}/check-connection",
     operation_id="check_oauth_connection",
-    dependencies=[IMAP_SESSION],
+    dependencies=[RATE_LIMIT, IMAP_SESSION],
     summary="Log in over XOAUTH2 with an access token and return the folders",
     response_model=ConnectionCheckResult,
-    responses=problem_responses(_NO_PROVIDER, INVALID_INPUT, *LOGIN_PROBLEMS, DATABASE_UNAVAILABLE),
+    responses=problem_responses(
+        _NO_PROVIDER, INVALID_INPUT, *LOGIN_PROBLEMS, RATE_LIMITED, DATABASE_UNAVAILABLE
+    ),
 )
 def check_oauth_connection(
     provider: str, body: OAuthConnectionCheck, settings: SettingsDep, registry: RegistryDep

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends
 
 from app.api.auth import require_api_key
 from app.api.deps import IMAP_SESSION, EngineDep, MailboxIdPath, SecretsDep, SettingsDep
-from app.api.limits import rate_limit
+from app.api.limits import RATE_LIMIT
 from app.api.problems import (
     API_KEY_PROBLEMS,
     DATABASE_UNAVAILABLE,
@@ -31,7 +31,7 @@ router = APIRouter(
 @router.post(
     "/mailboxes/{mailbox_id}/search",
     operation_id="search_remote_folder",
-    dependencies=[Depends(rate_limit), IMAP_SESSION],
+    dependencies=[RATE_LIMIT, IMAP_SESSION],
     summary="Search a folder on the server and return the newest matches",
     description=(
         "Runs UID SEARCH on the server with every criterion given, then fetches the newest"

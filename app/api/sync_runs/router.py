@@ -39,7 +39,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.auth import require_api_key
 from app.api.deps import DATABASE_ONLY, EngineDep, MailboxIdDep, SessionDep, SyncRunIdPath
-from app.api.limits import rate_limit
+from app.api.limits import RATE_LIMIT
 from app.api.pagination import (
     CursorQuery,
     LimitQuery,
@@ -95,7 +95,7 @@ _FULL_SYNC = SyncRequest()
 @router.post(
     "/mailboxes/{mailbox_id}/sync",
     operation_id="queue_sync",
-    dependencies=[Depends(rate_limit)],
+    dependencies=[RATE_LIMIT],
     summary="Queue a sync of the mailbox now",
     description=(
         "Answers 202 with a `queued` run that an arq worker then starts. While a run of the"

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.auth import require_api_key
 from app.api.deps import DATABASE_ONLY, MAX_ROW_ID, EngineDep, SecretsDep, SessionDep, SettingsDep
+from app.api.limits import RATE_LIMIT
 from app.api.pagination import (
     CursorQuery,
     LimitQuery,
@@ -22,6 +23,7 @@ from app.api.pagination import (
 from app.api.problems import (
     API_KEY_PROBLEMS,
     INVALID_INPUT,
+    RATE_LIMITED,
     ProblemDoc,
     missing,
     problem_responses,
@@ -69,7 +71,8 @@ _URL_REFUSED = ProblemDoc(422, "`webhook_url_refused`: the URL is not a public a
     summary="Register a webhook endpoint; the answer holds its signing secret, shown once",
     status_code=201,
     response_model=WebhookCreated,
-    responses=problem_responses(INVALID_INPUT, _URL_REFUSED),
+    responses=problem_responses(INVALID_INPUT, _URL_REFUSED, RATE_LIMITED),
+    dependencies=[RATE_LIMIT],
 )
 def create_webhook(
     body: WebhookCreate, session: SessionDep, settings: SettingsDep, secrets: SecretsDep
@@ -117,7 +120,8 @@ def read_webhook(session: SessionDep, webhook_id: WebhookIdPath) -> WebhookRead:
     operation_id="update_webhook",
     summary="Change the URL, the event filter, or enable/disable the endpoint",
     response_model=WebhookRead,
-    responses=problem_responses(_NO_SUCH_ENDPOINT, INVALID_INPUT, _URL_REFUSED),
+    responses=problem_responses(_NO_SUCH_ENDPOINT, INVALID_INPUT, _URL_REFUSED, RATE_LIMITED),
+    dependencies=[RATE_LIMIT],
 )
 def update_webhook(
     body: WebhookUpdate, session: SessionDep, settings: SettingsDep, webhook_id: WebhookIdPath
@@ -193,7 +197,8 @@ def list_webhook_deliveries(
     description="Answers 202 at once; the attempt shows in the endpoint's delivery log.",
     status_code=202,
     response_model=WebhookTestQueued,
-    responses=problem_responses(_NO_SUCH_ENDPOINT),
+    responses=problem_responses(_NO_SUCH_ENDPOINT, RATE_LIMITED),
+    dependencies=[RATE_LIMIT],
 )
 async def test_webhook(
     request: Request, engine: EngineDep, webhook_id: WebhookIdPath

@@ -28,5 +28,11 @@ def has_live_api_key(session: Session) -> bool:
     return session.exec(live).first() is not None
 
 
+def is_live_api_key(session: Session, key_id: int) -> bool:
+    """Say whether the key still exists and is not revoked."""
+    live = select(ApiKey.id).where(ApiKey.id == key_id, col(ApiKey.revoked_at).is_(None))
+    return session.exec(live).first() is not None
+
+
 def get_api_key(session: Session, key_id: int) -> ApiKey | None:
     return session.get(ApiKey, key_id)
