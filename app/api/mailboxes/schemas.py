@@ -12,6 +12,10 @@ from app.db.models import AuthType, Mailbox, MailboxStatus
 from app.sync.mailboxes import KEEP, MailboxChanges, Owner, Registration
 
 EMAIL_ADDRESS = r"^[^@\s]+@[^@\s]+$"
+WATCH_DESCRIPTION = (
+    "Hold a connection that syncs new mail within seconds (IDLE/NOTIFY);"
+    " false leaves the mailbox to the scheduled sync."
+)
 
 
 class OwnerRef(BaseModel):
@@ -34,6 +38,7 @@ class MailboxCreate(BaseModel):
     sync_start: date | None = Field(
         default=None, description="First day of mail to sync; null keeps the window setting."
     )
+    watch: bool = Field(default=True, description=WATCH_DESCRIPTION)
 
     def to_registration(self) -> Registration:
         return Registration(
@@ -42,6 +47,7 @@ class MailboxCreate(BaseModel):
             server=self.imap.to_server(),
             credential=self.auth.to_credential(),
             sync_start=self.sync_start,
+            watch=self.watch,
         )
 
 
@@ -59,6 +65,7 @@ class MailboxUpdate(BaseModel):
     status: Literal["active", "disabled"] | None = Field(
         default=None, description="`disabled` stops syncing; `active` resumes it."
     )
+    watch: bool | None = Field(default=None, description=WATCH_DESCRIPTION)
 
     def to_changes(self) -> MailboxChanges:
         given = self.model_fields_set
@@ -68,6 +75,7 @@ class MailboxUpdate(BaseModel):
             owner=(self.owner.to_owner() if self.owner else None) if "owner" in given else KEEP,
             sync_start=self.sync_start if "sync_start" in given else KEEP,
             status=MailboxStatus(self.status) if self.status else None,
+            watch=self.watch,
         )
 
 
@@ -91,6 +99,7 @@ class MailboxRead(BaseModel):
     last_synced_at: datetime | None
     next_sync_at: datetime | None = Field(description="null: due now.")
     sync_start: date | None
+    watch: bool = Field(description=WATCH_DESCRIPTION)
     created_at: datetime
 
     @classmethod
@@ -118,5 +127,6 @@ class MailboxRead(BaseModel):
             last_synced_at=mailbox.last_synced_at,
             next_sync_at=mailbox.next_sync_at,
             sync_start=mailbox.sync_start,
+            watch=mailbox.watch,
             created_at=mailbox.created_at,
         )
