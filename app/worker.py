@@ -27,6 +27,10 @@
         time budget spent (incomplete) ......... a follow-up job is queued as soon as
                                                  this one has left the queue
         done ................................... the engine set `next_sync_at`
+      watched (queued by the watcher) .......... take the changed folders (app.queue) and
+                                                 sync only those; lease held or the budget
+                                                 spent: the folders go back; at the end a
+                                                 follow-up is queued if any are waiting
       queue the dispatcher ..................... Redis down: wait for it (1 s doubling to
                                                  10 s), so that arq can record the job's
                                                  end once it answers
@@ -66,7 +70,7 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, TypedDict
@@ -85,7 +89,16 @@ from app.db import create_db_engine, session_scope
 from app.db.models import SyncRun, SyncRunStatus, SyncTrigger, utcnow
 from app.db.repositories.mailboxes import due_mailbox_ids, get_mailbox
 from app.notify.dispatcher import dispatch_due
-from app.queue import DISPATCH_JOB, SYNC_JOB, enqueue_dispatch, enqueue_sync, redis_settings
+from app.queue import (
+    DISPATCH_JOB,
+    SYNC_JOB,
+    enqueue_dispatch,
+    enqueue_sync,
+    enqueue_watched_sync,
+    pending_folders_exist,
+    redis_settings,
+    take_pending_folders,
+)
 from app.security import SecretBox
 from app.sync.errors import DatabaseUnavailableError, MailboxNotFoundError, database_outages
 from app.sync.service import sync_mailbox
@@ -102,6 +115,8 @@ _CRON_TIMEOUT_SECONDS = 60
 _SPARE_THREADS = 4  # database look-ups of waiting jobs and the cron's query
 _DISPATCH_BUDGET_SECONDS = 50  # a pass over the outbox, then the next cron tick continues
 _DISPATCH_TIMEOUT_SECONDS = 120
+# A watched sync that found the mailbox leased (a scheduled sync runs) tries again after this.
+_WATCHED_RETRY_SECONDS = 5.0
 # A Redis that is down, unreachable or too slow (TimeoutError is an OSError).
 _REDIS_ERRORS = (RedisError, OSError)
 
@@ -145,10 +160,12 @@ class _WorkerState:
         self.host_slots = HostSlots(self.settings.sync_max_connections_per_host)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _FollowUp:
     mailbox_id: int
     trigger: SyncTrigger
+    watched: bool = False  # queue a watched sync if changed folders wait, after `defer_seconds`
+    defer_seconds: float = 0
 
 
 class WorkerSettings(TypedDict):
@@ -364,26 +381,52 @@ async def sync_job(
     run_id: int | None = None,
     trigger: str = SyncTrigger.CRON.value,
     only_if_due: bool = False,
+    watched: bool = False,
 ) -> str:
-    """Sync one mailbox in a thread, within its host's connection limit; safe to run twice."""
+    """Sync one mailbox in a thread, within its host's connection limit; safe to run twice.
+
+    `watched` (the watcher's jobs) syncs only the folders that changed since the
+    last watched sync took them; those it could not sync wait for a follow-up.
+    """
     facts = {"mailbox_id": mailbox_id, "job_id": ctx["job_id"], "run_id": run_id}
+    folders: frozenset[str] | None = None
+    if watched:
+        ctx[_FOLLOW_UP] = _FollowUp(mailbox_id, SyncTrigger.WATCH, watched=True)
+        folders = await take_pending_folders(ctx["redis"], mailbox_id)
+        if not folders:
+            return "no changed folders"
     try:
-        with database_outages():
-            return await _sync(
-                ctx,
-                mailbox_id,
-                folders_only=folders_only,
-                run_id=run_id,
-                trigger=trigger,
-                only_if_due=only_if_due and ctx["job_try"] == 1,  # a retry must run
-                facts=facts,
-            )
+        async with _folders_back_on_failure(ctx["redis"], mailbox_id, folders):
+            with database_outages():
+                return await _sync(
+                    ctx,
+                    mailbox_id,
+                    folders_only=folders_only,
+                    run_id=run_id,
+                    trigger=trigger,
+                    only_if_due=only_if_due and ctx["job_try"] == 1,  # a retry must run
+                    facts=facts,
+                    folders=folders,
+                )
     except DatabaseUnavailableError as exc:
         delay = _DATABASE_RETRY.delay(ctx["job_try"])
         log.warning(
             "worker.database_unavailable", extra={**facts, "try": ctx["job_try"], "retry_in": delay}
         )
         raise Retry(defer=delay) from exc
+
+
+@contextlib.asynccontextmanager
+async def _folders_back_on_failure(
+    pool: ArqRedis, mailbox_id: int, folders: frozenset[str] | None
+) -> AsyncIterator[None]:
+    """Put a watched job's folders back when it fails: its retry or follow-up syncs them."""
+    try:
+        yield
+    except BaseException:
+        if folders:
+            await enqueue_watched_sync(pool, mailbox_id, folders)
+        raise
 
 
 async def _sync(
@@ -395,6 +438,7 @@ async def _sync(
     trigger: str,
     only_if_due: bool,
     facts: dict[str, Any],
+    folders: frozenset[str] | None = None,
 ) -> str:
     state = _state(ctx)
     if run_id is not None and await asyncio.to_thread(_run_finished, state.engine, run_id):
@@ -418,18 +462,26 @@ async def _sync(
                 folders_only=folders_only,
                 trigger=SyncTrigger(trigger),
                 run_id=run_id,
+                folders=folders,
             )
         except MailboxNotFoundError:  # deleted while the job waited for its slot
             return _mailbox_deleted(facts)
     if result is None:
-        return await _lease_held(ctx, state, run_id, facts)
+        return await (
+            _watched_lease_held(ctx, mailbox_id, folders, facts)
+            if folders
+            else _lease_held(ctx, state, run_id, facts)
+        )
     if result.error_code == DatabaseUnavailableError.code and run_id is None:
         # Recorded as failed and the lease released: a new run resumes at the last stored batch.
         raise DatabaseUnavailableError(f"run {result.run_id} failed: the database did not answer")
     # The run's events are committed: deliver them now.
     await _until_redis_answers(lambda: enqueue_dispatch(ctx["redis"]), facts)
     if result.status is SyncRunStatus.SUCCEEDED and not result.complete:
-        ctx[_FOLLOW_UP] = _FollowUp(mailbox_id, SyncTrigger(trigger))
+        if folders:  # the budget ran out: the same folders continue in the follow-up
+            await enqueue_watched_sync(ctx["redis"], mailbox_id, folders)
+        else:
+            ctx[_FOLLOW_UP] = _FollowUp(mailbox_id, SyncTrigger(trigger))
     log.info(
         "worker.sync_done",
         extra={
@@ -508,10 +560,34 @@ async def _lease_held(
     return BUSY_ERROR_CODE
 
 
+async def _watched_lease_held(
+    ctx: JobContext, mailbox_id: int, folders: frozenset[str], facts: dict[str, Any]
+) -> str:
+    """Put the folders back and try again shortly: the running sync may have passed them."""
+    await enqueue_watched_sync(ctx["redis"], mailbox_id, folders)
+    ctx[_FOLLOW_UP] = _FollowUp(
+        mailbox_id, SyncTrigger.WATCH, watched=True, defer_seconds=_WATCHED_RETRY_SECONDS
+    )
+    log.info("worker.watched_sync_waits_for_lease", extra=facts)
+    return "synced elsewhere, tries again"
+
+
 async def _enqueue_follow_up(ctx: JobContext) -> None:
-    """Queue the rest of an incomplete sync, now that its own job id is free again."""
+    """Queue the rest of an incomplete sync, now that its own job id is free again.
+
+    After a watched job, queue one more if changes arrived while it ran.
+    """
     follow_up = ctx.get(_FOLLOW_UP)
-    if isinstance(follow_up, _FollowUp):
+    if isinstance(follow_up, _FollowUp) and follow_up.watched:
+        if await pending_folders_exist(ctx["redis"], follow_up.mailbox_id):
+            queued = await enqueue_watched_sync(
+                ctx["redis"], follow_up.mailbox_id, defer_seconds=follow_up.defer_seconds
+            )
+            log.info(
+                "worker.watched_follow_up_queued",
+                extra={"mailbox_id": follow_up.mailbox_id, "queued": queued},
+            )
+    elif isinstance(follow_up, _FollowUp):
         queued = await enqueue_sync(ctx["redis"], follow_up.mailbox_id, trigger=follow_up.trigger)
         log.info(
             "worker.follow_up_queued",
