@@ -74,6 +74,44 @@ class Settings(BaseSettings):
         ),
     )
 
+    watch_enabled: bool = Field(
+        default=True,
+        description=(
+            "Run the watcher in `imap-bridge run`: new mail is synced within seconds"
+            " (IDLE/NOTIFY); false leaves every mailbox to the scheduled sync."
+        ),
+    )
+    watch_max_connections: int = Field(
+        default=1000, ge=1, description="Mailboxes one watcher process watches at most."
+    )
+    watch_connect_rate: float = Field(
+        default=20.0, gt=0, description="Watch connections a watcher process opens per second."
+    )
+    watch_poll_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often folders without IDLE/NOTIFY are polled with STATUS.",
+    )
+    watch_idle_renew_seconds: float = Field(
+        default=29 * 60.0,
+        gt=0,
+        le=29 * 60.0,
+        description="How often IDLE is re-issued (RFC 2177: servers may drop it after 30 min).",
+    )
+    watch_lease_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long a crashed watcher keeps its mailboxes from the other watchers.",
+    )
+    watch_refresh_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description=(
+            "How often a watcher re-reads its mailboxes (new, disabled, deleted, new"
+            " credentials or folders) and renews its leases."
+        ),
+    )
+
     webhook_allow_private_hosts: bool = Field(
         default=False,
         description="Allow webhook URLs on loopback, private or link-local addresses.",

@@ -1,0 +1,210 @@
+"""Real time end to end: `imap-bridge watch` and `imap-bridge worker` processes, the suite's
+Dovecot, the machine's Redis and both databases; no cron run is involved (the mailboxes
+are not due), and every lifetime is shortened by settings."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import Engine
+from sqlmodel import col, select
+
+from app.config import Settings
+from app.db import session_scope
+from app.db.models import Mailbox, SyncRun, SyncTrigger
+from app.queue import watched_sync_job_id
+from app.sync.service import sync_mailbox
+from tests.dovecot import MailUser
+from tests.factories import MailboxFactory
+from tests.mailgen import make_message
+from tests.sync.snapshot import email_count, events_of
+from tests.worker_process import WorkerProcess, wait_until, worker_process
+
+WATCH_ENVIRONMENT = {
+    "WATCH_LEASE_SECONDS": "2",
+    "WATCH_REFRESH_SECONDS": "0.3",
+    "WATCH_POLL_SECONDS": "0.5",
+    "WATCH_CONNECT_RATE": "50",
+}
+SECONDS = 30  # what "within seconds" may take on a loaded 2-core machine
+WATCHING = "watch.watching"
+
+
+@pytest.fixture
+def watched_mailbox(
+    engine: Engine, settings: Settings, add_mailbox: MailboxFactory, mail_user: MailUser
+) -> int:
+    """A mailbox synced once (its folders known, INBOX and Sent enabled) and not due again."""
+    mailbox_id = add_mailbox(mail_user)
+    result = sync_mailbox(engine, mailbox_id, settings)
+    assert result is not None and result.complete, "the first sync did not complete"
+    return mailbox_id
+
+
+@pytest.fixture
+def processes(settings: Settings, tmp_path: Path) -> Iterator[ProcessStarter]:
+    with ExitStack() as stack:
+        yield ProcessStarter(settings, tmp_path, stack)
+
+
+class ProcessStarter:
+    """Start `imap-bridge worker` / `watch` processes that stop when the test ends."""
+
+    def __init__(self, settings: Settings, tmp_path: Path, stack: ExitStack) -> None:
+        self._settings = settings
+        self._tmp_path = tmp_path
+        self._stack = stack
+        self._started = 0
+
+    def start(self, command: str) -> WorkerProcess:
+        self._started += 1
+        workdir = self._tmp_path / f"{command}-{self._started}"
+        workdir.mkdir()
+        return self._stack.enter_context(
+            worker_process(self._settings, workdir, environment=WATCH_ENVIRONMENT, command=command)
+        )
+
+
+def watching_sessions(watcher: WorkerProcess) -> int:
+    return watcher.log.count(WATCHING)
+
+
+def received_in(engine: Engine, mailbox_id: int, folder: str) -> int:
+    """Count the messages `email.received` events announced in `folder`."""
+    events = events_of(engine, mailbox_id, "email.received")
+    return sum(len(event["email_ids"]) for event in events if event["folder"] == folder)
+
+
+def run_triggers(engine: Engine, mailbox_id: int) -> list[SyncTrigger]:
+    with session_scope(engine) as session:
+        return list(
+            session.exec(
+                select(SyncRun.trigger)
+                .where(SyncRun.mailbox_id == mailbox_id)
+                .order_by(col(SyncRun.id))
+            ).all()
+        )
+
+
+def imap_sessions(user: MailUser) -> int:
+    """Count the user's open IMAP sessions, as `doveadm who` lists them."""
+    listing = user.dovecot.doveadm("who", "-1", user.name, ok_exit_codes=(0, 68))
+    return sum(1 for line in listing.splitlines() if line.split()[:1] == [user.name])
+
+
+def test_new_mail_in_inbox_and_sent_is_announced_within_seconds(
+    engine: Engine, watched_mailbox: int, mail_user: MailUser, processes: ProcessStarter
+) -> None:
+    processes.start("worker")
+    watcher = processes.start("watch")
+    wait_until(lambda: watching_sessions(watcher) >= 1, SECONDS, "the watcher watches")
+
+    mail_user.append("INBOX", make_message(subject="arrives in INBOX"))
+    wait_until(
+        lambda: received_in(engine, watched_mailbox, "INBOX") == 1,
+        SECONDS,
+        f"email.received for INBOX; watcher log:\n{watcher.log}",
+    )
+    mail_user.append("Sent", make_message(subject="sent elsewhere"))
+    wait_until(
+        lambda: received_in(engine, watched_mailbox, "Sent") == 1,
+        SECONDS,
+        f"email.received for Sent; watcher log:\n{watcher.log}",
+    )
+    triggers = run_triggers(engine, watched_mailbox)
+    assert triggers[0] is SyncTrigger.CRON  # the fixture's first sync
+    assert set(triggers[1:]) == {SyncTrigger.WATCH}, f"runs other than the watcher's: {triggers}"
+
+
+def test_a_burst_of_arrivals_queues_one_sync_that_stores_all_of_them(
+    engine: Engine,
+    settings: Settings,
+    watched_mailbox: int,
+    mail_user: MailUser,
+    processes: ProcessStarter,
+) -> None:
+    watcher = processes.start("watch")
+    wait_until(lambda: watching_sessions(watcher) >= 1, SECONDS, "the watcher watches")
+    client = mail_user.client()
+    try:
+        for number in range(40):
+            client.append("INBOX", make_message(subject=f"burst {number}"))
+    finally:
+        client.logout()
+    queue = redis.Redis.from_url(str(settings.redis_url))
+    try:
+        job_key = f"arq:job:{watched_sync_job_id(settings.queue_name, watched_mailbox)}"
+        wait_until(lambda: bool(queue.exists(job_key)), SECONDS, "a watched sync is queued")
+        assert queue.zcard(settings.queue_name) == 1, "the burst queued more than one job"
+    finally:
+        queue.close()
+
+    processes.start("worker")
+    wait_until(
+        lambda: email_count(engine, watched_mailbox) == 40,
+        SECONDS,
+        "the burst stored in full",
+    )
+
+
+def test_a_dropped_watch_connection_comes_back(
+    engine: Engine, watched_mailbox: int, mail_user: MailUser, processes: ProcessStarter
+) -> None:
+    processes.start("worker")
+    watcher = processes.start("watch")
+    wait_until(lambda: watching_sessions(watcher) >= 1, SECONDS, "the watcher watches")
+
+    mail_user.kick()
+    wait_until(lambda: watching_sessions(watcher) >= 2, SECONDS, "the watcher reconnected")
+    mail_user.append("INBOX", make_message(subject="after the kick"))
+    wait_until(
+        lambda: received_in(engine, watched_mailbox, "INBOX") == 1,
+        SECONDS,
+        "email.received after the reconnect",
+    )
+
+
+def test_a_killed_watchers_mailboxes_are_taken_over(
+    engine: Engine, watched_mailbox: int, mail_user: MailUser, processes: ProcessStarter
+) -> None:
+    processes.start("worker")
+    first = processes.start("watch")
+    wait_until(lambda: watching_sessions(first) >= 1, SECONDS, "the first watcher watches")
+    second = processes.start("watch")
+
+    os.kill(first.process.pid, signal.SIGKILL)
+    first.process.wait()
+    wait_until(lambda: watching_sessions(second) >= 1, SECONDS, "the second watcher took over")
+    mail_user.append("INBOX", make_message(subject="watched by the second"))
+    wait_until(
+        lambda: received_in(engine, watched_mailbox, "INBOX") == 1,
+        SECONDS,
+        "email.received through the second watcher",
+    )
+
+
+@pytest.mark.parametrize("change", ["watch off", "deleted"])
+def test_a_mailbox_no_longer_watched_loses_its_connection(
+    engine: Engine,
+    watched_mailbox: int,
+    mail_user: MailUser,
+    processes: ProcessStarter,
+    change: str,
+) -> None:
+    watcher = processes.start("watch")
+    wait_until(lambda: watching_sessions(watcher) >= 1, SECONDS, "the watcher watches")
+    assert imap_sessions(mail_user) == 1
+    with session_scope(engine) as session:
+        mailbox = session.get(Mailbox, watched_mailbox)
+        assert mailbox is not None
+        if change == "deleted":
+            session.delete(mailbox)
+        else:
+            mailbox.watch = False
+    wait_until(lambda: imap_sessions(mail_user) == 0, SECONDS, "the watch connection is closed")
