@@ -59,11 +59,12 @@ from app.main import create_app
 from app.process_priority import lower_cpu_priority
 from app.security import SecretBox, SecretDecryptionError
 from app.service_runner import run_service
+from app.supervised_worker import SupervisedWorker
 from app.sync.errors import DatabaseUnavailableError, MailboxNotFoundError, database_outages
 from app.sync.folder_sync import SyncProgress
 from app.sync.service import sync_mailbox
 from app.watch.supervisor import watch_supervisor
-from app.worker import SupervisedWorker, worker_settings
+from app.worker import worker_settings
 
 Command = Callable[[argparse.Namespace], int]
 

