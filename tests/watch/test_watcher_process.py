@@ -4,10 +4,12 @@ are not due), and every lifetime is shortened by settings."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from collections.abc import Iterator
 from contextlib import ExitStack
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -17,13 +19,23 @@ from sqlmodel import col, select
 
 from app.config import Settings
 from app.db import session_scope
-from app.db.models import Mailbox, SyncRun, SyncTrigger
-from app.queue import watched_sync_job_id
+from app.db.models import (
+    Folder,
+    Mailbox,
+    MailboxSecurity,
+    MailboxStatus,
+    SyncRun,
+    SyncTrigger,
+    utcnow,
+)
+from app.db.repositories.mailboxes import acquire_lease, release_lease
+from app.queue import create_queue, enqueue_watched_sync, watched_sync_job_id
+from app.security import SecretBox
 from app.sync.service import sync_mailbox
-from tests.dovecot import MailUser
+from tests.dovecot import DovecotInstances, MailUser
 from tests.factories import MailboxFactory
 from tests.mailgen import make_message
-from tests.sync.snapshot import email_count, events_of
+from tests.sync.snapshot import email_count, events_of, stored_uids
 from tests.worker_process import WorkerProcess, wait_until, worker_process
 
 WATCH_ENVIRONMENT = {
@@ -83,13 +95,10 @@ def received_in(engine: Engine, mailbox_id: int, folder: str) -> int:
 
 def run_triggers(engine: Engine, mailbox_id: int) -> list[SyncTrigger]:
     with session_scope(engine) as session:
-        return list(
-            session.exec(
-                select(SyncRun.trigger)
-                .where(SyncRun.mailbox_id == mailbox_id)
-                .order_by(col(SyncRun.id))
-            ).all()
-        )
+        runs = session.exec(
+            select(SyncRun).where(SyncRun.mailbox_id == mailbox_id).order_by(col(SyncRun.id))
+        ).all()
+        return [run.trigger for run in runs]
 
 
 def imap_sessions(user: MailUser) -> int:
@@ -208,3 +217,125 @@ def test_a_mailbox_no_longer_watched_loses_its_connection(
         else:
             mailbox.watch = False
     wait_until(lambda: imap_sessions(mail_user) == 0, SECONDS, "the watch connection is closed")
+
+
+@pytest.mark.parametrize("databases", ["sqlite"], indirect=True)  # the server is the point
+def test_a_server_without_idle_or_notify_is_polled(
+    engine: Engine,
+    settings: Settings,
+    add_mailbox: MailboxFactory,
+    dovecot_instances: DovecotInstances,
+    processes: ProcessStarter,
+) -> None:
+    poll_only = dovecot_instances.get(push=False)
+    user = poll_only.add_user()
+    mailbox_id = add_mailbox(user, port=poll_only.plain_port, security=MailboxSecurity.NONE)
+    assert (result := sync_mailbox(engine, mailbox_id, settings)) and result.complete
+    processes.start("worker")
+    watcher = processes.start("watch")
+    wait_until(lambda: watching_sessions(watcher) >= 1, SECONDS, "the watcher polls")
+
+    user.append("INBOX", make_message(subject="found by a poll"))
+    user.append("Sent", make_message(subject="found by a poll too"))
+    wait_until(
+        lambda: (
+            received_in(engine, mailbox_id, "INBOX") + received_in(engine, mailbox_id, "Sent") == 2
+        ),
+        SECONDS,
+        f"email.received from the poll-only server; watcher log:\n{watcher.log}",
+    )
+
+
+def test_a_newly_enabled_folder_is_watched(
+    engine: Engine, watched_mailbox: int, mail_user: MailUser, processes: ProcessStarter
+) -> None:
+    processes.start("worker")
+    watcher = processes.start("watch")
+    wait_until(lambda: watching_sessions(watcher) >= 1, SECONDS, "the watcher watches")
+
+    set_folder_enabled(engine, watched_mailbox, "Archive")
+    wait_until(lambda: watching_sessions(watcher) >= 2, SECONDS, "the watch restarted")
+    uid = mail_user.append("Archive", make_message(subject="archived"))
+    wait_until(  # a folder's first sync stores its mail without announcing it
+        lambda: stored_uids(engine, watched_mailbox).get("Archive") == {uid},
+        SECONDS,
+        f"the newly enabled folder synced; watcher log:\n{watcher.log}",
+    )
+
+
+def test_a_refused_login_stops_the_watch_until_the_credentials_change(
+    engine: Engine,
+    settings: Settings,
+    watched_mailbox: int,
+    mail_user: MailUser,
+    processes: ProcessStarter,
+) -> None:
+    processes.start("worker")
+    watcher = processes.start("watch")
+    wait_until(lambda: watching_sessions(watcher) >= 1, SECONDS, "the watcher watches")
+
+    old_password = mail_user.password
+    mail_user.set_password(f"{old_password}-changed")
+    mail_user.kick()
+    wait_until(
+        lambda: mailbox_status(engine, watched_mailbox) is MailboxStatus.AUTH_FAILED,
+        SECONDS,
+        "the sync the watcher queued recorded the refused login",
+    )
+    assert len(events_of(engine, watched_mailbox, "mailbox.credentials_invalid")) == 1
+    assert watcher.log.count("watch.failed") == 1, "the watcher kept trying the old password"
+
+    with session_scope(engine) as session:  # as a PATCH with the new password does
+        mailbox = session.get(Mailbox, watched_mailbox)
+        assert mailbox is not None
+        mailbox.password_enc = SecretBox.from_settings(settings).encrypt(mail_user.password)
+        mailbox.status = MailboxStatus.ACTIVE
+    wait_until(lambda: watching_sessions(watcher) >= 2, SECONDS, "watching with the new password")
+
+
+def test_changes_seen_while_a_scheduled_sync_holds_the_mailbox_wait_for_it(
+    engine: Engine,
+    settings: Settings,
+    watched_mailbox: int,
+    mail_user: MailUser,
+    processes: ProcessStarter,
+) -> None:
+    with session_scope(engine) as session:
+        assert acquire_lease(session, watched_mailbox, "cron-sync", utcnow(), timedelta(minutes=5))
+    worker = processes.start("worker")
+    mail_user.append("INBOX", make_message(subject="arrives during a long sync"))
+    assert asyncio.run(queue_watched_sync(settings, watched_mailbox, {"INBOX"}))
+    wait_until(
+        lambda: "tries again" in worker.log, SECONDS, "the watched sync found the lease held"
+    )
+    assert email_count(engine, watched_mailbox) == 0
+
+    with session_scope(engine) as session:
+        release_lease(session, watched_mailbox, "cron-sync")
+    wait_until(
+        lambda: received_in(engine, watched_mailbox, "INBOX") == 1,
+        SECONDS,
+        "the follow-up synced the folder once the lease was free",
+    )
+
+
+async def queue_watched_sync(settings: Settings, mailbox_id: int, folders: set[str]) -> bool:
+    pool = await create_queue(settings)
+    try:
+        return await enqueue_watched_sync(pool, mailbox_id, folders)
+    finally:
+        await pool.aclose()
+
+
+def set_folder_enabled(engine: Engine, mailbox_id: int, full_name: str) -> None:
+    with session_scope(engine) as session:
+        folder = session.exec(
+            select(Folder).where(Folder.mailbox_id == mailbox_id, Folder.full_name == full_name)
+        ).one()
+        folder.sync_enabled = True
+
+
+def mailbox_status(engine: Engine, mailbox_id: int) -> MailboxStatus | None:
+    with session_scope(engine) as session:
+        mailbox = session.get(Mailbox, mailbox_id)
+        return mailbox.status if mailbox else None
