@@ -8,6 +8,7 @@ mailbox, with curl" one for one and in the same order; change both together.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -36,6 +37,7 @@ RECENT = datetime.now(UTC) - timedelta(days=2)
 START_SECONDS = 60
 StartService = Callable[[], "RunningService"]
 SYNC_SECONDS = 30
+WATCHING = re.compile(r"watch\.watching")
 
 
 class RunningService:
@@ -138,6 +140,23 @@ def wait_until_stopped(pid: int) -> bool:
     return not process_running(pid)
 
 
+def next_event_after(client: httpx.Client, action: Callable[[], object]) -> dict[str, Any]:
+    """Open `GET /v1/events?types=email.received`, do `action`, return the first event."""
+    with client.stream(
+        "GET",
+        "/v1/events",
+        params={"types": "email.received"},
+        timeout=httpx.Timeout(SYNC_SECONDS),
+    ) as stream:
+        assert stream.status_code == 200, stream.read()
+        action()
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                envelope: dict[str, Any] = json.loads(line.removeprefix("data: "))
+                return envelope
+    raise AssertionError("the event stream ended without an event")
+
+
 def test_the_readme_walkthrough_creates_syncs_and_lists_a_mailbox(
     start_service: StartService, mail_user: MailUser
 ) -> None:
@@ -191,6 +210,13 @@ def test_the_readme_walkthrough_creates_syncs_and_lists_a_mailbox(
         # 4. its mail
         emails = client.get(f"/v1/mailboxes/{mailbox_id}/emails").json()
         assert sorted(email["subject"] for email in emails["items"]) == sorted(subjects)
+
+        # 5. new mail arrives as an SSE event within seconds, through the watcher
+        service.wait_for(WATCHING)
+        arrived = next_event_after(
+            client, lambda: mail_user.append("INBOX", make_message(subject="Just in"))
+        )
+        assert (arrived["type"], arrived["mailbox_id"]) == ("email.received", mailbox_id)
 
     # Ctrl-C: both halves stop, the embedded Redis too
     status = service.interrupt()
