@@ -108,7 +108,6 @@ class WatchTarget:
 class _Watch:
     target: WatchTarget
     task: asyncio.Task[None]
-    started: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +155,9 @@ class WatchSupervisor:
         )
         self._watches: dict[int, _Watch] = {}
         self._stopped: dict[int, _Stopped] = {}
+        # The expiring token each mailbox's watch was restarted for: once per token, so a
+        # provider that hands out short-lived tokens does not cause a restart every refresh.
+        self._restarted_for: dict[int, datetime] = {}
         self._stopping = asyncio.Event()
 
     @property
@@ -215,7 +217,11 @@ class WatchSupervisor:
             target = targets.get(mailbox_id)
             if target is None or target.key != watch.target.key or watch.task.done():
                 self._end(mailbox_id)
-            elif self._token_expiring(target) and now - watch.started > _RESTART_AFTER_SECONDS:
+            elif self._token_expiring(target) and (
+                self._restarted_for.get(mailbox_id) != target.token_expires_at
+            ):
+                assert target.token_expires_at is not None
+                self._restarted_for[mailbox_id] = target.token_expires_at
                 log.info("watch.token_refresh", extra={"mailbox_id": mailbox_id})
                 self._end(mailbox_id)
         for mailbox_id, target in targets.items():
@@ -226,9 +232,10 @@ class WatchSupervisor:
                 continue
             self._stopped.pop(mailbox_id, None)
             task = asyncio.create_task(self._watch(target), name=f"watch-{mailbox_id}")
-            self._watches[mailbox_id] = _Watch(target, task, now)
-        for mailbox_id in set(self._stopped) - set(targets):
-            del self._stopped[mailbox_id]
+            self._watches[mailbox_id] = _Watch(target, task)
+        for forgotten in (self._stopped, self._restarted_for):
+            for mailbox_id in set(forgotten) - set(targets):
+                del forgotten[mailbox_id]
 
     def _end(self, mailbox_id: int) -> None:
         watch = self._watches.pop(mailbox_id)
