@@ -35,6 +35,7 @@ from app.sync.service import sync_mailbox
 from tests.dovecot import DovecotInstances, MailUser
 from tests.factories import MailboxFactory
 from tests.mailgen import make_message
+from tests.reliability.fault_proxy import Fault, FaultProxy
 from tests.sync.snapshot import email_count, events_of, stored_uids
 from tests.worker_process import WorkerProcess, wait_until, worker_process
 
@@ -198,7 +199,7 @@ def test_a_killed_watchers_mailboxes_are_taken_over(
     )
 
 
-@pytest.mark.parametrize("change", ["watch off", "deleted"])
+@pytest.mark.parametrize("change", ["watch off", "disabled", "deleted"])
 def test_a_mailbox_no_longer_watched_loses_its_connection(
     engine: Engine,
     watched_mailbox: int,
@@ -214,6 +215,8 @@ def test_a_mailbox_no_longer_watched_loses_its_connection(
         assert mailbox is not None
         if change == "deleted":
             session.delete(mailbox)
+        elif change == "disabled":
+            mailbox.status = MailboxStatus.DISABLED
         else:
             mailbox.watch = False
     wait_until(lambda: imap_sessions(mail_user) == 0, SECONDS, "the watch connection is closed")
@@ -339,3 +342,42 @@ def mailbox_status(engine: Engine, mailbox_id: int) -> MailboxStatus | None:
     with session_scope(engine) as session:
         mailbox = session.get(Mailbox, mailbox_id)
         return mailbox.status if mailbox else None
+
+
+@pytest.mark.parametrize("databases", ["sqlite"], indirect=True)  # Redis and arq are the point
+def test_changes_seen_while_a_watched_sync_runs_leave_exactly_one_follow_up(
+    engine: Engine,
+    settings: Settings,
+    add_mailbox: MailboxFactory,
+    mail_user: MailUser,
+    processes: ProcessStarter,
+) -> None:
+    with FaultProxy(mail_user.dovecot.host, mail_user.dovecot.plain_port) as proxy:
+        mailbox_id = add_mailbox(mail_user, port=proxy.port, security=MailboxSecurity.NONE)
+        assert (result := sync_mailbox(engine, mailbox_id, settings)) and result.complete
+        processes.start("worker")
+        job_running = f"arq:in-progress:{watched_sync_job_id(settings.queue_name, mailbox_id)}"
+        queue = redis.Redis.from_url(str(settings.redis_url))
+        try:
+            proxy.arm(Fault.stall_after(1, seconds=5))  # the sync's greeting comes late
+            mail_user.append("INBOX", make_message(subject="first"))
+            assert asyncio.run(queue_watched_sync(settings, mailbox_id, {"INBOX"}))
+            wait_until(lambda: bool(queue.exists(job_running)), SECONDS, "the sync runs")
+            proxy.heal()
+            for folder in ("Sent", "INBOX", "Sent"):
+                mail_user.append(folder, make_message(subject=f"while it runs, in {folder}"))
+                assert not asyncio.run(queue_watched_sync(settings, mailbox_id, {folder})), (
+                    "a second watched sync was queued while one ran"
+                )
+        finally:
+            queue.close()
+        wait_until(
+            lambda: (
+                (received_in(engine, mailbox_id, "INBOX"), received_in(engine, mailbox_id, "Sent"))
+                == (2, 2)
+            ),
+            SECONDS,
+            "the follow-up synced what changed while the first sync ran",
+        )
+    watched_runs = [t for t in run_triggers(engine, mailbox_id) if t is SyncTrigger.WATCH]
+    assert len(watched_runs) == 2, f"one sync and one follow-up expected, got {watched_runs}"
