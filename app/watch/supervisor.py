@@ -13,10 +13,12 @@
       new .................................................... start its watch
     a watch (app.watch.mailbox_watch), its connections paced at WATCH_CONNECT_RATE:
       folders changed ............ enqueue_watched_sync: one queued, one running
-      AuthenticationFailed, BlockedHost, TlsFailed, invalid_grant
-                       ............ stop until the settings or credentials change;
-                                    queue one sync, which records the failure and
-                                    tells the owner (the watcher tells nobody)
+      BlockedHost, TlsFailed ..... stop until the settings change
+      AuthenticationFailed, invalid_grant
+                       ............ stop; queue one sync, which records the failure
+                                    (auth_failed: unwatched until new credentials) and
+                                    tells the owner (the watcher tells nobody); if that
+                                    sync logged in after all, watch again in an hour
       anything else ended it ..... start again after a minute
     SIGINT / SIGTERM .............. cancel the watches, give the leases back
 
@@ -24,7 +26,9 @@ Leases live on the `mailbox` row (`watch_owner`, `watch_expires_at`), so any
 number of watcher processes on any machines split the mailboxes, and a killed
 one's mailboxes are taken by the others once its leases run out
 (WATCH_LEASE_SECONDS). The watcher never writes mail: the sync engine does,
-and the outbox announces it.
+and the outbox announces it. A watch that begins queues no sync (a restarted
+watcher would queue one per mailbox): what arrived before it began waits for
+the schedule; after a reconnect it does queue one (app.watch.mailbox_watch).
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ log = logging.getLogger(__name__)
 _STOPPING_FAILURES = (*PERMANENT_FAILURES, InvalidGrantError, ProviderHostBlockedError)
 # A watch that ended for any other reason starts again after this long.
 _RESTART_AFTER_SECONDS = 60.0
+_REFUSED_LOGIN_RETRY_SECONDS = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,8 +276,12 @@ class WatchSupervisor:
             )
         except _STOPPING_FAILURES as exc:
             log.warning("watch.failed", extra={"mailbox_id": mailbox_id, "code": exc.code})
-            self._stopped[mailbox_id] = _Stopped(target.key, math.inf)
-            if isinstance(exc, (AuthenticationFailed, InvalidGrantError)):
+            refused = isinstance(exc, (AuthenticationFailed, InvalidGrantError))
+            # A refused login is retried after an hour anyway: the queued sync marks the
+            # mailbox auth_failed (unwatched until new credentials), unless it logged in.
+            until = asyncio.get_running_loop().time() + _REFUSED_LOGIN_RETRY_SECONDS
+            self._stopped[mailbox_id] = _Stopped(target.key, until if refused else math.inf)
+            if refused:
                 # The sync path records the failure and tells the owner, once.
                 await until_redis_answers(
                     lambda: enqueue_sync(self._queue, mailbox_id, trigger=SyncTrigger.WATCH),
