@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DATA_DIR = Path("var")
@@ -187,6 +187,16 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _watch_leases_outlive_heartbeats(self) -> Settings:
+        """Refuse a watch lease that lapses between heartbeats (watches would change hands)."""
+        if self.watch_refresh_seconds * 2 > self.watch_lease_seconds:
+            raise ValueError(
+                "WATCH_LEASE_SECONDS must be at least twice WATCH_REFRESH_SECONDS"
+                " (the heartbeat that renews the watch leases)"
+            )
+        return self
 
 
 @lru_cache

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import pytest
 import respx
+from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from app.config import Settings
@@ -160,3 +161,8 @@ def test_an_expiring_oauth_token_is_refreshed_and_the_watch_reconnects(
         assert secrets.decrypt(mailbox.access_token_enc) == fresh
         assert mailbox.token_expires_at is not None
         assert mailbox.token_expires_at > utcnow() + timedelta(minutes=55)
+
+
+def test_a_watch_lease_shorter_than_two_heartbeats_is_refused() -> None:
+    with pytest.raises(ValidationError, match="WATCH_LEASE_SECONDS"):
+        Settings(watch_refresh_seconds=5, watch_lease_seconds=8)
