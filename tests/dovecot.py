@@ -397,6 +397,11 @@ class MailUser:
         )
         self.kick()
 
+    def open_sessions(self) -> int:
+        """Count this user's open IMAP sessions, as `doveadm who` lists them."""
+        listing = self.dovecot.doveadm("who", "-1", self.name, ok_exit_codes=(0, _EX_NOUSER))
+        return sum(1 for line in listing.splitlines() if line.split()[:1] == [self.name])
+
     def kick(self) -> None:
         """Drop every open IMAP session of this user (a server-side disconnect)."""
         self.dovecot.doveadm("kick", self.name, ok_exit_codes=(0, _EX_NOUSER))

@@ -247,3 +247,41 @@ def test_a_second_run_keeps_the_data_prints_no_new_key_and_stops_on_sigterm(
     assert status == 0, second.output
     assert "Traceback" not in second.output
     assert wait_until_stopped(redis_pid), "the embedded Redis outlived imap-bridge run"
+
+
+def test_with_watch_enabled_false_run_holds_no_connection_to_a_mailbox(
+    start_service: StartService, fresh_environment: dict[str, str], mail_user: MailUser
+) -> None:
+    fresh_environment.update(WATCH_ENABLED="false", WATCH_REFRESH_SECONDS="0.2")
+    service = start_service()
+    key = register_secret(SecretKind.API_KEY, service.wait_for(API_KEY)[1], "first run's")
+    api = service.wait_for(DOCS_URL)[1]
+    assert re.search(r"^watcher\s+off$", service.output, re.MULTILINE), service.output
+    with httpx.Client(
+        base_url=api, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    ) as client:
+        created = client.post(
+            "/v1/mailboxes",
+            json={
+                "email_address": f"{mail_user.name}@example.com",
+                "owner": None,
+                "imap": {
+                    "host": mail_user.dovecot.host,
+                    "port": mail_user.dovecot.tls_port,
+                    "security": "ssl",
+                    "username": mail_user.name,
+                },
+                "auth": {"type": "password", "password": mail_user.password},
+            },
+        )
+        assert created.status_code == 201, created.text
+        url = f"/v1/mailboxes/{created.json()['id']}"
+        deadline = time.monotonic() + SYNC_SECONDS
+        while client.get(url).json()["last_synced_at"] is None:  # the first sync is over
+            assert time.monotonic() < deadline, "the first sync did not finish"
+            time.sleep(0.2)
+    quiet_until = time.monotonic() + 3  # fifteen of the watcher's refreshes
+    while time.monotonic() < quiet_until:
+        assert mail_user.open_sessions() == 0, "a connection is held with watching off"
+        time.sleep(0.2)
+    assert service.interrupt() == 0, service.output

@@ -102,12 +102,6 @@ def run_triggers(engine: Engine, mailbox_id: int) -> list[SyncTrigger]:
         return [run.trigger for run in runs]
 
 
-def imap_sessions(user: MailUser) -> int:
-    """Count the user's open IMAP sessions, as `doveadm who` lists them."""
-    listing = user.dovecot.doveadm("who", "-1", user.name, ok_exit_codes=(0, 68))
-    return sum(1 for line in listing.splitlines() if line.split()[:1] == [user.name])
-
-
 def test_new_mail_in_inbox_and_sent_is_announced_within_seconds(
     engine: Engine, watched_mailbox: int, mail_user: MailUser, processes: ProcessStarter
 ) -> None:
@@ -209,7 +203,7 @@ def test_a_mailbox_no_longer_watched_loses_its_connection(
 ) -> None:
     watcher = processes.start("watch")
     wait_until(lambda: watching_sessions(watcher) >= 1, SECONDS, "the watcher watches")
-    assert imap_sessions(mail_user) == 1
+    assert mail_user.open_sessions() == 1
     with session_scope(engine) as session:
         mailbox = session.get(Mailbox, watched_mailbox)
         assert mailbox is not None
@@ -219,7 +213,7 @@ def test_a_mailbox_no_longer_watched_loses_its_connection(
             mailbox.status = MailboxStatus.DISABLED
         else:
             mailbox.watch = False
-    wait_until(lambda: imap_sessions(mail_user) == 0, SECONDS, "the watch connection is closed")
+    wait_until(lambda: mail_user.open_sessions() == 0, SECONDS, "the watch connection is closed")
 
 
 @pytest.mark.parametrize("databases", ["sqlite"], indirect=True)  # the server is the point
