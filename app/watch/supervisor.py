@@ -61,7 +61,14 @@ from app.imap.aio_client import AsyncConnection
 from app.imap.aio_connect import connect_async
 from app.imap.errors import AuthenticationFailed
 from app.oauth.errors import InvalidGrantError, OAuthError, ProviderHostBlockedError
-from app.queue import create_queue, enqueue_sync, enqueue_watched_sync, until_redis_answers
+from app.queue import (
+    REDIS_ERRORS,
+    REDIS_RETRY,
+    create_queue,
+    enqueue_sync,
+    enqueue_watched_sync,
+    until_redis_answers,
+)
 from app.security import SecretBox, SecretError
 from app.sync.credentials import connect_options, imap_config
 from app.sync.errors import MailboxNotFoundError
@@ -144,13 +151,12 @@ class WatchSupervisor:
         self,
         settings: Settings,
         engine: Engine,
-        queue: ArqRedis,
         *,
         owner: str | None = None,
     ) -> None:
         self._settings = settings
         self._engine = engine
-        self._queue = queue
+        self._queue: ArqRedis | None = None  # opened by run(), once Redis answers
         self.owner = owner or worker_identity()
         self._secrets = SecretBox.from_settings(settings)
         self._pacer = ConnectPacer(settings.watch_connect_rate)
@@ -171,8 +177,12 @@ class WatchSupervisor:
         return frozenset(i for i, watch in self._watches.items() if not watch.task.done())
 
     async def run(self) -> None:
-        """Re-read the mailboxes every WATCH_REFRESH_SECONDS and keep their watches in step."""
+        """Re-read the mailboxes every WATCH_REFRESH_SECONDS and keep their watches in step.
+
+        Nothing is watched until Redis answers: a change could not be queued.
+        """
         try:
+            self._queue = await self._open_queue()
             while not self._stopping.is_set():
                 try:
                     targets = await asyncio.to_thread(self._read_targets)
@@ -186,6 +196,28 @@ class WatchSupervisor:
                     )
         finally:
             await self._close()
+
+    async def _open_queue(self) -> ArqRedis | None:
+        """Connect to the queue, again (1 s doubling to 10 s) while Redis does not answer."""
+        attempt = 0
+        while not self._stopping.is_set():
+            try:
+                return await create_queue(self._settings)
+            except REDIS_ERRORS as exc:
+                attempt += 1
+                delay = REDIS_RETRY.delay(attempt)
+                log.warning(
+                    "watch.redis_unavailable",
+                    extra={"error": type(exc).__name__, "retry_in": delay},
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+        return None
+
+    @property
+    def _queue_pool(self) -> ArqRedis:
+        assert self._queue is not None, "run() opens the queue before any watch starts"
+        return self._queue
 
     def stop(self) -> None:
         """Stop watching: `run()` cancels the watches and gives the leases back."""
@@ -262,7 +294,7 @@ class WatchSupervisor:
 
         async def on_change(folders: frozenset[str]) -> None:
             await until_redis_answers(
-                lambda: enqueue_watched_sync(self._queue, mailbox_id, folders),
+                lambda: enqueue_watched_sync(self._queue_pool, mailbox_id, folders),
                 "watch.waits_for_redis",
                 {"mailbox_id": mailbox_id},
             )
@@ -284,7 +316,7 @@ class WatchSupervisor:
             if refused:
                 # The sync path records the failure and tells the owner, once.
                 await until_redis_answers(
-                    lambda: enqueue_sync(self._queue, mailbox_id, trigger=SyncTrigger.WATCH),
+                    lambda: enqueue_sync(self._queue_pool, mailbox_id, trigger=SyncTrigger.WATCH),
                     "watch.waits_for_redis",
                     {"mailbox_id": mailbox_id},
                 )
@@ -333,6 +365,8 @@ class WatchSupervisor:
             await asyncio.to_thread(self._release_all)
         except SQLAlchemyError as exc:  # they run out by themselves
             log.warning("watch.leases_not_released", extra={"error": type(exc).__name__})
+        if self._queue is not None:
+            await self._queue.aclose()
 
     def _release_all(self) -> None:
         with session_scope(self._engine) as session:
@@ -341,13 +375,9 @@ class WatchSupervisor:
 
 @contextlib.asynccontextmanager
 async def watch_supervisor(settings: Settings) -> AsyncIterator[WatchSupervisor]:
-    """Give a supervisor its own database engine and queue pool; close both at the end."""
+    """Give a supervisor its own database engine; dispose of it at the end."""
     engine = create_db_engine(settings.database_url)
     try:
-        queue = await create_queue(settings)
-        try:
-            yield WatchSupervisor(settings, engine, queue)
-        finally:
-            await queue.aclose()
+        yield WatchSupervisor(settings, engine)
     finally:
         engine.dispose()

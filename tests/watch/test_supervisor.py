@@ -13,12 +13,11 @@ from datetime import timedelta
 import pytest
 import respx
 from pydantic import ValidationError
-from sqlalchemy import Engine
+from sqlalchemy import Engine, make_url
 
 from app.config import Settings
 from app.db import session_scope
 from app.db.models import AuthType, Mailbox, utcnow
-from app.queue import create_queue
 from app.security import SecretBox
 from app.watch.supervisor import WatchSupervisor
 from tests.dovecot import Dovecot, DovecotInstances
@@ -30,6 +29,7 @@ from tests.oauth.rig import (
     oauth_dovecot,
     sign_jwt,
 )
+from tests.reliability.fault_proxy import FaultProxy
 from tests.secret_watch import SecretKind, register_secret
 
 SECONDS = 30
@@ -50,15 +50,13 @@ def watch_settings(settings: Settings) -> Settings:
 @asynccontextmanager
 async def supervising(settings: Settings, engine: Engine) -> AsyncIterator[WatchSupervisor]:
     """Run a supervisor (its own owner id) until the block ends."""
-    queue = await create_queue(settings)
-    supervisor = WatchSupervisor(settings, engine, queue)
+    supervisor = WatchSupervisor(settings, engine)
     task = asyncio.create_task(supervisor.run())
     try:
         yield supervisor
     finally:
         supervisor.stop()
         await task
-        await queue.aclose()
 
 
 async def eventually(condition: Callable[[], bool], what: str) -> None:
@@ -166,3 +164,33 @@ def test_an_expiring_oauth_token_is_refreshed_and_the_watch_reconnects(
 def test_a_watch_lease_shorter_than_two_heartbeats_is_refused() -> None:
     with pytest.raises(ValidationError, match="WATCH_LEASE_SECONDS"):
         Settings(watch_refresh_seconds=5, watch_lease_seconds=8)
+
+
+def test_a_watcher_started_while_redis_is_down_watches_once_it_answers(
+    engine: Engine,
+    watch_settings: Settings,
+    add_mailbox: MailboxFactory,
+    dovecot: Dovecot,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    add_mailbox(dovecot.add_user())
+    caplog.set_level(logging.INFO, logger="app.watch.supervisor")
+    redis_address = make_url(str(watch_settings.redis_url))
+    assert redis_address.host is not None and redis_address.port is not None
+
+    async def scenario(proxy: FaultProxy) -> None:
+        proxied = watch_settings.model_copy(
+            update={"redis_url": f"redis://127.0.0.1:{proxy.port}/{redis_address.database}"}
+        )
+        async with supervising(proxied, engine):
+            await eventually(
+                lambda: any(r.getMessage() == "watch.redis_unavailable" for r in caplog.records),
+                "the watcher waits for Redis",
+            )
+            assert not watching_records(caplog), "watching before a change could be queued"
+            proxy.heal()
+            await eventually(lambda: len(watching_records(caplog)) == 1, "watching")
+
+    with FaultProxy(redis_address.host, redis_address.port) as proxy:
+        proxy.take_down()
+        asyncio.run(scenario(proxy))
