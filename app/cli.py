@@ -1,8 +1,9 @@
 """The `imap-bridge` command: one entry point for operators and for `make`.
 
-    imap-bridge run [--host H] [--port P]            API + worker in one process (`make run`)
+    imap-bridge run [--host H] [--port P]            API + worker + watcher in one process
     imap-bridge serve [--host H] [--port P]          the API alone (uvicorn)
     imap-bridge worker                               arq worker: cron + sync jobs, niced
+    imap-bridge watch                                the watcher: IDLE/NOTIFY, queues syncs
     imap-bridge migrate                              create or upgrade the schema
     imap-bridge sync                                 every due mailbox, now, in this process
     imap-bridge sync --mailbox ID [--folders-only]   one mailbox, due or not
@@ -59,10 +60,12 @@ from app.main import create_app
 from app.process_priority import lower_cpu_priority
 from app.security import SecretBox, SecretDecryptionError
 from app.service_runner import run_service
+from app.supervised_worker import SupervisedWorker
 from app.sync.errors import DatabaseUnavailableError, MailboxNotFoundError, database_outages
 from app.sync.folder_sync import SyncProgress
 from app.sync.service import sync_mailbox
-from app.worker import SupervisedWorker, worker_settings
+from app.watch.supervisor import watch_supervisor
+from app.worker import worker_settings
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -90,6 +93,17 @@ def _worker(_args: argparse.Namespace) -> int:
     lower_cpu_priority(settings.worker_niceness)
     worker = SupervisedWorker(worker_settings(settings))  # may start the embedded Redis
     asyncio.run(worker.run_until_signalled())
+    return 0
+
+
+def _watch(_args: argparse.Namespace) -> int:
+    """Watch this process's share of the mailboxes until SIGINT or SIGTERM (app.watch)."""
+
+    async def watch() -> None:
+        async with watch_supervisor(get_settings()) as supervisor:  # may start the embedded Redis
+            await supervisor.run_until_signalled()
+
+    asyncio.run(watch())
     return 0
 
 
@@ -391,6 +405,11 @@ def _parser() -> argparse.ArgumentParser:
         "worker", help="run the arq worker: a cron every minute queues the due mailboxes"
     )
     worker.set_defaults(handler=_worker, log_level=logging.INFO)
+    watch = commands.add_parser(
+        "watch",
+        help="hold a connection per mailbox (IDLE/NOTIFY) and queue a sync when mail changes",
+    )
+    watch.set_defaults(handler=_watch, log_level=logging.INFO)
 
     sync = commands.add_parser(
         "sync", help="sync the due mailboxes now, in this process (no Redis needed)"

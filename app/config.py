@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DATA_DIR = Path("var")
@@ -128,6 +128,44 @@ class Settings(BaseSettings):
         description=(
             "CPU niceness of `imap-bridge worker`: syncs yield the cores to the API on a"
             " shared host; 0 keeps the normal priority."
+        ),
+    )
+
+    watch_enabled: bool = Field(
+        default=True,
+        description=(
+            "Run the watcher in `imap-bridge run`: new mail is synced within seconds"
+            " (IDLE/NOTIFY); false leaves every mailbox to the scheduled sync."
+        ),
+    )
+    watch_max_connections: int = Field(
+        default=1000, ge=1, description="Mailboxes one watcher process watches at most."
+    )
+    watch_connect_rate: float = Field(
+        default=20.0, gt=0, description="Watch connections a watcher process opens per second."
+    )
+    watch_poll_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often folders without IDLE/NOTIFY are polled with STATUS.",
+    )
+    watch_idle_renew_seconds: float = Field(
+        default=29 * 60.0,
+        gt=0,
+        le=29 * 60.0,
+        description="How often IDLE is re-issued (RFC 2177: servers may drop it after 30 min).",
+    )
+    watch_lease_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long a crashed watcher keeps its mailboxes from the other watchers.",
+    )
+    watch_refresh_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description=(
+            "How often a watcher re-reads its mailboxes (new, disabled, deleted, new"
+            " credentials or folders) and renews its leases."
         ),
     )
 
@@ -276,6 +314,16 @@ class Settings(BaseSettings):
     @classmethod
     def _origins(cls, origins: list[str]) -> list[str]:
         return [web_origin(origin) for origin in origins]
+
+    @model_validator(mode="after")
+    def _watch_leases_outlive_heartbeats(self) -> Settings:
+        """Refuse a watch lease that lapses between heartbeats (watches would change hands)."""
+        if self.watch_refresh_seconds * 2 > self.watch_lease_seconds:
+            raise ValueError(
+                "WATCH_LEASE_SECONDS must be at least twice WATCH_REFRESH_SECONDS"
+                " (the heartbeat that renews the watch leases)"
+            )
+        return self
 
 
 @lru_cache

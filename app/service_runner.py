@@ -8,9 +8,14 @@
       uvicorn Server.serve() ............ the API
       SupervisedWorker.run() ............ one arq worker: the cron and the sync jobs; a new
                                           one polls after a Redis outage (app.worker)
+      WatchSupervisor.run() ............. the watcher, unless WATCH_ENABLED is false: new
+                                          mail is synced within seconds (app.watch); its
+                                          connections open at WATCH_CONNECT_RATE, so a
+                                          warm-up leaves the loop to the API
     the API listens ..................... print its URL and the docs URL
     SIGINT or SIGTERM ................... stop both:
       the API ........................... stops accepting, finishes open requests
+      the watcher ....................... closes its connections, gives its leases back
       the worker ........................ cancels its jobs (arq queues them again) and
                                           closes its pool; a sync thread stops at its time
                                           budget, and the process waits for it
@@ -55,7 +60,9 @@ from app.db.migrate import upgrade_database
 from app.db.repositories.api_keys import create_api_key, has_live_api_key
 from app.main import create_app
 from app.queue import embedded_redis_socket
-from app.worker import SupervisedWorker, WorkerSettings, worker_settings
+from app.supervised_worker import SupervisedWorker
+from app.watch.supervisor import WatchSupervisor, watch_supervisor
+from app.worker import WorkerSettings, worker_settings
 
 DEFAULT_KEY_NAME = "default"
 # Seconds open HTTP requests (an SSE stream never ends by itself) get to finish at shutdown.
@@ -102,7 +109,20 @@ def run_service(settings: Settings, host: str, port: int, out: TextIO) -> int:
 async def _serve_and_work(
     settings: Settings, listener: socket.socket, worker_options: WorkerSettings, out: TextIO
 ) -> int:
-    """Run the API and the worker side by side until a signal, or until one of them ends."""
+    """Run the API, the worker and the watcher side by side until a signal or one ends."""
+    if not settings.watch_enabled:
+        return await _serve_work_and_watch(settings, listener, worker_options, out, None)
+    async with watch_supervisor(settings) as watcher:
+        return await _serve_work_and_watch(settings, listener, worker_options, out, watcher)
+
+
+async def _serve_work_and_watch(
+    settings: Settings,
+    listener: socket.socket,
+    worker_options: WorkerSettings,
+    out: TextIO,
+    watcher: WatchSupervisor | None,
+) -> int:
     loop = asyncio.get_running_loop()
     host, port = listener.getsockname()[:2]
     server = _ApiServer(
@@ -125,14 +145,15 @@ async def _serve_and_work(
         loop.add_signal_handler(signum, on_signal)
     api = asyncio.create_task(server.serve(sockets=[listener]))
     work = asyncio.create_task(worker.run())
+    watch = asyncio.create_task(watcher.run() if watcher else stop.wait())
     stopping = asyncio.create_task(stop.wait())
     while not (server.started or api.done() or stop.is_set()):
         await asyncio.sleep(_STARTUP_POLL_SECONDS)
     if server.started:
         _announce(out, _base_url(host, port), settings)
-    await asyncio.wait({api, work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait({api, work, watch, stopping}, return_when=asyncio.FIRST_COMPLETED)
 
-    failure = None if stop.is_set() else _why_it_ended(api, work)
+    failure = None if stop.is_set() else _why_it_ended(api, work, watch)
     running_jobs = worker.running_jobs
     if running_jobs:
         _say(
@@ -142,8 +163,10 @@ async def _serve_and_work(
         )
     server.should_exit = True
     stopping.cancel()
+    if watcher is not None:
+        watcher.stop()
     await worker.close()  # cancels the jobs first: arq queues them again
-    await asyncio.gather(api, work, stopping, return_exceptions=True)
+    await asyncio.gather(api, work, watch, stopping, return_exceptions=True)
     if failure is not None:
         _say(sys.stderr, f"imap-bridge: {failure}; stopped")
         return 1
@@ -151,10 +174,16 @@ async def _serve_and_work(
     return 0
 
 
-def _why_it_ended(api: asyncio.Task[None], work: asyncio.Task[None]) -> str:
-    half, task = ("the API", api) if api.done() else ("the worker", work)
+def _why_it_ended(
+    api: asyncio.Task[None], work: asyncio.Task[None], watch: asyncio.Task[object]
+) -> str:
+    part, task = next(
+        (part, task)
+        for part, task in (("the API", api), ("the worker", work), ("the watcher", watch))
+        if task.done()
+    )
     error = task.exception() if not task.cancelled() else None
-    return f"{half} stopped" + (f": {type(error).__name__}: {error}" if error else "")
+    return f"{part} stopped" + (f": {type(error).__name__}: {error}" if error else "")
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -199,6 +228,7 @@ def _announce(out: TextIO, base_url: str, settings: Settings) -> None:
         f"API       {base_url}\n"
         f"API docs  {base_url}/docs\n"
         f"worker    one arq worker on {queue}\n"
+        f"watcher   {'new mail syncs within seconds' if settings.watch_enabled else 'off'}\n"
         "press Ctrl-C to stop",
     )
 

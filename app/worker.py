@@ -1,10 +1,6 @@
 """The arq worker: a cron that queues the mailboxes that are due, and the job that syncs one.
 
-    the process (`imap-bridge worker`, `imap-bridge run`): SupervisedWorker
-      connect to Redis; an arq Worker polls the queue
-      Redis stops answering .................... `worker.redis_unavailable`; the running
-                                                 jobs go on; after a backoff (1 s doubling
-                                                 to 10 s) a new arq Worker polls again
+    the process (`imap-bridge worker`, `imap-bridge run`): app.supervised_worker
     cron, every minute (one worker per tick) ... queue `sync` for each mailbox whose
                                                  `next_sync_at` passed; the job id makes
                                                  a second enqueue a no-op
@@ -27,6 +23,10 @@
         time budget spent (incomplete) ......... a follow-up job is queued as soon as
                                                  this one has left the queue
         done ................................... the engine set `next_sync_at`
+      watched (queued by the watcher) .......... take the changed folders (app.queue) and
+                                                 sync only those; lease held or the budget
+                                                 spent: the folders go back; at the end a
+                                                 follow-up is queued if any are waiting
       queue the dispatcher ..................... Redis down: wait for it (1 s doubling to
                                                  10 s), so that arq can record the job's
                                                  end once it answers
@@ -49,13 +49,6 @@ up to N times that many connections. Right after a Redis outage a process
 may run more jobs for a while (the replaced arq Worker's, finishing, and the
 new one's), but never more syncs per host nor more threads: those limits
 belong to the process, not to an arq Worker.
-
-arq 0.28 catches nothing in its poll loop: a Redis command that fails there
-ends `Worker.main()`, and `Worker.run()` with it, while the jobs it started run
-on; a Worker's own bookkeeping (its job count, its semaphore) may be left off
-by a job it was starting. So `SupervisedWorker` never resumes a Worker: it
-starts a new one on the same Redis pool and context (engine, threads, host
-slots), and lets the old one's jobs finish.
 """
 
 from __future__ import annotations
@@ -64,19 +57,17 @@ import asyncio
 import contextlib
 import logging
 import math
-import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-from arq import ArqRedis, Retry, Worker, create_pool, cron, func
+from arq import ArqRedis, Retry, cron, func
 from arq.connections import RedisSettings
 from arq.cron import CronJob
 from arq.typing import StartupShutdown
 from arq.worker import Function
-from redis.exceptions import RedisError
 from sqlalchemy.engine import Engine
 
 from app.backoff import Backoff
@@ -85,7 +76,17 @@ from app.db import create_db_engine, session_scope
 from app.db.models import SyncRun, SyncRunStatus, SyncTrigger, utcnow
 from app.db.repositories.mailboxes import due_mailbox_ids, get_mailbox
 from app.notify.dispatcher import dispatch_due
-from app.queue import DISPATCH_JOB, SYNC_JOB, enqueue_dispatch, enqueue_sync, redis_settings
+from app.queue import (
+    DISPATCH_JOB,
+    SYNC_JOB,
+    enqueue_dispatch,
+    enqueue_sync,
+    enqueue_watched_sync,
+    pending_folders_exist,
+    redis_settings,
+    take_pending_folders,
+    until_redis_answers,
+)
 from app.security import SecretBox
 from app.sync.errors import DatabaseUnavailableError, MailboxNotFoundError, database_outages
 from app.sync.service import sync_mailbox
@@ -102,12 +103,10 @@ _CRON_TIMEOUT_SECONDS = 60
 _SPARE_THREADS = 4  # database look-ups of waiting jobs and the cron's query
 _DISPATCH_BUDGET_SECONDS = 50  # a pass over the outbox, then the next cron tick continues
 _DISPATCH_TIMEOUT_SECONDS = 120
-# A Redis that is down, unreachable or too slow (TimeoutError is an OSError).
-_REDIS_ERRORS = (RedisError, OSError)
-
+# A watched sync that found the mailbox leased (a scheduled sync runs) tries again after this.
+_WATCHED_RETRY_SECONDS = 5.0
 
 _DATABASE_RETRY = Backoff(first=2, cap=60)
-_REDIS_RECONNECT = Backoff(first=1, cap=10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,10 +144,12 @@ class _WorkerState:
         self.host_slots = HostSlots(self.settings.sync_max_connections_per_host)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _FollowUp:
     mailbox_id: int
     trigger: SyncTrigger
+    watched: bool = False  # queue a watched sync if changed folders wait, after `defer_seconds`
+    defer_seconds: float = 0
 
 
 class WorkerSettings(TypedDict):
@@ -224,123 +225,6 @@ def worker_settings(
     )
 
 
-class SupervisedWorker:
-    """The process's arq worker, polling again after every Redis outage (see the module doc)."""
-
-    def __init__(self, options: WorkerSettings, *, poll_delay: float = 0.5) -> None:
-        self._options = options
-        self._poll_delay = poll_delay
-        self._ctx: JobContext = {}
-        self._pool: ArqRedis | None = None
-        self._workers: list[Worker] = []  # the polling one last; the others finish their jobs
-        self._stopping = asyncio.Event()
-        self._stopped = asyncio.Event()
-        self._started = False
-
-    @property
-    def running_jobs(self) -> int:
-        return sum(not task.done() for worker in self._workers for task in worker.tasks.values())
-
-    async def run(self) -> None:
-        """Poll the queue until `stop()`, through any number of Redis outages."""
-        try:
-            await self._options["on_startup"](self._ctx)
-            self._started = True
-            failures = 0
-            while not self._stopping.is_set():
-                started = time.monotonic()
-                try:
-                    await self._poll()
-                except _REDIS_ERRORS as exc:
-                    lasted = time.monotonic() - started > _REDIS_RECONNECT.cap
-                    failures = 1 if lasted else failures + 1
-                    delay = _REDIS_RECONNECT.delay(failures)
-                    log.warning(
-                        "worker.redis_unavailable",
-                        extra={
-                            "error": type(exc).__name__,
-                            "retry_in": delay,
-                            "running_jobs": self.running_jobs,
-                        },
-                    )
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), delay)
-        finally:
-            self._stopped.set()
-
-    def stop(self) -> None:
-        """Stop polling and cancel the running jobs (arq queues them again); see `close()`."""
-        self._stopping.set()
-        for worker in self._workers:
-            for task in worker.tasks.values():
-                task.cancel()
-            if worker.main_task is not None:
-                worker.main_task.cancel()
-
-    async def close(self) -> None:
-        """Stop, wait for the cancelled jobs to be queued again, then close Redis and the engine."""
-        self.stop()
-        if self._started:
-            await self._stopped.wait()
-        await asyncio.gather(
-            *(task for worker in self._workers for task in worker.tasks.values()),
-            return_exceptions=True,
-        )
-        if self._pool is not None:
-            if self._workers:  # as arq's Worker.close(), unless Redis does not answer
-                with contextlib.suppress(*_REDIS_ERRORS):  # (TimeoutError is one of them)
-                    async with asyncio.timeout(_REDIS_RECONNECT.cap):
-                        await self._pool.delete(self._workers[-1].health_check_key)
-            await self._pool.aclose()
-        if self._started:
-            await self._options["on_shutdown"](self._ctx)
-
-    async def run_until_signalled(self) -> None:
-        """Run until SIGINT or SIGTERM, then close: the `imap-bridge worker` command."""
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, self.stop)
-        try:
-            await self.run()
-        finally:
-            await self.close()
-
-    async def _poll(self) -> None:
-        """Connect if need be, then let a new arq Worker poll until Redis fails or `stop()`."""
-        if self._pool is None:
-            # One attempt per call: the backoff between attempts is run()'s, and it is logged.
-            where = replace(self._options["redis_settings"], conn_retries=0)
-            self._pool = await create_pool(where, default_queue_name=self._options["queue_name"])
-        self._forget_finished_workers()
-        if self._stopping.is_set():
-            return
-        worker = Worker(
-            **self._options,
-            redis_pool=self._pool,
-            ctx=self._ctx,
-            handle_signals=False,
-            poll_delay=self._poll_delay,
-        )
-        self._workers.append(worker)
-        try:
-            await worker.async_run()
-        except asyncio.CancelledError:
-            if not self._stopping.is_set():
-                raise  # this task was cancelled, not the Worker by stop()
-
-    def _forget_finished_workers(self) -> None:
-        """Drop replaced Workers whose jobs all ended; log the jobs whose end arq lost."""
-        for worker in [w for w in self._workers if all(t.done() for t in w.tasks.values())]:
-            self._workers.remove(worker)
-            for job_id, task in worker.tasks.items():
-                error = None if task.cancelled() else task.exception()
-                if error is not None:  # Redis failed at the end: arq runs it again later
-                    log.warning(
-                        "worker.job_end_unrecorded",
-                        extra={"job_id": job_id, "error": type(error).__name__},
-                    )
-
-
 async def enqueue_due_syncs(pool: ArqRedis, engine: Engine) -> list[int]:
     """Queue a sync of every mailbox whose `next_sync_at` passed; return the newly queued."""
     due = await asyncio.to_thread(_due_mailbox_ids, engine)
@@ -364,26 +248,52 @@ async def sync_job(
     run_id: int | None = None,
     trigger: str = SyncTrigger.CRON.value,
     only_if_due: bool = False,
+    watched: bool = False,
 ) -> str:
-    """Sync one mailbox in a thread, within its host's connection limit; safe to run twice."""
+    """Sync one mailbox in a thread, within its host's connection limit; safe to run twice.
+
+    `watched` (the watcher's jobs) syncs only the folders that changed since the
+    last watched sync took them; those it could not sync wait for a follow-up.
+    """
     facts = {"mailbox_id": mailbox_id, "job_id": ctx["job_id"], "run_id": run_id}
+    folders: frozenset[str] | None = None
+    if watched:
+        ctx[_FOLLOW_UP] = _FollowUp(mailbox_id, SyncTrigger.WATCH, watched=True)
+        folders = await take_pending_folders(ctx["redis"], mailbox_id)
+        if not folders:
+            return "no changed folders"
     try:
-        with database_outages():
-            return await _sync(
-                ctx,
-                mailbox_id,
-                folders_only=folders_only,
-                run_id=run_id,
-                trigger=trigger,
-                only_if_due=only_if_due and ctx["job_try"] == 1,  # a retry must run
-                facts=facts,
-            )
+        async with _folders_back_on_failure(ctx["redis"], mailbox_id, folders):
+            with database_outages():
+                return await _sync(
+                    ctx,
+                    mailbox_id,
+                    folders_only=folders_only,
+                    run_id=run_id,
+                    trigger=trigger,
+                    only_if_due=only_if_due and ctx["job_try"] == 1,  # a retry must run
+                    facts=facts,
+                    folders=folders,
+                )
     except DatabaseUnavailableError as exc:
         delay = _DATABASE_RETRY.delay(ctx["job_try"])
         log.warning(
             "worker.database_unavailable", extra={**facts, "try": ctx["job_try"], "retry_in": delay}
         )
         raise Retry(defer=delay) from exc
+
+
+@contextlib.asynccontextmanager
+async def _folders_back_on_failure(
+    pool: ArqRedis, mailbox_id: int, folders: frozenset[str] | None
+) -> AsyncIterator[None]:
+    """Put a watched job's folders back when it fails: its retry or follow-up syncs them."""
+    try:
+        yield
+    except BaseException:
+        if folders:
+            await enqueue_watched_sync(pool, mailbox_id, folders)
+        raise
 
 
 async def _sync(
@@ -395,6 +305,7 @@ async def _sync(
     trigger: str,
     only_if_due: bool,
     facts: dict[str, Any],
+    folders: frozenset[str] | None = None,
 ) -> str:
     state = _state(ctx)
     if run_id is not None and await asyncio.to_thread(_run_finished, state.engine, run_id):
@@ -418,18 +329,28 @@ async def _sync(
                 folders_only=folders_only,
                 trigger=SyncTrigger(trigger),
                 run_id=run_id,
+                folders=folders,
             )
         except MailboxNotFoundError:  # deleted while the job waited for its slot
             return _mailbox_deleted(facts)
     if result is None:
-        return await _lease_held(ctx, state, run_id, facts)
+        return await (
+            _watched_lease_held(ctx, mailbox_id, folders, facts)
+            if folders
+            else _lease_held(ctx, state, run_id, facts)
+        )
     if result.error_code == DatabaseUnavailableError.code and run_id is None:
         # Recorded as failed and the lease released: a new run resumes at the last stored batch.
         raise DatabaseUnavailableError(f"run {result.run_id} failed: the database did not answer")
     # The run's events are committed: deliver them now.
-    await _until_redis_answers(lambda: enqueue_dispatch(ctx["redis"]), facts)
+    await until_redis_answers(
+        lambda: enqueue_dispatch(ctx["redis"]), "worker.job_waits_for_redis", facts
+    )
     if result.status is SyncRunStatus.SUCCEEDED and not result.complete:
-        ctx[_FOLLOW_UP] = _FollowUp(mailbox_id, SyncTrigger(trigger))
+        if folders:  # the budget ran out: the same folders continue in the follow-up
+            await enqueue_watched_sync(ctx["redis"], mailbox_id, folders)
+        else:
+            ctx[_FOLLOW_UP] = _FollowUp(mailbox_id, SyncTrigger(trigger))
     log.info(
         "worker.sync_done",
         extra={
@@ -443,25 +364,6 @@ async def _sync(
     return f"{result.status.value}, {result.counts.new} new" + (
         "" if result.complete else ", continues"
     )
-
-
-async def _until_redis_answers(
-    call: Callable[[], Awaitable[object]], facts: dict[str, Any]
-) -> None:
-    """Await `call` until Redis answers it: the job then ends when arq can record its end."""
-    attempt = 0
-    while True:
-        try:
-            await call()
-            return
-        except _REDIS_ERRORS as exc:
-            attempt += 1
-            delay = _REDIS_RECONNECT.delay(attempt)
-            log.warning(
-                "worker.job_waits_for_redis",
-                extra={**facts, "error": type(exc).__name__, "retry_in": delay},
-            )
-            await asyncio.sleep(delay)
 
 
 async def dispatch_events_job(ctx: JobContext) -> str:
@@ -508,10 +410,34 @@ async def _lease_held(
     return BUSY_ERROR_CODE
 
 
+async def _watched_lease_held(
+    ctx: JobContext, mailbox_id: int, folders: frozenset[str], facts: dict[str, Any]
+) -> str:
+    """Put the folders back and try again shortly: the running sync may have passed them."""
+    await enqueue_watched_sync(ctx["redis"], mailbox_id, folders)
+    ctx[_FOLLOW_UP] = _FollowUp(
+        mailbox_id, SyncTrigger.WATCH, watched=True, defer_seconds=_WATCHED_RETRY_SECONDS
+    )
+    log.info("worker.watched_sync_waits_for_lease", extra=facts)
+    return "synced elsewhere, tries again"
+
+
 async def _enqueue_follow_up(ctx: JobContext) -> None:
-    """Queue the rest of an incomplete sync, now that its own job id is free again."""
+    """Queue the rest of an incomplete sync, now that its own job id is free again.
+
+    After a watched job, queue one more if changes arrived while it ran.
+    """
     follow_up = ctx.get(_FOLLOW_UP)
-    if isinstance(follow_up, _FollowUp):
+    if isinstance(follow_up, _FollowUp) and follow_up.watched:
+        if await pending_folders_exist(ctx["redis"], follow_up.mailbox_id):
+            queued = await enqueue_watched_sync(
+                ctx["redis"], follow_up.mailbox_id, defer_seconds=follow_up.defer_seconds
+            )
+            log.info(
+                "worker.watched_follow_up_queued",
+                extra={"mailbox_id": follow_up.mailbox_id, "queued": queued},
+            )
+    elif isinstance(follow_up, _FollowUp):
         queued = await enqueue_sync(ctx["redis"], follow_up.mailbox_id, trigger=follow_up.trigger)
         log.info(
             "worker.follow_up_queued",

@@ -98,6 +98,8 @@ class DovecotConfig:
     starttls: bool
     # False: UNSELECT (RFC 3691) is not advertised, as on servers older than it.
     unselect: bool = True
+    # False: neither IDLE (RFC 2177) nor NOTIFY (RFC 5465) is advertised: a watcher must poll.
+    push: bool = True
     auth_mechanisms: tuple[str, ...] = ("plain", "login")
     # Tried after the users' passwd-files, e.g. an oauth2 passdb for XOAUTH2.
     extra_passdbs: tuple[Passdb, ...] = ()
@@ -218,13 +220,16 @@ def _advertised_capabilities(config: DovecotConfig) -> str:
     Dovecot advertises CONDSTORE, QRESYNC and UNSELECT by default, and "+"
     only adds to the list, so an instance without one of them spells it all out.
     """
-    if config.condstore and config.unselect:
+    if config.condstore and config.unselect and config.push:
         return ""
     names = _CAPABILITIES_WITHOUT_CONDSTORE.split()
     if config.condstore:
         names += ["CONDSTORE", "QRESYNC"]
     if not config.unselect:
         names.remove("UNSELECT")
+    if not config.push:
+        names.remove("IDLE")
+        names.remove("NOTIFY")
     return " ".join(names)
 
 
@@ -392,6 +397,11 @@ class MailUser:
         )
         self.kick()
 
+    def open_sessions(self) -> int:
+        """Count this user's open IMAP sessions, as `doveadm who` lists them."""
+        listing = self.dovecot.doveadm("who", "-1", self.name, ok_exit_codes=(0, _EX_NOUSER))
+        return sum(1 for line in listing.splitlines() if line.split()[:1] == [self.name])
+
     def kick(self) -> None:
         """Drop every open IMAP session of this user (a server-side disconnect)."""
         self.dovecot.doveadm("kick", self.name, ok_exit_codes=(0, _EX_NOUSER))
@@ -427,6 +437,7 @@ def start_dovecot(
     condstore: bool = True,
     starttls: bool = True,
     unselect: bool = True,
+    push: bool = True,
     oauth_jwt_key: bytes | None = None,
 ) -> Dovecot:
     """Start a private Dovecot in `workdir` (keep it short: unix sockets live there).
@@ -449,6 +460,7 @@ def start_dovecot(
         condstore=condstore,
         starttls=starttls,
         unselect=unselect,
+        push=push,
         auth_mechanisms=mechanisms,
         extra_passdbs=oauth_passdbs,
     )
@@ -511,7 +523,7 @@ class DovecotInstances:
     """
 
     def __init__(self) -> None:
-        self._running: dict[tuple[bool, bool, bool, bytes | None], Dovecot] = {}
+        self._running: dict[tuple[bool, bool, bool, bool, bytes | None], Dovecot] = {}
 
     def get(
         self,
@@ -519,10 +531,11 @@ class DovecotInstances:
         condstore: bool = True,
         starttls: bool = True,
         unselect: bool = True,
+        push: bool = True,
         oauth_jwt_key: bytes | None = None,
     ) -> Dovecot:
         """Return the running instance with these options, starting it on first use."""
-        key = (condstore, starttls, unselect, oauth_jwt_key)
+        key = (condstore, starttls, unselect, push, oauth_jwt_key)
         if key not in self._running:
             workdir = Path(tempfile.mkdtemp(prefix="dv"))
             try:
@@ -531,6 +544,7 @@ class DovecotInstances:
                     condstore=condstore,
                     starttls=starttls,
                     unselect=unselect,
+                    push=push,
                     oauth_jwt_key=oauth_jwt_key,
                 )
             except BaseException:

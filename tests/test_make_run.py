@@ -8,6 +8,7 @@ mailbox, with curl" one for one and in the same order; change both together.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -38,6 +39,7 @@ RECENT = datetime.now(UTC) - timedelta(days=2)
 START_SECONDS = 60
 StartService = Callable[[], "RunningService"]
 SYNC_SECONDS = 30
+WATCHING = re.compile(r"watch\.watching")
 
 
 class RunningService:
@@ -140,6 +142,23 @@ def wait_until_stopped(pid: int) -> bool:
     return not process_running(pid)
 
 
+def next_event_after(client: httpx.Client, action: Callable[[], object]) -> dict[str, Any]:
+    """Open `GET /v1/events?types=email.received`, do `action`, return the first event."""
+    with client.stream(
+        "GET",
+        "/v1/events",
+        params={"types": "email.received"},
+        timeout=httpx.Timeout(SYNC_SECONDS),
+    ) as stream:
+        assert stream.status_code == 200, stream.read()
+        action()
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                envelope: dict[str, Any] = json.loads(line.removeprefix("data: "))
+                return envelope
+    raise AssertionError("the event stream ended without an event")
+
+
 def test_the_readme_walkthrough_creates_syncs_and_lists_a_mailbox(
     start_service: StartService, mail_user: MailUser
 ) -> None:
@@ -194,6 +213,13 @@ def test_the_readme_walkthrough_creates_syncs_and_lists_a_mailbox(
         emails = client.get(f"/v1/mailboxes/{mailbox_id}/emails").json()
         assert sorted(email["subject"] for email in emails["items"]) == sorted(subjects)
 
+        # 5. new mail arrives as an SSE event within seconds, through the watcher
+        service.wait_for(WATCHING)
+        arrived = next_event_after(
+            client, lambda: mail_user.append("INBOX", make_message(subject="Just in"))
+        )
+        assert (arrived["type"], arrived["mailbox_id"]) == ("email.received", mailbox_id)
+
     # Ctrl-C: both halves stop, the embedded Redis too
     status = service.interrupt()
     assert status == 0, service.output
@@ -243,3 +269,41 @@ def test_the_access_log_of_imap_bridge_run_holds_no_oauth_code_or_state(
     assert "/oauth/gmail/callback?[redacted]" in service.output, "no redacted access line"
     assert code not in service.output, "the OAuth code reached the log"
     assert state not in service.output, "the OAuth state reached the log"
+
+
+def test_with_watch_enabled_false_run_holds_no_connection_to_a_mailbox(
+    start_service: StartService, fresh_environment: dict[str, str], mail_user: MailUser
+) -> None:
+    fresh_environment.update(WATCH_ENABLED="false", WATCH_REFRESH_SECONDS="0.2")
+    service = start_service()
+    key = register_secret(SecretKind.API_KEY, service.wait_for(API_KEY)[1], "first run's")
+    api = service.wait_for(DOCS_URL)[1]
+    assert re.search(r"^watcher\s+off$", service.output, re.MULTILINE), service.output
+    with httpx.Client(
+        base_url=api, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    ) as client:
+        created = client.post(
+            "/v1/mailboxes",
+            json={
+                "email_address": f"{mail_user.name}@example.com",
+                "owner": None,
+                "imap": {
+                    "host": mail_user.dovecot.host,
+                    "port": mail_user.dovecot.tls_port,
+                    "security": "ssl",
+                    "username": mail_user.name,
+                },
+                "auth": {"type": "password", "password": mail_user.password},
+            },
+        )
+        assert created.status_code == 201, created.text
+        url = f"/v1/mailboxes/{created.json()['id']}"
+        deadline = time.monotonic() + SYNC_SECONDS
+        while client.get(url).json()["last_synced_at"] is None:  # the first sync is over
+            assert time.monotonic() < deadline, "the first sync did not finish"
+            time.sleep(0.2)
+    quiet_until = time.monotonic() + 3  # fifteen of the watcher's refreshes
+    while time.monotonic() < quiet_until:
+        assert mail_user.open_sessions() == 0, "a connection is held with watching off"
+        time.sleep(0.2)
+    assert service.interrupt() == 0, service.output

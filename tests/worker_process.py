@@ -1,4 +1,4 @@
-"""`imap-bridge worker` in a subprocess, configured by the environment alone, as deployed;
+"""`imap-bridge worker` (or `watch`) in a subprocess, configured by the environment alone;
 queueing a sync for it as the cron does, and waiting for what it does."""
 
 from __future__ import annotations
@@ -41,10 +41,12 @@ def worker_process(
     *,
     environment: dict[str, str] | None = None,
     launcher: Sequence[str] = (),
+    command: str = "worker",
 ) -> Iterator[WorkerProcess]:
     """Run `imap-bridge worker` (behind `launcher`, say `nice -n 5`); SIGTERM it at the end.
 
-    `environment` adds variables to those the settings give.
+    `environment` adds variables to those the settings give; `command` runs
+    another long-lived command (`watch`) the same way, logging to `<command>.log`.
     """
     assert settings.redis_url is not None
     env = {
@@ -60,10 +62,10 @@ def worker_process(
         "WEBHOOK_ALLOW_PRIVATE_HOSTS": "true",
         **(environment or {}),
     }
-    log_file = workdir / "worker.log"
+    log_file = workdir / f"{command}.log"
     with log_file.open("wb") as log:
         process = subprocess.Popen(
-            [*launcher, sys.executable, "-m", "app.cli", "worker"],
+            [*launcher, sys.executable, "-m", "app.cli", command],
             cwd=workdir,
             env=env,
             stdout=log,

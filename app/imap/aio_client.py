@@ -1,8 +1,6 @@
 """An asyncio IMAP session for watching mailboxes (IDLE, NOTIFY) at thousands per process.
 
-    connect_async: resolve + TCP through the SSRF guard (in a thread) -> TLS
-      (implicit, or STARTTLS only when offered) -> greeting -> LOGIN /
-      AUTHENTICATE XOAUTH2 -> CAPABILITY (after login) -> ID -> AsyncConnection
+    connect_async (aio_connect.py) opens, greets, secures and logs in, then
 
     AsyncConnection:  enable / select / examine / status / list_status / notify / noop
         next_event(timeout) / events(): IDLE --untagged--> Event ...
@@ -37,14 +35,11 @@ import asyncio
 import base64
 import logging
 import math
-import socket
-import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 
-from app import netguard
 from app.imap.changes import (
     Event,
     FolderChanged,
@@ -54,13 +49,10 @@ from app.imap.changes import (
     event_from,
     parse_status,
 )
-from app.imap.config import ConnectOptions, ImapConfig
+from app.imap.config import ConnectOptions
 from app.imap.connection import (
-    client_version,
     imap_errors,
     login_refusal,
-    resolve_server,
-    tls_context,
 )
 from app.imap.errors import (
     ConnectionLost,
@@ -68,7 +60,6 @@ from app.imap.errors import (
     ImapError,
     ProtocolError,
     ServerUnavailable,
-    TlsFailed,
 )
 from app.imap.stream import ImapStream
 from app.imap.wire import (
@@ -87,12 +78,10 @@ log = logging.getLogger(__name__)
 DEFAULT_IDLE_RENEW_SECONDS = 29 * 60
 # RFC 5465 events worth a sync: arrivals, expunges and flag changes.
 _NOTIFY_EVENTS = b"(MessageNew MessageExpunge FlagChange)"
-# Dead peers are found by the kernel too: probes after 60 s of silence, every 20 s, 3 tries.
-_KEEPALIVE = ((socket.TCP_KEEPIDLE, 60), (socket.TCP_KEEPINTVL, 20), (socket.TCP_KEEPCNT, 3))
 
 
 class AsyncConnection:
-    """One authenticated IMAP session on asyncio; use `connect_async` to open one.
+    """One authenticated IMAP session on asyncio; use `aio_connect.connect_async` to open one.
 
     One task drives a session at a time (commands and `events()` share the stream).
     Cancelling that task mid-read drops the session, as any transport failure does.
@@ -135,7 +124,7 @@ class AsyncConnection:
 
     async def login(self, username: str, password: str) -> None:
         """LOGIN with both strings quoted or sent as literals; NO is `AuthenticationFailed`."""
-        _, done = await self._command("LOGIN", *_spaced(astring(username), astring(password)))
+        _, done = await self._command("LOGIN", *spaced(astring(username), astring(password)))
         self._logged_in(done)
 
     async def authenticate_xoauth2(self, username: str, access_token: str) -> None:
@@ -170,7 +159,7 @@ class AsyncConnection:
         offered = [name.upper() for name in extensions if self.has(name)]
         if not offered or not self.has("ENABLE"):
             return self.enabled
-        untagged, done = await self._command("ENABLE", *_spaced(*(n.encode() for n in offered)))
+        untagged, done = await self._command("ENABLE", *spaced(*(n.encode() for n in offered)))
         self._check(done, "ENABLE")
         for response in self._unsolicited(untagged, keep={"ENABLED"}):
             self.enabled |= _words(response.segments[0])
@@ -232,7 +221,7 @@ class AsyncConnection:
             raise ProtocolError("the server does not offer LIST-STATUS")
         untagged, done = await self._command(
             "LIST",
-            *_spaced(
+            *spaced(
                 b'""',
                 astring(encode_folder(pattern)),
                 b"RETURN (STATUS " + self._status_items() + b")",
@@ -263,7 +252,7 @@ class AsyncConnection:
             arguments.append(b" (personal " + _NOTIFY_EVENTS + b")")
         elif folders:
             arguments.append(b" (mailboxes (")
-            arguments += _spaced(*(astring(encode_folder(name)) for name in folders))[1:]
+            arguments += spaced(*(astring(encode_folder(name)) for name in folders))[1:]
             arguments.append(b") " + _NOTIFY_EVENTS + b")")
         if len(arguments) == 1:
             arguments = [b" NONE"]
@@ -351,50 +340,6 @@ class AsyncConnection:
         traceback: TracebackType | None,
     ) -> None:
         await self.logout()
-
-    # --- the session's own steps (connect_async) -------------------------------------------
-
-    async def _greeting(self) -> None:
-        """Read the greeting: OK, or BYE (`ServerUnavailable` with [UNAVAILABLE]).
-
-        PREAUTH is refused too: a server that needs no credentials is not the
-        account that was configured.
-        """
-        response = await self._read(timeout=self._options.connect_timeout)
-        assert response is not None  # no `wait`: a missing greeting raises TimedOut
-        self._watch_for_bye(response)
-        if response.tag != b"*" or response.name != "OK":
-            raise ProtocolError(f"unexpected greeting: {response.name} {response.text}")
-        self._take_capability_code(response)
-
-    async def _start_tls(self, context: ssl.SSLContext, host: str) -> None:
-        """STARTTLS when offered, refusing plaintext the server sent ahead of the handshake."""
-        if not self.capabilities:
-            await self.capability()
-        if not self.has("STARTTLS"):
-            raise TlsFailed("the server does not offer STARTTLS")
-        _, done = await self._command("STARTTLS")
-        self._check(done, "STARTTLS")
-        buffered = getattr(self._reader, "_buffer", None)  # StreamReader keeps no public length
-        if isinstance(buffered, bytearray) and buffered:
-            raise TlsFailed("the server sent data before the TLS handshake")
-        with imap_errors(connecting=True):
-            async with asyncio.timeout(self._options.connect_timeout):
-                await self._stream.start_tls(context, host)
-        self.capabilities = frozenset()  # RFC 9051 7.1: forget what was said in plaintext
-        await self.capability()
-
-    async def _identify(self) -> None:
-        """Send RFC 2971 ID, as `connect()` does; a refusal is not an error."""
-        fields = _spaced(
-            astring("name"),
-            astring(self._options.client_name),
-            astring("version"),
-            astring(client_version()),
-        )
-        _, done = await self._command("ID", b" (", *fields[1:], b")")
-        if done.name != "OK":
-            log.debug("imap.id_refused")
 
     # --- commands and responses ----------------------------------------------------------
 
@@ -593,65 +538,7 @@ class AsyncConnection:
         return b"(MESSAGES UIDNEXT UIDVALIDITY" + modseq + b")"
 
 
-async def connect_async(
-    config: ImapConfig,
-    options: ConnectOptions | None = None,
-    limits: WireLimits | None = None,
-) -> AsyncConnection:
-    """Open an authenticated asyncio session for `config`, or raise the `ImapError` that says why.
-
-    Resolution and the TCP connect run in a thread through the same SSRF guard
-    as `connect()`; the connected socket is then handed to asyncio.
-    """
-    options = options or ConnectOptions()
-    limits = limits or WireLimits()
-    addresses = await asyncio.to_thread(resolve_server, config, options)
-    context = tls_context(config, options) if config.security != "none" else None
-    implicit_tls = context if config.security == "ssl" else None
-    with imap_errors(connecting=True):
-        sock = await asyncio.to_thread(
-            netguard.connect_resolved, addresses, options.connect_timeout
-        )
-    try:
-        for option, value in _KEEPALIVE:
-            sock.setsockopt(socket.IPPROTO_TCP, option, value)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        reader = asyncio.StreamReader(limit=limits.max_line)
-        with imap_errors(connecting=True):
-            _, stream = await asyncio.get_running_loop().create_connection(
-                lambda: ImapStream(reader), sock=sock
-            )
-    except BaseException:
-        sock.close()
-        raise
-    connection = AsyncConnection(reader, stream, options, limits)
-    try:
-        if implicit_tls is not None:
-            with imap_errors(connecting=True):
-                async with asyncio.timeout(options.connect_timeout):
-                    await stream.start_tls(implicit_tls, config.host)
-        await connection._greeting()
-        if config.security == "starttls":
-            assert context is not None
-            await connection._start_tls(context, config.host)
-        if config.access_token is not None:
-            await connection.authenticate_xoauth2(
-                config.username, config.access_token.get_secret_value()
-            )
-        else:
-            assert config.password is not None  # ImapConfig guarantees one credential
-            await connection.login(config.username, config.password.get_secret_value())
-        if not connection.capabilities:  # RFC 9051 6.2: they may change at login
-            await connection.capability()
-        if connection.has("ID"):
-            await connection._identify()
-    except BaseException:
-        await connection.abort()
-        raise
-    return connection
-
-
-def _spaced(*arguments: Argument) -> list[Argument]:
+def spaced(*arguments: Argument) -> list[Argument]:
     """Put a space before each argument, as a command line needs."""
     spaced: list[Argument] = []
     for argument in arguments:

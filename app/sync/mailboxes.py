@@ -80,6 +80,7 @@ class Registration:
     server: ServerSettings
     credential: Credential
     sync_start: date | None = None
+    watch: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,7 @@ class MailboxChanges:
     owner: Owner | Keep | None = KEEP
     sync_start: date | Keep | None = KEEP
     status: MailboxStatus | None = None
+    watch: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +124,7 @@ def register_mailbox(
             username=server.username,
             tls_verify=server.tls_verify,
             sync_start=registration.sync_start,
+            watch=registration.watch,
         )
         _store_credential(mailbox, registration.credential, secrets)
         session.add(mailbox)
@@ -305,6 +308,8 @@ def _store_changes(mailbox: Mailbox, changes: MailboxChanges, secrets: SecretBox
         mailbox.owner_email = changes.owner.email if changes.owner else None
     if not isinstance(changes.sync_start, Keep):
         mailbox.sync_start = changes.sync_start
+    if changes.watch is not None:
+        mailbox.watch = changes.watch
 
 
 def _store_credential(mailbox: Mailbox, credential: Credential, secrets: SecretBox) -> None:

@@ -23,6 +23,9 @@
     release the lease: in the transaction that records the outcome, else (a crash of
       the run itself) on the way out, waiting DATABASE_WAIT_SECONDS for the database
 
+A run given `folders` (the watcher's: those that changed) syncs only those of
+the enabled folders and leaves the schedule and the orphans to the full runs.
+
 A run cut short by its time budget still succeeds: every folder ends at a
 consistent checkpoint, `complete` is False and the mailbox is due again at
 once, so the worker continues it with a follow-up job.
@@ -155,8 +158,9 @@ def sync_mailbox(
     trigger: SyncTrigger = SyncTrigger.CRON,
     run_id: int | None = None,
     progress: ProgressCallback | None = None,
+    folders: frozenset[str] | None = None,
 ) -> SyncResult | None:
-    """Sync one mailbox now; return None when another worker holds its lease.
+    """Sync one mailbox now (only `folders`, when given); None when another worker holds it.
 
     Raises DatabaseUnavailableError when the database does not answer, before the run
     started or for longer than DATABASE_WAIT_SECONDS after.
@@ -165,7 +169,7 @@ def sync_mailbox(
     with database_outages(), _claimed(engine, lease, run_id, folders_only, trigger) as claim:
         if claim is None:
             return None
-        return _Run(engine, settings, claim, progress).execute()
+        return _Run(engine, settings, claim, progress, folders).execute()
 
 
 @contextmanager
@@ -253,9 +257,15 @@ class _Run:
     """One execution of the algorithm, from login to the recorded outcome."""
 
     def __init__(
-        self, engine: Engine, settings: Settings, claim: _Claim, progress: ProgressCallback | None
+        self,
+        engine: Engine,
+        settings: Settings,
+        claim: _Claim,
+        progress: ProgressCallback | None,
+        only_folders: frozenset[str] | None = None,
     ) -> None:
         self.engine = engine
+        self.only_folders = only_folders  # None: every enabled folder
         self.claim = claim
         self.lease = claim.lease
         self.settings = settings
@@ -333,6 +343,8 @@ class _Run:
             progress=self.progress,
         )
         for folder in _folders_to_sync(folders, listing):
+            if self.only_folders is not None and folder.full_name not in self.only_folders:
+                continue
             try:
                 done = syncer.sync(folder, listing.statuses.get(folder.full_name))
             except FolderNotFound:
@@ -340,7 +352,8 @@ class _Run:
                 continue
             if not done:
                 return False
-        self.orphans_to_delete = self._orphans_to_delete(syncer, connection)
+        if self.only_folders is None:  # orphans are a complete run's business
+            self.orphans_to_delete = self._orphans_to_delete(syncer, connection)
         return True
 
     def _orphans_to_delete(
@@ -372,11 +385,11 @@ class _Run:
             if self.run.folders_only and mailbox.consecutive_failures:
                 mailbox.next_sync_at = now  # the server answers again: mail need not wait
             mailbox.consecutive_failures = 0
-            if not self.run.folders_only:
+            if not self.run.folders_only and self.only_folders is None:
                 mailbox.last_synced_at = now
                 interval = timedelta(minutes=self.settings.sync_interval_minutes)
                 mailbox.next_sync_at = now if not complete else now + interval
-            if complete and not self.run.folders_only:
+            if complete and not self.run.folders_only and self.only_folders is None:
                 delete_orphans(session, _id(mailbox), among=self.orphans_to_delete)
                 if self.orphans_to_delete is None:
                     mailbox.orphans_possible = False

@@ -118,6 +118,7 @@ def test_create_verifies_stores_and_discovers_folders(
         "last_synced_at": None,
         "next_sync_at": None,
         "sync_start": "2024-01-01",
+        "watch": True,
         "created_at": created["created_at"],
     }
     read = no_secret(live_api.client.get(f"/v1/mailboxes/{created['id']}"), mail_user.password)
@@ -359,6 +360,23 @@ def test_owner_sync_start_and_status_change_without_a_login(
     assert resumed.json()["next_sync_at"] is not None
     assert (resumed.json()["owner"], resumed.json()["sync_start"]) == (None, None)
     assert client.patch(url, json={"status": "auth_failed"}).status_code == 422
+
+
+def test_watching_is_turned_off_and_on_per_mailbox(
+    live_api: LiveApi, mail_user: MailUser, engine: Engine
+) -> None:
+    created = live_api.client.post("/v1/mailboxes", json=create_body(mail_user, watch=False))
+    assert created.status_code == 201, created.text
+    assert created.json()["watch"] is False
+    url = f"/v1/mailboxes/{created.json()['id']}"
+
+    turned_on = live_api.client.patch(url, json={"watch": True})
+    assert turned_on.json()["watch"] is True
+    kept = live_api.client.patch(url, json={"sync_start": None})
+    assert kept.json()["watch"] is True, "a PATCH without `watch` changed it"
+    mailbox = stored(engine, created.json()["id"])
+    assert mailbox is not None and mailbox.watch
+    assert live_api.client.patch(url, json={"watch": "sometimes"}).status_code == 422
 
 
 def test_moving_a_mailbox_onto_a_taken_address_is_a_conflict(

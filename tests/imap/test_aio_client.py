@@ -12,7 +12,8 @@ from typing import TypeVar
 import pytest
 from pydantic import SecretStr
 
-from app.imap.aio_client import AsyncConnection, connect_async
+from app.imap.aio_client import AsyncConnection
+from app.imap.aio_connect import connect_async
 from app.imap.changes import (
     Event,
     FolderChanged,

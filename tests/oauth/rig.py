@@ -22,8 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 
+from app.db import session_scope
+from app.db.models import OAuthProviderSettings
 from app.oauth.registry import ENTRY_POINT_GROUP, installed_providers
+from app.security import SecretBox
 from tests.dovecot import Dovecot, DovecotInstances
 from tests.secret_watch import SecretKind, register_secret
 
@@ -32,6 +36,21 @@ register_secret(SecretKind.JWT_SIGNING_KEY, base64.b64encode(JWT_KEY).decode(), 
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
 GOOGLE_CLIENT_ID = "1234567890-abcdefghijklmnop.apps.googleusercontent.com"
 MICROSOFT_CLIENT_ID = "00000000-1111-2222-3333-444444444444"
+
+
+def configure_gmail(engine: Engine, secrets: SecretBox) -> None:
+    """Enable Gmail with a client, as an operator does through the API."""
+    with session_scope(engine) as session:
+        session.add(
+            OAuthProviderSettings(
+                name="gmail",
+                client_id=GOOGLE_CLIENT_ID,
+                client_secret_enc=secrets.encrypt(
+                    register_secret(SecretKind.OAUTH_CLIENT_SECRET, "client-secret", "Gmail")
+                ),
+                enabled=True,
+            )
+        )
 
 
 def oauth_dovecot(instances: DovecotInstances) -> Dovecot:

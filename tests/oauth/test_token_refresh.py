@@ -28,7 +28,6 @@ from app.db.models import (
     Event,
     Mailbox,
     MailboxStatus,
-    OAuthProviderSettings,
     SyncRunStatus,
     utcnow,
 )
@@ -42,9 +41,9 @@ from app.sync.token_refresh import refresh_if_expiring
 from tests.dovecot import Dovecot, MailUser
 from tests.factories import MailboxFactory
 from tests.oauth.rig import (
-    GOOGLE_CLIENT_ID,
     GOOGLE_INVALID_GRANT,
     GOOGLE_TOKEN_URL,
+    configure_gmail,
     google_tokens,
     sign_jwt,
 )
@@ -64,17 +63,7 @@ def secrets(settings: Settings) -> SecretBox:
 @pytest.fixture
 def google(engine: Engine, secrets: SecretBox) -> Iterator[respx.Router]:
     """Gmail configured with a client, and Google's token endpoint faked."""
-    with session_scope(engine) as session:
-        session.add(
-            OAuthProviderSettings(
-                name="gmail",
-                client_id=GOOGLE_CLIENT_ID,
-                client_secret_enc=secrets.encrypt(
-                    register_secret(SecretKind.OAUTH_CLIENT_SECRET, "client-secret", "Gmail")
-                ),
-                enabled=True,
-            )
-        )
+    configure_gmail(engine, secrets)
     with respx.mock(assert_all_called=False) as router:
         yield router
 

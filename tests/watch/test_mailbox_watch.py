@@ -8,7 +8,8 @@ from collections.abc import Callable
 import pytest
 
 from app.backoff import Backoff
-from app.imap.aio_client import AsyncConnection, connect_async
+from app.imap.aio_client import AsyncConnection
+from app.imap.aio_connect import connect_async
 from app.imap.config import ConnectOptions
 from app.imap.errors import AuthenticationFailed
 from app.watch.mailbox_watch import WatchMode, WatchTiming, watch_mailbox

@@ -15,6 +15,10 @@ from app.sync.mailboxes import KEEP, MailboxChanges, Owner, Registration
 # No whitespace or control characters: the address may become an IMAP username or an SMTP
 # recipient. Rust's linear regex runs it (no lookaround), so any input costs linear time.
 EMAIL_ADDRESS = r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+$"
+WATCH_DESCRIPTION = (
+    "Hold a connection that syncs new mail within seconds (IDLE/NOTIFY);"
+    " false leaves the mailbox to the scheduled sync."
+)
 
 
 class OwnerRef(RequestModel):
@@ -37,6 +41,7 @@ class MailboxCreate(RequestModel):
     sync_start: IsoDate | None = Field(
         default=None, description="First day of mail to sync; null keeps the window setting."
     )
+    watch: bool = Field(default=True, description=WATCH_DESCRIPTION)
 
     def to_registration(self) -> Registration:
         return Registration(
@@ -45,6 +50,7 @@ class MailboxCreate(RequestModel):
             server=self.imap.to_server(),
             credential=self.auth.to_credential(),
             sync_start=self.sync_start,
+            watch=self.watch,
         )
 
 
@@ -62,6 +68,7 @@ class MailboxUpdate(RequestModel):
     status: Literal["active", "disabled"] | None = Field(
         default=None, description="`disabled` stops syncing; `active` resumes it."
     )
+    watch: bool | None = Field(default=None, description=WATCH_DESCRIPTION)
 
     def to_changes(self) -> MailboxChanges:
         given = self.model_fields_set
@@ -71,6 +78,7 @@ class MailboxUpdate(RequestModel):
             owner=(self.owner.to_owner() if self.owner else None) if "owner" in given else KEEP,
             sync_start=self.sync_start if "sync_start" in given else KEEP,
             status=MailboxStatus(self.status) if self.status else None,
+            watch=self.watch,
         )
 
 
@@ -94,6 +102,7 @@ class MailboxRead(BaseModel):
     last_synced_at: datetime | None
     next_sync_at: datetime | None = Field(description="null: due now.")
     sync_start: date | None
+    watch: bool = Field(description=WATCH_DESCRIPTION)
     created_at: datetime
 
     @classmethod
@@ -121,5 +130,6 @@ class MailboxRead(BaseModel):
             last_synced_at=mailbox.last_synced_at,
             next_sync_at=mailbox.next_sync_at,
             sync_start=mailbox.sync_start,
+            watch=mailbox.watch,
             created_at=mailbox.created_at,
         )

@@ -13,6 +13,9 @@ Secrets (`*_enc`) hold `app.security.SecretBox` tokens, never plaintext.
 `orphans_possible` says an email of the mailbox may be in no folder: every
 removal of a folder link sets it in its transaction, and a complete sync that
 deletes all such emails clears it, so a sync looks for them only when it is set.
+`watch` lets the watcher hold a connection to it (real time); `watch_owner` /
+`watch_expires_at` are the watcher lease: one watcher process at a time holds
+the connection, and a crashed one's mailboxes move when its lease runs out.
 """
 
 from __future__ import annotations
@@ -91,5 +94,8 @@ class Mailbox(MailboxBase, table=True):
     orphans_possible: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     lease_owner: str | None = Field(default=None, max_length=255)
     lease_expires_at: datetime | None = None
+    watch: bool = Field(default=True, sa_column_kwargs={"server_default": sa.true()})
+    watch_owner: str | None = Field(default=None, max_length=255)
+    watch_expires_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow, sa_column_kwargs={"onupdate": utcnow})

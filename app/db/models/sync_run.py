@@ -19,11 +19,12 @@ class SyncRunStatus(StrEnum):
 
 
 class SyncTrigger(StrEnum):
-    """Who asked for the run: the scheduler, an API call or the command line."""
+    """Who asked for the run: the scheduler, an API call, the command line or the watcher."""
 
     CRON = "cron"
     API = "api"
     CLI = "cli"
+    WATCH = "watch"
 
 
 class SyncRunBase(Model):

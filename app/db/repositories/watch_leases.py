@@ -1,0 +1,96 @@
+"""Queries of the watcher: which mailboxes it may watch, and the leases that split them.
+
+A watcher process holds a mailbox through `mailbox.watch_owner` /
+`watch_expires_at`, taken with one conditional UPDATE (free, expired, or its
+own), as the sync lease is; it renews all of its leases in one UPDATE per
+heartbeat, so a crashed watcher's mailboxes are free once its leases run out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from app.db.models import Folder, Mailbox, MailboxStatus
+
+
+def _watchable() -> list[sa.ColumnElement[bool]]:
+    return [col(Mailbox.status) == MailboxStatus.ACTIVE, col(Mailbox.watch).is_(True)]
+
+
+def renew_watch_leases(session: Session, owner: str, now: datetime, duration: timedelta) -> None:
+    """Extend every watch lease `owner` holds on a mailbox that is still watchable."""
+    session.execute(
+        sa.update(Mailbox)
+        .where(col(Mailbox.watch_owner) == owner, *_watchable())
+        .values(watch_expires_at=now + duration)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def claim_watch_leases(
+    session: Session, owner: str, now: datetime, duration: timedelta, limit: int
+) -> None:
+    """Take up to `limit` watchable mailboxes that nobody watches (or whose watcher died)."""
+    if limit <= 0:
+        return
+    free = sa.or_(col(Mailbox.watch_owner).is_(None), col(Mailbox.watch_expires_at) < now)
+    candidates = session.exec(
+        select(Mailbox.id).where(*_watchable(), free).order_by(col(Mailbox.id)).limit(limit)
+    ).all()
+    for mailbox_id in candidates:
+        session.execute(
+            sa.update(Mailbox)
+            .where(col(Mailbox.id) == mailbox_id, free)  # lost to a faster watcher: no row
+            .values(watch_owner=owner, watch_expires_at=now + duration)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def held_watch_mailboxes(session: Session, owner: str, now: datetime) -> list[Mailbox]:
+    """Return the watchable mailboxes whose live watch lease `owner` holds."""
+    return list(
+        session.exec(
+            select(Mailbox)
+            .where(
+                col(Mailbox.watch_owner) == owner,
+                col(Mailbox.watch_expires_at) >= now,
+                *_watchable(),
+            )
+            .order_by(col(Mailbox.id))
+        ).all()
+    )
+
+
+def enabled_folder_names(session: Session, mailbox_ids: Collection[int]) -> dict[int, list[str]]:
+    """Return each mailbox's folders that syncs cover (enabled, still on the server)."""
+    names: dict[int, list[str]] = {mailbox_id: [] for mailbox_id in mailbox_ids}
+    if not names:
+        return names
+    rows = session.exec(
+        select(Folder.mailbox_id, Folder.full_name)
+        .where(
+            col(Folder.mailbox_id).in_(list(names)),
+            col(Folder.sync_enabled).is_(True),
+            col(Folder.outdated_since).is_(None),
+        )
+        .order_by(col(Folder.full_name))
+    ).all()
+    for mailbox_id, full_name in rows:
+        names[mailbox_id].append(full_name)
+    return names
+
+
+def release_watch_leases(session: Session, owner: str, keep: Collection[int] | None = None) -> None:
+    """Give back `owner`'s watch leases, except those on the mailboxes in `keep`."""
+    statement = sa.update(Mailbox).where(col(Mailbox.watch_owner) == owner)
+    if keep:
+        statement = statement.where(col(Mailbox.id).not_in(list(keep)))
+    session.execute(
+        statement.values(watch_owner=None, watch_expires_at=None).execution_options(
+            synchronize_session=False
+        )
+    )
