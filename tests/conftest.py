@@ -1,5 +1,5 @@
-"""Shared fixtures: a private Dovecot with a fresh user per test, and a fresh database per
-test on each backend (SQLite and PostgreSQL)."""
+"""Shared fixtures: a private Dovecot with a fresh user per test (and Cyrus and Courier for the
+server matrix), and a fresh database per test on each backend (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from app.imap.config import ConnectOptions
 from app.main import create_app
 from app.security import SecretBox
 from tests.databases import BACKENDS, Backend, ThrowawayDatabases, throwaway_databases
+from tests.debian_servers import Courier, Cyrus, PrivateServers
 from tests.dovecot import Dovecot, DovecotInstances, MailUser
 from tests.factories import MailboxFactory
 from tests.live_api import LiveApi, create_api_key, serving
@@ -49,6 +50,26 @@ def dovecot(dovecot_instances: DovecotInstances) -> Dovecot:
 def legacy_dovecot(dovecot_instances: DovecotInstances) -> Dovecot:
     """Return a Dovecot that offers neither CONDSTORE/QRESYNC nor UNSELECT, as older servers."""
     return dovecot_instances.get(condstore=False, unselect=False)
+
+
+@pytest.fixture(scope="session")
+def private_servers() -> Iterator[PrivateServers]:
+    """Start Cyrus and Courier on demand, each once per session; stop both at the end."""
+    servers = PrivateServers()
+    yield servers
+    servers.stop_all()
+
+
+@pytest.fixture(scope="session")
+def courier(private_servers: PrivateServers) -> Courier:
+    """Return the session's Courier-IMAP (plain IMAP on loopback; quirks in its docstring)."""
+    return private_servers.courier()
+
+
+@pytest.fixture(scope="session")
+def cyrus(private_servers: PrivateServers) -> Cyrus:
+    """Return the session's Cyrus IMAP (plain IMAP on loopback; quirks in its docstring)."""
+    return private_servers.cyrus()
 
 
 @pytest.fixture
