@@ -23,6 +23,7 @@ from tests.databases import BACKENDS, Backend, ThrowawayDatabases, throwaway_dat
 from tests.debian_servers import Courier, Cyrus, PrivateServers
 from tests.dovecot import Dovecot, DovecotInstances, MailUser
 from tests.factories import MailboxFactory
+from tests.imap_account import ImapAccount
 from tests.live_api import LiveApi, create_api_key, serving
 from tests.secret_watch import SecretKind, register_secret
 
@@ -149,17 +150,24 @@ def settings(database_url: str, dovecot: Dovecot, queue_name: str) -> Settings:
 
 @pytest.fixture
 def add_mailbox(engine: Engine, settings: Settings) -> MailboxFactory:
-    """Register a Dovecot user as a mailbox (as the API would) and return its id."""
+    """Register a test user as a mailbox (as the API would) and return its id.
+
+    Dovecot's users connect over TLS; Cyrus and Courier serve plain IMAP only.
+    """
     secrets = SecretBox.from_settings(settings)
 
-    def add(user: MailUser, **overrides: object) -> int:
+    def add(user: ImapAccount, **overrides: object) -> int:
+        host, port = user.address()
+        security = MailboxSecurity.NONE
+        if isinstance(user, MailUser):
+            port, security = user.dovecot.tls_port, MailboxSecurity.SSL
         values: dict[str, object] = {
             "owner_user_id": "crm-user-1",
             "owner_email": "owner@example.com",
             "email_address": f"{user.name}@example.com",
-            "host": user.dovecot.host,
-            "port": user.dovecot.tls_port,
-            "security": MailboxSecurity.SSL,
+            "host": host,
+            "port": port,
+            "security": security,
             "username": user.name,
             "password_enc": secrets.encrypt(user.password),
         }

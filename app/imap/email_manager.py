@@ -93,13 +93,29 @@ class EmailManager:
             if not self._exists(name):
                 raise FolderNotFound(f"folder {name!r} does not exist") from exc
             raise
+        exists = int(raw.get(b"EXISTS", 0))
+        uidnext = _optional_int(raw.get(b"UIDNEXT"))
+        if uidnext is None and exists:
+            uidnext = self._uid_after_last()
         return SelectedFolder(
             name=name,
             uidvalidity=int(raw[b"UIDVALIDITY"]),
-            uidnext=_optional_int(raw.get(b"UIDNEXT")),
-            exists=int(raw.get(b"EXISTS", 0)),
+            uidnext=uidnext,
+            exists=exists,
             highestmodseq=_optional_int(raw.get(b"HIGHESTMODSEQ")),
         )
+
+    def _uid_after_last(self) -> int | None:
+        """Stand in for the UIDNEXT a SELECT did not send: one above the last message's UID.
+
+        RFC 3501 only says a server SHOULD send [UIDNEXT] on SELECT; Courier-IMAP never
+        does. Without it a first sync would take its high mark from the newest UID in
+        the window, and older mail with higher UIDs would later be fetched as new.
+        `UID FETCH * (UID)` names the last message of this selection: no UID between it
+        and the real UIDNEXT is held by a message, so the mark it gives is as safe.
+        """
+        response = self._fetch_uid_set("*", ["UID"], [])
+        return max(response) + 1 if response else None
 
     def unselect_folder(self) -> None:
         """Leave the selected folder, if any, without expunging it.
@@ -298,8 +314,13 @@ class EmailManager:
         self, first_uid: int, last_uid: int, items: list[str], modifiers: list[str]
     ) -> dict[int, dict[bytes, Any]]:
         """UID FETCH a whole range in one command (imapclient only takes lists of UIDs)."""
+        return self._fetch_uid_set(f"{first_uid}:{last_uid}", items, modifiers)
+
+    def _fetch_uid_set(
+        self, uid_set: str, items: list[str], modifiers: list[str]
+    ) -> dict[int, dict[bytes, Any]]:
         imap = self._client._imap
-        args = [f"{first_uid}:{last_uid}", f"({' '.join(items)})"]
+        args = [uid_set, f"({' '.join(items)})"]
         if modifiers:
             args.append(f"({' '.join(modifiers)})")
         with imap_errors():
