@@ -124,20 +124,40 @@ def _renames(
     listing: FolderListing,
     status_of: Callable[[str], FolderStatus],
 ) -> list[tuple[Folder, RemoteFolder]]:
-    """Pair vanished folders with new names that carry the same UIDVALIDITY (RFC 3501 2.3.1.1)."""
-    candidates = [folder for folder in gone if folder.uidvalidity is not None]
-    if not candidates:
+    """Pair vanished folders with new names that carry the same UIDVALIDITY (RFC 3501 2.3.1.1).
+
+    UIDVALIDITY need not differ between folders: Cyrus derives it from the clock, so a
+    folder and its subfolder created in the same second share one, and renaming the
+    parent moves both. Where several new names carry a vanished folder's UIDVALIDITY,
+    or several vanished folders carry one UIDVALIDITY, only equal leaf names pair; a
+    folder paired takes its new name out of the running, which may settle its
+    parent's pairing in the next round. What stays ambiguous is not paired (kept as
+    vanished, never guessed): pairing the wrong folder would give its UIDs to mail
+    they do not name.
+    """
+    unpaired = [folder for folder in gone if folder.uidvalidity is not None]
+    if not unpaired:
         return []
     by_validity: dict[int, list[RemoteFolder]] = {}
     for remote in fresh:
         if remote.selectable:
             status = listing.statuses.get(remote.full_name) or status_of(remote.full_name)
             by_validity.setdefault(status.uidvalidity, []).append(remote)
-    pairs = []
-    for folder in candidates:
-        matches = by_validity.get(folder.uidvalidity or 0, [])
-        if len(matches) == 1:
-            pairs.append((folder, matches[0]))
+    pairs: list[tuple[Folder, RemoteFolder]] = []
+    paired = True
+    while paired:
+        paired = False
+        for folder in list(unpaired):
+            matches = by_validity.get(folder.uidvalidity or 0, [])
+            rivals = [other for other in unpaired if other.uidvalidity == folder.uidvalidity]
+            if len(matches) > 1 or len(rivals) > 1:
+                matches = [remote for remote in matches if remote.name == folder.name]
+                rivals = [other for other in rivals if other.name == folder.name]
+            if len(matches) == 1 and len(rivals) == 1:
+                pairs.append((folder, matches[0]))
+                by_validity[folder.uidvalidity or 0].remove(matches[0])
+                unpaired.remove(folder)
+                paired = True
     return pairs
 
 
