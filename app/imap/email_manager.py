@@ -156,6 +156,22 @@ class EmailManager:
             uids = self._client.search(list(query.criteria), query.charset)
         return sorted(int(uid) for uid in uids)
 
+    def uids(self, first_uid: int, last_uid: int | None = None) -> list[int]:
+        """List the UIDs from `first_uid` to `last_uid` (None: the last message), ascending.
+
+        Asked with `UID FETCH n:m (UID)`, as mbsync and offlineimap do, not with `UID
+        SEARCH UID n:m`, which some servers evaluate wrongly. `n:*` names the last
+        message even when its UID is below n (RFC 3501 6.4.8), so the answer is cut
+        to the range.
+        """
+        last = "*" if last_uid is None else str(last_uid)
+        if last_uid is not None and last_uid < first_uid:
+            return []
+        listed = self._fetch_uid_set(f"{first_uid}:{last}", ["UID"], [])
+        return sorted(
+            uid for uid in listed if uid >= first_uid and (last_uid is None or uid <= last_uid)
+        )
+
     def find(self, query: SearchQuery, *, limit: int | None = None) -> list[ParsedMessage]:
         """Search and fetch: the newest `limit` matches (all when None), oldest first."""
         uids = self.search(query)

@@ -13,6 +13,9 @@
       |              -- plain IMAP, not allowed -------> the same, before anything is sent
     folders: LIST (+STATUS) and reconcile ------------> folders_only: done
     each enabled folder, inbox and sent first, until the time budget is spent
+      a folder whose EXISTS disagrees with its UIDs --> the other folders go on; the run
+                                                      fails `folder_diverged` naming it,
+                                                      retried with backoff
     run succeeded: `mailbox.synced` (+ `mailbox.credentials_restored` after a failure)
     the database stops answering (any step) ----------> run failed `database_unavailable`,
                                                          retried with backoff, nobody is
@@ -83,6 +86,7 @@ from app.security import SecretBox, SecretError
 from app.sync.credentials import connect_mailbox, login_options
 from app.sync.errors import (
     DatabaseUnavailableError,
+    FolderDivergedError,
     LeaseLostError,
     MailboxNotFoundError,
     PlaintextRefusedError,
@@ -291,7 +295,7 @@ class _Run:
             return self._failed(Failure(exc.code, str(exc), "credentials"))
         except (ProviderHostBlockedError, PlaintextRefusedError) as exc:  # settings must change
             return self._failed(Failure(exc.code, str(exc), "permanent"))
-        except (NetworkError, ProviderUnavailableError) as exc:
+        except (NetworkError, ProviderUnavailableError, FolderDivergedError) as exc:
             return self._failed(Failure(exc.code, str(exc), "transient"))
         except (ImapError, SecretError, OAuthError) as exc:
             return self._failed(Failure(exc.code, str(exc), "permanent"))
@@ -332,14 +336,21 @@ class _Run:
             counts=self.counts,
             progress=self.progress,
         )
+        diverged: list[str] = []
         for folder in _folders_to_sync(folders, listing):
             try:
                 done = syncer.sync(folder, listing.statuses.get(folder.full_name))
             except FolderNotFound:
                 log.info("sync.folder_vanished", extra={"folder_id": folder.id})
                 continue
+            except FolderDivergedError as exc:  # the other folders still sync
+                log.warning("sync.folder_diverged", extra={"folder_id": folder.id})
+                diverged.append(str(exc))
+                continue
             if not done:
                 return False
+        if diverged:
+            raise FolderDivergedError("; ".join(diverged))
         self.orphans_to_delete = self._orphans_to_delete(syncer, connection)
         return True
 

@@ -107,9 +107,12 @@ class Mirror:
             if message[0] not in self.outside_window
         }
 
+    def stored(self) -> MessageMap:
+        return stored_messages(self.engine, self.mailbox_id)
+
     def assert_mirrored(self, step: str) -> None:
         expected = self.expected()
-        stored = stored_messages(self.engine, self.mailbox_id)
+        stored = self.stored()
         missing = {place: expected[place] for place in expected.keys() - stored.keys()}
         extra = {place: stored[place] for place in stored.keys() - expected.keys()}
         differ = {
