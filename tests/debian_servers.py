@@ -152,7 +152,7 @@ class Courier(PrivateServer):
         entry = f"{name}\tuid={uid}|gid={gid}|home={home}|mail={home}/Maildir|systempw={hashed}\n"
         self.run(["sh", "-c", "cat >> /etc/courier/userdb && makeuserdb"], stdin=entry)
         user = ServerUser(name=name, password=password, server=self)
-        with user._session() as client:
+        with user.session() as client:
             for folder in ("INBOX.Sent", "INBOX.Drafts", "INBOX.Trash"):
                 client.create_folder(folder)
         return user

@@ -47,7 +47,8 @@ class ImapAccount:
         return client
 
     @contextmanager
-    def _session(self, folder: str | None = None) -> Iterator[IMAPClient]:
+    def session(self, folder: str | None = None) -> Iterator[IMAPClient]:
+        """A logged-in client (with `folder` selected), logged out on leaving the block."""
         client = self.client()
         try:
             if folder is not None:
@@ -68,7 +69,7 @@ class ImapAccount:
         date: dt.datetime | None = None,
     ) -> int:
         """Store a message with IMAP APPEND and return its UID (APPENDUID, RFC 4315)."""
-        with self._session() as client:
+        with self.session() as client:
             response: bytes = client.append(folder, message, flags=tuple(flags), msg_time=date)
         match = _APPENDUID.search(response)
         if match is None:
@@ -76,11 +77,11 @@ class ImapAccount:
         return int(match.group(1))
 
     def add_flags(self, folder: str, uids: Sequence[int], flags: Sequence[str]) -> None:
-        with self._session(folder) as client:
+        with self.session(folder) as client:
             client.add_flags(list(uids), list(flags), silent=True)
 
     def remove_flags(self, folder: str, uids: Sequence[int], flags: Sequence[str]) -> None:
-        with self._session(folder) as client:
+        with self.session(folder) as client:
             client.remove_flags(list(uids), list(flags), silent=True)
 
     def move(self, folder: str, uids: Sequence[int], target: str) -> list[int]:
@@ -88,7 +89,7 @@ class ImapAccount:
 
         The new UIDs come in the order of `uids`.
         """
-        with self._session(folder) as client:
+        with self.session(folder) as client:
             if client.has_capability("MOVE"):
                 return _copy_or_move(client, b"MOVE", uids, target)
             moved = _copy_or_move(client, b"COPY", uids, target)
@@ -98,36 +99,36 @@ class ImapAccount:
 
     def copy(self, folder: str, uids: Sequence[int], target: str) -> list[int]:
         """Copy with UID COPY; return the new UIDs in the order of `uids`."""
-        with self._session(folder) as client:
+        with self.session(folder) as client:
             return _copy_or_move(client, b"COPY", uids, target)
 
     def expunge(self, folder: str, uids: Sequence[int]) -> None:
         """Flag the messages \\Deleted and UID EXPUNGE exactly those."""
-        with self._session(folder) as client:
+        with self.session(folder) as client:
             client.add_flags(list(uids), ["\\Deleted"], silent=True)
             client.uid_expunge(list(uids))
 
     def create_folder(self, name: str) -> None:
-        with self._session() as client:
+        with self.session() as client:
             client.create_folder(name)
 
     def delete_folder(self, name: str) -> None:
-        with self._session() as client:
+        with self.session() as client:
             client.delete_folder(name)
 
     def rename_folder(self, old: str, new: str) -> None:
-        with self._session() as client:
+        with self.session() as client:
             client.rename_folder(old, new)
 
     def uids(self, folder: str) -> list[int]:
-        with self._session() as client:
+        with self.session() as client:
             client.select_folder(folder, readonly=True)
             found: list[int] = client.search("ALL")
         return sorted(found)
 
     def flags(self, folder: str) -> dict[int, set[str]]:
         """Return each message's stored flags, e.g. {3: {"\\Seen"}}; \\Recent is per session."""
-        with self._session() as client:
+        with self.session() as client:
             client.select_folder(folder, readonly=True)
             uids = client.search("ALL")
             fetched: dict[int, tuple[bytes, ...]] = client.get_flags(uids) if uids else {}
@@ -136,7 +137,7 @@ class ImapAccount:
         }
 
     def uidvalidity(self, folder: str) -> int:
-        with self._session() as client:
+        with self.session() as client:
             status: dict[bytes, int] = client.folder_status(folder, [b"UIDVALIDITY"])
         return status[b"UIDVALIDITY"]
 
