@@ -129,7 +129,9 @@ class Courier(PrivateServer):
     Quirks a client meets (RFC 3501 allows each): SELECT sends no `[UIDNEXT]`;
     NAMESPACE is `(("INBOX." "."))`, every folder lives under `INBOX.` (a CREATE
     outside it is refused); no SPECIAL-USE, CONDSTORE, QRESYNC, MOVE or LIST-EXTENDED,
-    so Sent is known by name alone (`INBOX.Sent`); UIDVALIDITY is time based.
+    so Sent is known by name alone (`INBOX.Sent`); UIDVALIDITY is time based, and
+    RENAME gives the folder (and its subfolders) a new one, so a rename cannot be told
+    from a delete and a create.
     Debian's default `IMAP_EMPTYTRASH=Trash:7` purges old mail from Trash at login: it
     is turned off here, or old-dated test mail moved to Trash would vanish.
     """
@@ -164,8 +166,10 @@ class Cyrus(PrivateServer):
 
     Quirks a client meets: the special-use folders autocreated at first login carry
     lower-case flags (`\\sent`, `\\drafts`, `\\trash`; RFC 6154 flags are
-    case-insensitive); the capabilities change at login (AUTH=, SASL-IR go, LOGINDISABLED
-    comes, harmless once authenticated): read them again after login.
+    case-insensitive); the greeting's [CAPABILITY] names six, CAPABILITY itself all, and
+    login changes them (AUTH=, SASL-IR go, LOGINDISABLED comes, harmless once
+    authenticated): read them again after login. UIDVALIDITY is the clock in seconds,
+    so folders created within one second share it (RFC 3501 allows that).
     """
 
     def add_user(self, name: str | None = None, password: str | None = None) -> ServerUser:
