@@ -105,6 +105,12 @@ def test_every_step_leaves_the_database_equal_to_the_server(
     assert result.counts.new == 0, "a moved message is linked, not downloaded again"
     assert moved in user.uids(server.sent)
 
+    user.expunge(server.sent, user.uids(server.sent))
+    assert mirror.sync("Sent emptied").counts.expunged == 2
+    _, replied = append(user, server.sent, "reply", NOW)
+    assert mirror.sync("mail in the emptied Sent").counts.new == 1
+    assert mirror.announced()[-1] == replied
+
     unchanged = mirror.sync("a sync with nothing changed")
     assert (unchanged.counts.new, unchanged.counts.flags_changed, unchanged.counts.expunged) == (
         0,
