@@ -6,11 +6,14 @@
                                                            `folder.reset`, rescan as a first sync
                                                            that announces only mail it cannot
                                                            relink (arrived during the reset)
-    first sync ........................................... checkpoint the high mark, then
+    first sync ........................................... checkpoint the high mark (UIDNEXT-1,
+                                                           never the window's newest UID), then
                                                            backfill newest-first since `sync_since`
     later syncs:
       flags   CHANGEDSINCE highestmodseq (RFC 7162), else a full flag scan
-      expunges  only when EXISTS disagrees with the checkpoint: UID SEARCH diff
+      expunges  only when EXISTS disagrees with the checkpoint: the UIDs listed by
+                UID FETCH 1:* (UID), whose count must match EXISTS (else
+                `folder_diverged`), against the stored links
       new mail  UIDs above the high mark, oldest first (`email.received` per batch)
     checkpoint uidnext/EXISTS ............................ the next run can skip the folder
 
