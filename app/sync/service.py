@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
+from functools import partial
 from typing import Literal, TypeVar
 
 from pydantic import ValidationError
@@ -93,7 +94,7 @@ from app.sync.errors import (
     database_outages,
 )
 from app.sync.folder_sync import Deadline, FolderSyncer, Lease, ProgressCallback, SyncCounts
-from app.sync.folders import is_reconciled, reconcile_folders
+from app.sync.folders import is_reconciled, reconcile_folders, remote_identities
 
 log = logging.getLogger(__name__)
 
@@ -311,11 +312,19 @@ class _Run:
     def _synchronize(self, mailbox: Mailbox, connection: ImapConnection) -> bool:
         listing = FolderManager(connection).listing()
         folders = self.claim.folders
+        # One per session: it ENABLEs CONDSTORE once, which must precede any SELECT.
+        mail = EmailManager(
+            connection,
+            batch_size=self.settings.sync_batch_size,
+            max_message_bytes=self.settings.sync_max_message_bytes,
+        )
         if not is_reconciled(folders, listing):
             with session_scope(self.engine) as session:
                 self.lease.hold(session)
                 status_of = FolderManager(connection).status
-                changes = reconcile_folders(session, mailbox, listing, status_of)
+                changes = reconcile_folders(
+                    session, mailbox, listing, status_of, partial(remote_identities, mail)
+                )
             self.counts.folders_added = changes.added
             self.counts.folders_removed = changes.removed
             folders = changes.listed
@@ -324,11 +333,7 @@ class _Run:
         syncer = FolderSyncer(
             engine=self.engine,
             mailbox=mailbox,
-            mail=EmailManager(
-                connection,
-                batch_size=self.settings.sync_batch_size,
-                max_message_bytes=self.settings.sync_max_message_bytes,
-            ),
+            mail=mail,
             deadline=self.deadline,
             window_start=_window_start(mailbox, self.settings),
             batch_size=self.settings.sync_batch_size,
