@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 DOVECOT := /usr/sbin/dovecot
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint format openapi bench dovecot chromium clean
+.PHONY: run test lint format openapi bench dovecot chromium servers clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,11 +22,33 @@ dovecot:
 chromium:
 	@test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
+# Cyrus and Courier for the server matrix. Both conflict with dovecot-imapd, so they are
+# never installed: their .debs are unpacked into .servers/root, which the tests lay over
+# /usr and /etc in a private mount namespace (tests/debian_servers.py).
+SERVERS := .servers
+SERVER_DEBS := courier-imap courier-base courier-authlib courier-authlib-userdb \
+	courier-authdaemon libcourier-unicode4 libgamin0 gamin libidn12 libltdl7 \
+	cyrus-imapd cyrus-common cyrus-admin sasl2-bin libzephyr4 libical3 libpcre3 \
+	libxapian30 libsasl2-modules libsasl2-modules-db
+SERVERS_UNPACKED := $(SERVERS)/root/.unpacked
+
+servers: $(SERVERS_UNPACKED)
+
+$(SERVERS_UNPACKED): Makefile
+	rm -rf $(SERVERS)/debs $(SERVERS)/root
+	mkdir -p $(SERVERS)/debs $(SERVERS)/root
+	cd $(SERVERS)/debs && { apt-get download $(SERVER_DEBS) 2>/dev/null || \
+		{ apt-get update -qq && apt-get download $(SERVER_DEBS); }; }
+	for deb in $(SERVERS)/debs/*.deb; do dpkg-deb -x "$$deb" $(SERVERS)/root || exit 1; done
+	# /lib is /usr/lib on a merged-/usr system: only the /usr layer is laid over.
+	if [ -d $(SERVERS)/root/lib ]; then cp -a $(SERVERS)/root/lib/. $(SERVERS)/root/usr/lib/; fi
+	touch $@
+
 run: $(INSTALLED)
 	$(BIN)/imap-bridge run
 
 # pytest exits 5 when it collected nothing: that is a failure here, not a pass.
-test: $(INSTALLED) dovecot chromium
+test: $(INSTALLED) dovecot chromium servers
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
@@ -46,4 +68,4 @@ bench: $(INSTALLED) dovecot
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var $(SERVERS) .pytest_cache .mypy_cache .ruff_cache

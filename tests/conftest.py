@@ -1,5 +1,5 @@
-"""Shared fixtures: a private Dovecot with a fresh user per test, and a fresh database per
-test on each backend (SQLite and PostgreSQL)."""
+"""Shared fixtures: a private Dovecot with a fresh user per test (and Cyrus and Courier for the
+server matrix), and a fresh database per test on each backend (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,10 @@ from app.imap.config import ConnectOptions
 from app.main import create_app
 from app.security import SecretBox
 from tests.databases import BACKENDS, Backend, ThrowawayDatabases, throwaway_databases
+from tests.debian_servers import Courier, Cyrus, PrivateServers
 from tests.dovecot import Dovecot, DovecotInstances, MailUser
 from tests.factories import MailboxFactory
+from tests.imap_account import ImapAccount
 from tests.live_api import LiveApi, create_api_key, serving
 from tests.secret_watch import SecretKind, register_secret
 
@@ -49,6 +51,26 @@ def dovecot(dovecot_instances: DovecotInstances) -> Dovecot:
 def legacy_dovecot(dovecot_instances: DovecotInstances) -> Dovecot:
     """Return a Dovecot that offers neither CONDSTORE/QRESYNC nor UNSELECT, as older servers."""
     return dovecot_instances.get(condstore=False, unselect=False)
+
+
+@pytest.fixture(scope="session")
+def private_servers() -> Iterator[PrivateServers]:
+    """Start Cyrus and Courier on demand, each once per session; stop both at the end."""
+    servers = PrivateServers()
+    yield servers
+    servers.stop_all()
+
+
+@pytest.fixture(scope="session")
+def courier(private_servers: PrivateServers) -> Courier:
+    """Return the session's Courier-IMAP (plain IMAP on loopback; quirks in its docstring)."""
+    return private_servers.courier()
+
+
+@pytest.fixture(scope="session")
+def cyrus(private_servers: PrivateServers) -> Cyrus:
+    """Return the session's Cyrus IMAP (plain IMAP on loopback; quirks in its docstring)."""
+    return private_servers.cyrus()
 
 
 @pytest.fixture
@@ -128,17 +150,24 @@ def settings(database_url: str, dovecot: Dovecot, queue_name: str) -> Settings:
 
 @pytest.fixture
 def add_mailbox(engine: Engine, settings: Settings) -> MailboxFactory:
-    """Register a Dovecot user as a mailbox (as the API would) and return its id."""
+    """Register a test user as a mailbox (as the API would) and return its id.
+
+    Dovecot's users connect over TLS; Cyrus and Courier serve plain IMAP only.
+    """
     secrets = SecretBox.from_settings(settings)
 
-    def add(user: MailUser, **overrides: object) -> int:
+    def add(user: ImapAccount, **overrides: object) -> int:
+        host, port = user.address()
+        security = MailboxSecurity.NONE
+        if isinstance(user, MailUser):
+            port, security = user.dovecot.tls_port, MailboxSecurity.SSL
         values: dict[str, object] = {
             "owner_user_id": "crm-user-1",
             "owner_email": "owner@example.com",
             "email_address": f"{user.name}@example.com",
-            "host": user.dovecot.host,
-            "port": user.dovecot.tls_port,
-            "security": MailboxSecurity.SSL,
+            "host": host,
+            "port": port,
+            "security": security,
             "username": user.name,
             "password_enc": secrets.encrypt(user.password),
         }

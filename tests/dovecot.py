@@ -33,8 +33,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Container, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,8 +41,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from imapclient import IMAPClient
 
+from tests.imap_account import ImapAccount
 from tests.secret_watch import SecretKind, register_secret
 
 DOVECOT_BIN = "/usr/sbin/dovecot"
@@ -67,8 +66,6 @@ _CAPABILITIES_WITHOUT_CONDSTORE = (
     " SAVEDATE LITERAL+ NOTIFY SPECIAL-USE"
 )
 _USER_NAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,63}$")
-_APPENDUID = re.compile(rb"\[APPENDUID \d+ (\d+)\]")
-_COPYUID = re.compile(rb"\[COPYUID \d+ ([0-9:,]+) ([0-9:,]+)\]")
 _STARTUP_TIMEOUT = 15.0
 _EX_NOUSER = 68  # doveadm kick: the user had no session to drop
 _user_numbers = itertools.count(1)
@@ -287,108 +284,13 @@ class Dovecot:
 
 
 @dataclass
-class MailUser:
-    """One account on the test Dovecot, changed over IMAP the way another mail client would."""
+class MailUser(ImapAccount):
+    """One account on the test Dovecot; Dovecot-only changes go through doveadm."""
 
-    name: str
-    password: str
     dovecot: Dovecot
 
-    def client(self) -> IMAPClient:
-        """Return a logged-in IMAPClient on the plain port; the caller closes it."""
-        client = IMAPClient(self.dovecot.host, port=self.dovecot.plain_port, ssl=False, timeout=10)
-        try:
-            client.login(self.name, self.password)
-        except BaseException:
-            client.shutdown()
-            raise
-        return client
-
-    @contextmanager
-    def _session(self, folder: str | None = None) -> Iterator[IMAPClient]:
-        client = self.client()
-        try:
-            if folder is not None:
-                client.select_folder(folder)
-            yield client
-        finally:
-            try:
-                client.logout()
-            except (IMAPClient.Error, OSError):  # already dropped; keep the first error
-                client.shutdown()
-
-    def append(
-        self,
-        folder: str,
-        message: bytes,
-        *,
-        flags: Sequence[str] = (),
-        date: dt.datetime | None = None,
-    ) -> int:
-        """Store a message with IMAP APPEND and return its UID (APPENDUID, RFC 4315)."""
-        with self._session() as client:
-            response: bytes = client.append(folder, message, flags=tuple(flags), msg_time=date)
-        match = _APPENDUID.search(response)
-        if match is None:
-            raise DovecotError(f"APPEND gave no APPENDUID: {response!r}")
-        return int(match.group(1))
-
-    def add_flags(self, folder: str, uids: Sequence[int], flags: Sequence[str]) -> None:
-        with self._session(folder) as client:
-            client.add_flags(list(uids), list(flags), silent=True)
-
-    def remove_flags(self, folder: str, uids: Sequence[int], flags: Sequence[str]) -> None:
-        with self._session(folder) as client:
-            client.remove_flags(list(uids), list(flags), silent=True)
-
-    def move(self, folder: str, uids: Sequence[int], target: str) -> list[int]:
-        """Move with UID MOVE (RFC 6851); return the new UIDs in the order of `uids`."""
-        with self._session(folder) as client:
-            return _copy_or_move(client, b"MOVE", uids, target)
-
-    def copy(self, folder: str, uids: Sequence[int], target: str) -> list[int]:
-        """Copy with UID COPY; return the new UIDs in the order of `uids`."""
-        with self._session(folder) as client:
-            return _copy_or_move(client, b"COPY", uids, target)
-
-    def expunge(self, folder: str, uids: Sequence[int]) -> None:
-        """Flag the messages \\Deleted and UID EXPUNGE exactly those."""
-        with self._session(folder) as client:
-            client.add_flags(list(uids), ["\\Deleted"], silent=True)
-            client.uid_expunge(list(uids))
-
-    def create_folder(self, name: str) -> None:
-        with self._session() as client:
-            client.create_folder(name)
-
-    def delete_folder(self, name: str) -> None:
-        with self._session() as client:
-            client.delete_folder(name)
-
-    def rename_folder(self, old: str, new: str) -> None:
-        with self._session() as client:
-            client.rename_folder(old, new)
-
-    def uids(self, folder: str) -> list[int]:
-        with self._session() as client:
-            client.select_folder(folder, readonly=True)
-            found: list[int] = client.search("ALL")
-        return sorted(found)
-
-    def flags(self, folder: str) -> dict[int, set[str]]:
-        """Return each message's stored flags, e.g. {3: {"\\Seen"}}; \\Recent is per session."""
-        with self._session() as client:
-            client.select_folder(folder, readonly=True)
-            uids = client.search("ALL")
-            fetched: dict[int, tuple[bytes, ...]] = client.get_flags(uids) if uids else {}
-        return {
-            uid: {flag.decode() for flag in flags} - {"\\Recent"} for uid, flags in fetched.items()
-        }
-
-    def uidvalidity(self, folder: str) -> int:
-        with self._session() as client:
-            status: dict[bytes, int] = client.folder_status(folder, [b"UIDVALIDITY"])
-        return status[b"UIDVALIDITY"]
+    def address(self) -> tuple[str, int]:
+        return self.dovecot.host, self.dovecot.plain_port
 
     def set_uidvalidity(self, folder: str, value: int) -> None:
         """Renumber the folder as a server would, then drop sessions so they notice."""
@@ -634,38 +536,6 @@ def _free_ports(count: int) -> list[int]:
 
 def _read_text(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else "(missing)\n"
-
-
-def _copy_or_move(
-    client: IMAPClient, command: bytes, uids: Sequence[int], target: str
-) -> list[int]:
-    """Run UID COPY or UID MOVE and map each source UID through COPYUID (RFC 4315).
-
-    imapclient returns neither response text, so the command goes out raw: COPY puts
-    COPYUID in its tagged OK, MOVE in an untagged OK before the expunges.
-    """
-    client._imap.untagged_responses.pop("OK", None)
-    uid_set = ",".join(str(uid) for uid in uids).encode()
-    status, tagged = client._raw_command(
-        command, [uid_set, client._normalise_folder(target)], uid=True
-    )
-    lines = [*tagged, *client._imap.untagged_responses.pop("OK", [])]
-    text = b" ".join(line for line in lines if isinstance(line, bytes))
-    match = _COPYUID.search(text)
-    if status != "OK" or match is None:
-        raise DovecotError(f"UID {command.decode()} to {target!r} failed: {text!r}")
-    mapping = dict(
-        zip(_expand_uid_set(match.group(1)), _expand_uid_set(match.group(2)), strict=True)
-    )
-    return [mapping[uid] for uid in uids]
-
-
-def _expand_uid_set(uid_set: bytes) -> list[int]:
-    uids: list[int] = []
-    for part in uid_set.decode().split(","):
-        first, _, last = part.partition(":")
-        uids.extend(range(int(first), int(last or first) + 1))
-    return uids
 
 
 def _write_certificates(tls_dir: Path) -> tuple[Path, Path]:

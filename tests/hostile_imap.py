@@ -11,7 +11,9 @@ point where it misbehaves, then does what the test asked for:
               so that a client gets as far as fetching)
 
 `dripping_proxy` relays to a real server (Dovecot's TLS port) and passes what
-the server says on one byte at a time, so a TLS handshake itself crawls.
+the server says on one byte at a time, so a TLS handshake itself crawls;
+`rewriting_proxy` relays to a plain port and changes or drops answer lines, so a
+real server leaves out what a test says (a SELECT's UIDNEXT, a UID in a listing).
 
 Every connection gets its own thread; `stop()` closes them all, so a client
 still waiting on a drip sees the connection end.
@@ -22,7 +24,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Literal
@@ -139,21 +141,59 @@ def wait_for_connections(server: HostileImapServer, count: int, timeout: float =
         time.sleep(0.01)
 
 
+Relay = Callable[[socket.socket, socket.socket, threading.Event], None]
+
+
 @contextmanager
 def dripping_proxy(upstream_port: int, drip_interval: float = 0.05) -> Iterator[int]:
     """Relay 127.0.0.1:<yielded port> to `upstream_port`, the answers one byte at a time."""
+
+    def drip(source: socket.socket, target: socket.socket, stopped: threading.Event) -> None:
+        while (data := source.recv(4096)) and not stopped.is_set():
+            for piece in [data[i : i + 1] for i in range(len(data))]:
+                target.sendall(piece)
+                if stopped.wait(drip_interval):
+                    return
+
+    with _proxy(upstream_port, drip) as port:
+        yield port
+
+
+@contextmanager
+def rewriting_proxy(upstream_port: int, rewrite: Callable[[bytes], bytes | None]) -> Iterator[int]:
+    """Relay to `upstream_port` (plain IMAP), passing each answer line through `rewrite`.
+
+    `rewrite` gets a line without its CRLF and returns it changed, or None to drop it:
+    a real server made to contradict itself exactly where a test says.
+    """
+
+    def rewrite_lines(
+        source: socket.socket, target: socket.socket, stopped: threading.Event
+    ) -> None:
+        buffered = b""
+        while (data := source.recv(4096)) and not stopped.is_set():
+            *lines, buffered = (buffered + data).split(b"\r\n")
+            kept = [line for line in map(rewrite, lines) if line is not None]
+            target.sendall(b"".join(line + b"\r\n" for line in kept))
+
+    with _proxy(upstream_port, rewrite_lines) as port:
+        yield port
+
+
+@contextmanager
+def _proxy(upstream_port: int, answer: Relay) -> Iterator[int]:
+    """Relay 127.0.0.1:<yielded port> to `upstream_port`; `answer` carries the server's side."""
     listener = socket.create_server(("127.0.0.1", 0))
     stopped = threading.Event()
     opened: list[socket.socket] = []
 
-    def relay(source: socket.socket, target: socket.socket, interval: float) -> None:
+    def forward(source: socket.socket, target: socket.socket, stopped: threading.Event) -> None:
+        while (data := source.recv(4096)) and not stopped.is_set():
+            target.sendall(data)
+
+    def run(relay: Relay, source: socket.socket, target: socket.socket) -> None:
         with suppress(OSError):
-            while (data := source.recv(4096)) and not stopped.is_set():
-                pieces = [data[i : i + 1] for i in range(len(data))] if interval else [data]
-                for piece in pieces:
-                    target.sendall(piece)
-                    if stopped.wait(interval):
-                        return
+            relay(source, target, stopped)
 
     def accept() -> None:
         with suppress(OSError):
@@ -161,10 +201,8 @@ def dripping_proxy(upstream_port: int, drip_interval: float = 0.05) -> Iterator[
                 client, _ = listener.accept()
                 server = socket.create_connection(("127.0.0.1", upstream_port))
                 opened.extend((client, server))
-                threading.Thread(target=relay, args=(client, server, 0), daemon=True).start()
-                threading.Thread(
-                    target=relay, args=(server, client, drip_interval), daemon=True
-                ).start()
+                threading.Thread(target=run, args=(forward, client, server), daemon=True).start()
+                threading.Thread(target=run, args=(answer, server, client), daemon=True).start()
 
     threading.Thread(target=accept, daemon=True).start()
     try:

@@ -93,13 +93,29 @@ class EmailManager:
             if not self._exists(name):
                 raise FolderNotFound(f"folder {name!r} does not exist") from exc
             raise
+        exists = int(raw.get(b"EXISTS", 0))
+        uidnext = _optional_int(raw.get(b"UIDNEXT"))
+        if uidnext is None and exists:
+            uidnext = self._uid_after_last()
         return SelectedFolder(
             name=name,
             uidvalidity=int(raw[b"UIDVALIDITY"]),
-            uidnext=_optional_int(raw.get(b"UIDNEXT")),
-            exists=int(raw.get(b"EXISTS", 0)),
+            uidnext=uidnext,
+            exists=exists,
             highestmodseq=_optional_int(raw.get(b"HIGHESTMODSEQ")),
         )
+
+    def _uid_after_last(self) -> int | None:
+        """Stand in for the UIDNEXT a SELECT did not send: one above the last message's UID.
+
+        RFC 3501 only says a server SHOULD send [UIDNEXT] on SELECT; Courier-IMAP never
+        does. Without it a first sync would take its high mark from the newest UID in
+        the window, and older mail with higher UIDs would later be fetched as new.
+        `UID FETCH * (UID)` names the last message of this selection: no UID between it
+        and the real UIDNEXT is held by a message, so the mark it gives is as safe.
+        """
+        response = self._fetch_uid_set("*", ["UID"], [])
+        return max(response) + 1 if response else None
 
     def unselect_folder(self) -> None:
         """Leave the selected folder, if any, without expunging it.
@@ -139,6 +155,22 @@ class EmailManager:
         with imap_errors():
             uids = self._client.search(list(query.criteria), query.charset)
         return sorted(int(uid) for uid in uids)
+
+    def uids(self, first_uid: int, last_uid: int | None = None) -> list[int]:
+        """List the UIDs from `first_uid` to `last_uid` (None: the last message), ascending.
+
+        Asked with `UID FETCH n:m (UID)`, as mbsync and offlineimap do, not with `UID
+        SEARCH UID n:m`, which some servers evaluate wrongly. `n:*` names the last
+        message even when its UID is below n (RFC 3501 6.4.8), so the answer is cut
+        to the range.
+        """
+        last = "*" if last_uid is None else str(last_uid)
+        if last_uid is not None and last_uid < first_uid:
+            return []
+        listed = self._fetch_uid_set(f"{first_uid}:{last}", ["UID"], [])
+        return sorted(
+            uid for uid in listed if uid >= first_uid and (last_uid is None or uid <= last_uid)
+        )
 
     def find(self, query: SearchQuery, *, limit: int | None = None) -> list[ParsedMessage]:
         """Search and fetch: the newest `limit` matches (all when None), oldest first."""
@@ -298,8 +330,13 @@ class EmailManager:
         self, first_uid: int, last_uid: int, items: list[str], modifiers: list[str]
     ) -> dict[int, dict[bytes, Any]]:
         """UID FETCH a whole range in one command (imapclient only takes lists of UIDs)."""
+        return self._fetch_uid_set(f"{first_uid}:{last_uid}", items, modifiers)
+
+    def _fetch_uid_set(
+        self, uid_set: str, items: list[str], modifiers: list[str]
+    ) -> dict[int, dict[bytes, Any]]:
         imap = self._client._imap
-        args = [f"{first_uid}:{last_uid}", f"({' '.join(items)})"]
+        args = [uid_set, f"({' '.join(items)})"]
         if modifiers:
             args.append(f"({' '.join(modifiers)})")
         with imap_errors():

@@ -97,3 +97,13 @@ class MessageGoneError(SyncError):
     """No folder on the server holds the message any more; the next sync drops it."""
 
     code = "gone_from_server"
+
+
+class FolderDivergedError(SyncError):
+    """The server contradicts itself about a folder (EXISTS against the UIDs it lists).
+
+    The folder's checkpoint is not advanced and the run fails with this reason rather
+    than record a success on a copy that may have silently diverged.
+    """
+
+    code = "folder_diverged"

@@ -6,11 +6,14 @@
                                                            `folder.reset`, rescan as a first sync
                                                            that announces only mail it cannot
                                                            relink (arrived during the reset)
-    first sync ........................................... checkpoint the high mark, then
+    first sync ........................................... checkpoint the high mark (UIDNEXT-1,
+                                                           never the window's newest UID), then
                                                            backfill newest-first since `sync_since`
     later syncs:
       flags   CHANGEDSINCE highestmodseq (RFC 7162), else a full flag scan
-      expunges  only when EXISTS disagrees with the checkpoint: UID SEARCH diff
+      expunges  only when EXISTS disagrees with the checkpoint: the UIDs listed by
+                UID FETCH 1:* (UID), whose count must match EXISTS (else
+                `folder_diverged`), against the stored links
       new mail  UIDs above the high mark, oldest first (`email.received` per batch)
     checkpoint uidnext/EXISTS ............................ the next run can skip the folder
 
@@ -56,7 +59,7 @@ from app.imap import EmailManager, FolderStatus, SelectedFolder
 from app.imap.email_manager import chunked
 from app.imap.message import Address, ParsedMessage
 from app.sync.batch_writer import BatchWriter
-from app.sync.errors import LeaseLostError
+from app.sync.errors import FolderDivergedError, LeaseLostError
 from app.sync.identity import message_identity
 
 
@@ -210,10 +213,7 @@ class FolderSyncer:
         """UIDs that arrived since the last complete checkpoint, up to the SELECT snapshot."""
         first = min(folder.uidnext or folder.last_seen_uid + 1, folder.last_seen_uid + 1)
         last = (selected.uidnext - 1) if selected.uidnext else None
-        if last is not None and last < first:
-            return []
-        uids = self.mail.search(self.mail.query().uid_range(first, last).build())
-        return [uid for uid in self._snapshot(uids, selected) if uid >= first]
+        return self._snapshot(self.mail.uids(first, last), selected)
 
     def _flags_and_expunges(self, folder: Folder, selected: SelectedFolder, arrived: int) -> Folder:
         """Apply flag changes and expunges of stored mail; advance HIGHESTMODSEQ with them.
@@ -227,8 +227,7 @@ class FolderSyncer:
         if low is not None:
             flags = self._changed_flags(folder, selected, low)
             if folder.uidnext is None or folder.message_count + arrived != selected.exists:
-                query = self.mail.query().uid_range(low, folder.last_seen_uid).build()
-                on_server = set(self.mail.search(query))
+                on_server = self._listed_uids(folder, selected)
         with self._writing() as session:
             if low is not None:
                 links = linked_uids(session, _id(folder))
@@ -238,6 +237,25 @@ class FolderSyncer:
                     self.unlinked = self.unlinked or bool(gone)
                 self.counts.flags_changed += _apply_flags(session, links, flags)
             return _update_folder(session, folder, highestmodseq=selected.highestmodseq)
+
+    def _listed_uids(self, folder: Folder, selected: SelectedFolder) -> set[int]:
+        """List every UID of the folder and check the count against EXISTS.
+
+        A server that lists fewer (or more) UIDs than it counts would make stored mail
+        look expunged (or keep mail that is gone). One disagreement may be mail that
+        moved in between: the folder is selected and listed again, and a second
+        disagreement fails the folder (`FolderDivergedError`) before anything is unlinked.
+        """
+        listed = self._snapshot(self.mail.uids(1), selected)
+        if len(listed) != selected.exists:
+            again = self.mail.select_folder(folder.full_name)
+            listed = self._snapshot(self.mail.uids(1), again)
+            if len(listed) != again.exists:
+                raise FolderDivergedError(
+                    f"folder {folder.full_name!r}: the server counts {again.exists} messages"
+                    f" (EXISTS) but lists {len(listed)} UIDs"
+                )
+        return set(listed)
 
     def _changed_flags(
         self, folder: Folder, selected: SelectedFolder, low: int

@@ -13,6 +13,9 @@
       |              -- plain IMAP, not allowed -------> the same, before anything is sent
     folders: LIST (+STATUS) and reconcile ------------> folders_only: done
     each enabled folder, inbox and sent first, until the time budget is spent
+      a folder whose EXISTS disagrees with its UIDs --> the other folders go on; the run
+                                                      fails `folder_diverged` naming it,
+                                                      retried with backoff
     run succeeded: `mailbox.synced` (+ `mailbox.credentials_restored` after a failure)
     the database stops answering (any step) ----------> run failed `database_unavailable`,
                                                          retried with backoff, nobody is
@@ -49,6 +52,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
+from functools import partial
 from typing import Literal, TypeVar
 
 from pydantic import ValidationError
@@ -86,13 +90,14 @@ from app.security import SecretBox, SecretError
 from app.sync.credentials import connect_mailbox, login_options
 from app.sync.errors import (
     DatabaseUnavailableError,
+    FolderDivergedError,
     LeaseLostError,
     MailboxNotFoundError,
     PlaintextRefusedError,
     database_outages,
 )
 from app.sync.folder_sync import Deadline, FolderSyncer, Lease, ProgressCallback, SyncCounts
-from app.sync.folders import is_reconciled, reconcile_folders
+from app.sync.folders import is_reconciled, reconcile_folders, remote_identities
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +306,7 @@ class _Run:
             return self._failed(Failure(exc.code, str(exc), "credentials"))
         except (ProviderHostBlockedError, PlaintextRefusedError) as exc:  # settings must change
             return self._failed(Failure(exc.code, str(exc), "permanent"))
-        except (NetworkError, ProviderUnavailableError) as exc:
+        except (NetworkError, ProviderUnavailableError, FolderDivergedError) as exc:
             return self._failed(Failure(exc.code, str(exc), "transient"))
         except (ImapError, SecretError, OAuthError) as exc:
             return self._failed(Failure(exc.code, str(exc), "permanent"))
@@ -317,11 +322,19 @@ class _Run:
     def _synchronize(self, mailbox: Mailbox, connection: ImapConnection) -> bool:
         listing = FolderManager(connection).listing()
         folders = self.claim.folders
+        # One per session: it ENABLEs CONDSTORE once, which must precede any SELECT.
+        mail = EmailManager(
+            connection,
+            batch_size=self.settings.sync_batch_size,
+            max_message_bytes=self.settings.sync_max_message_bytes,
+        )
         if not is_reconciled(folders, listing):
             with session_scope(self.engine) as session:
                 self.lease.hold(session)
                 status_of = FolderManager(connection).status
-                changes = reconcile_folders(session, mailbox, listing, status_of)
+                changes = reconcile_folders(
+                    session, mailbox, listing, status_of, partial(remote_identities, mail)
+                )
             self.counts.folders_added = changes.added
             self.counts.folders_removed = changes.removed
             folders = changes.listed
@@ -330,11 +343,7 @@ class _Run:
         syncer = FolderSyncer(
             engine=self.engine,
             mailbox=mailbox,
-            mail=EmailManager(
-                connection,
-                batch_size=self.settings.sync_batch_size,
-                max_message_bytes=self.settings.sync_max_message_bytes,
-            ),
+            mail=mail,
             deadline=self.deadline,
             window_start=_window_start(mailbox, self.settings),
             batch_size=self.settings.sync_batch_size,
@@ -342,6 +351,7 @@ class _Run:
             counts=self.counts,
             progress=self.progress,
         )
+        diverged: list[str] = []
         for folder in _folders_to_sync(folders, listing):
             if self.only_folders is not None and folder.full_name not in self.only_folders:
                 continue
@@ -350,8 +360,14 @@ class _Run:
             except FolderNotFound:
                 log.info("sync.folder_vanished", extra={"folder_id": folder.id})
                 continue
+            except FolderDivergedError as exc:  # the other folders still sync
+                log.warning("sync.folder_diverged", extra={"folder_id": folder.id})
+                diverged.append(str(exc))
+                continue
             if not done:
                 return False
+        if diverged:
+            raise FolderDivergedError("; ".join(diverged))
         if self.only_folders is None:  # orphans are a complete run's business
             self.orphans_to_delete = self._orphans_to_delete(syncer, connection)
         return True

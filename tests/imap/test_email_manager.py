@@ -30,6 +30,19 @@ def test_select_reports_the_checkpoint_counters(
     assert selected.highestmodseq is not None
 
 
+def test_uids_lists_the_range_and_nothing_above_the_last_message(
+    mail_user: MailUser, connection: ImapConnection
+) -> None:
+    """`UID FETCH n:*` answers with the last message even when n is above it (RFC 3501 6.4.8)."""
+    uids = [mail_user.append("INBOX", make_message()) for _ in range(4)]
+    mail_user.expunge("INBOX", [uids[1]])
+    mail = EmailManager(connection)
+    mail.select_folder("INBOX")
+    assert mail.uids(1) == [uids[0], uids[2], uids[3]]
+    assert mail.uids(uids[1], uids[2]) == [uids[2]]
+    assert mail.uids(uids[3] + 1) == []
+
+
 def test_selecting_a_missing_folder_is_folder_not_found(connection: ImapConnection) -> None:
     with pytest.raises(FolderNotFound):
         EmailManager(connection).select_folder("No such folder")

@@ -16,7 +16,7 @@ from app.db import session_scope
 from app.db.models import Email, EmailFolder, Folder, Mailbox, MailboxStatus, SyncRun, SyncRunStatus
 from app.sync.folder_sync import ProgressCallback
 from app.sync.service import SyncResult, sync_mailbox
-from tests.dovecot import MailUser
+from tests.imap_account import ImapAccount
 from tests.sync.snapshot import events_of
 from tests.sync.test_crash_safety import unlinked_emails
 
@@ -25,6 +25,14 @@ SYNCED_BY_DEFAULT = ("INBOX", "Sent")
 
 # (folder, uid) -> Message-ID (None when the message has none)
 MailMap = dict[tuple[str, int], str | None]
+# (folder, uid) -> (Message-ID, the system flags the database keeps)
+MessageMap = dict[tuple[str, int], tuple[str | None, frozenset[str]]]
+STORED_FLAGS = {
+    "seen": "\\Seen",
+    "flagged": "\\Flagged",
+    "answered": "\\Answered",
+    "draft": "\\Draft",
+}
 
 
 def seed_from_environment(variable: str) -> int:
@@ -75,7 +83,7 @@ def assert_failed_on_network(engine: Engine, mailbox_id: int, result: SyncResult
     assert events_of(engine, mailbox_id, "mailbox.sync_failed") == []
 
 
-def server_mail(user: MailUser, folders: Sequence[str]) -> MailMap:
+def server_mail(user: ImapAccount, folders: Sequence[str]) -> MailMap:
     """Read every message of `folders` from the server: its place and its Message-ID."""
     found: MailMap = {}
     client = user.client()
@@ -88,6 +96,41 @@ def server_mail(user: MailUser, folders: Sequence[str]) -> MailMap:
                 found[(folder, uid)] = message_id.decode() if message_id else None
     finally:
         client.logout()
+    return found
+
+
+def server_messages(user: ImapAccount, folders: Sequence[str]) -> MessageMap:
+    """Read every message of `folders`: its place, Message-ID and the system flags stored."""
+    found: MessageMap = {}
+    kept = set(STORED_FLAGS.values())
+    client = user.client()
+    try:
+        for folder in folders:
+            client.select_folder(folder, readonly=True)
+            uids = client.search("ALL")
+            for uid, data in client.fetch(uids, [b"ENVELOPE", b"FLAGS"]).items() if uids else ():
+                message_id = data[b"ENVELOPE"].message_id
+                flags = frozenset(flag.decode() for flag in data[b"FLAGS"]) & kept
+                found[(folder, uid)] = (message_id.decode() if message_id else None, flags)
+    finally:
+        client.logout()
+    return found
+
+
+def stored_messages(engine: Engine, mailbox_id: int) -> MessageMap:
+    """What the database holds for the live folders, in the shape of `server_messages`."""
+    columns = [col(getattr(Email, name)) for name in STORED_FLAGS]
+    with session_scope(engine) as session:
+        rows = session.exec(
+            select(Folder.full_name, EmailFolder.uid, Email.message_id, *columns)
+            .join(EmailFolder, col(EmailFolder.folder_id) == Folder.id)
+            .join(Email, col(Email.id) == EmailFolder.email_id)
+            .where(Folder.mailbox_id == mailbox_id, col(Folder.outdated_since).is_(None))
+        ).all()
+    found: MessageMap = {}
+    for row in rows:
+        flags = frozenset(flag for n, flag in enumerate(STORED_FLAGS.values(), 3) if row[n])
+        found[(row[0], row[1])] = (row[2], flags)
     return found
 
 
@@ -109,7 +152,7 @@ def stored_links(engine: Engine, mailbox_id: int) -> dict[tuple[str, int], tuple
 
 
 def assert_mirrors_server(
-    engine: Engine, mailbox_id: int, user: MailUser, folders: Sequence[str] = SYNCED_BY_DEFAULT
+    engine: Engine, mailbox_id: int, user: ImapAccount, folders: Sequence[str] = SYNCED_BY_DEFAULT
 ) -> None:
     """Every message of `folders` is stored once, in its place; nothing else, nothing twice.
 

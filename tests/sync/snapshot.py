@@ -9,7 +9,7 @@ from sqlmodel import col, select
 
 from app.db import session_scope
 from app.db.models import Email, EmailFolder, Event, Folder
-from tests.dovecot import MailUser
+from tests.imap_account import ImapAccount
 
 
 def stored_uids(engine: Engine, mailbox_id: int) -> dict[str, set[int]]:
@@ -59,7 +59,7 @@ def events_of(engine: Engine, mailbox_id: int, event_type: str) -> list[dict[str
     return [dict(row) for row in rows]
 
 
-def server_uids(user: MailUser, folders: list[str]) -> dict[str, set[int]]:
+def server_uids(user: ImapAccount, folders: list[str]) -> dict[str, set[int]]:
     """The server's side of the comparison, for the folders that hold mail."""
     uids = {folder: set(user.uids(folder)) for folder in folders}
     return {folder: found for folder, found in uids.items() if found}

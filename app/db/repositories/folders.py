@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
-from app.db.models import EmailFolder, Folder, Mailbox
+from app.db.models import Email, EmailFolder, Folder, Mailbox
 
 
 def mailbox_folders(session: Session, mailbox_id: int) -> list[Folder]:
@@ -31,6 +31,16 @@ def linked_uids(session: Session, folder_id: int) -> dict[int, int]:
         EmailFolder.folder_id == folder_id
     )
     return dict(session.exec(statement).all())
+
+
+def linked_identities(session: Session, folder_id: int) -> set[str]:
+    """Return the identities of the emails the folder holds."""
+    statement = (
+        select(Email.identity)
+        .join(EmailFolder, col(EmailFolder.email_id) == Email.id)
+        .where(EmailFolder.folder_id == folder_id)
+    )
+    return set(session.exec(statement))
 
 
 def lowest_linked_uid(session: Session, folder_id: int) -> int | None:
