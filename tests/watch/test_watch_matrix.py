@@ -3,7 +3,9 @@ mailbox, new mail in INBOX and in Sent is queued by it, synced (the queued job r
 as the worker runs it) and announced within seconds, with no cron run.
 
 Each server watches its own way: Dovecot and the legacy Dovecot by NOTIFY, Cyrus and
-Courier by IDLE on INBOX with STATUS polls of Sent, a Dovecot offering neither by polling.
+Courier by IDLE on INBOX with STATUS polls of Sent (neither offers NOTIFY), a Dovecot
+offering neither by polling. Cyrus without `idled` and Courier without enhanced IDLE (the
+rig's, and their packages' defaults) announce arrivals during IDLE only once a minute.
 Cyrus, Courier and the Dovecots without push run on SQLite only, to keep the matrix short.
 """
 
@@ -17,18 +19,26 @@ import pytest
 from arq import ArqRedis
 from sqlalchemy import Engine
 
+from app.backoff import Backoff
 from app.config import Settings
 from app.db.models import MailboxSecurity, SyncTrigger
+from app.imap.aio_client import AsyncConnection
+from app.imap.aio_connect import connect_async
+from app.imap.config import ConnectOptions, ImapConfig
 from app.queue import create_queue, take_pending_folders
 from app.sync.service import sync_mailbox
-from app.watch.mailbox_watch import WatchMode
+from app.watch.mailbox_watch import WatchMode, WatchTiming, watch_mailbox
+from tests.debian_servers import PrivateServers
 from tests.dovecot import DovecotInstances
 from tests.factories import MailboxFactory
+from tests.mailgen import make_message
 from tests.sync.matrix import NOW, MatrixServer, append, matrix_server
 from tests.watch.test_supervisor import supervising, watching_records
 from tests.watch.test_watcher_process import received_in, run_triggers
 
 SECONDS = 30  # what "within seconds" may take on a loaded 2-core machine
+# Well below the minute a server that idles without push takes, well above the poll interval.
+IDLE_WAIT = 20
 
 # How each server is watched: what it offers after login decides.
 WATCH_MODES: dict[str, WatchMode] = {
@@ -139,3 +149,45 @@ def test_new_mail_is_watched_synced_and_announced_on_every_server(
     assert received_in(engine, mailbox_id, server.sent) == 1
     triggers = run_triggers(engine, mailbox_id)
     assert set(triggers[1:]) == {SyncTrigger.WATCH}, f"a sync not queued by the watcher: {triggers}"
+
+
+@pytest.mark.parametrize("server_name", ["cyrus", "courier"])
+def test_idle_on_a_server_that_checks_only_every_minute_reports_within_the_poll_interval(
+    server_name: str, private_servers: PrivateServers
+) -> None:
+    """Cyrus without `idled` and Courier without IMAP_ENHANCEDIDLE look at a mailbox only
+    every 60 s while it idles: a watch of INBOX alone re-issues IDLE every poll interval,
+    and they report the new mail at once when IDLE begins."""
+    server = private_servers.cyrus() if server_name == "cyrus" else private_servers.courier()
+    user = server.add_user()
+    host, port = user.address()
+    config = ImapConfig(
+        host=host, port=port, security="none", username=user.name, password=user.password
+    )
+    timing = WatchTiming(poll_seconds=0.5, reconnect=Backoff(0.1, 0.2))  # IDLE kept 29 min
+
+    async def scenario() -> None:
+        async def connect() -> AsyncConnection:
+            return await connect_async(config, ConnectOptions(allow_private_hosts=True))
+
+        changes: asyncio.Queue[frozenset[str]] = asyncio.Queue()
+        modes: asyncio.Queue[WatchMode] = asyncio.Queue()
+        watch = asyncio.create_task(
+            watch_mailbox(connect, ["INBOX"], changes.put, timing, on_watching=modes.put)
+        )
+        try:
+            async with asyncio.timeout(SECONDS):
+                assert await modes.get() == "idle"
+            await asyncio.to_thread(user.append, "INBOX", make_message(subject="arrives"))
+            try:
+                async with asyncio.timeout(IDLE_WAIT):
+                    assert await changes.get() == {"INBOX"}
+            except TimeoutError:
+                raise AssertionError(
+                    f"{server_name} did not report new mail in INBOX within {IDLE_WAIT} s"
+                ) from None
+        finally:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+
+    asyncio.run(scenario())
