@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 import pytest
 from arq import ArqRedis
@@ -28,9 +29,10 @@ from app.imap.config import ConnectOptions, ImapConfig
 from app.queue import create_queue, take_pending_folders
 from app.sync.service import sync_mailbox
 from app.watch.mailbox_watch import WatchMode, WatchTiming, watch_mailbox
-from tests.debian_servers import PrivateServers
+from tests.debian_servers import Courier, PrivateServers
 from tests.dovecot import DovecotInstances
 from tests.factories import MailboxFactory
+from tests.imap_account import ImapAccount
 from tests.mailgen import make_message
 from tests.sync.matrix import NOW, MatrixServer, append, matrix_server
 from tests.watch.test_supervisor import supervising, watching_records
@@ -151,6 +153,42 @@ def test_new_mail_is_watched_synced_and_announced_on_every_server(
     assert set(triggers[1:]) == {SyncTrigger.WATCH}, f"a sync not queued by the watcher: {triggers}"
 
 
+def plain_config(user: ImapAccount) -> ImapConfig:
+    host, port = user.address()
+    return ImapConfig(
+        host=host, port=port, security="none", username=user.name, password=user.password
+    )
+
+
+async def first_change_within(
+    config: ImapConfig, folders: list[str], change: Callable[[], object]
+) -> frozenset[str]:
+    """Watch `folders` (polled every 0.5 s, IDLE kept 29 min); once watching, make `change`
+    in a thread and return the first change reported; fail after IDLE_WAIT seconds."""
+    timing = WatchTiming(poll_seconds=0.5, reconnect=Backoff(0.1, 0.2))
+
+    async def connect() -> AsyncConnection:
+        return await connect_async(config, ConnectOptions(allow_private_hosts=True))
+
+    changes: asyncio.Queue[frozenset[str]] = asyncio.Queue()
+    modes: asyncio.Queue[WatchMode] = asyncio.Queue()
+    watch = asyncio.create_task(
+        watch_mailbox(connect, folders, changes.put, timing, on_watching=modes.put)
+    )
+    try:
+        async with asyncio.timeout(SECONDS):
+            assert await modes.get() == "idle"
+        await asyncio.to_thread(change)
+        try:
+            async with asyncio.timeout(IDLE_WAIT):
+                return await changes.get()
+        except TimeoutError:
+            raise AssertionError(f"no change reported within {IDLE_WAIT} s") from None
+    finally:
+        watch.cancel()
+        await asyncio.gather(watch, return_exceptions=True)
+
+
 @pytest.mark.parametrize("server_name", ["cyrus", "courier"])
 def test_idle_on_a_server_that_checks_only_every_minute_reports_within_the_poll_interval(
     server_name: str, private_servers: PrivateServers
@@ -160,34 +198,24 @@ def test_idle_on_a_server_that_checks_only_every_minute_reports_within_the_poll_
     and they report the new mail at once when IDLE begins."""
     server = private_servers.cyrus() if server_name == "cyrus" else private_servers.courier()
     user = server.add_user()
-    host, port = user.address()
-    config = ImapConfig(
-        host=host, port=port, security="none", username=user.name, password=user.password
+    arrives = make_message(subject="arrives")
+    changed = asyncio.run(
+        first_change_within(plain_config(user), ["INBOX"], lambda: user.append("INBOX", arrives))
     )
-    timing = WatchTiming(poll_seconds=0.5, reconnect=Backoff(0.1, 0.2))  # IDLE kept 29 min
+    assert changed == {"INBOX"}, f"{server_name}: new mail in INBOX reported as {changed}"
 
-    async def scenario() -> None:
-        async def connect() -> AsyncConnection:
-            return await connect_async(config, ConnectOptions(allow_private_hosts=True))
 
-        changes: asyncio.Queue[frozenset[str]] = asyncio.Queue()
-        modes: asyncio.Queue[WatchMode] = asyncio.Queue()
-        watch = asyncio.create_task(
-            watch_mailbox(connect, ["INBOX"], changes.put, timing, on_watching=modes.put)
+def test_mail_read_in_a_polled_folder_of_a_server_without_condstore_is_a_change(
+    courier: Courier,
+) -> None:
+    """Courier offers no CONDSTORE, so STATUS has no HIGHESTMODSEQ: its UNSEEN count is
+    what shows that mail in a folder watched by STATUS polls was read elsewhere."""
+    user = courier.add_user()
+    sent = "INBOX.Sent"
+    uid = user.append(sent, make_message(subject="read elsewhere"))
+    changed = asyncio.run(
+        first_change_within(
+            plain_config(user), ["INBOX", sent], lambda: user.add_flags(sent, [uid], ["\\Seen"])
         )
-        try:
-            async with asyncio.timeout(SECONDS):
-                assert await modes.get() == "idle"
-            await asyncio.to_thread(user.append, "INBOX", make_message(subject="arrives"))
-            try:
-                async with asyncio.timeout(IDLE_WAIT):
-                    assert await changes.get() == {"INBOX"}
-            except TimeoutError:
-                raise AssertionError(
-                    f"{server_name} did not report new mail in INBOX within {IDLE_WAIT} s"
-                ) from None
-        finally:
-            watch.cancel()
-            await asyncio.gather(watch, return_exceptions=True)
-
-    asyncio.run(scenario())
+    )
+    assert changed == {sent}, f"reading mail in {sent} was reported as {changed}"
