@@ -147,7 +147,10 @@ class Settings(BaseSettings):
     watch_poll_seconds: float = Field(
         default=60.0,
         gt=0,
-        description="How often folders without IDLE/NOTIFY are polled with STATUS.",
+        description=(
+            "How often folders without IDLE/NOTIFY are polled with STATUS, and IDLE without"
+            " NOTIFY is re-issued (servers that idle without push look at INBOX when it begins)."
+        ),
     )
     watch_idle_renew_seconds: float = Field(
         default=29 * 60.0,

@@ -198,7 +198,7 @@ class AsyncConnection:
         return await self.select(folder, readonly=True)
 
     async def status(self, folder: str) -> MailboxStatus:
-        """STATUS MESSAGES UIDNEXT UIDVALIDITY (and HIGHESTMODSEQ under CONDSTORE)."""
+        """STATUS MESSAGES UIDNEXT UIDVALIDITY, and HIGHESTMODSEQ under CONDSTORE, else UNSEEN."""
         untagged, done = await self._command(
             "STATUS", b" ", astring(encode_folder(folder)), b" ", self._status_items()
         )
@@ -534,8 +534,10 @@ class AsyncConnection:
             self.capabilities = _words(response.code_argument)
 
     def _status_items(self) -> bytes:
-        modseq = b" HIGHESTMODSEQ" if self.has("CONDSTORE") else b""
-        return b"(MESSAGES UIDNEXT UIDVALIDITY" + modseq + b")"
+        """HIGHESTMODSEQ under CONDSTORE, else UNSEEN: without a mod-sequence (Courier), a
+        folder's count of unseen mail is the one STATUS item that a flag change (\\Seen) moves."""
+        changes = b" HIGHESTMODSEQ" if self.has("CONDSTORE") else b" UNSEEN"
+        return b"(MESSAGES UIDNEXT UIDVALIDITY" + changes + b")"
 
 
 def spaced(*arguments: Argument) -> list[Argument]:

@@ -26,6 +26,7 @@ class MailboxStatus:
     uidnext: int | None = None
     uidvalidity: int | None = None
     highestmodseq: int | None = None
+    unseen: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,4 +161,5 @@ def parse_status(response: Response) -> tuple[str, MailboxStatus]:
         uidnext=items.get("UIDNEXT"),
         uidvalidity=items.get("UIDVALIDITY"),
         highestmodseq=items.get("HIGHESTMODSEQ"),
+        unseen=items.get("UNSEEN"),
     )

@@ -3,7 +3,7 @@
     connect -> NOTIFY offered? --yes--> SELECT INBOX, NOTIFY SET (INBOX + the other folders)
                |                        -> wait in IDLE: each event names its folder
                +--no, IDLE offered--> SELECT INBOX, wait in IDLE; every poll_seconds
-               |                        STATUS the other folders and compare
+               |                        re-issue IDLE, STATUS the other folders, compare
                +--neither----------> STATUS every folder every poll_seconds and compare
     a change -> on_change(folders)   (the caller queues one incremental sync, coalesced)
     NetworkError / ProtocolError -> reconnect after a jittered backoff, then
@@ -130,12 +130,19 @@ async def _watch_session(
         mode, polled = "idle", folders - {INBOX}
     else:
         mode, polled = "poll", folders
+    # Cyrus without `idled` and Courier without IMAP_ENHANCEDIDLE look at the mailbox only
+    # every 60 s while idling (imapidlepoll, IMAP_IDLE_TIMEOUT), but at once when IDLE
+    # begins: re-issuing IDLE every poll interval bounds INBOX's delay by that interval, as
+    # the STATUS polls of the other folders already do whenever there are any.
+    renew_after = timing.idle_renew_seconds
+    if mode == "idle":
+        renew_after = min(renew_after, timing.poll_seconds)
     last_seen = {folder: await connection.status(folder) for folder in polled}
     if on_watching is not None:
         await on_watching(mode)
     while True:
         if connection.has("IDLE") and (idle_on_inbox or not polled):
-            changed = await _changes_within(connection, folders, timing)
+            changed = await _changes_within(connection, folders, timing, renew_after)
         else:
             await asyncio.sleep(timing.poll_seconds)
             changed = _changed_folders(await connection.noop(), folders)
@@ -149,10 +156,10 @@ async def _watch_session(
 
 
 async def _changes_within(
-    connection: AsyncConnection, folders: frozenset[str], timing: WatchTiming
+    connection: AsyncConnection, folders: frozenset[str], timing: WatchTiming, renew_after: float
 ) -> set[str]:
     """Wait in IDLE up to one poll interval for a change; then take what else is queued."""
-    event = await connection.next_event(timing.poll_seconds, renew_after=timing.idle_renew_seconds)
+    event = await connection.next_event(timing.poll_seconds, renew_after=renew_after)
     if event is None:
         return set()
     events = [event]
