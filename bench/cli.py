@@ -350,24 +350,31 @@ def _single_mailbox_rows(
 
 
 def _server_sections(args: argparse.Namespace, setup: Setup, cleanup: ExitStack) -> list[Section]:
-    """Measure the per-server rows on a corpus of --server-messages, each on a new database."""
+    """Measure the per-server rows on a corpus of --server-messages."""
     spec = CorpusSpec(messages=args.server_messages, seed=args.seed)
+    rows = server_rows(spec, setup.secret_key, setup.work, setup.progress.say)
+    return rows.sections(matrix_servers(cleanup))
+
+
+def server_rows(
+    spec: CorpusSpec, secret_key: str, work: Path, say: Callable[[str], None]
+) -> ServerRows:
+    """The per-server rows as the bench runs them: each first sync on a new SQLite database."""
     all_mail = spec.start.date() - timedelta(days=1)
 
     def new_sync_job(server: Server, databases: ThrowawayDatabases) -> Job:
-        target = Target(server, setup.secret_key, setup.work)
+        target = Target(server, secret_key, work)
         url = databases.create_migrated()
         return target.sync_job(url, target.register_mailbox(url, all_mail))
 
-    runner = Target(Server("", 0, "", "", ""), setup.secret_key, setup.work)  # its runner only
-    rows = ServerRows(
+    runner = Target(Server("", 0, "", "", ""), secret_key, work)  # only its child runner is used
+    return ServerRows(
         spec=spec,
         measure=runner.try_measure,
         new_sync_job=new_sync_job,
-        databases=SQLiteDatabases(setup.work / "servers-sqlite"),
-        say=setup.progress.say,
+        databases=SQLiteDatabases(work / "servers-sqlite"),
+        say=say,
     )
-    return rows.sections(matrix_servers(cleanup))
 
 
 def _fleet_sections(
