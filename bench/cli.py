@@ -279,7 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sections: list[Section | LatencySection | FleetSection] = []
     only = "per-server rows only" if args.servers_only else "cron path only"
     header = (
-        _short_header(only, dovecot, loads) if single is None else _header(spec, single[1], loads)
+        _short_header(only, "plain IMAP" if args.servers_only else "implicit TLS", dovecot, loads)
+        if single is None
+        else _header(spec, single[1], loads)
     )
     if single is not None:
         sections += single[0].sections
@@ -747,10 +749,12 @@ def _header(spec: CorpusSpec, corpus: LoadedCorpus, load: tuple[float, float]) -
     ]
 
 
-def _short_header(only: str, dovecot: Dovecot, load: tuple[float, float]) -> list[str]:
+def _short_header(
+    only: str, transport: str, dovecot: Dovecot, load: tuple[float, float]
+) -> list[str]:
     return [
         f"imap-bridge benchmark ({only}), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        f"machine: {_machine()}, {_dovecot_version()} on {dovecot.host}, implicit TLS;"
+        f"machine: {_machine()}, {_dovecot_version()} on {dovecot.host}, {transport};"
         f" load average {load[0]:.1f} before the run, {load[1]:.1f} after",
     ]
 

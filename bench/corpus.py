@@ -24,7 +24,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from html import escape
@@ -311,11 +311,18 @@ def generate(spec: CorpusSpec, *, processes: int | None = None) -> Iterator[Corp
         yield from pool.imap(render, plan(spec), chunksize=_RENDER_CHUNK)
 
 
-def load(spec: CorpusSpec, user: ImapAccount, *, sent: str = "Sent") -> LoadedCorpus:
+def load(
+    spec: CorpusSpec,
+    user: ImapAccount,
+    *,
+    sent: str = "Sent",
+    rendered: Iterable[CorpusMessage] | None = None,
+) -> LoadedCorpus:
     """Generate the corpus and APPEND it into the user's INBOX and Sent, in date order.
 
     `sent` is the server's name for Sent (Courier's is `INBOX.Sent`). A server without
-    MULTIAPPEND (Courier) gets one APPEND per message.
+    MULTIAPPEND (Courier) gets one APPEND per message. `rendered` is the corpus
+    already generated, to store the same mail on several servers.
     """
     started = perf_counter()
     loaded = LoadedCorpus()
@@ -324,7 +331,7 @@ def load(spec: CorpusSpec, user: ImapAccount, *, sent: str = "Sent") -> LoadedCo
     client = user.client()
     try:
         batch_size = APPEND_BATCH if client.has_capability("MULTIAPPEND") else 1
-        for message in generate(spec):
+        for message in generate(spec) if rendered is None else rendered:
             batch = pending[message.folder]
             batch.append(message)
             if len(batch) == batch_size:
