@@ -143,5 +143,8 @@ class ServerRows:
             section.rows.append(Row(title, CORPUS_FOLDERS, None, measured, outcome="failed"))
             return None
         reference = (against[0] or _NO_REFERENCE) if against else measured
-        section.rows.append(Row(title, CORPUS_FOLDERS, measured, reference=reference))
+        # Our no-change rows name their commands, as the bench mailbox's do.
+        named = against and section.ratio is Ratio.TIME and measured.commands
+        note = f"IMAP commands {' '.join(measured.commands)}" if named else ""
+        section.rows.append(Row(title, CORPUS_FOLDERS, measured, note, reference=reference))
         return measured
