@@ -1,9 +1,9 @@
 """The server matrix's rows: our first sync and no-change resync on each server of the rig.
 
-    start each server the test rig runs (tests.dovecot, tests.debian_servers), on first use
     generate the corpus once
-    -> per server: one user, the corpus stored with APPEND (Cyrus ignores files dropped into
-       its spool), then over plain IMAP:
+    -> per server, started on first use by the test rig's code (tests.dovecot,
+       tests.debian_servers): one user, the corpus stored with APPEND (Cyrus ignores
+       files dropped into its spool), then over plain IMAP:
        imaplib UID FETCH of INBOX + Sent (reference) -> ours first sync, SQLite, all mail
        imapclient STATUS per folder (reference)      -> ours no-change resync of that database
 
