@@ -64,7 +64,7 @@ format: $(INSTALLED)
 openapi: $(INSTALLED)
 	$(BIN)/imap-bridge openapi --output openapi/openapi.json
 
-bench: $(INSTALLED) dovecot
+bench: $(INSTALLED) dovecot servers
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:

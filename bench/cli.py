@@ -13,6 +13,10 @@ start a private Dovecot (tests.dovecot) -> generate + MULTIAPPEND the corpus
    mailbox's first sync runs
 -> [--memory] a bigger mailbox's first sync, its peak RSS beside the first one's
 -> [--profile] one more first sync under pyinstrument (not a row)
+-> per server of the test matrix (Dovecot, legacy Dovecot, Cyrus, Courier; bench.servers):
+   a corpus of --server-messages over plain IMAP, imaplib's fetch (reference) and our first
+   sync, imapclient STATUS (reference) and our no-change resync ([--no-servers] skips them,
+   [--servers-only] runs them alone)
 -> [--scale] the cron path over 1,000 mailboxes on two `imap-bridge worker`s (bench.fleet):
              STATUS of every mailbox (reference), then per backend a first and a no-change cycle
 -> [--load]  the API under 50 clients while two workers first-sync 200 mailboxes
@@ -70,6 +74,7 @@ from bench.fleet import (
 )
 from bench.job import Job, Measurement, Server, median_run
 from bench.mbsync import MBSYNC
+from bench.servers import SERVER_MESSAGES, ServerRows, matrix_servers
 from bench.table import FleetSection, Latency, LatencySection, Ratio, Row, Section, render
 from tests.databases import (
     POSTGRES_ADMIN_URL,
@@ -145,7 +150,7 @@ class Target:
                         "email_address": f"{server.username}@example.com",
                         "host": server.host,
                         "port": server.port,
-                        "security": MailboxSecurity.SSL,
+                        "security": MailboxSecurity.NONE if server.plain else MailboxSecurity.SSL,
                         "username": server.username,
                         "password_enc": SecretBox([self.secret_key]).encrypt(server.password),
                         "sync_start": sync_start,
@@ -221,6 +226,22 @@ def _parser() -> argparse.ArgumentParser:
         f" PostgreSQL (default {LOAD_MAILBOXES}: about 2.5 minutes more)",
     )
     parser.add_argument(
+        "--server-messages",
+        type=int,
+        default=SERVER_MESSAGES,
+        help="INBOX size of the per-server rows (Sent gets a twentieth)",
+    )
+    parser.add_argument(
+        "--no-servers",
+        action="store_true",
+        help="skip the per-server rows (Dovecot, legacy Dovecot, Cyrus, Courier over plain IMAP)",
+    )
+    parser.add_argument(
+        "--servers-only",
+        action="store_true",
+        help="run only the per-server rows (needs `make servers`)",
+    )
+    parser.add_argument(
         "--fleet-only",
         action="store_true",
         help="run only the --scale and --load rows, without the single-mailbox corpus and rows",
@@ -236,6 +257,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("--scale and --load need at least 1 mailbox")
     if args.fleet_only and not (args.scale or args.load):
         raise SystemExit("--fleet-only needs --scale or --load")
+    if args.servers_only and (args.fleet_only or args.no_servers):
+        raise SystemExit("--servers-only goes with neither --fleet-only nor --no-servers")
+    if args.server_messages < 20:
+        raise SystemExit("--server-messages must be at least 20")
     progress = Progress()
     load_before = os.getloadavg()[0]
     spec = CorpusSpec(messages=args.messages, seed=args.seed)
@@ -245,13 +270,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         cleanup.callback(shutil.rmtree, work, ignore_errors=True)
         postgres = None if args.no_postgres else _postgres(cleanup, progress)
         setup = Setup(dovecot, work, Fernet.generate_key().decode(), postgres, progress)
-        single = None if args.fleet_only else _single_mailbox_rows(args, spec, setup)
-        fleet = _fleet_sections(args, setup, cleanup)
+        alone = args.fleet_only or args.servers_only
+        single = None if alone else _single_mailbox_rows(args, spec, setup)
+        fleet = None if args.servers_only else _fleet_sections(args, setup, cleanup)
+        run_servers = not (args.no_servers or args.fleet_only)
+        servers = _server_sections(args, setup, cleanup) if run_servers else []
     loads = (load_before, os.getloadavg()[0])
     sections: list[Section | LatencySection | FleetSection] = []
-    header = _fleet_header(dovecot, loads) if single is None else _header(spec, single[1], loads)
+    only = "per-server rows only" if args.servers_only else "cron path only"
+    header = (
+        _short_header(only, "plain IMAP" if args.servers_only else "implicit TLS", dovecot, loads)
+        if single is None
+        else _header(spec, single[1], loads)
+    )
     if single is not None:
         sections += single[0].sections
+    sections += servers
     if fleet is not None:
         header.append(fleet[0])
         sections += fleet[1]
@@ -315,6 +349,34 @@ def _single_mailbox_rows(
         RESULTS_DIR.mkdir(exist_ok=True)
         rows.profile(RESULTS_DIR / "profile-first-sync")
     return rows, corpus
+
+
+def _server_sections(args: argparse.Namespace, setup: Setup, cleanup: ExitStack) -> list[Section]:
+    """Measure the per-server rows on a corpus of --server-messages."""
+    spec = CorpusSpec(messages=args.server_messages, seed=args.seed)
+    rows = server_rows(spec, setup.secret_key, setup.work, setup.progress.say)
+    return rows.sections(matrix_servers(cleanup))
+
+
+def server_rows(
+    spec: CorpusSpec, secret_key: str, work: Path, say: Callable[[str], None]
+) -> ServerRows:
+    """The per-server rows as the bench runs them: each first sync on a new SQLite database."""
+    all_mail = spec.start.date() - timedelta(days=1)
+
+    def new_sync_job(server: Server, databases: ThrowawayDatabases) -> Job:
+        target = Target(server, secret_key, work)
+        url = databases.create_migrated()
+        return target.sync_job(url, target.register_mailbox(url, all_mail))
+
+    runner = Target(Server("", 0, "", "", ""), secret_key, work)  # only its child runner is used
+    return ServerRows(
+        spec=spec,
+        measure=runner.try_measure,
+        new_sync_job=new_sync_job,
+        databases=SQLiteDatabases(work / "servers-sqlite"),
+        say=say,
+    )
 
 
 def _fleet_sections(
@@ -687,10 +749,12 @@ def _header(spec: CorpusSpec, corpus: LoadedCorpus, load: tuple[float, float]) -
     ]
 
 
-def _fleet_header(dovecot: Dovecot, load: tuple[float, float]) -> list[str]:
+def _short_header(
+    only: str, transport: str, dovecot: Dovecot, load: tuple[float, float]
+) -> list[str]:
     return [
-        f"imap-bridge benchmark (cron path only), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        f"machine: {_machine()}, {_dovecot_version()} on {dovecot.host}, implicit TLS;"
+        f"imap-bridge benchmark ({only}), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"machine: {_machine()}, {_dovecot_version()} on {dovecot.host}, {transport};"
         f" load average {load[0]:.1f} before the run, {load[1]:.1f} after",
     ]
 

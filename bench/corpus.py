@@ -3,6 +3,7 @@
     CorpusSpec(messages, seed, end) -> plan (one seeded random stream, oldest first)
                                     -> render (tests.mailgen, one process per core)
                                     -> MULTIAPPEND in batches over one connection
+                                       (APPEND one by one where the server lacks it)
 
 Every choice comes from one `random.Random(seed)`: body sizes log-normal around
 8 KB, one message in ten with a 50-300 KB attachment, about a third replying to
@@ -23,7 +24,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from html import escape
@@ -32,6 +33,7 @@ from time import perf_counter
 from imapclient import IMAPClient
 
 from tests.dovecot import MailUser
+from tests.imap_account import ImapAccount
 from tests.mailgen import Attachment, make_message
 
 DEFAULT_SEED = 20_240_917
@@ -309,20 +311,33 @@ def generate(spec: CorpusSpec, *, processes: int | None = None) -> Iterator[Corp
         yield from pool.imap(render, plan(spec), chunksize=_RENDER_CHUNK)
 
 
-def load(spec: CorpusSpec, user: MailUser) -> LoadedCorpus:
-    """Generate the corpus and APPEND it into the user's INBOX and Sent, in date order."""
+def load(
+    spec: CorpusSpec,
+    user: ImapAccount,
+    *,
+    sent: str = "Sent",
+    rendered: Iterable[CorpusMessage] | None = None,
+) -> LoadedCorpus:
+    """Generate the corpus and APPEND it into the user's INBOX and Sent, in date order.
+
+    `sent` is the server's name for Sent (Courier's is `INBOX.Sent`). A server without
+    MULTIAPPEND (Courier) gets one APPEND per message. `rendered` is the corpus
+    already generated, to store the same mail on several servers.
+    """
     started = perf_counter()
     loaded = LoadedCorpus()
     pending: dict[str, list[CorpusMessage]] = {folder: [] for folder in FOLDERS}
+    names = {"INBOX": "INBOX", "Sent": sent}
     client = user.client()
     try:
-        for message in generate(spec):
+        batch_size = APPEND_BATCH if client.has_capability("MULTIAPPEND") else 1
+        for message in generate(spec) if rendered is None else rendered:
             batch = pending[message.folder]
             batch.append(message)
-            if len(batch) == APPEND_BATCH:
-                _append(client, message.folder, batch, loaded)
-        for folder, batch in pending.items():
-            _append(client, folder, batch, loaded)
+            if len(batch) == batch_size:
+                _append(client, names, batch, loaded)
+        for batch in pending.values():
+            _append(client, names, batch, loaded)
     finally:
         client.logout()
     loaded.seconds = perf_counter() - started
@@ -330,12 +345,16 @@ def load(spec: CorpusSpec, user: MailUser) -> LoadedCorpus:
 
 
 def _append(
-    client: IMAPClient, folder: str, batch: list[CorpusMessage], loaded: LoadedCorpus
+    client: IMAPClient, names: dict[str, str], batch: list[CorpusMessage], loaded: LoadedCorpus
 ) -> None:
-    """Store `batch` with one MULTIAPPEND command and empty it."""
+    """Store `batch` (messages of one folder) with one APPEND or MULTIAPPEND and empty it."""
     if not batch:
         return
-    client.multiappend(folder, [{"msg": m.raw, "date": m.date} for m in batch])
+    folder = batch[0].folder
+    if len(batch) == 1:
+        client.append(names[folder], batch[0].raw, msg_time=batch[0].date)
+    else:
+        client.multiappend(names[folder], [{"msg": m.raw, "date": m.date} for m in batch])
     loaded.counts[folder] += len(batch)
     loaded.sizes[folder] += sum(len(m.raw) for m in batch)
     batch.clear()

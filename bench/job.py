@@ -23,13 +23,17 @@ SESSION_COMMANDS = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class Server:
-    """The Dovecot user every row reads, over implicit TLS."""
+    """The IMAP user a row reads: over implicit TLS, or over plain IMAP without a CA file."""
 
     host: str
     port: int
-    ca_file: str
+    ca_file: str  # empty: plain IMAP (the per-server rows)
     username: str
     password: str
+
+    @property
+    def plain(self) -> bool:
+        return not self.ca_file
 
 
 @dataclass(frozen=True, slots=True)

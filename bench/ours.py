@@ -39,14 +39,15 @@ class _CommandLog(logging.Handler):
 
 
 def bench_settings(job: Job) -> Settings:
-    """The service's settings for this job's database and the bench's Dovecot."""
+    """The service's settings for this job's database and server (TLS or plain IMAP)."""
     assert job.database_url is not None
     assert job.secret_key is not None
     return Settings(
         database_url=job.database_url,
         secret_keys=[SecretStr(job.secret_key)],
         imap_allow_private_hosts=True,
-        imap_ca_file=Path(job.server.ca_file),
+        imap_allow_plaintext=job.server.plain,
+        imap_ca_file=None if job.server.plain else Path(job.server.ca_file),
         sync_time_budget_seconds=SYNC_TIME_BUDGET.total_seconds(),
     )
 

@@ -1,7 +1,8 @@
 """What a user could run instead of us, measured the same way: raw Python IMAP clients.
 
 Bodies are fetched with BODY.PEEK[] (so nothing is marked read) in batches of
-500 UIDs over implicit TLS and dropped on arrival: no parsing, no storage.
+500 UIDs over implicit TLS (plain IMAP in the per-server rows) and dropped on
+arrival: no parsing, no storage.
 That is the practical ceiling for a Python client on this server, and the
 reference the sync engine's throughput is divided by.
 """
@@ -36,7 +37,12 @@ def _uid_batches(uids: Sequence[int]) -> Iterator[Sequence[int]]:
 
 
 def _imapclient(server: Server) -> IMAPClient:
-    client = IMAPClient(server.host, port=server.port, ssl=True, ssl_context=_tls_context(server))
+    if server.plain:
+        client = IMAPClient(server.host, port=server.port, ssl=False)
+    else:
+        client = IMAPClient(
+            server.host, port=server.port, ssl=True, ssl_context=_tls_context(server)
+        )
     client.login(server.username, server.password)
     return client
 
@@ -49,7 +55,11 @@ def fetch_with_imaplib(job: Job) -> Measurement:
 def _fetch_with_imaplib(server: Server, folders: Sequence[str]) -> Measurement:
     messages = size = 0
     started = perf_counter()
-    imap = imaplib.IMAP4_SSL(server.host, server.port, ssl_context=_tls_context(server))
+    imap = (
+        imaplib.IMAP4(server.host, server.port)
+        if server.plain
+        else imaplib.IMAP4_SSL(server.host, server.port, ssl_context=_tls_context(server))
+    )
     imap.login(server.username, server.password)
     for folder in folders:
         imap.select(folder, readonly=True)

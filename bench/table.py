@@ -30,13 +30,18 @@ class Ratio(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One measured line; without a measurement, `outcome` says why ("failed", "skipped")."""
+    """One measured line; without a measurement, `outcome` says why ("failed", "skipped").
+
+    `reference` replaces the section's first row as what the ratio divides by (the
+    per-server rows: each server's own raw client).
+    """
 
     title: str
     folders: int
     measurement: Measurement | None
     note: str = ""
     outcome: str = ""
+    reference: Measurement | None = None
 
 
 @dataclass(slots=True)
@@ -123,8 +128,8 @@ class Printable(Protocol):
     def notes(self) -> list[str]: ...
 
 
-def _ratio(section: Section, measurement: Measurement) -> str:
-    reference = section.rows[0].measurement if section.rows else None
+def _ratio(section: Section, row: Row, measurement: Measurement) -> str:
+    reference = row.reference or (section.rows[0].measurement if section.rows else None)
     if reference is None:
         return _MISSING
     if section.ratio is Ratio.RATE:
@@ -134,6 +139,8 @@ def _ratio(section: Section, measurement: Measurement) -> str:
         return f"{rate / (reference.messages / reference.seconds):.2f}"
     if section.ratio is Ratio.MEMORY:
         return f"{measurement.peak_rss_kb / reference.peak_rss_kb:.2f}"
+    if not reference.seconds:
+        return _MISSING
     return f"{measurement.seconds / reference.seconds:.2f}"
 
 
@@ -161,7 +168,7 @@ def _cells(section: Section, row: Row) -> list[str]:
         f"{megabytes:.1f}" if m.bytes else _MISSING,
         throughput,
         f"{m.peak_rss_kb / 1024:.0f}",
-        _ratio(section, m),
+        _ratio(section, row, m),
         _commands(row, m),
     ]
 
