@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from imapclient.response_parser import parse_fetch_response
 
@@ -26,6 +26,8 @@ from app.imap.message import (
 )
 from app.imap.search import SearchQuery, SearchQueryBuilder
 from app.imap.transfer import TransferDecoder
+
+T = TypeVar("T")
 
 DEFAULT_BATCH_SIZE = 200
 SUMMARY_HEADER_BYTES = 1 << 18
@@ -52,7 +54,7 @@ class SelectedFolder:
     highestmodseq: int | None
 
 
-def chunked(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     """Split `items` into consecutive runs of at most `size`."""
     for start in range(0, len(items), size):
         yield items[start : start + size]

@@ -13,7 +13,8 @@
       |              -- plain IMAP, not allowed -------> the same, before anything is sent
     folders: LIST (+STATUS) and reconcile ------------> folders_only: done
     each enabled folder, inbox and sent first, until the time budget is spent
-    run succeeded: `mailbox.synced` (+ `mailbox.credentials_restored` after a failure)
+    run succeeded: `mailbox.synced` (+ `mailbox.credentials_restored` after a failure;
+      a complete run deletes the emails left in no folder: `email.deleted`)
     the database stops answering (any step) ----------> run failed `database_unavailable`,
                                                          retried with backoff, nobody is
                                                          told; recorded once it answers
@@ -74,6 +75,7 @@ from app.db.repositories.folders import mailbox_folders
 from app.db.repositories.mailboxes import get_mailbox, lease_mailbox, release_lease
 from app.db.repositories.sync_runs import fail_interrupted_sync_runs, open_sync_runs
 from app.imap import EmailManager, FolderManager, ImapConnection
+from app.imap.email_manager import chunked
 from app.imap.errors import AuthenticationFailed, FolderNotFound, ImapError, NetworkError
 from app.imap.folder_manager import FolderListing
 from app.oauth.errors import (
@@ -390,7 +392,9 @@ class _Run:
                 interval = timedelta(minutes=self.settings.sync_interval_minutes)
                 mailbox.next_sync_at = now if not complete else now + interval
             if complete and not self.run.folders_only and self.only_folders is None:
-                delete_orphans(session, _id(mailbox), among=self.orphans_to_delete)
+                deleted = delete_orphans(session, _id(mailbox), among=self.orphans_to_delete)
+                for batch in chunked(deleted, self.settings.sync_batch_size):
+                    record_event(session, "email.deleted", mailbox, {"email_ids": list(batch)})
                 if self.orphans_to_delete is None:
                     mailbox.orphans_possible = False
             run = self._finish(session, SyncRunStatus.SUCCEEDED, now)
