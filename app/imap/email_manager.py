@@ -52,6 +52,8 @@ class SelectedFolder:
     uidnext: int | None
     exists: int
     highestmodseq: int | None
+    # The server gave a SELECT read-only access ([READ-ONLY], RFC 3501 7.1); EXAMINE always is.
+    read_only: bool = False
 
 
 def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -101,6 +103,7 @@ class EmailManager:
             uidnext=_optional_int(raw.get(b"UIDNEXT")),
             exists=int(raw.get(b"EXISTS", 0)),
             highestmodseq=_optional_int(raw.get(b"HIGHESTMODSEQ")),
+            read_only=b"READ-ONLY" in raw,
         )
 
     def unselect_folder(self) -> None:
@@ -311,6 +314,22 @@ class EmailManager:
             _typ, lines = imap._untagged_response(typ, data, "FETCH")
             parsed: dict[int, dict[bytes, Any]] = parse_fetch_response(lines, False, True)
         return parsed
+
+    def store_flags(self, uid: int, *, add: Sequence[str], remove: Sequence[str]) -> bool:
+        """Add and remove flags of `uid` in the folder selected read-write; False when gone.
+
+        UID STORE +FLAGS.SILENT / -FLAGS.SILENT (RFC 3501 6.4.6): the server sends no
+        FETCH back, and the other flags stay as they are. A UID STORE of a UID that is
+        gone succeeds without effect, so the message is looked for first.
+        """
+        if self._fetch_one(uid, [b"FLAGS"]) is None:
+            return False
+        with imap_errors():
+            if add:
+                self._client.add_flags([uid], list(add), silent=True)
+            if remove:
+                self._client.remove_flags([uid], list(remove), silent=True)
+        return True
 
     def source_chunks(self, uid: int, chunk_bytes: int) -> Iterator[bytes] | None:
         """Return the RFC 5322 source of `uid` in chunks of `chunk_bytes`, or None when gone.

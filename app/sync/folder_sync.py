@@ -56,13 +56,12 @@ from app.db import session_scope
 from app.db.engine import is_unavailable
 from app.db.models import Email, EmailFolder, Folder, MailAddress, Mailbox, utcnow
 from app.db.repositories.emails import (
-    email_states,
     insert_attachments,
     insert_emails,
     insert_links,
     relinkable_emails,
 )
-from app.db.repositories.events import record_event
+from app.db.repositories.events import record_email_updates, record_event
 from app.db.repositories.folders import linked_uids, lowest_linked_uid, unlink_folder, unlink_uids
 from app.db.repositories.mailboxes import renew_lease
 from app.imap import EmailManager, FolderStatus, SelectedFolder
@@ -254,21 +253,8 @@ class FolderSyncer:
                 flag_changes = _apply_flags(session, links, flags)
                 self.counts.flags_changed += flag_changes.changed
                 changed.update(flag_changes.visible)
-                self._announce_updates(session, changed)
+                record_email_updates(session, self.mailbox, changed, self.batch_size)
             return _update_folder(session, folder, highestmodseq=selected.highestmodseq)
-
-    def _announce_updates(self, session: Session, email_ids: set[int]) -> None:
-        """Record `email.updated` (batches of `batch_size`) for the emails still in a folder.
-
-        An email left in no folder is not announced here: it may be relinked later in
-        the run (a move), else `email.deleted` announces it when it is deleted.
-        """
-        if not email_ids:
-            return
-        session.flush()
-        states = [state for state in email_states(session, email_ids) if state["folders"]]
-        for batch in chunked(states, self.batch_size):
-            record_event(session, "email.updated", self.mailbox, {"emails": list(batch)})
 
     def _changed_flags(
         self, folder: Folder, selected: SelectedFolder, low: int
@@ -408,7 +394,7 @@ class FolderSyncer:
             # Arrivals (oldest first, above the high mark) relinked to a stored email are
             # a move or a copy; a backfill's relinks are a first sync's or a reset's rescan.
             if announce and not newest_first:
-                self._announce_updates(session, relinked)
+                record_email_updates(session, self.mailbox, relinked, self.batch_size)
             if announce and new_ids:
                 record_event(
                     session,

@@ -87,13 +87,10 @@ def _table(model: type[Email | EmailFolder | Attachment]) -> sa.Table:
     return table
 
 
-def set_flags(session: Session, email_id: int, flags: frozenset[str]) -> bool:
-    """Store the system flags the API exposes; return whether anything changed."""
+def set_flags(session: Session, email_id: int, *, seen: bool | None, flagged: bool | None) -> bool:
+    """Store the flags given (None: leave as it is); return whether anything changed."""
     values = {
-        "seen": "\\Seen" in flags,
-        "flagged": "\\Flagged" in flags,
-        "answered": "\\Answered" in flags,
-        "draft": "\\Draft" in flags,
+        name: value for name, value in (("seen", seen), ("flagged", flagged)) if value is not None
     }
     differs = sa.or_(*(getattr(Email, name) != value for name, value in values.items()))
     result = session.execute(
