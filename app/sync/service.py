@@ -25,7 +25,9 @@
       the run itself) on the way out, waiting DATABASE_WAIT_SECONDS for the database
 
 A run given `folders` (the watcher's: those that changed) syncs only those of
-the enabled folders and leaves the schedule and the orphans to the full runs.
+the enabled folders and leaves the schedule to the full runs; it deletes the
+emails left in no folder only when no enabled folder grew (they cannot have
+moved), else leaves them to the next full run.
 
 A run cut short by its time budget still succeeds: every folder ends at a
 consistent checkpoint, `complete` is False and the mailbox is due again at
@@ -344,7 +346,8 @@ class _Run:
             counts=self.counts,
             progress=self.progress,
         )
-        for folder in _folders_to_sync(folders, listing):
+        enabled = _folders_to_sync(folders, listing)
+        for folder in enabled:
             if self.only_folders is not None and folder.full_name not in self.only_folders:
                 continue
             try:
@@ -354,9 +357,29 @@ class _Run:
                 continue
             if not done:
                 return False
-        if self.only_folders is None:  # orphans are a complete run's business
+        if self.only_folders is None:
             self.orphans_to_delete = self._orphans_to_delete(syncer, connection)
+        else:
+            self.orphans_to_delete = self._orphans_left_everywhere(syncer, connection, enabled)
         return True
+
+    def _orphans_left_everywhere(
+        self, syncer: FolderSyncer, connection: ImapConnection, enabled: list[Folder]
+    ) -> set[int] | None:
+        """Choose the orphans a run of some folders deletes: all, or none (the watcher's runs).
+
+        Mail it saw leave a folder is gone from the server when no enabled folder got a
+        new UID since it was synced (this run's SELECT, else the folder's checkpoint):
+        it cannot have moved. Then `email.deleted` goes out in seconds rather than at the
+        next complete run; otherwise that run decides.
+        """
+        if not syncer.unlinked:
+            return set()
+        expected = {
+            folder.full_name: syncer.seen_uidnext.get(folder.full_name, folder.uidnext)
+            for folder in enabled
+        }
+        return set() if _any_folder_grew(connection, syncer.mail, expected) else None
 
     def _orphans_to_delete(
         self, syncer: FolderSyncer, connection: ImapConnection
@@ -391,7 +414,7 @@ class _Run:
                 mailbox.last_synced_at = now
                 interval = timedelta(minutes=self.settings.sync_interval_minutes)
                 mailbox.next_sync_at = now if not complete else now + interval
-            if complete and not self.run.folders_only and self.only_folders is None:
+            if complete and not self.run.folders_only:
                 deleted = delete_orphans(session, _id(mailbox), among=self.orphans_to_delete)
                 for batch in chunked(deleted, self.settings.sync_batch_size):
                     record_event(session, "email.deleted", mailbox, {"email_ids": list(batch)})

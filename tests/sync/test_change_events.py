@@ -204,3 +204,53 @@ def test_a_uidvalidity_reset_announces_only_the_reset(
     assert [event_type for event_type, _ in events_after(engine, mailbox_id, before)] == [
         "folder.reset"
     ]
+
+
+def sync_folders(engine: Engine, mailbox_id: int, settings: Settings, *names: str) -> None:
+    """Sync only `names`, as a run the watcher queues for the folders that changed."""
+    result = sync_mailbox(engine, mailbox_id, settings, folders=frozenset(names))
+    assert result is not None, "the lease was free"
+    assert result.complete, "the run finished"
+
+
+def test_a_run_of_the_changed_folder_announces_an_expunge_at_once(
+    engine: Engine, settings: Settings, mail_user: MailUser, add_mailbox: MailboxFactory
+) -> None:
+    uid = mail_user.append("INBOX", make_message(subject="delete me"), date=RECENT)
+    mail_user.append("Sent", make_message(subject="elsewhere"), date=RECENT)
+    mailbox_id = add_mailbox(mail_user)
+    sync(engine, mailbox_id, settings)
+    deleted = email_id(engine, mailbox_id, "delete me")
+    before = len(change_events(engine, mailbox_id))
+
+    mail_user.expunge("INBOX", [uid])
+    sync_folders(engine, mailbox_id, settings, "INBOX")
+    announced = events_after(engine, mailbox_id, before)
+    sync(engine, mailbox_id, settings)
+
+    assert announced == [("email.deleted", {"email_ids": [deleted]})], "the watcher's run"
+    assert events_after(engine, mailbox_id, before) == announced, "nothing more at the full run"
+
+
+def test_a_run_of_the_source_folder_of_a_move_does_not_delete_the_mail(
+    engine: Engine, settings: Settings, mail_user: MailUser, add_mailbox: MailboxFactory
+) -> None:
+    uid = mail_user.append("INBOX", make_message(subject="move me"), date=RECENT)
+    mail_user.append("Sent", make_message(subject="stay"), date=RECENT)
+    mailbox_id = add_mailbox(mail_user)
+    sync(engine, mailbox_id, settings)
+    moved = email_id(engine, mailbox_id, "move me")
+    before = len(change_events(engine, mailbox_id))
+
+    [new_uid] = mail_user.move("INBOX", [uid], "Sent")
+    sync_folders(engine, mailbox_id, settings, "INBOX")
+    assert events_after(engine, mailbox_id, before) == [], "Sent grew: the mail may be there"
+    sync_folders(engine, mailbox_id, settings, "Sent")
+
+    expected = {
+        "id": moved,
+        "seen": False,
+        "flagged": False,
+        "folders": [{"folder_id": folder_id(engine, mailbox_id, "Sent"), "uid": new_uid}],
+    }
+    assert events_after(engine, mailbox_id, before) == [("email.updated", {"emails": [expected]})]
