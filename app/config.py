@@ -249,9 +249,9 @@ class Settings(BaseSettings):
         description=(
             "Calls per minute one API key may make to each route that costs a remote round"
             " trip (connection checks, mailbox create and patch, folder settings, remote"
-            " search, sync triggers, /raw, attachments, OAuth token exchange, completion,"
-            " check-connection and provider setup, webhook create, patch and test), per API"
-            " process (429 with Retry-After above)."
+            " search, sync triggers, /raw, attachments, email flags, OAuth token exchange,"
+            " completion, check-connection and provider setup, webhook create, patch and"
+            " test), per API process (429 with Retry-After above)."
         ),
     )
     api_imap_concurrency: int = Field(

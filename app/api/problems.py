@@ -88,6 +88,7 @@ STATUS_OF: dict[type[Exception], tuple[int, str]] = {
     imap.BlockedHost: (422, "The IMAP host is not allowed"),
     imap.TlsFailed: (502, "TLS with the IMAP server failed"),
     imap.FolderNotFound: (404, "The folder does not exist on the server"),
+    imap.FolderReadOnly: (409, "The server lets the mailbox only read the folder"),
     imap.ProtocolError: (502, "The IMAP server answered with an error"),
     imap.Unreachable: (502, "The IMAP server cannot be reached"),
     imap.TimedOut: (504, "The IMAP server did not answer in time"),

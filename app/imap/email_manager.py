@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from imapclient.response_parser import parse_fetch_response
 
@@ -26,6 +26,8 @@ from app.imap.message import (
 )
 from app.imap.search import SearchQuery, SearchQueryBuilder
 from app.imap.transfer import TransferDecoder
+
+T = TypeVar("T")
 
 DEFAULT_BATCH_SIZE = 200
 SUMMARY_HEADER_BYTES = 1 << 18
@@ -50,9 +52,11 @@ class SelectedFolder:
     uidnext: int | None
     exists: int
     highestmodseq: int | None
+    # The server gave a SELECT read-only access ([READ-ONLY], RFC 3501 7.1); EXAMINE always is.
+    read_only: bool = False
 
 
-def chunked(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     """Split `items` into consecutive runs of at most `size`."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -103,6 +107,7 @@ class EmailManager:
             uidnext=uidnext,
             exists=exists,
             highestmodseq=_optional_int(raw.get(b"HIGHESTMODSEQ")),
+            read_only=b"READ-ONLY" in raw,
         )
 
     def _uid_after_last(self) -> int | None:
@@ -346,6 +351,22 @@ class EmailManager:
             _typ, lines = imap._untagged_response(typ, data, "FETCH")
             parsed: dict[int, dict[bytes, Any]] = parse_fetch_response(lines, False, True)
         return parsed
+
+    def store_flags(self, uid: int, *, add: Sequence[str], remove: Sequence[str]) -> bool:
+        """Add and remove flags of `uid` in the folder selected read-write; False when gone.
+
+        UID STORE +FLAGS.SILENT / -FLAGS.SILENT (RFC 3501 6.4.6): the server sends no
+        FETCH back, and the other flags stay as they are. A UID STORE of a UID that is
+        gone succeeds without effect, so the message is looked for first.
+        """
+        if self._fetch_one(uid, [b"FLAGS"]) is None:
+            return False
+        with imap_errors():
+            if add:
+                self._client.add_flags([uid], list(add), silent=True)
+            if remove:
+                self._client.remove_flags([uid], list(remove), silent=True)
+        return True
 
     def source_chunks(self, uid: int, chunk_bytes: int) -> Iterator[bytes] | None:
         """Return the RFC 5322 source of `uid` in chunks of `chunk_bytes`, or None when gone.

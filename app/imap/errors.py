@@ -46,6 +46,12 @@ class FolderNotFound(ProtocolError):
     code = "folder_not_found"
 
 
+class FolderReadOnly(ProtocolError):
+    """The server lets this session only read the folder: it keeps its flags as they are."""
+
+    code = "folder_read_only"
+
+
 class ResponseTooLarge(ProtocolError):
     code = "response_too_large"
 

@@ -17,6 +17,8 @@ CREDENTIALS_RESTORED = "mailbox.credentials_restored"
 # Every type the outbox holds (DESIGN "Events"); webhook filters and SSE `types` name these.
 EventType = Literal[
     "email.received",
+    "email.updated",
+    "email.deleted",
     "mailbox.synced",
     "mailbox.sync_failed",
     "mailbox.credentials_invalid",

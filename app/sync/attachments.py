@@ -66,7 +66,7 @@ def fetch_message_source(
 ) -> Generator[bytes]:
     """Start streaming the RFC 5322 source of the email from the server."""
     with session_scope(engine) as session:
-        mailbox, copies = _locate(session, email_id)
+        mailbox, copies = locate_copies(session, email_id)
     chunk_bytes = settings.imap_download_chunk_bytes
     return _started(
         _download(
@@ -85,7 +85,7 @@ def fetch_attachment(
 ) -> AttachmentContent:
     """Start streaming attachment `n` of the email from the server, decoded."""
     with session_scope(engine) as session:
-        mailbox, copies = _locate(session, email_id)
+        mailbox, copies = locate_copies(session, email_id)
         attachment = get_attachment(session, email_id, n)
     if attachment is None:
         raise AttachmentNotFoundError(f"email {email_id} has no attachment {n}")
@@ -101,7 +101,7 @@ def fetch_attachment(
     return AttachmentContent(attachment.filename, attachment.content_type, _started(content))
 
 
-def _locate(session: Session, email_id: int) -> tuple[Mailbox, list[MessageCopy]]:
+def locate_copies(session: Session, email_id: int) -> tuple[Mailbox, list[MessageCopy]]:
     """Return the email's mailbox and where on the server the message was last seen."""
     mailbox_id = email_mailbox_id(session, email_id)
     mailbox = get_mailbox(session, mailbox_id) if mailbox_id is not None else None

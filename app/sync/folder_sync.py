@@ -11,10 +11,14 @@
                                                            backfill newest-first since `sync_since`
     later syncs:
       flags   CHANGEDSINCE highestmodseq (RFC 7162), else a full flag scan
+                (`email.updated` for emails whose seen/flagged changed)
       expunges  only when EXISTS disagrees with the checkpoint: the UIDs listed by
                 UID FETCH 1:* (UID), whose count must match EXISTS (else
-                `folder_diverged`), against the stored links
-      new mail  UIDs above the high mark, oldest first (`email.received` per batch)
+                `folder_diverged`), against the stored links (`email.updated` for
+                emails still in another folder; one left in none waits for the
+                run's end, `email.deleted` when it is deleted)
+      new mail  UIDs above the high mark, oldest first (`email.received` per batch,
+                `email.updated` for mail relinked from another folder: a move or copy)
     checkpoint uidnext/EXISTS ............................ the next run can skip the folder
 
 Every batch is written in one transaction together with the folder marks it
@@ -25,6 +29,14 @@ that message stored without its content (a defect says why), so no message can
 hold a folder's checkpoint back and fail every later run.
 Mail already stored in another folder of the mailbox is recognised by its
 identity and linked, without downloading its body again.
+
+Change events go out in the transaction that makes the change, and only for a
+change of the stored state: a flag change the database already holds (our own
+write-back, the same message seen in a second folder) announces nothing. A move
+is one `email.updated` when its source folder is synced first (the email waits
+in no folder and is relinked), or two when its target is (a link added, then
+one dropped); never `email.deleted` + `email.received`. A first sync and the
+rescan after a UIDVALIDITY reset relink silently: `folder.reset` said it all.
 """
 
 from __future__ import annotations
@@ -52,7 +64,7 @@ from app.db.repositories.emails import (
     insert_links,
     relinkable_emails,
 )
-from app.db.repositories.events import record_event
+from app.db.repositories.events import record_email_updates, record_event
 from app.db.repositories.folders import linked_uids, lowest_linked_uid, unlink_folder, unlink_uids
 from app.db.repositories.mailboxes import renew_lease
 from app.imap import EmailManager, FolderStatus, SelectedFolder
@@ -231,11 +243,16 @@ class FolderSyncer:
         with self._writing() as session:
             if low is not None:
                 links = linked_uids(session, _id(folder))
+                changed: set[int] = set()
                 if on_server is not None:
                     gone = [uid for uid in links if uid not in on_server]
                     self.counts.expunged += unlink_uids(session, _id(folder), gone)
                     self.unlinked = self.unlinked or bool(gone)
-                self.counts.flags_changed += _apply_flags(session, links, flags)
+                    changed.update(links[uid] for uid in gone)
+                flag_changes = _apply_flags(session, links, flags)
+                self.counts.flags_changed += flag_changes.changed
+                changed.update(flag_changes.visible)
+                record_email_updates(session, self.mailbox, changed, self.batch_size)
             return _update_folder(session, folder, highestmodseq=selected.highestmodseq)
 
     def _listed_uids(self, folder: Folder, selected: SelectedFolder) -> set[int]:
@@ -392,6 +409,10 @@ class FolderSyncer:
         with self._writing() as session:
             relinked = _link_known(session, folder, known)
             new_ids = self._insert(session, folder, bodies, relinked)
+            # Arrivals (oldest first, above the high mark) relinked to a stored email are
+            # a move or a copy; a backfill's relinks are a first sync's or a reset's rescan.
+            if announce and not newest_first:
+                record_email_updates(session, self.mailbox, relinked, self.batch_size)
             if announce and new_ids:
                 record_event(
                     session,
@@ -452,7 +473,10 @@ class FolderSyncer:
         messages: list[ParsedMessage],
         taken: set[int],
     ) -> list[int]:
-        """Store fetched messages; link those whose identity matches an email stored elsewhere."""
+        """Store fetched messages; link those whose identity matches an email stored elsewhere.
+
+        The emails linked join `taken` (each takes one UID of the folder).
+        """
         folder_id = _id(folder)
         identities = [message_identity(message) for message in messages]
         existing = relinkable_emails(session, _id(self.mailbox), folder_id, identities)
@@ -532,10 +556,21 @@ _FLAG_COLUMNS = {
     "answered": "\\Answered",
     "draft": "\\Draft",
 }
+_VISIBLE_FLAGS = 2  # seen and flagged, the first columns: what `email.updated` carries
 
 
-def _apply_flags(session: Session, links: dict[int, int], flags: dict[int, frozenset[str]]) -> int:
-    """Write changed system flags of linked UIDs; return how many emails changed.
+@dataclass(frozen=True, slots=True)
+class FlagChanges:
+    """What `_apply_flags` wrote: how many emails changed, and which of them in seen/flagged."""
+
+    changed: int
+    visible: list[int]
+
+
+def _apply_flags(
+    session: Session, links: dict[int, int], flags: dict[int, frozenset[str]]
+) -> FlagChanges:
+    """Write changed system flags of linked UIDs; say which emails changed.
 
     Current flags are read in chunks (a folder without CONDSTORE reports every
     UID's flags, more than a statement may bind) and the changes go out in one
@@ -548,13 +583,16 @@ def _apply_flags(session: Session, links: dict[int, int], flags: dict[int, froze
         rows = session.execute(sa.select(col(Email.id), *columns).where(col(Email.id).in_(chunk)))
         current.update((email_id, tuple(values)) for email_id, *values in rows)
     changes: list[dict[str, Any]] = []
+    visible: list[int] = []
     for email_id, state in targets.items():
         wanted = tuple(flag in state for flag in _FLAG_COLUMNS.values())
         if email_id in current and current[email_id] != wanted:
             changes.append({"id": email_id, **dict(zip(_FLAG_COLUMNS, wanted, strict=True))})
+            if current[email_id][:_VISIBLE_FLAGS] != wanted[:_VISIBLE_FLAGS]:
+                visible.append(email_id)
     if changes:
         session.execute(sa.update(Email), changes)  # an UPDATE by primary key per row
-    return len(changes)
+    return FlagChanges(len(changes), visible)
 
 
 def _update_folder(session: Session, folder: Folder, **values: Any) -> Folder:

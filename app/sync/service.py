@@ -16,7 +16,8 @@
       a folder whose EXISTS disagrees with its UIDs --> the other folders go on; the run
                                                       fails `folder_diverged` naming it,
                                                       retried with backoff
-    run succeeded: `mailbox.synced` (+ `mailbox.credentials_restored` after a failure)
+    run succeeded: `mailbox.synced` (+ `mailbox.credentials_restored` after a failure;
+      a complete run deletes the emails left in no folder: `email.deleted`)
     the database stops answering (any step) ----------> run failed `database_unavailable`,
                                                          retried with backoff, nobody is
                                                          told; recorded once it answers
@@ -27,7 +28,9 @@
       the run itself) on the way out, waiting DATABASE_WAIT_SECONDS for the database
 
 A run given `folders` (the watcher's: those that changed) syncs only those of
-the enabled folders and leaves the schedule and the orphans to the full runs.
+the enabled folders and leaves the schedule to the full runs; it deletes the
+emails left in no folder only when no enabled folder grew (they cannot have
+moved), else leaves them to the next full run.
 
 A run cut short by its time budget still succeeds: every folder ends at a
 consistent checkpoint, `complete` is False and the mailbox is due again at
@@ -78,6 +81,7 @@ from app.db.repositories.folders import mailbox_folders
 from app.db.repositories.mailboxes import get_mailbox, lease_mailbox, release_lease
 from app.db.repositories.sync_runs import fail_interrupted_sync_runs, open_sync_runs
 from app.imap import EmailManager, FolderManager, ImapConnection
+from app.imap.email_manager import chunked
 from app.imap.errors import AuthenticationFailed, FolderNotFound, ImapError, NetworkError
 from app.imap.folder_manager import FolderListing
 from app.oauth.errors import (
@@ -352,7 +356,8 @@ class _Run:
             progress=self.progress,
         )
         diverged: list[str] = []
-        for folder in _folders_to_sync(folders, listing):
+        enabled = _folders_to_sync(folders, listing)
+        for folder in enabled:
             if self.only_folders is not None and folder.full_name not in self.only_folders:
                 continue
             try:
@@ -368,9 +373,29 @@ class _Run:
                 return False
         if diverged:
             raise FolderDivergedError("; ".join(diverged))
-        if self.only_folders is None:  # orphans are a complete run's business
+        if self.only_folders is None:
             self.orphans_to_delete = self._orphans_to_delete(syncer, connection)
+        else:
+            self.orphans_to_delete = self._orphans_left_everywhere(syncer, connection, enabled)
         return True
+
+    def _orphans_left_everywhere(
+        self, syncer: FolderSyncer, connection: ImapConnection, enabled: list[Folder]
+    ) -> set[int] | None:
+        """Choose the orphans a run of some folders deletes: all, or none (the watcher's runs).
+
+        Mail it saw leave a folder is gone from the server when no enabled folder got a
+        new UID since it was synced (this run's SELECT, else the folder's checkpoint):
+        it cannot have moved. Then `email.deleted` goes out in seconds rather than at the
+        next complete run; otherwise that run decides.
+        """
+        if not syncer.unlinked:
+            return set()
+        expected = {
+            folder.full_name: syncer.seen_uidnext.get(folder.full_name, folder.uidnext)
+            for folder in enabled
+        }
+        return set() if _any_folder_grew(connection, syncer.mail, expected) else None
 
     def _orphans_to_delete(
         self, syncer: FolderSyncer, connection: ImapConnection
@@ -405,8 +430,10 @@ class _Run:
                 mailbox.last_synced_at = now
                 interval = timedelta(minutes=self.settings.sync_interval_minutes)
                 mailbox.next_sync_at = now if not complete else now + interval
-            if complete and not self.run.folders_only and self.only_folders is None:
-                delete_orphans(session, _id(mailbox), among=self.orphans_to_delete)
+            if complete and not self.run.folders_only:
+                deleted = delete_orphans(session, _id(mailbox), among=self.orphans_to_delete)
+                for batch in chunked(deleted, self.settings.sync_batch_size):
+                    record_event(session, "email.deleted", mailbox, {"email_ids": list(batch)})
                 if self.orphans_to_delete is None:
                     mailbox.orphans_possible = False
             run = self._finish(session, SyncRunStatus.SUCCEEDED, now)

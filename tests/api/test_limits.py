@@ -118,6 +118,7 @@ RATE_LIMITED_CALLS = [
     ("PATCH", "/v1/mailboxes/{mailbox_id}/folders", []),
     ("POST", "/v1/mailboxes/{mailbox_id}/search", SEARCH),
     ("POST", "/v1/mailboxes/{mailbox_id}/sync", None),
+    ("PATCH", "/v1/emails/{email_id}", {"seen": True}),
     ("GET", "/v1/emails/{email_id}/raw", None),
     ("GET", "/v1/emails/{email_id}/attachments/{n}", None),
     ("POST", "/v1/webhooks", {}),

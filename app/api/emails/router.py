@@ -30,6 +30,7 @@ from app.api.deps import (
     SettingsDep,
 )
 from app.api.emails.schemas import (
+    EmailFlagsUpdate,
     EmailRead,
     EmailSummary,
     summary_page_json,
@@ -66,6 +67,7 @@ from app.db.repositories.email_queries import (
     mailbox_exists,
 )
 from app.sync.attachments import fetch_attachment, fetch_message_source
+from app.sync.flag_writeback import write_flags
 
 router = APIRouter(
     prefix="/v1",
@@ -92,6 +94,16 @@ _FETCH_PROBLEMS = problem_responses(
     DATABASE_UNAVAILABLE,
 )
 _BINARY = {"type": "string", "format": "binary"}
+_WRITE_PROBLEMS = problem_responses(
+    _NO_SUCH_EMAIL,
+    ProblemDoc(404, "`gone_from_server`: no folder on the server holds the message any more"),
+    ProblemDoc(409, "`folder_read_only`: the server lets the mailbox only read a folder"),
+    INVALID_INPUT,
+    ProblemDoc(422, "`auth_failed`: the server refused the mailbox's credentials"),
+    *IMAP_PROBLEMS,
+    RATE_LIMITED,
+    DATABASE_UNAVAILABLE,
+)
 
 
 @router.get(
@@ -170,6 +182,31 @@ def read_email(session: SessionDep, email_id: EmailIdPath) -> EmailRead:
     detail = email_detail(session, email_id)
     if detail is None:
         raise not_found("email", email_id)
+    return EmailRead.of_detail(detail.email, detail.links, detail.attachments)
+
+
+@router.patch(
+    "/emails/{email_id}",
+    operation_id="update_email_flags",
+    dependencies=[RATE_LIMIT, IMAP_SESSION],
+    summary="Store seen/flagged on the server, in every folder holding it, then locally",
+    description=(
+        "The server first (UID STORE in each folder); a refusal leaves the local copy as it"
+        " was. A change of the local flags is announced as `email.updated`."
+    ),
+    response_model=EmailRead,
+    responses=_WRITE_PROBLEMS,
+)
+def update_email_flags(
+    engine: EngineDep,
+    settings: SettingsDep,
+    secrets: SecretsDep,
+    email_id: EmailIdPath,
+    update: EmailFlagsUpdate,
+) -> EmailRead:
+    detail = write_flags(
+        engine, settings, secrets, email_id, seen=update.seen, flagged=update.flagged
+    )
     return EmailRead.of_detail(detail.email, detail.links, detail.attachments)
 
 

@@ -18,9 +18,10 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import to_json
 
+from app.api.request_models import RequestModel
 from app.db.models import Attachment, Email, MailAddress
 from app.db.repositories.email_queries import EmailPage, FolderUid
 
@@ -81,6 +82,21 @@ class AttachmentRead(BaseModel):
     size: int = Field(description="Decoded size in bytes.")
     content_id: str | None = Field(description="Content-ID without angle brackets.")
     inline: bool = Field(description="Shown inside the HTML body (a `cid:` image) or inline.")
+
+
+class EmailFlagsUpdate(RequestModel):
+    """Flags to store on the server and locally; an omitted one stays as it is."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    seen: bool | None = Field(default=None, description="\\Seen: the message was read.")
+    flagged: bool | None = Field(default=None, description="\\Flagged: marked for attention.")
+
+    @model_validator(mode="after")
+    def _something_to_store(self) -> EmailFlagsUpdate:
+        if self.seen is None and self.flagged is None:
+            raise ValueError("give seen, flagged or both")
+        return self
 
 
 class EmailRead(EmailSummary):

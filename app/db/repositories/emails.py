@@ -87,19 +87,42 @@ def _table(model: type[Email | EmailFolder | Attachment]) -> sa.Table:
     return table
 
 
-def set_flags(session: Session, email_id: int, flags: frozenset[str]) -> bool:
-    """Store the system flags the API exposes; return whether anything changed."""
+def set_flags(session: Session, email_id: int, *, seen: bool | None, flagged: bool | None) -> bool:
+    """Store the flags given (None: leave as it is); return whether anything changed."""
     values = {
-        "seen": "\\Seen" in flags,
-        "flagged": "\\Flagged" in flags,
-        "answered": "\\Answered" in flags,
-        "draft": "\\Draft" in flags,
+        name: value for name, value in (("seen", seen), ("flagged", flagged)) if value is not None
     }
     differs = sa.or_(*(getattr(Email, name) != value for name, value in values.items()))
     result = session.execute(
         sa.update(Email).where(col(Email.id) == email_id, differs).values(**values)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def email_states(session: Session, email_ids: Collection[int]) -> list[dict[str, Any]]:
+    """Return what `email.updated` says of each email: its flags and the folders holding it.
+
+    Ordered by id; an email that no longer exists is left out, one in no folder has none.
+    """
+    wanted = sorted(set(email_ids))
+    states: dict[int, dict[str, Any]] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        rows = session.execute(
+            sa.select(col(Email.id), col(Email.seen), col(Email.flagged)).where(
+                col(Email.id).in_(chunk)
+            )
+        )
+        for email_id, seen, flagged in rows:
+            states[email_id] = {"id": email_id, "seen": seen, "flagged": flagged, "folders": []}
+        links = session.execute(
+            sa.select(col(EmailFolder.email_id), col(EmailFolder.folder_id), col(EmailFolder.uid))
+            .where(col(EmailFolder.email_id).in_(chunk))
+            .order_by(col(EmailFolder.folder_id), col(EmailFolder.uid))
+        )
+        for email_id, folder_id, uid in links:
+            states[email_id]["folders"].append({"folder_id": folder_id, "uid": uid})
+    return [states[email_id] for email_id in wanted if email_id in states]
 
 
 def _orphaned(mailbox_id: int) -> sa.ColumnElement[bool]:
@@ -112,12 +135,17 @@ def orphan_email_ids(session: Session, mailbox_id: int) -> set[int]:
     return set(session.scalars(select(Email.id).where(_orphaned(mailbox_id))))
 
 
-def delete_orphans(session: Session, mailbox_id: int, among: Collection[int] | None = None) -> int:
-    """Delete the mailbox's emails that no folder holds any more (only `among`, if given)."""
+def delete_orphans(
+    session: Session, mailbox_id: int, among: Collection[int] | None = None
+) -> list[int]:
+    """Delete the mailbox's emails that no folder holds any more (only `among`, if given).
+
+    Return the ids deleted, in order.
+    """
     if among is not None and not among:
-        return 0
+        return []
     condition = _orphaned(mailbox_id)
     if among is not None:
         condition = sa.and_(condition, col(Email.id).in_(among))
-    result = session.execute(sa.delete(Email).where(condition))
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    result = session.execute(sa.delete(Email).where(condition).returning(col(Email.id)))
+    return sorted(result.scalars())
