@@ -98,7 +98,8 @@ JobContext = dict[Any, Any]
 BUSY_ERROR_CODE = "busy"
 _STATE = "imap_bridge.state"
 _FOLLOW_UP = "imap_bridge.follow_up"
-_JOB_TIMEOUT_MARGIN_SECONDS = 60
+# A run checkpoints once its time budget is spent; this leaves its last batch ample time.
+_JOB_TIMEOUT_MARGIN_SECONDS = 600
 _CRON_TIMEOUT_SECONDS = 60
 _SPARE_THREADS = 4  # database look-ups of waiting jobs and the cron's query
 _DISPATCH_BUDGET_SECONDS = 50  # a pass over the outbox, then the next cron tick continues
@@ -174,7 +175,7 @@ def worker_settings(
 
     Results are not kept (`keep_result=0`): a run's outcome is its `sync_run`
     row, and a kept result would block the mailbox's job id from being queued
-    again for as long as it is kept. A job may run longer than the lease
+    again for as long as it is kept. A job may run well past its time budget
     (`job_timeout`), so arq never gives up on a job whose thread still syncs.
     """
     retry = busy_retry or BusyRetry.covering(settings.sync_lease_seconds)
@@ -217,7 +218,7 @@ def worker_settings(
         redis_settings=redis_settings(settings),
         queue_name=queue_name,
         max_jobs=settings.sync_max_jobs,
-        job_timeout=settings.sync_lease_seconds + _JOB_TIMEOUT_MARGIN_SECONDS,
+        job_timeout=math.ceil(settings.sync_time_budget_seconds) + _JOB_TIMEOUT_MARGIN_SECONDS,
         keep_result=0,
         on_startup=start,
         on_shutdown=stop,
