@@ -7,6 +7,8 @@
     sync job
       its run already finished (redelivery) .... done: arq delivers at least once
       queued by the cron, no longer due ........ done: synced since the cron read the list
+      marked in progress for 2/3 of SYNC_LEASE_SECONDS, renewed while it runs: a
+        killed worker's job goes to another worker that soon, not after arq's timeout
       wait for a slot on the mailbox's host .... SYNC_MAX_CONNECTIONS_PER_HOST
       sync_mailbox in a thread
         lease held elsewhere, no run id ........ done: the holder is syncing it
@@ -61,10 +63,12 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, TypedDict
 
 from arq import ArqRedis, Retry, cron, func
 from arq.connections import RedisSettings
+from arq.constants import in_progress_key_prefix
 from arq.cron import CronJob
 from arq.typing import StartupShutdown
 from arq.worker import Function
@@ -78,6 +82,7 @@ from app.db.repositories.mailboxes import due_mailbox_ids, get_mailbox
 from app.notify.dispatcher import dispatch_due
 from app.queue import (
     DISPATCH_JOB,
+    REDIS_ERRORS,
     SYNC_JOB,
     enqueue_dispatch,
     enqueue_sync,
@@ -264,7 +269,10 @@ async def sync_job(
         if not folders:
             return "no changed folders"
     try:
-        async with _folders_back_on_failure(ctx["redis"], mailbox_id, folders):
+        async with (
+            _job_claim_kept_short(ctx, _state(ctx).settings.sync_lease_seconds),
+            _folders_back_on_failure(ctx["redis"], mailbox_id, folders),
+        ):
             with database_outages():
                 return await _sync(
                     ctx,
@@ -282,6 +290,33 @@ async def sync_job(
             "worker.database_unavailable", extra={**facts, "try": ctx["job_try"], "retry_in": delay}
         )
         raise Retry(defer=delay) from exc
+
+
+@contextlib.asynccontextmanager
+async def _job_claim_kept_short(ctx: JobContext, lease_seconds: float) -> AsyncIterator[None]:
+    """Let arq hand this job to another worker soon after this process dies.
+
+    arq marks a started job in progress for the longest job timeout (over ten
+    minutes), and a killed worker's job, whose id also keeps the cron from queueing
+    the mailbox again, would wait that long. While the job runs, its mark is renewed
+    every third of SYNC_LEASE_SECONDS to last two thirds of it.
+    """
+    key = in_progress_key_prefix + ctx["job_id"]
+    lasts = timedelta(seconds=lease_seconds * 2 / 3)
+
+    async def renew() -> None:
+        while True:
+            with contextlib.suppress(*REDIS_ERRORS):  # arq's own mark then simply lasts
+                await ctx["redis"].pexpire(key, lasts)
+            await asyncio.sleep(lease_seconds / 3)
+
+    renewing = asyncio.create_task(renew())
+    try:
+        yield
+    finally:
+        renewing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewing
 
 
 @contextlib.asynccontextmanager

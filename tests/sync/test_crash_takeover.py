@@ -5,6 +5,7 @@ machine is waited for only until its lease expires."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -32,8 +33,10 @@ from tests.sync.test_crash_safety import (
     kill_when,
     stored_count,
 )
+from tests.worker_process import enqueue, wait_until, worker_process
 
 SHORT_LEASE = 3  # seconds; the heartbeat renews it every second
+SECONDS = 30  # what "within seconds" may take on a loaded 2-core machine
 # An identity in this module's format, of a process on another machine (another boot).
 ELSEWHERE = "other-host:4242:0badb007.4026531836:123456:abcdef01"
 
@@ -132,6 +135,38 @@ def test_a_sync_killed_mid_run_is_finished_by_the_next_at_once(
     assert len(announced_ids(engine, mailbox_id)) == 1, "the new mail was not announced"
     assert took < 60, f"the mailbox was back after {took:.0f} s"
     assert lease_owner(engine, mailbox_id) is None
+
+
+def test_a_worker_killed_mid_sync_is_replaced_within_its_lease(
+    engine: Engine,
+    settings: Settings,
+    mail_user: MailUser,
+    add_mailbox: MailboxFactory,
+    tmp_path: Path,
+) -> None:
+    """SIGKILL `imap-bridge worker` in the middle of a first sync: the job it was running
+    goes to the next worker once its short in-progress mark lapses (not after arq's ten
+    minutes), which takes the dead run's lease over and announces the new mail."""
+    append_many(mail_user, "INBOX", "in", 300, heavy=range(0, 300, 3))
+    mailbox_id = add_mailbox(mail_user)
+    environment = {"SYNC_LEASE_SECONDS": str(SHORT_LEASE), "SYNC_BATCH_SIZE": "10"}
+    with worker_process(settings, tmp_path, environment=environment) as first:
+        enqueue(settings, mailbox_id)
+        wait_until(lambda: stored_count(engine, mailbox_id) >= 20, 60, "the first sync stores")
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait()
+    mail_user.append("INBOX", make_message(subject="after the crash"), date=RECENT)
+    killed_at = time.monotonic()
+
+    (tmp_path / "second").mkdir()
+    with worker_process(settings, tmp_path / "second", environment=environment) as second:
+        wait_until(
+            lambda: len(announced_ids(engine, mailbox_id)) == 1,
+            SECONDS,
+            f"the new mail announced after the crash; the second worker said:\n{second.log}",
+        )
+    took = time.monotonic() - killed_at
+    print(f"\nSIGKILL of a worker mid-sync -> email.received: {took:.1f} s")
 
 
 def test_a_sync_longer_than_its_lease_keeps_it_while_it_runs(
