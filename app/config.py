@@ -115,7 +115,13 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="Time one mailbox sync may take before it checkpoints."
     )
     sync_lease_seconds: int = Field(
-        default=600, ge=30, description="How long a crashed worker's lease blocks a mailbox."
+        default=60,
+        ge=3,
+        description=(
+            "Length of a sync's lease on its mailbox, renewed every third of it while the sync"
+            " runs: how long a worker that crashed on another machine blocks the mailbox (one"
+            " on the same machine is taken over at once)."
+        ),
     )
     sync_max_jobs: int = Field(default=10, ge=1, description="Concurrent sync jobs per worker.")
     sync_max_connections_per_host: int = Field(

@@ -7,6 +7,8 @@
     sync job
       its run already finished (redelivery) .... done: arq delivers at least once
       queued by the cron, no longer due ........ done: synced since the cron read the list
+      marked in progress for 2/3 of SYNC_LEASE_SECONDS, renewed while it runs: a
+        killed worker's job goes to another worker that soon, not after arq's timeout
       wait for a slot on the mailbox's host .... SYNC_MAX_CONNECTIONS_PER_HOST
       sync_mailbox in a thread
         lease held elsewhere, no run id ........ done: the holder is syncing it
@@ -61,10 +63,12 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, TypedDict
 
 from arq import ArqRedis, Retry, cron, func
 from arq.connections import RedisSettings
+from arq.constants import in_progress_key_prefix
 from arq.cron import CronJob
 from arq.typing import StartupShutdown
 from arq.worker import Function
@@ -78,6 +82,7 @@ from app.db.repositories.mailboxes import due_mailbox_ids, get_mailbox
 from app.notify.dispatcher import dispatch_due
 from app.queue import (
     DISPATCH_JOB,
+    REDIS_ERRORS,
     SYNC_JOB,
     enqueue_dispatch,
     enqueue_sync,
@@ -98,7 +103,8 @@ JobContext = dict[Any, Any]
 BUSY_ERROR_CODE = "busy"
 _STATE = "imap_bridge.state"
 _FOLLOW_UP = "imap_bridge.follow_up"
-_JOB_TIMEOUT_MARGIN_SECONDS = 60
+# A run checkpoints once its time budget is spent; this leaves its last batch ample time.
+_JOB_TIMEOUT_MARGIN_SECONDS = 600
 _CRON_TIMEOUT_SECONDS = 60
 _SPARE_THREADS = 4  # database look-ups of waiting jobs and the cron's query
 _DISPATCH_BUDGET_SECONDS = 50  # a pass over the outbox, then the next cron tick continues
@@ -174,7 +180,7 @@ def worker_settings(
 
     Results are not kept (`keep_result=0`): a run's outcome is its `sync_run`
     row, and a kept result would block the mailbox's job id from being queued
-    again for as long as it is kept. A job may run longer than the lease
+    again for as long as it is kept. A job may run well past its time budget
     (`job_timeout`), so arq never gives up on a job whose thread still syncs.
     """
     retry = busy_retry or BusyRetry.covering(settings.sync_lease_seconds)
@@ -217,7 +223,7 @@ def worker_settings(
         redis_settings=redis_settings(settings),
         queue_name=queue_name,
         max_jobs=settings.sync_max_jobs,
-        job_timeout=settings.sync_lease_seconds + _JOB_TIMEOUT_MARGIN_SECONDS,
+        job_timeout=math.ceil(settings.sync_time_budget_seconds) + _JOB_TIMEOUT_MARGIN_SECONDS,
         keep_result=0,
         on_startup=start,
         on_shutdown=stop,
@@ -263,7 +269,10 @@ async def sync_job(
         if not folders:
             return "no changed folders"
     try:
-        async with _folders_back_on_failure(ctx["redis"], mailbox_id, folders):
+        async with (
+            _job_claim_kept_short(ctx, _state(ctx).settings.sync_lease_seconds),
+            _folders_back_on_failure(ctx["redis"], mailbox_id, folders),
+        ):
             with database_outages():
                 return await _sync(
                     ctx,
@@ -281,6 +290,33 @@ async def sync_job(
             "worker.database_unavailable", extra={**facts, "try": ctx["job_try"], "retry_in": delay}
         )
         raise Retry(defer=delay) from exc
+
+
+@contextlib.asynccontextmanager
+async def _job_claim_kept_short(ctx: JobContext, lease_seconds: float) -> AsyncIterator[None]:
+    """Let arq hand this job to another worker soon after this process dies.
+
+    arq marks a started job in progress for the longest job timeout (over ten
+    minutes), and a killed worker's job, whose id also keeps the cron from queueing
+    the mailbox again, would wait that long. While the job runs, its mark is renewed
+    every third of SYNC_LEASE_SECONDS to last two thirds of it.
+    """
+    key = in_progress_key_prefix + ctx["job_id"]
+    lasts = timedelta(seconds=lease_seconds * 2 / 3)
+
+    async def renew() -> None:
+        while True:
+            with contextlib.suppress(*REDIS_ERRORS):  # arq's own mark then simply lasts
+                await ctx["redis"].pexpire(key, lasts)
+            await asyncio.sleep(lease_seconds / 3)
+
+    renewing = asyncio.create_task(renew())
+    try:
+        yield
+    finally:
+        renewing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewing
 
 
 @contextlib.asynccontextmanager

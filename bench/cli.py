@@ -19,6 +19,7 @@ start a private Dovecot (tests.dovecot) -> generate + MULTIAPPEND the corpus
    [--servers-only] runs them alone)
 -> [--scale] the cron path over 1,000 mailboxes on two `imap-bridge worker`s (bench.fleet):
              STATUS of every mailbox (reference), then per backend a first and a no-change cycle
+-> [--crash] SIGKILL a worker mid-sync: seconds until new mail is announced (bench.crash)
 -> [--load]  the API under 50 clients while two workers first-sync 200 mailboxes
    ([--fleet-only]: these two alone, without the bench mailbox and its rows)
 -> table on stdout and in bench/results/latest.txt
@@ -61,6 +62,7 @@ from bench.corpus import (
     apply_changes,
     load,
 )
+from bench.crash import crash_row
 from bench.fleet import (
     FLEET_WORKERS,
     LOAD_CLIENTS,
@@ -242,6 +244,12 @@ def _parser() -> argparse.ArgumentParser:
         help="run only the per-server rows (needs `make servers`)",
     )
     parser.add_argument(
+        "--crash",
+        action="store_true",
+        help="also SIGKILL `imap-bridge worker` mid-sync and time the mailbox's way back, per"
+        " backend (about a minute more)",
+    )
+    parser.add_argument(
         "--fleet-only",
         action="store_true",
         help="run only the --scale and --load rows, without the single-mailbox corpus and rows",
@@ -275,6 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fleet = None if args.servers_only else _fleet_sections(args, setup, cleanup)
         run_servers = not (args.no_servers or args.fleet_only)
         servers = _server_sections(args, setup, cleanup) if run_servers else []
+        crash = _crash_section(setup, cleanup) if args.crash else None
     loads = (load_before, os.getloadavg()[0])
     sections: list[Section | LatencySection | FleetSection] = []
     only = "per-server rows only" if args.servers_only else "cron path only"
@@ -289,6 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if fleet is not None:
         header.append(fleet[0])
         sections += fleet[1]
+    if crash is not None:
+        sections.append(crash)
     table = render(header, sections)
     print(table, end="")
     RESULTS_DIR.mkdir(exist_ok=True)
@@ -429,6 +440,34 @@ def _fleet_sections(
         " the function of the workers' every-minute cron"
     )
     return header, sections
+
+
+def _crash_section(setup: Setup, cleanup: ExitStack) -> FleetSection:
+    """Measure the crash rows (bench.crash), SQLite and, when it answers, PostgreSQL."""
+    section = FleetSection(
+        "Back after a crash: SIGKILL of `imap-bridge worker` mid-sync -> email.received",
+        reference=False,
+    )
+    try:
+        redis_url = queue_redis(Settings().redis_url)
+    except (redis.RedisError, OSError) as exc:
+        section.rows.append(Row("all rows", 0, None, f"Redis does not answer: {exc}", "skipped"))
+        return section
+    backends: list[tuple[str, ThrowawayDatabases]] = [
+        ("SQLite", SQLiteDatabases(setup.work / "crash-sqlite"))
+    ]
+    if isinstance(setup.postgres, PostgresDatabases):
+        backends.append(("PostgreSQL", setup.postgres))
+    for title, databases in backends:
+        setup.progress.say(f"crash row on {title}")
+        queue_name = f"bench-crash-{secrets.token_hex(6)}"
+        cleanup.callback(delete_queue, redis_url, queue_name)
+        work = setup.work / f"crash-{title.lower()}"
+        queue = (redis_url, queue_name)
+        section.rows.append(
+            crash_row(title, databases, setup.dovecot, setup.secret_key, queue=queue, work=work)
+        )
+    return section
 
 
 def _start_dovecot(cleanup: ExitStack) -> Dovecot:

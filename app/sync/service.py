@@ -1,6 +1,8 @@
 """Synchronize one mailbox: the six steps of DESIGN.md, one run at a time.
 
     take the lease ---- held by another live worker ----> return None
+      |  (free, expired, or its holder crashed on this machine: app.sync.holder)
+      |  renewed every third of SYNC_LEASE_SECONDS until the run ends (app.sync.heartbeat)
       | sync_run: running (the same transaction)
     refresh the OAuth token when it expires within 5 minutes (app.sync.token_refresh)
     connect + log in -- AuthenticationFailed ----------> mailbox auth_failed, run failed;
@@ -47,10 +49,7 @@ longer leaves the lease to expire, as a crashed worker's does, and the run
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -78,7 +77,12 @@ from app.db.models import (
 from app.db.repositories.emails import delete_orphans, orphan_email_ids
 from app.db.repositories.events import record_event
 from app.db.repositories.folders import mailbox_folders
-from app.db.repositories.mailboxes import get_mailbox, lease_mailbox, release_lease
+from app.db.repositories.mailboxes import (
+    get_mailbox,
+    lease_holder,
+    lease_mailbox,
+    release_lease,
+)
 from app.db.repositories.sync_runs import fail_interrupted_sync_runs, open_sync_runs
 from app.imap import EmailManager, FolderManager, ImapConnection
 from app.imap.email_manager import chunked
@@ -102,6 +106,8 @@ from app.sync.errors import (
 )
 from app.sync.folder_sync import Deadline, FolderSyncer, Lease, ProgressCallback, SyncCounts
 from app.sync.folders import is_reconciled, reconcile_folders, remote_identities
+from app.sync.heartbeat import LeaseHeartbeat
+from app.sync.holder import holder_is_gone, worker_identity
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +115,7 @@ _FIRST_FOLDERS = (FolderType.INBOX, FolderType.SENT)
 _NETWORK_RETRY_BASE_SECONDS = 60.0
 _SLOW_RETRY_CAP_SECONDS = 24 * 3600.0
 # How long a run whose database stopped answering waits for it, to record why it
-# failed and to release the lease; shorter than the shortest lease.
+# failed and to release the lease; shorter than the default lease.
 DATABASE_WAIT_SECONDS = 15.0
 _DATABASE_POLL_SECONDS = 1.0
 
@@ -153,11 +159,6 @@ class _Claim:
     released: bool = False  # the run's last transaction gave the lease back
 
 
-def worker_identity() -> str:
-    """Name this process as a lease holder: host, pid and a random suffix."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
 def sync_mailbox(
     engine: Engine,
     mailbox_id: int,
@@ -178,7 +179,8 @@ def sync_mailbox(
     with database_outages(), _claimed(engine, lease, run_id, folders_only, trigger) as claim:
         if claim is None:
             return None
-        return _Run(engine, settings, claim, progress, folders).execute()
+        with LeaseHeartbeat(engine, lease):
+            return _Run(engine, settings, claim, progress, folders).execute()
 
 
 @contextmanager
@@ -194,7 +196,7 @@ def _claimed(
     writes nothing in between.
     """
     with session_scope(engine) as session:
-        mailbox = lease_mailbox(session, lease.mailbox_id, lease.owner, utcnow(), lease.duration)
+        mailbox = _take_lease(session, lease)
         if mailbox is None:
             if get_mailbox(session, lease.mailbox_id) is None:
                 raise MailboxNotFoundError(f"mailbox {lease.mailbox_id} does not exist")
@@ -214,6 +216,25 @@ def _claimed(
     finally:
         if claim is not None and not claim.released:
             _when_database_answers(lambda: _give_back(engine, lease))
+
+
+def _take_lease(session: Session, lease: Lease) -> Mailbox | None:
+    """Take the mailbox if it is free, its lease expired, or its holder is gone (crashed here)."""
+    now = utcnow()
+    mailbox = lease_mailbox(session, lease.mailbox_id, lease.owner, now, lease.duration)
+    if mailbox is not None:
+        return mailbox
+    holder = lease_holder(session, lease.mailbox_id)
+    if holder is None or not holder_is_gone(holder):
+        return None
+    mailbox = lease_mailbox(
+        session, lease.mailbox_id, lease.owner, now, lease.duration, dead_holder=holder
+    )
+    if mailbox is not None:
+        log.info(
+            "sync.lease_taken_over", extra={"mailbox_id": lease.mailbox_id, "dead_holder": holder}
+        )
+    return mailbox
 
 
 def _give_back(engine: Engine, lease: Lease) -> None:

@@ -25,7 +25,8 @@
 Leases live on the `mailbox` row (`watch_owner`, `watch_expires_at`), so any
 number of watcher processes on any machines split the mailboxes, and a killed
 one's mailboxes are taken by the others once its leases run out
-(WATCH_LEASE_SECONDS). The watcher never writes mail: the sync engine does,
+(WATCH_LEASE_SECONDS), or at once by a watcher on its machine that can tell its
+process is gone (app.sync.holder). The watcher never writes mail: the sync engine does,
 and the outbox announces it. A watch that begins queues no sync (a restarted
 watcher would queue one per mailbox): what arrived before it began waits for
 the schedule; after a reconnect it does queue one (app.watch.mailbox_watch).
@@ -54,6 +55,7 @@ from app.db.repositories.watch_leases import (
     claim_watch_leases,
     enabled_folder_names,
     held_watch_mailboxes,
+    live_watch_holders,
     release_watch_leases,
     renew_watch_leases,
 )
@@ -73,7 +75,7 @@ from app.security import SecretBox, SecretError
 from app.sync.connection_check import refuse_plaintext
 from app.sync.credentials import imap_config, login_options
 from app.sync.errors import MailboxNotFoundError, PlaintextRefusedError
-from app.sync.service import worker_identity
+from app.sync.holder import holder_is_gone, worker_identity
 from app.sync.token_refresh import REFRESH_MARGIN, refresh_if_expiring
 from app.watch.mailbox_watch import PERMANENT_FAILURES, WatchMode, WatchTiming, watch_mailbox
 
@@ -245,7 +247,9 @@ class WatchSupervisor:
             held = held_watch_mailboxes(session, self.owner, now)
             limit = self._settings.watch_max_connections - len(held)
             if limit > 0:
-                claim_watch_leases(session, self.owner, now, duration, limit)
+                holders = live_watch_holders(session, now) - {self.owner}
+                dead = [holder for holder in holders if holder_is_gone(holder)]
+                claim_watch_leases(session, self.owner, now, duration, limit, dead_holders=dead)
                 held = held_watch_mailboxes(session, self.owner, now)
             ids = [mailbox.id for mailbox in held if mailbox.id is not None]
             release_watch_leases(session, self.owner, keep=ids)

@@ -26,7 +26,7 @@ from sqlmodel import col, func, select
 
 from app.config import Settings
 from app.db import session_scope
-from app.db.models import Mailbox, SyncRun, SyncRunStatus, utcnow
+from app.db.models import SyncRun, SyncRunStatus
 from tests.dovecot import MailUser
 from tests.factories import MailboxFactory
 from tests.reliability.mirror import assert_mirrors_server, replayed_with, seed_from_environment
@@ -39,7 +39,6 @@ from tests.sync.test_crash_safety import (
     expected_message_ids,
     inbox_modseq,
     message_ids,
-    outlive_dead_lease,
     run_to_completion,
     stored_count,
 )
@@ -141,19 +140,6 @@ def reach(
     return "delay", time.monotonic() - start
 
 
-def free_dead_lease(engine: Engine, settings: Settings, mailbox_id: int) -> None:
-    """Let the next run in: a run killed after taking the lease still blocks the mailbox."""
-    with session_scope(engine) as session:
-        statement = select(func.count()).where(
-            Mailbox.id == mailbox_id,
-            col(Mailbox.lease_owner).is_not(None),
-            col(Mailbox.lease_expires_at) > utcnow(),
-        )
-        blocked = session.exec(statement).one() == 1
-    if blocked:
-        outlive_dead_lease(engine, settings, mailbox_id)
-
-
 def runs_left_running(engine: Engine, mailbox_id: int) -> int:
     with session_scope(engine) as session:
         statement = select(func.count()).where(
@@ -207,7 +193,6 @@ def test_sigkill_at_twenty_random_points_of_a_large_sync_loses_and_repeats_nothi
                 strata.pop()
                 new_mail_due += len(kills) in NEW_MAIL_AFTER_KILLS
             assert_consistent(engine, mailbox_id, server)
-            free_dead_lease(engine, settings, mailbox_id)
             if new_mail_due and inbox_modseq(engine, mailbox_id) is not None:
                 # INBOX's marks are fixed: this mail is new to the sync, not first-sync mail.
                 new_mail_due -= 1

@@ -43,7 +43,8 @@ from app.config import Settings
 from app.db import create_db_engine, session_scope
 from app.db.models import utcnow
 from app.db.repositories.mailboxes import acquire_lease
-from app.sync.service import sync_mailbox, worker_identity
+from app.sync.holder import worker_identity
+from app.sync.service import sync_mailbox
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _READY = {"ready": True}

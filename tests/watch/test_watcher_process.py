@@ -75,12 +75,18 @@ class ProcessStarter:
         self._stack = stack
         self._started = 0
 
-    def start(self, command: str) -> WorkerProcess:
+    def start(self, command: str, **environment: str) -> WorkerProcess:
+        """Start `command` with WATCH_ENVIRONMENT, and `environment` on top of it."""
         self._started += 1
         workdir = self._tmp_path / f"{command}-{self._started}"
         workdir.mkdir()
         return self._stack.enter_context(
-            worker_process(self._settings, workdir, environment=WATCH_ENVIRONMENT, command=command)
+            worker_process(
+                self._settings,
+                workdir,
+                environment={**WATCH_ENVIRONMENT, **environment},
+                command=command,
+            )
         )
 
 
@@ -174,13 +180,19 @@ def test_a_dropped_watch_connection_comes_back(
     )
 
 
+@pytest.mark.parametrize("lease_seconds", ["2", "600"], ids=["lease expires", "long lease"])
 def test_a_killed_watchers_mailboxes_are_taken_over(
-    engine: Engine, watched_mailbox: int, mail_user: MailUser, processes: ProcessStarter
+    engine: Engine,
+    watched_mailbox: int,
+    mail_user: MailUser,
+    processes: ProcessStarter,
+    lease_seconds: str,
 ) -> None:
+    """Within seconds however long the lease: on one machine the dead watcher is seen gone."""
     processes.start("worker")
-    first = processes.start("watch")
+    first = processes.start("watch", WATCH_LEASE_SECONDS=lease_seconds)
     wait_until(lambda: watching_sessions(first) >= 1, SECONDS, "the first watcher watches")
-    second = processes.start("watch")
+    second = processes.start("watch", WATCH_LEASE_SECONDS=lease_seconds)
 
     os.kill(first.process.pid, signal.SIGKILL)
     first.process.wait()

@@ -28,27 +28,47 @@ def acquire_lease(
 
 
 def lease_mailbox(
-    session: Session, mailbox_id: int, owner: str, now: datetime, duration: timedelta
+    session: Session,
+    mailbox_id: int,
+    owner: str,
+    now: datetime,
+    duration: timedelta,
+    *,
+    dead_holder: str | None = None,
 ) -> Mailbox | None:
     """Take the lease as `acquire_lease` does and return the row it took, or None.
 
     The UPDATE returns the row, so a sync reads the mailbox it leased without a SELECT.
+    `dead_holder` names a holder known to be gone: its live lease is taken as well,
+    but only while that holder still has it.
     """
-    statement = _claim(mailbox_id, owner, now, duration).returning(Mailbox)
+    statement = _claim(mailbox_id, owner, now, duration, dead_holder).returning(Mailbox)
     return session.execute(statement).scalars().first()
 
 
-def _claim(mailbox_id: int, owner: str, now: datetime, duration: timedelta) -> sa.Update:
+def lease_holder(session: Session, mailbox_id: int) -> str | None:
+    """Return who holds the mailbox's lease (None: nobody, or no such mailbox)."""
+    statement = select(Mailbox.lease_owner).where(col(Mailbox.id) == mailbox_id)
+    return session.exec(statement).first()
+
+
+def _claim(
+    mailbox_id: int,
+    owner: str,
+    now: datetime,
+    duration: timedelta,
+    dead_holder: str | None = None,
+) -> sa.Update:
+    claimable = [
+        col(Mailbox.lease_owner).is_(None),
+        col(Mailbox.lease_expires_at) < now,
+        col(Mailbox.lease_owner) == owner,
+    ]
+    if dead_holder is not None:
+        claimable.append(col(Mailbox.lease_owner) == dead_holder)
     return (
         sa.update(Mailbox)
-        .where(
-            col(Mailbox.id) == mailbox_id,
-            sa.or_(
-                col(Mailbox.lease_owner).is_(None),
-                col(Mailbox.lease_expires_at) < now,
-                col(Mailbox.lease_owner) == owner,
-            ),
-        )
+        .where(col(Mailbox.id) == mailbox_id, sa.or_(*claimable))
         .values(lease_owner=owner, lease_expires_at=now + duration)
         .execution_options(synchronize_session=False)
     )

@@ -3,7 +3,8 @@
 A watcher process holds a mailbox through `mailbox.watch_owner` /
 `watch_expires_at`, taken with one conditional UPDATE (free, expired, or its
 own), as the sync lease is; it renews all of its leases in one UPDATE per
-heartbeat, so a crashed watcher's mailboxes are free once its leases run out.
+heartbeat, so a crashed watcher's mailboxes are free once its leases run out, or
+at once for a watcher on the same machine whose process is gone (app.sync.holder).
 """
 
 from __future__ import annotations
@@ -31,13 +32,36 @@ def renew_watch_leases(session: Session, owner: str, now: datetime, duration: ti
     )
 
 
+def live_watch_holders(session: Session, now: datetime) -> set[str]:
+    """Return the watchers holding a live lease on some mailbox."""
+    statement = (
+        select(Mailbox.watch_owner)
+        .where(col(Mailbox.watch_owner).is_not(None), col(Mailbox.watch_expires_at) >= now)
+        .distinct()
+    )
+    return {owner for owner in session.exec(statement).all() if owner is not None}
+
+
 def claim_watch_leases(
-    session: Session, owner: str, now: datetime, duration: timedelta, limit: int
+    session: Session,
+    owner: str,
+    now: datetime,
+    duration: timedelta,
+    limit: int,
+    *,
+    dead_holders: Collection[str] = (),
 ) -> None:
-    """Take up to `limit` watchable mailboxes that nobody watches (or whose watcher died)."""
+    """Take up to `limit` watchable mailboxes that nobody watches (or whose watcher died).
+
+    `dead_holders` names watchers known to be gone whose leases have not expired yet.
+    """
     if limit <= 0:
         return
-    free = sa.or_(col(Mailbox.watch_owner).is_(None), col(Mailbox.watch_expires_at) < now)
+    free = sa.or_(
+        col(Mailbox.watch_owner).is_(None),
+        col(Mailbox.watch_expires_at) < now,
+        col(Mailbox.watch_owner).in_(list(dead_holders)),
+    )
     candidates = session.exec(
         select(Mailbox.id).where(*_watchable(), free).order_by(col(Mailbox.id)).limit(limit)
     ).all()
