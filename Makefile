@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 DOVECOT := /usr/sbin/dovecot
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint format openapi bench dovecot chromium clean
+.PHONY: run test lint format openapi bench dovecot chromium node clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,11 +22,15 @@ dovecot:
 chromium:
 	@test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
+# The TypeScript client test installs its pinned npm tools itself (into .npm/, git ignores it).
+node:
+	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
+
 run: $(INSTALLED)
 	$(BIN)/imap-bridge run
 
 # pytest exits 5 when it collected nothing: that is a failure here, not a pass.
-test: $(INSTALLED) dovecot chromium
+test: $(INSTALLED) dovecot chromium node
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
@@ -46,4 +50,4 @@ bench: $(INSTALLED) dovecot
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .npm .pytest_cache .mypy_cache .ruff_cache

@@ -87,6 +87,10 @@ def open_tail(
     "/events",
     operation_id="stream_events",
     summary="Stream events as Server-Sent Events; reconnect with Last-Event-ID to resume",
+    description=(
+        "Each message is `id: <event id>`, `event: <type>` and `data: <Event JSON>`: the"
+        " `Event` schema, the same body a webhook endpoint receives."
+    ),
     response_class=EventSourceResponse,
     responses=problem_responses(TOO_MANY_STREAMS),
     dependencies=[STREAM_SLOT],
