@@ -24,15 +24,18 @@ _OWNER = (
     " (no owner) never matches an owner filter."
 )
 _MAILBOX_ID = "Send only events of this mailbox; null: any mailbox."
-_FILTERS = " An event is sent when every filter that is set matches it."
+# PostgreSQL text holds no NUL: refused here rather than by the database.
+_USER_ID = r"^[^\x00]+$"
 
 
 class WebhookCreate(RequestModel):
-    """Body of `POST /v1/webhooks`.""" + _FILTERS
+    """Body of `POST /v1/webhooks`; an event is sent when every filter that is set matches."""
 
     url: str = Field(max_length=2048, description=_URL)
     event_types: list[EventType] = Field(default_factory=list, description=_EVENT_TYPES)
-    owner: str | None = Field(default=None, min_length=1, max_length=255, description=_OWNER)
+    owner: str | None = Field(
+        default=None, min_length=1, max_length=255, pattern=_USER_ID, description=_OWNER
+    )
     mailbox_id: WholeNumber | None = Field(default=None, ge=1, description=_MAILBOX_ID)
     enabled: bool = True
 
@@ -43,7 +46,9 @@ class WebhookUpdate(RequestModel):
 
     url: str | None = Field(default=None, max_length=2048, description=_URL)
     event_types: list[EventType] | None = Field(default=None, description=_EVENT_TYPES)
-    owner: str | None = Field(default=None, min_length=1, max_length=255, description=_OWNER)
+    owner: str | None = Field(
+        default=None, min_length=1, max_length=255, pattern=_USER_ID, description=_OWNER
+    )
     mailbox_id: WholeNumber | None = Field(default=None, ge=1, description=_MAILBOX_ID)
     enabled: bool | None = Field(
         default=None, description="true re-enables a disabled endpoint and clears its reason."
