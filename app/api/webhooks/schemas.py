@@ -4,10 +4,12 @@ issued it (`WebhookCreated`, `WebhookSecretRotated`)."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
-from app.api.request_models import RequestModel, WholeNumber
+from app.api.deps import MAX_ROW_ID
+from app.api.request_models import USER_ID_PATTERN, WHOLE_NUMBER, RequestModel, WholeNumber
 from app.db.models import DeliveryState, WebhookDelivery, WebhookEndpoint
 from app.notify.envelope import EventType
 from app.notify.webhook_endpoints import (
@@ -24,8 +26,7 @@ _OWNER = (
     " (no owner) never matches an owner filter."
 )
 _MAILBOX_ID = "Send only events of this mailbox; null: any mailbox."
-# PostgreSQL text holds no NUL: refused here rather than by the database.
-_USER_ID = r"^[^\x00]+$"
+MailboxId = Annotated[int, Field(ge=1, le=MAX_ROW_ID), WHOLE_NUMBER]
 
 
 class WebhookCreate(RequestModel):
@@ -34,9 +35,9 @@ class WebhookCreate(RequestModel):
     url: str = Field(max_length=2048, description=_URL)
     event_types: list[EventType] = Field(default_factory=list, description=_EVENT_TYPES)
     owner: str | None = Field(
-        default=None, min_length=1, max_length=255, pattern=_USER_ID, description=_OWNER
+        default=None, min_length=1, max_length=255, pattern=USER_ID_PATTERN, description=_OWNER
     )
-    mailbox_id: WholeNumber | None = Field(default=None, ge=1, description=_MAILBOX_ID)
+    mailbox_id: MailboxId | None = Field(default=None, description=_MAILBOX_ID)
     enabled: bool = True
 
 
@@ -47,9 +48,9 @@ class WebhookUpdate(RequestModel):
     url: str | None = Field(default=None, max_length=2048, description=_URL)
     event_types: list[EventType] | None = Field(default=None, description=_EVENT_TYPES)
     owner: str | None = Field(
-        default=None, min_length=1, max_length=255, pattern=_USER_ID, description=_OWNER
+        default=None, min_length=1, max_length=255, pattern=USER_ID_PATTERN, description=_OWNER
     )
-    mailbox_id: WholeNumber | None = Field(default=None, ge=1, description=_MAILBOX_ID)
+    mailbox_id: MailboxId | None = Field(default=None, description=_MAILBOX_ID)
     enabled: bool | None = Field(
         default=None, description="true re-enables a disabled endpoint and clears its reason."
     )
