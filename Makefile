@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 DOVECOT := /usr/sbin/dovecot
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint format openapi bench dovecot chromium servers clean
+.PHONY: run test lint format openapi bench dovecot chromium servers node clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,11 +44,15 @@ $(SERVERS_UNPACKED): Makefile
 	if [ -d $(SERVERS)/root/lib ]; then cp -a $(SERVERS)/root/lib/. $(SERVERS)/root/usr/lib/; fi
 	touch $@
 
+# The TypeScript client test installs its pinned npm tools itself (into .npm/, git ignores it).
+node:
+	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
+
 run: $(INSTALLED)
 	$(BIN)/imap-bridge run
 
 # pytest exits 5 when it collected nothing: that is a failure here, not a pass.
-test: $(INSTALLED) dovecot chromium servers
+test: $(INSTALLED) dovecot chromium servers node
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
@@ -68,4 +72,4 @@ bench: $(INSTALLED) dovecot servers
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) var $(SERVERS) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var $(SERVERS) .npm .pytest_cache .mypy_cache .ruff_cache

@@ -18,6 +18,7 @@ from app.api.deps import ImapSlots
 from app.api.emails.router import router as emails_router
 from app.api.events.router import install_stream_threads
 from app.api.events.router import router as events_router
+from app.api.events.webhooks import router as event_webhooks
 from app.api.folders.router import router as folders_router
 from app.api.limits import install_limits
 from app.api.links import link_created_resources
@@ -114,4 +115,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events_router)
     app.include_router(oauth_router)
     app.include_router(oauth_public_router)
+    app.webhooks.include_router(event_webhooks)
     return app

@@ -94,6 +94,23 @@ def test_the_document_is_openapi_3_1(app_document: dict[str, Any]) -> None:
     assert app_document["openapi"].startswith("3.1.")
 
 
+def pydantic_only_keywords(node: object, where: str = "") -> Iterator[str]:
+    """Yield where a schema holds `ge`/`le`/`gt`/`lt`: pydantic's names, not JSON Schema's."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("ge", "le", "gt", "lt") and not isinstance(value, dict):
+                yield f"{where}/{key}"
+            yield from pydantic_only_keywords(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from pydantic_only_keywords(value, f"{where}/{index}")
+
+
+def test_every_bound_is_in_json_schema_terms(app_document: dict[str, Any]) -> None:
+    """A bound on an optional field must reach clients as minimum/maximum, which they check."""
+    assert list(pydantic_only_keywords(app_document)) == []
+
+
 def gaps(operation: dict[str, Any]) -> list[str]:
     """What a generated client would miss in this operation."""
     checks = {

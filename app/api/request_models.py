@@ -18,6 +18,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Strict
 
+# PostgreSQL text cannot hold NUL: a user id with one is refused, not a 500 from the database.
+USER_ID_PATTERN = r"^[^\x00]+$"
 _ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _ISO_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}.*)?")
 
@@ -54,4 +56,8 @@ def _whole_number(value: object) -> object:
 # Strict mode refuses strings for dates in Python mode; the string is checked here instead.
 IsoDate = Annotated[date, Strict(False), BeforeValidator(_iso_day)]
 IsoDateTime = Annotated[datetime, Strict(False), BeforeValidator(_iso_instant)]
-WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
+WHOLE_NUMBER = BeforeValidator(_whole_number)
+WholeNumber = Annotated[int, WHOLE_NUMBER]
+# A bounded one that may be null: `Annotated[int, Field(ge=1), WHOLE_NUMBER] | None`. Bounds
+# given after the validator (`WholeNumber | None = Field(ge=1)`) still hold, but reach the
+# OpenAPI document as pydantic's `ge`, which no client knows, instead of `minimum`.

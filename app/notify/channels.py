@@ -6,6 +6,14 @@
                                      system mailbox: `email:<user id>` per recipient
     mailbox.credentials_restored . + `notification` (clears the pending ones)
 
+An endpoint's filter matches when every part of it that is set matches:
+`event_types` holds the type (empty: any type), `owner_user_id` equals the
+event's `owner`, `mailbox_id` equals the event's `mailbox_id`. A system
+mailbox's events have no owner, so an owner-filtered endpoint never gets them:
+they belong to no team, and an endpoint that wants them filters by mailbox or
+not at all. An event whose mailbox was deleted before fan-out keeps its owner
+but no longer matches a mailbox filter.
+
 SSE is not a channel here: streams read the outbox itself.
 """
 
@@ -48,6 +56,15 @@ def email_recipient_of(channel: str) -> str | None:
     return channel.removeprefix(_RECIPIENT_EMAIL_PREFIX)
 
 
+def endpoint_wants(endpoint: WebhookEndpoint, event: Event) -> bool:
+    """Say whether the event passes the endpoint's filter (see the module docstring)."""
+    return (
+        (not endpoint.event_types or event.type in endpoint.event_types)
+        and (endpoint.owner_user_id is None or endpoint.owner_user_id == event.owner_user_id)
+        and (endpoint.mailbox_id is None or endpoint.mailbox_id == event.mailbox_id)
+    )
+
+
 def channels_for(
     event: Event,
     endpoints: Sequence[WebhookEndpoint],
@@ -59,9 +76,7 @@ def channels_for(
     channels = [
         webhook_channel(endpoint.id)
         for endpoint in endpoints
-        if endpoint.id is not None
-        and endpoint.enabled
-        and (not endpoint.event_types or event.type in endpoint.event_types)
+        if endpoint.id is not None and endpoint.enabled and endpoint_wants(endpoint, event)
     ]
     if event.mailbox_id is None or event.type not in (CREDENTIALS_INVALID, CREDENTIALS_RESTORED):
         return channels

@@ -1,13 +1,24 @@
-"""The one shape of an event on every channel: webhook body, SSE `data:`, API."""
+"""The one shape of an event on every channel: webhook body, SSE `data:`, API.
+
+`EventEnvelope` is what channels send: the outbox row as it is, `data` a JSON
+object. The contract that row keeps is `Event` below: one model per event type,
+a discriminated union on `type`, each with its `data` spelled out field by
+field. The OpenAPI document publishes it (components `Event` and its variants,
+and the `webhooks` section), so generated clients narrow on `type` and get a
+typed `data`. The data models refuse unknown fields: a field added to an event
+is a change to this contract, made here, and the test that validates every
+event the code records (tests/notify/test_event_contract.py) fails until it is.
+Receivers should still ignore fields they do not know, as they may be added.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from app.db.models import Event
+from app.db.models import Event as OutboxEvent
 
 # Sent to one endpoint by `POST /v1/webhooks/{id}/test`; no other channel sees it.
 WEBHOOK_TEST_EVENT = "webhook.test"
@@ -40,7 +51,7 @@ class EventEnvelope(BaseModel):
     data: dict[str, Any]
 
     @classmethod
-    def of(cls, event: Event) -> EventEnvelope:
+    def of(cls, event: OutboxEvent) -> EventEnvelope:
         assert event.id is not None
         return cls(
             id=event.id,
@@ -50,3 +61,193 @@ class EventEnvelope(BaseModel):
             owner=event.owner_user_id,
             data=event.data,
         )
+
+
+# -- the contract: each type's `data` ---------------------------------------------------------
+
+
+class EventData(BaseModel):
+    """The facts of one event type; exactly these fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class EmailReceivedData(EventData):
+    """New mail stored from one folder, in batches (one event per stored batch)."""
+
+    folder_id: int
+    folder: str = Field(description="The folder's full name on the server.")
+    email_ids: list[int] = Field(description="The new emails; `GET /v1/emails/{id}` reads one.")
+
+
+class FolderUid(EventData):
+    """Where an email is on the server: a folder and its UID there."""
+
+    folder_id: int
+    uid: int
+
+
+class EmailState(EventData):
+    """An email's flags and folders after the change."""
+
+    id: int
+    seen: bool
+    flagged: bool
+    folders: list[FolderUid] = Field(description="Every folder holding the email now.")
+
+
+class EmailUpdatedData(EventData):
+    """Flags or folder membership changed, on the server or through `PATCH /v1/emails/{id}`."""
+
+    emails: list[EmailState]
+
+
+class EmailDeletedData(EventData):
+    """Emails gone from every folder of the server, and so from the service."""
+
+    email_ids: list[int]
+
+
+class MailboxSyncedData(EventData):
+    """A sync run succeeded; the counts are what this run changed."""
+
+    run_id: int = Field(description="`GET /v1/mailboxes/{id}/sync-runs` lists the runs.")
+    complete: bool = Field(description="false: more to fetch; the next run follows at once.")
+    new: int
+    flags_changed: int
+    expunged: int
+    folders_added: int
+    folders_removed: int
+    bytes: int = Field(description="Bytes fetched from the server.")
+
+
+class MailboxSyncFailedData(EventData):
+    """A sync run failed for a reason retrying will not cure (a network failure sends none)."""
+
+    error_code: str
+
+
+class CredentialsInvalidData(EventData):
+    """The server refused the stored credentials; syncing waits until they change."""
+
+    error_code: str
+    message: str = Field(description="What the server or provider said, for a person to read.")
+
+
+class CredentialsRestoredData(EventData):
+    """A login worked again after `mailbox.credentials_invalid`; no facts."""
+
+
+class FolderDeletedData(EventData):
+    """A folder vanished from the server."""
+
+    folder_id: int
+    full_name: str
+    kept: bool = Field(description="true: kept, marked outdated, as mail was synced from it.")
+
+
+class FolderRenamedData(EventData):
+    """A folder was renamed on the server; its mail stays linked."""
+
+    folder_id: int
+    old_name: str
+    new_name: str
+
+
+class FolderResetData(EventData):
+    """The server renumbered a folder (UIDVALIDITY changed, RFC 3501); its mail is relinked."""
+
+    folder_id: int
+    full_name: str
+    old_uidvalidity: int
+    new_uidvalidity: int
+
+
+class WebhookTestData(EventData):
+    """Sent to one endpoint by `POST /v1/webhooks/{id}/test`."""
+
+    endpoint_id: int
+    url: str
+
+
+class _Envelope(BaseModel):
+    id: int = Field(description="Increasing; SSE `id:` and the resume point of Last-Event-ID.")
+    created_at: datetime
+    mailbox_id: int | None = Field(description="null once the mailbox is deleted.")
+    owner: str | None = Field(description="The mailbox owner's CRM user id; null: a system one.")
+
+
+class EmailReceivedEvent(_Envelope):
+    type: Literal["email.received"]
+    data: EmailReceivedData
+
+
+class EmailUpdatedEvent(_Envelope):
+    type: Literal["email.updated"]
+    data: EmailUpdatedData
+
+
+class EmailDeletedEvent(_Envelope):
+    type: Literal["email.deleted"]
+    data: EmailDeletedData
+
+
+class MailboxSyncedEvent(_Envelope):
+    type: Literal["mailbox.synced"]
+    data: MailboxSyncedData
+
+
+class MailboxSyncFailedEvent(_Envelope):
+    type: Literal["mailbox.sync_failed"]
+    data: MailboxSyncFailedData
+
+
+class CredentialsInvalidEvent(_Envelope):
+    type: Literal["mailbox.credentials_invalid"]
+    data: CredentialsInvalidData
+
+
+class CredentialsRestoredEvent(_Envelope):
+    type: Literal["mailbox.credentials_restored"]
+    data: CredentialsRestoredData
+
+
+class FolderDeletedEvent(_Envelope):
+    type: Literal["folder.deleted"]
+    data: FolderDeletedData
+
+
+class FolderRenamedEvent(_Envelope):
+    type: Literal["folder.renamed"]
+    data: FolderRenamedData
+
+
+class FolderResetEvent(_Envelope):
+    type: Literal["folder.reset"]
+    data: FolderResetData
+
+
+class WebhookTestEvent(_Envelope):
+    type: Literal["webhook.test"]
+    data: WebhookTestData
+
+
+class Event(
+    RootModel[
+        Annotated[
+            EmailReceivedEvent
+            | EmailUpdatedEvent
+            | EmailDeletedEvent
+            | MailboxSyncedEvent
+            | MailboxSyncFailedEvent
+            | CredentialsInvalidEvent
+            | CredentialsRestoredEvent
+            | FolderDeletedEvent
+            | FolderRenamedEvent
+            | FolderResetEvent
+            | WebhookTestEvent,
+            Field(discriminator="type"),
+        ]
+    ]
+):
+    """Any event, told apart by `type`: the body of every webhook and each SSE `data:`."""

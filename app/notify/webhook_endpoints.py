@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import Enum
 
 from sqlmodel import Session
 
@@ -33,13 +34,24 @@ DEFAULT_SECRET_GRACE = timedelta(days=1)
 MAX_SECRET_GRACE = timedelta(days=7)
 
 
+class Keep(Enum):
+    """Marks a filter a PATCH leaves as it is (unlike None, which clears it)."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+
+
 @dataclass(frozen=True, slots=True)
 class WebhookEndpointChanges:
-    """Fields a PATCH sets; None leaves a field as it is."""
+    """Fields a PATCH sets; None leaves url, event_types and enabled as they are."""
 
     url: str | None = None
     event_types: list[str] | None = None
     enabled: bool | None = None
+    owner: str | Keep | None = KEEP
+    mailbox_id: int | Keep | None = KEEP
 
 
 def create_webhook_endpoint(
@@ -50,16 +62,22 @@ def create_webhook_endpoint(
     url: str,
     event_types: list[str],
     enabled: bool,
+    owner: str | None = None,
+    mailbox_id: int | None = None,
 ) -> tuple[WebhookEndpoint, str]:
     """Register an endpoint; return it with its signing secret, which is never shown again."""
     check_webhook_url(url, allow_private=settings.webhook_allow_private_hosts)
     secret = generate_secret()
     endpoint = add_webhook_endpoint(
         session,
-        url=url,
-        event_types=event_types,
-        enabled=enabled,
-        secret_enc=secrets.encrypt(secret),
+        WebhookEndpoint(
+            url=url,
+            event_types=event_types,
+            enabled=enabled,
+            owner_user_id=owner,
+            mailbox_id=mailbox_id,
+            secret_enc=secrets.encrypt(secret),
+        ),
     )
     return endpoint, secret
 
@@ -114,6 +132,10 @@ def update_webhook_endpoint(
             endpoint.disabled_reason = None
             endpoint.failure_count = 0
         endpoint.enabled = changes.enabled
+    if changes.owner is not KEEP:
+        endpoint.owner_user_id = changes.owner
+    if changes.mailbox_id is not KEEP:
+        endpoint.mailbox_id = changes.mailbox_id
     endpoint.updated_at = utcnow()
     session.flush()
     return endpoint

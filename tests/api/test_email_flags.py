@@ -165,6 +165,7 @@ def test_an_unreachable_server_is_a_502_and_nothing_changes_locally(
         ({}, None),
         ({"seen": "yes"}, "seen"),
         ({"flagged": 1}, "flagged"),
+        ({"seen": True, "flagged": None}, "flagged"),
         ({"seen": True, "answered": True}, "answered"),
     ],
 )

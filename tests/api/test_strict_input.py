@@ -122,3 +122,14 @@ def test_a_body_that_is_not_json_is_a_422_naming_body(live_api: LiveApi) -> None
         "/v1/webhooks", content=b'{"url": ', headers={"Content-Type": "application/json"}
     )
     assert refused_field(answer) == "body"
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [("/v1/mailboxes?owner=a%00b", "owner"), ("/v1/events?user_id=a%00b", "user_id")],
+)
+def test_a_user_id_with_a_nul_is_refused_not_a_database_error(
+    live_api: LiveApi, path: str, field: str
+) -> None:
+    """PostgreSQL cannot compare text with a NUL in it: this was a 500 there."""
+    assert refused_field(live_api.client.get(path)) == field

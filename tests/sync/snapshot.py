@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlmodel import col, select
 
 from app.db import session_scope
 from app.db.models import Email, EmailFolder, Event, Folder
+from app.notify.envelope import Event as PublishedEvent
+from app.notify.envelope import EventEnvelope
 from tests.imap_account import ImapAccount
 
 
@@ -49,14 +52,27 @@ def folder_row(engine: Engine, mailbox_id: int, full_name: str) -> Folder | None
         ).first()
 
 
+def assert_in_contract(event: Event) -> None:
+    """Fail unless the event, as every channel sends it, is the `Event` the OpenAPI
+    document publishes (strict JSON types, no undocumented field)."""
+    sent = EventEnvelope.of(event).model_dump_json()
+    try:
+        PublishedEvent.model_validate_json(sent, strict=True)
+    except ValidationError as exc:
+        raise AssertionError(f"{event.type} breaks the published contract: {sent}\n{exc}") from exc
+
+
 def events_of(engine: Engine, mailbox_id: int, event_type: str) -> list[dict[str, Any]]:
+    """Return the data of the mailbox's events of one type, each checked against the contract."""
     with session_scope(engine) as session:
-        rows = session.exec(
-            select(Event.data)
+        events = session.exec(
+            select(Event)
             .where(Event.mailbox_id == mailbox_id, Event.type == event_type)
             .order_by(col(Event.id))
         ).all()
-    return [dict(row) for row in rows]
+        for event in events:
+            assert_in_contract(event)
+        return [dict(event.data) for event in events]
 
 
 def server_uids(user: ImapAccount, folders: list[str]) -> dict[str, set[int]]:

@@ -20,7 +20,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails
 
-from app.api.request_models import RequestModel, WholeNumber
+from app.api.request_models import WHOLE_NUMBER, RequestModel, WholeNumber
 from app.imap import FolderNode
 from app.imap.config import ImapConfig, ImapPassword, Security
 from app.imap.folder_manager import FolderType
@@ -86,8 +86,8 @@ class OAuthAuth(RequestModel):
     )
     access_token: SecretStr = Field(min_length=1, max_length=8192)
     refresh_token: SecretStr | None = Field(default=None, max_length=8192)
-    expires_in: WholeNumber | None = Field(
-        default=None, ge=0, description="Seconds until the access token expires."
+    expires_in: Annotated[int, Field(ge=0), WHOLE_NUMBER] | None = Field(
+        default=None, description="Seconds until the access token expires."
     )
 
     @field_validator("provider")

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Query
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 from pydantic_core import to_json
 
 from app.api.request_models import RequestModel
@@ -89,8 +89,22 @@ class EmailFlagsUpdate(RequestModel):
 
     model_config = ConfigDict(json_schema_extra={"minProperties": 1})
 
-    seen: bool | None = Field(default=None, description="\\Seen: the message was read.")
-    flagged: bool | None = Field(default=None, description="\\Flagged: marked for attention.")
+    # Left out means "keep"; null is no value at all, so the document and the API refuse it.
+    seen: Annotated[
+        bool | None,
+        WithJsonSchema({"type": "boolean", "description": "\\Seen: the message was read."}),
+    ] = None
+    flagged: Annotated[
+        bool | None,
+        WithJsonSchema({"type": "boolean", "description": "\\Flagged: marked for attention."}),
+    ] = None
+
+    @field_validator("seen", "flagged", mode="before")
+    @classmethod
+    def _true_or_false(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("must be true or false; leave the field out to keep the flag")
+        return value
 
     @model_validator(mode="after")
     def _something_to_store(self) -> EmailFlagsUpdate:

@@ -41,6 +41,7 @@ from app.api.problems import (
     FieldError,
     problem_responses,
 )
+from app.api.request_models import USER_ID_PATTERN
 from app.db import session_scope
 from app.db.repositories.api_keys import is_live_api_key
 from app.notify.event_stream import OutboxTail
@@ -64,6 +65,7 @@ def open_tail(
         Query(
             min_length=1,
             max_length=255,
+            pattern=USER_ID_PATTERN,
             description="Only this CRM user's mailboxes (and system mailboxes' credential"
             " events when the user is a notification recipient).",
         ),
@@ -87,6 +89,10 @@ def open_tail(
     "/events",
     operation_id="stream_events",
     summary="Stream events as Server-Sent Events; reconnect with Last-Event-ID to resume",
+    description=(
+        "Each message is `id: <event id>`, `event: <type>` and `data: <Event JSON>`: the"
+        " `Event` schema, the same body a webhook endpoint receives."
+    ),
     response_class=EventSourceResponse,
     responses=problem_responses(TOO_MANY_STREAMS),
     dependencies=[STREAM_SLOT],

@@ -34,6 +34,7 @@ from app.api.problems import (
     problem_responses,
 )
 from app.api.queue import queue_sync_after_commit
+from app.api.request_models import USER_ID_PATTERN
 from app.db.models import Mailbox, MailboxStatus
 from app.db.repositories.mailboxes import get_mailbox, list_mailboxes
 from app.sync.credentials import interactive_login_options
@@ -105,7 +106,8 @@ def list_mailbox_page(
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
     owner: Annotated[
-        str | None, Query(min_length=1, max_length=255, description="A CRM user id.")
+        str | None,
+        Query(min_length=1, max_length=255, pattern=USER_ID_PATTERN, description="A CRM user id."),
     ] = None,
     status: MailboxStatus | None = None,
 ) -> Page[MailboxRead]:

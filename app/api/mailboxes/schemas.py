@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from app.api.connection.schemas import Auth, ImapSettings
-from app.api.request_models import IsoDate, RequestModel
+from app.api.request_models import USER_ID_PATTERN, IsoDate, RequestModel
 from app.db.models import AuthType, Mailbox, MailboxStatus
 from app.sync.mailboxes import KEEP, MailboxChanges, Owner, Registration
 
@@ -24,7 +24,7 @@ WATCH_DESCRIPTION = (
 class OwnerRef(RequestModel):
     """The CRM user a mailbox belongs to, and where notifications about it go."""
 
-    user_id: str = Field(min_length=1, max_length=255)
+    user_id: str = Field(min_length=1, max_length=255, pattern=USER_ID_PATTERN)
     email: str | None = Field(default=None, max_length=320, pattern=EMAIL_ADDRESS)
 
     def to_owner(self) -> Owner:

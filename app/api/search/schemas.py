@@ -9,13 +9,14 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from app.api.emails.schemas import Address
-from app.api.request_models import IsoDate, RequestModel, WholeNumber
+from app.api.request_models import WHOLE_NUMBER, IsoDate, RequestModel, WholeNumber
 from app.imap.message import Address as ParsedAddress
 from app.imap.message import ParsedMessage
 from app.imap.search import SearchQueryBuilder
 from app.sync.remote_search import RemoteSearchCriteria, RemoteSearchResult
 
 MAX_RESULTS = 500
+Uid = Annotated[int, Field(ge=1, le=2**32 - 1), WHOLE_NUMBER]
 
 
 def _accepted_by(add: Callable[[SearchQueryBuilder, str], SearchQueryBuilder]) -> AfterValidator:
@@ -65,10 +66,8 @@ class RemoteSearchRequest(RequestModel):
     before: IsoDate | None = Field(default=None, description="Received before this day.")
     seen: bool | None = None
     flagged: bool | None = None
-    uid_from: WholeNumber | None = Field(
-        default=None, ge=1, le=2**32 - 1, description="Lowest UID."
-    )
-    uid_to: WholeNumber | None = Field(default=None, ge=1, le=2**32 - 1, description="Highest UID.")
+    uid_from: Uid | None = Field(default=None, description="Lowest UID.")
+    uid_to: Uid | None = Field(default=None, description="Highest UID.")
     limit: WholeNumber = Field(
         default=50, ge=1, le=MAX_RESULTS, description="Newest matches returned."
     )

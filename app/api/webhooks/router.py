@@ -41,7 +41,6 @@ from app.api.webhooks.schemas import (
 from app.db import session_scope
 from app.db.repositories.webhooks import list_webhook_endpoints, webhook_deliveries
 from app.notify.webhook_endpoints import (
-    WebhookEndpointChanges,
     create_webhook_endpoint,
     get_webhook_endpoint_or_raise,
     record_test_event,
@@ -84,6 +83,8 @@ def create_webhook(
         url=body.url,
         event_types=list(body.event_types),
         enabled=body.enabled,
+        owner=body.owner,
+        mailbox_id=body.mailbox_id,
     )
     return WebhookCreated(**WebhookRead.of(endpoint).model_dump(), secret=secret)
 
@@ -118,7 +119,7 @@ def read_webhook(session: SessionDep, webhook_id: WebhookIdPath) -> WebhookRead:
 @router.patch(
     "/webhooks/{webhook_id}",
     operation_id="update_webhook",
-    summary="Change the URL, the event filter, or enable/disable the endpoint",
+    summary="Change the URL, the filters (event types, owner, mailbox), or enable/disable it",
     response_model=WebhookRead,
     responses=problem_responses(_NO_SUCH_ENDPOINT, INVALID_INPUT, _URL_REFUSED, RATE_LIMITED),
     dependencies=[RATE_LIMIT],
@@ -126,12 +127,7 @@ def read_webhook(session: SessionDep, webhook_id: WebhookIdPath) -> WebhookRead:
 def update_webhook(
     body: WebhookUpdate, session: SessionDep, settings: SettingsDep, webhook_id: WebhookIdPath
 ) -> WebhookRead:
-    changes = WebhookEndpointChanges(
-        url=body.url,
-        event_types=list(body.event_types) if body.event_types is not None else None,
-        enabled=body.enabled,
-    )
-    return WebhookRead.of(update_webhook_endpoint(session, settings, webhook_id, changes))
+    return WebhookRead.of(update_webhook_endpoint(session, settings, webhook_id, body.to_changes()))
 
 
 @router.post(

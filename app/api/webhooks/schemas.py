@@ -4,34 +4,66 @@ issued it (`WebhookCreated`, `WebhookSecretRotated`)."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
-from app.api.request_models import RequestModel, WholeNumber
+from app.api.deps import MAX_ROW_ID
+from app.api.request_models import USER_ID_PATTERN, WHOLE_NUMBER, RequestModel, WholeNumber
 from app.db.models import DeliveryState, WebhookDelivery, WebhookEndpoint
 from app.notify.envelope import EventType
-from app.notify.webhook_endpoints import DEFAULT_SECRET_GRACE, MAX_SECRET_GRACE
+from app.notify.webhook_endpoints import (
+    DEFAULT_SECRET_GRACE,
+    KEEP,
+    MAX_SECRET_GRACE,
+    WebhookEndpointChanges,
+)
 
 _URL = "http(s) URL; private and loopback addresses are refused."
 _EVENT_TYPES = "Event types to send; an empty list means every type."
+_OWNER = (
+    "Send only events of mailboxes this CRM user owns; null: any owner. A system mailbox"
+    " (no owner) never matches an owner filter."
+)
+_MAILBOX_ID = "Send only events of this mailbox; null: any mailbox."
+MailboxId = Annotated[int, Field(ge=1, le=MAX_ROW_ID), WHOLE_NUMBER]
 
 
 class WebhookCreate(RequestModel):
-    """Body of `POST /v1/webhooks`."""
+    """Body of `POST /v1/webhooks`; an event is sent when every filter that is set matches."""
 
     url: str = Field(max_length=2048, description=_URL)
     event_types: list[EventType] = Field(default_factory=list, description=_EVENT_TYPES)
+    owner: str | None = Field(
+        default=None, min_length=1, max_length=255, pattern=USER_ID_PATTERN, description=_OWNER
+    )
+    mailbox_id: MailboxId | None = Field(default=None, description=_MAILBOX_ID)
     enabled: bool = True
 
 
 class WebhookUpdate(RequestModel):
-    """Body of `PATCH /v1/webhooks/{id}`; fields left out keep their value."""
+    """Body of `PATCH /v1/webhooks/{id}`; fields left out keep their value, and null clears
+    the `owner` and `mailbox_id` filters."""
 
     url: str | None = Field(default=None, max_length=2048, description=_URL)
     event_types: list[EventType] | None = Field(default=None, description=_EVENT_TYPES)
+    owner: str | None = Field(
+        default=None, min_length=1, max_length=255, pattern=USER_ID_PATTERN, description=_OWNER
+    )
+    mailbox_id: MailboxId | None = Field(default=None, description=_MAILBOX_ID)
     enabled: bool | None = Field(
         default=None, description="true re-enables a disabled endpoint and clears its reason."
     )
+
+    def to_changes(self) -> WebhookEndpointChanges:
+        given = self.model_fields_set
+        return WebhookEndpointChanges(
+            url=self.url,
+            event_types=list(self.event_types) if self.event_types is not None else None,
+            enabled=self.enabled,
+            owner=self.owner if "owner" in given else KEEP,
+            mailbox_id=self.mailbox_id if "mailbox_id" in given else KEEP,
+        )
 
 
 class WebhookSecretRotation(RequestModel):
@@ -58,6 +90,8 @@ class WebhookRead(BaseModel):
     id: int
     url: str
     event_types: list[str]
+    owner: str | None = Field(description="Only this CRM user's mailboxes; null: any owner.")
+    mailbox_id: int | None = Field(description="Only this mailbox; null: any mailbox.")
     enabled: bool
     disabled_reason: str | None = Field(description="Why the service disabled the endpoint.")
     failure_count: int = Field(description="Failed attempts since the last success.")
@@ -74,6 +108,8 @@ class WebhookRead(BaseModel):
             id=endpoint.id,
             url=endpoint.url,
             event_types=endpoint.event_types,
+            owner=endpoint.owner_user_id,
+            mailbox_id=endpoint.mailbox_id,
             enabled=endpoint.enabled,
             disabled_reason=endpoint.disabled_reason,
             failure_count=endpoint.failure_count,

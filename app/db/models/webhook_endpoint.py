@@ -1,6 +1,10 @@
 """A URL the CRM registered for signed event deliveries (Standard Webhooks).
 
-An empty `event_types` list subscribes to every event type. Too many failed
+An empty `event_types` list subscribes to every event type. `owner_user_id` and
+`mailbox_id`, when set, narrow that further to one CRM user's or one mailbox's
+events (app.notify.channels says how they match). `mailbox_id` has no foreign
+key on purpose: deleting the mailbox must neither delete the endpoint nor turn
+its filter into "every mailbox". Too many failed
 deliveries in a row disable the endpoint and say why in `disabled_reason`.
 After a secret rotation the replaced secret keeps signing, beside the new one,
 until `previous_secret_expires_at`.
@@ -20,6 +24,8 @@ class WebhookEndpointBase(Model):
     url: str = Field(max_length=2048)
     event_types: list[str] = Field(default_factory=list, sa_type=sa.JSON)
     enabled: bool = True
+    owner_user_id: str | None = Field(default=None, max_length=255)
+    mailbox_id: int | None = None
 
 
 class WebhookEndpoint(WebhookEndpointBase, table=True):

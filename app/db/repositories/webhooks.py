@@ -11,12 +11,7 @@ def get_webhook_endpoint(session: Session, endpoint_id: int) -> WebhookEndpoint 
     return session.get(WebhookEndpoint, endpoint_id)
 
 
-def add_webhook_endpoint(
-    session: Session, *, url: str, event_types: list[str], enabled: bool, secret_enc: str
-) -> WebhookEndpoint:
-    endpoint = WebhookEndpoint(
-        url=url, event_types=event_types, enabled=enabled, secret_enc=secret_enc
-    )
+def add_webhook_endpoint(session: Session, endpoint: WebhookEndpoint) -> WebhookEndpoint:
     session.add(endpoint)
     session.flush()
     return endpoint
