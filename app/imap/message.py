@@ -65,7 +65,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from email.message import Message
 from email.utils import collapse_rfc2231_value, getaddresses, parsedate_tz
 from functools import lru_cache
-from typing import TypeVar
+from typing import Any, TypeVar
 
 # Dovecot's message parser limits: the 100th nested multipart or message (the root is
 # the first) is an opaque application/octet-stream part, and after 10,000 parts no
@@ -178,6 +178,10 @@ class ParsedMessage:
     def malformed(self) -> bool:
         return bool(self.defects)
 
+    def without_content(self, reason: str) -> ParsedMessage:
+        """Keep what the FETCH gave (UID, flags, size, dates) and the Message-ID; say why."""
+        return replace(self, headers="", defects=(*self.defects, reason), **_NO_CONTENT)
+
     @property
     def thread_key(self) -> str | None:
         """Return the conversation root: first References id, else In-Reply-To, else own id."""
@@ -211,6 +215,24 @@ def parse_message(
         return _parse(raw, fetched)
     except Exception as exc:  # the last line of defence: a message is stored, never lost
         return _unreadable(raw, fetched, exc)
+
+
+# A message's content as one stored without it has it: no addresses, dates, bodies or
+# attachments (what the FETCH gave, the identity and the defects stay).
+_NO_CONTENT: dict[str, Any] = {
+    "in_reply_to": None,
+    "references": (),
+    "subject": "",
+    "sender": None,
+    "to": (),
+    "cc": (),
+    "bcc": (),
+    "reply_to": (),
+    "date": None,
+    "text": None,
+    "html": None,
+    "attachments": (),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,20 +321,9 @@ def _unreadable(raw: bytes, fetched: _Fetched, error: Exception) -> ParsedMessag
         internal_date=fetched.internal_date,
         gm_msgid=fetched.gm_msgid,
         message_id=message_id,
-        in_reply_to=None,
-        references=(),
-        subject="",
-        sender=None,
-        to=(),
-        cc=(),
-        bcc=(),
-        reply_to=(),
-        date=None,
-        text=None,
-        html=None,
-        attachments=(),
         headers=headers,
         defects=_summarise(defects),
+        **_NO_CONTENT,
     )
 
 

@@ -45,7 +45,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import partial
 from typing import Any
@@ -437,7 +437,10 @@ class FolderSyncer:
             except Exception as exc:
                 if _outage(exc):
                     raise
-                return _without_content(message, exc)
+                return message.without_content(
+                    f"the database refused the message ({type(exc).__name__}):"
+                    " stored without its content"
+                )
             finally:
                 session.rollback()
         return message
@@ -660,30 +663,6 @@ def _email_row(mailbox_id: int, identity: str, message: ParsedMessage) -> dict[s
 def _outage(error: Exception) -> bool:
     """Say whether `error` is the database not answering (retried later), not a refusal."""
     return isinstance(error, DBAPIError) and is_unavailable(error)
-
-
-def _without_content(message: ParsedMessage, refusal: Exception) -> ParsedMessage:
-    """Keep what the FETCH gave (UID, flags, size, dates) and the identity, and say why."""
-    reason = (
-        f"the database refused the message ({type(refusal).__name__}): stored without its content"
-    )
-    return replace(
-        message,
-        in_reply_to=None,
-        references=(),
-        subject="",
-        sender=None,
-        to=(),
-        cc=(),
-        bcc=(),
-        reply_to=(),
-        date=None,
-        text=None,
-        html=None,
-        attachments=(),
-        headers="",
-        defects=(*message.defects, reason),
-    )
 
 
 def _attachment_rows(email_id: int, message: ParsedMessage) -> Iterator[dict[str, Any]]:
