@@ -9,7 +9,7 @@
 Everything lives under `root` (its own `base_dir`, `state_dir`, log, passwd-file
 and home), it listens on 127.0.0.1 only and on TLS only, so a system Dovecot is
 never touched. Dovecot's mail processes run as Debian's unprivileged `dovecot`
-account, which must be able to reach `root` (a directory under /tmp is fine).
+account, which must be able to reach `root` (the usual temporary directory is fine).
 Its own process group keeps a terminal's Ctrl-C away from it: the demo stops
 it after the service, in that order.
 """
@@ -107,6 +107,11 @@ def start_demo_dovecot(root: Path) -> DemoDovecot:
     """Start Dovecot in `root` (an empty directory the `dovecot` account can reach)."""
     if not os.access(DOVECOT_BIN, os.X_OK):
         raise DemoServerError(f"{DOVECOT_BIN} is missing; `make demo` installs it with apt-get")
+    if os.geteuid() != 0:
+        raise DemoServerError(
+            "the demo's Dovecot needs root, as the tests' does: it runs its mail processes"
+            f" as the {_MAIL_USER!r} account"
+        )
     mail_user = _mail_user()
     _check_reachable(root, mail_user)
     root.chmod(0o711)  # the mail processes run as `dovecot` and must reach the home below

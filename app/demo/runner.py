@@ -2,7 +2,7 @@
 
     make a directory (TMPDIR) ........... imap/ for Dovecot, service/ for imap-bridge
     start Dovecot, APPEND the history ... app.demo.dovecot, app.demo.mail
-    create the database and an API key .. `imap-bridge migrate`, `imap-bridge apikey create`
+    create the database and an API key .. as `imap-bridge run` does on a first start
     start `imap-bridge run` ............. app.demo.service; wait for /healthz
     register the mailbox ................ through the API; wait for the first sync
     print the summary ................... app.demo.summary
@@ -40,7 +40,12 @@ from app.demo.dovecot import (
 )
 from app.demo.mail import DemoMail
 from app.demo.mailbox import register_demo_mailbox
-from app.demo.service import DemoService, DemoServiceError, create_api_key, service_environment
+from app.demo.service import (
+    DemoService,
+    DemoServiceError,
+    create_demo_api_key,
+    service_environment,
+)
 from app.demo.summary import DemoFacts, summary
 
 _API_TIMEOUT_SECONDS = 60.0
@@ -62,11 +67,13 @@ def run_demo(port: int, arrival_seconds: float, out: TextIO) -> int:
         started.callback(server.stop)
         mail = DemoMail(datetime.now(UTC))
         server.append(mail.history)
+        _say(out, f"Dovecot is up on {HOST}:{server.port}, {len(mail.history)} messages stored")
         service_dir = _subdirectory(directory, "service")
         env = service_environment(server.ca_file, service_dir)
-        api_key = create_api_key(service_dir, env)
+        api_key = create_demo_api_key(service_dir)
         service = DemoService.start(service_dir, env, HOST, port or free_loopback_port())
         started.callback(service.stop)
+        _say(out, f"imap-bridge run is up on {service.base_url}; registering the demo mailbox ...")
         with httpx.Client(
             base_url=service.base_url,
             headers={"Authorization": f"Bearer {api_key}"},

@@ -2,7 +2,7 @@
 
     service_environment()   the caller's environment without any of the service's
                             settings, plus IMAP_CA_FILE and IMAP_ALLOW_PRIVATE_HOSTS
-    create_api_key()        `imap-bridge migrate`, then `imap-bridge apikey create`
+    create_demo_api_key()   the database and an API key, as `imap-bridge run` makes them
     DemoService.start()     `imap-bridge run --port P` in its own process group,
                             its output into a log file; wait for /healthz
     DemoService.stop()      SIGINT, as Ctrl-C on `make run`: the API, the worker and
@@ -29,9 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from sqlalchemy import make_url
 
 import app
 from app.config import Settings
+from app.db import create_db_engine, session_scope
+from app.db.migrate import upgrade_database
+from app.db.repositories import api_keys
 
 KEY_NAME = "demo"
 # The only setting that differs from production: the demo server is on 127.0.0.1.
@@ -39,7 +43,6 @@ PRIVATE_HOSTS_SETTING = "IMAP_ALLOW_PRIVATE_HOSTS"
 _START_SECONDS = 90.0
 # `imap-bridge run` waits for a running sync up to its time budget (60 s) before it exits.
 _STOP_SECONDS = 90.0
-_COMMAND_SECONDS = 120.0
 
 
 class DemoServiceError(RuntimeError):
@@ -59,27 +62,23 @@ def service_environment(ca_file: Path, directory: Path) -> dict[str, str]:
     return env
 
 
-def create_api_key(directory: Path, env: Mapping[str, str]) -> str:
-    """Create the database and an API key named "demo" with the CLI; return the key."""
-    _cli(directory, env, "migrate")
-    return _cli(directory, env, "apikey", "create", "--name", KEY_NAME).strip()
+def create_demo_api_key(directory: Path) -> str:
+    """Create the service's database in `directory` and an API key named "demo"; return the key.
 
-
-def _cli(directory: Path, env: Mapping[str, str], *args: str) -> str:
-    result = subprocess.run(  # noqa: S603 - our own command, arguments from this module
-        [sys.executable, "-m", "app.cli", *args],
-        cwd=directory,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=_COMMAND_SECONDS,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise DemoServiceError(
-            f"imap-bridge {' '.join(args)} exited {result.returncode}: {result.stderr.strip()}"
-        )
-    return result.stdout
+    The calls `imap-bridge run` makes on a first start, here, so the key is known
+    before the service prints anything: on the database the service will open from
+    `directory` (its default URL, made absolute), in this process (a command line
+    of its own would cost a process start of several seconds on a loaded machine).
+    """
+    default = make_url(Settings.model_fields["database_url"].default)
+    url = default.set(database=str(directory / str(default.database))).render_as_string()
+    upgrade_database(url)
+    engine = create_db_engine(url)
+    try:
+        with session_scope(engine) as session:
+            return api_keys.create_api_key(session, KEY_NAME)[1]
+    finally:
+        engine.dispose()
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -41,7 +41,7 @@ ARRIVAL_SECONDS = 2
 API_KEY = re.compile(r"^API key\s+(ib_\S+)$", re.MULTILINE)
 DOCS_URL = re.compile(r"^API docs\s+(http://\S+)/docs$", re.MULTILINE)
 READY = "press Ctrl-C to stop everything"
-SECTIONS = ("started", "API key", "API docs", "status", "  curl ")
+SECTIONS = ("\nstarted\n", "\nAPI key ", "\nAPI docs ", "\nstatus ", "\n  curl ")
 
 
 @dataclass(frozen=True)
