@@ -46,7 +46,7 @@ _STOP_SECONDS = 90.0
 
 
 class DemoServiceError(RuntimeError):
-    """The service did not start, or a command of it failed; the message says why."""
+    """The service did not start, or its API refused what the demo asked; the message says why."""
 
 
 def service_environment(ca_file: Path, directory: Path) -> dict[str, str]:
