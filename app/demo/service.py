@@ -6,7 +6,8 @@
     DemoService.start()     `imap-bridge run --port P` in its own process group,
                             its output into a log file; wait for /healthz
     DemoService.stop()      SIGINT, as Ctrl-C on `make run`: the API, the worker and
-                            the watcher stop, the embedded Redis shuts down
+                            the watcher stop, the embedded Redis shuts down (or is
+                            shut down here, if the service was stopped while starting)
 
 Run from the demo's directory, the service's defaults land there: SQLite in
 `var/imap-bridge.db`, the embedded Redis on `var/redis.sock`, the secret key in
@@ -29,10 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import redis
 from sqlalchemy import make_url
 
 import app
-from app.config import Settings
+from app.config import DATA_DIR, Settings
 from app.db import create_db_engine, session_scope
 from app.db.migrate import upgrade_database
 from app.db.repositories import api_keys
@@ -98,6 +100,7 @@ class DemoService:
     """`imap-bridge run` in a subprocess; `log` holds everything it prints."""
 
     base_url: str
+    directory: Path
     log: Path
     process: subprocess.Popen[bytes] = field(repr=False)
 
@@ -120,7 +123,9 @@ class DemoService:
                 stderr=subprocess.STDOUT,
                 process_group=0,  # a terminal's Ctrl-C reaches the demo, which stops this in turn
             )
-        service = cls(base_url=f"http://{host}:{port}", log=log, process=process)
+        service = cls(
+            base_url=f"http://{host}:{port}", directory=directory, log=log, process=process
+        )
         try:
             service._wait_until_up()
         except BaseException:
@@ -152,7 +157,12 @@ class DemoService:
         return "".join(text.splitlines(keepends=True)[-lines:])
 
     def stop(self) -> None:
-        """Stop it as Ctrl-C stops `make run`; kill its process group if it hangs."""
+        """Stop it as Ctrl-C stops `make run`; kill its process group if it hangs.
+
+        A service stopped while it was still starting can leave its embedded Redis
+        running (a daemon, outside the process group); that one is shut down here,
+        before the directory it saves into is removed.
+        """
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
             try:
@@ -160,3 +170,16 @@ class DemoService:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        _shut_down_embedded_redis(self.directory / DATA_DIR / "redis.sock")
+
+
+def _shut_down_embedded_redis(socket_path: Path) -> None:
+    if not socket_path.exists():
+        return
+    client = redis.Redis(unix_socket_path=str(socket_path), socket_connect_timeout=2)
+    try:
+        client.shutdown(nosave=True)
+    except redis.RedisError:
+        pass  # nobody listens: the service shut it down
+    finally:
+        client.close()
