@@ -1,4 +1,4 @@
-# Every target bootstraps what it needs, so a fresh clone only needs `make run` or `make test`.
+# Every target bootstraps what it needs, so a fresh clone only needs `make run`, `make demo` or `make test`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 DOVECOT := /usr/sbin/dovecot
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint format openapi bench dovecot chromium servers node clean
+.PHONY: run demo test lint format openapi bench dovecot chromium servers node clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ node:
 
 run: $(INSTALLED)
 	$(BIN)/imap-bridge run
+
+# A private Dovecot with a made-up mailbox and `imap-bridge run` syncing it (app/demo/), in a
+# directory of its own, removed at Ctrl-C. DEMO_ARGS: --port P (0: any), --arrival-seconds S.
+demo: $(INSTALLED) dovecot
+	$(BIN)/python -m app.demo $(DEMO_ARGS)
 
 # pytest exits 5 when it collected nothing: that is a failure here, not a pass.
 test: $(INSTALLED) dovecot chromium servers node
