@@ -104,10 +104,11 @@ from app.sync.errors import (
     PlaintextRefusedError,
     database_outages,
 )
-from app.sync.folder_sync import Deadline, FolderSyncer, Lease, ProgressCallback, SyncCounts
+from app.sync.folder_sync import Deadline, FolderSyncer, ProgressCallback, SyncCounts
 from app.sync.folders import is_reconciled, reconcile_folders, remote_identities
 from app.sync.heartbeat import LeaseHeartbeat
 from app.sync.holder import holder_is_gone, worker_identity
+from app.sync.lease import Lease
 
 log = logging.getLogger(__name__)
 
