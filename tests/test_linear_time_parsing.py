@@ -36,7 +36,9 @@ from app.api.oauth.schemas import AuthorizeRequest, OAuthConnectionCheck
 from app.api.search.schemas import RemoteSearchRequest
 from app.imap import connection, fetch
 from app.imap.config import ImapConfig
-from app.imap.message import decode_header_value, extract_part, parse_addresses, parse_message
+from app.imap.headers import decode_header_value, parse_addresses
+from app.imap.message import parse_message
+from app.imap.mime_scan import part_transfer_encoding
 from app.imap.search import SearchQueryBuilder
 from app.oauth.providers import MicrosoftProvider
 
@@ -147,7 +149,7 @@ CASES: dict[str, Callable[[], object]] = {
     "connection.login-refusal/unclosed-code": lambda: connection.login_refusal(
         "NO [" * (TEN_KB // 4)
     ),
-    # app/imap/message.py: headers and MIME structure of a received message
+    # app/imap/message.py and its readers: headers and MIME structure of a received message
     "message.encoded-word/no-end": lambda: decode_header_value("=?" + "a" * TEN_KB),
     "message.encoded-word/many-starts": lambda: decode_header_value("=?a?q?" * (TEN_KB // 6)),
     "message.encoded-word/charset-runs": lambda: message(
@@ -164,7 +166,9 @@ CASES: dict[str, Callable[[], object]] = {
     "message.filename/unsafe-run": lambda: multipart(
         'Content-Disposition: attachment; filename="' + ':*?"' * (TEN_KB // 4) + '"\r\n\r\nx'
     ),
-    "message.part-header/name-without-colon": lambda: extract_part(b"a" * TEN_KB + b"\r\n"),
+    "message.part-header/name-without-colon": lambda: part_transfer_encoding(
+        b"a" * TEN_KB + b"\r\n"
+    ),
     # app/api/emails/router.py: attachment media type and download filename
     "emails.media-type/then-bang": lambda: _MIME_TYPE.fullmatch("a" * TEN_KB + "!"),
     "emails.content-disposition/quotes-and-CRLF": lambda: content_disposition(

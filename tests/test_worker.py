@@ -27,7 +27,10 @@ from app.db import session_scope
 from app.db.models import Mailbox, MailboxStatus, SyncRun, SyncRunStatus, SyncTrigger, utcnow
 from app.db.repositories.mailboxes import acquire_lease
 from app.queue import create_queue, enqueue_sync, sync_job_id
-from app.worker import BUSY_ERROR_CODE, BusyRetry, enqueue_due_syncs, worker_settings
+from app.worker import worker_settings
+from app.worker.cron_jobs import enqueue_due_syncs
+from app.worker.state import BusyRetry
+from app.worker.sync_job import BUSY_ERROR_CODE
 from tests.dovecot import MailUser
 from tests.factories import MailboxFactory
 from tests.mailgen import make_message

@@ -17,13 +17,8 @@ from imapclient.response_parser import parse_fetch_response
 from app.imap.connection import ImapConnection, imap_errors
 from app.imap.errors import FolderNotFound, ProtocolError
 from app.imap.fetch import uid_fetch
-from app.imap.message import (
-    AttachmentInfo,
-    ParsedMessage,
-    normalise_flags,
-    parse_message,
-    part_transfer_encoding,
-)
+from app.imap.message import AttachmentInfo, ParsedMessage, normalise_flags, parse_message
+from app.imap.mime_scan import part_transfer_encoding
 from app.imap.search import SearchQuery, SearchQueryBuilder
 from app.imap.transfer import TransferDecoder
 

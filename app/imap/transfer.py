@@ -7,7 +7,7 @@ yet, so memory stays at one chunk whatever the size of the part::
 
     feed(chunk) -> decoded bytes (the undecodable tail is kept)
     finish()    -> the rest (a dangling base64 character is dropped, as
-                   `app.imap.message` drops it when decoding a whole part)
+                   `app.imap.text_decoding` drops it when decoding a whole part)
 """
 
 from __future__ import annotations

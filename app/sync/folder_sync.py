@@ -37,42 +37,40 @@ is one `email.updated` when its source folder is synced first (the email waits
 in no folder and is relinked), or two when its target is (a link added, then
 one dropped); never `email.deleted` + `email.received`. A first sync and the
 rescan after a UIDVALIDITY reset relink silently: `folder.reset` said it all.
+
+Beside this state machine: the batch writes (app.sync.mail_store), the rows a
+message becomes (app.sync.email_rows), the flag updates (app.sync.flag_updates)
+and the lease every write transaction proves (app.sync.lease).
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from functools import partial
-from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
-from sqlmodel import Session, col, select
 
 from app.db import session_scope
-from app.db.engine import is_unavailable
-from app.db.models import Email, EmailFolder, Folder, MailAddress, Mailbox, utcnow
-from app.db.repositories.emails import (
-    insert_attachments,
-    insert_emails,
-    insert_links,
-    relinkable_emails,
-)
+from app.db.models import Folder, Mailbox, utcnow
 from app.db.repositories.events import record_email_updates, record_event
-from app.db.repositories.folders import linked_uids, lowest_linked_uid, unlink_folder, unlink_uids
-from app.db.repositories.mailboxes import renew_lease
+from app.db.repositories.folders import (
+    linked_uids,
+    lowest_linked_uid,
+    unlink_folder,
+    unlink_uids,
+    update_folder,
+)
 from app.imap import EmailManager, FolderStatus, SelectedFolder
 from app.imap.email_manager import chunked
-from app.imap.message import Address, ParsedMessage
 from app.sync.batch_writer import BatchWriter
-from app.sync.errors import FolderDivergedError, LeaseLostError
+from app.sync.errors import FolderDivergedError
+from app.sync.flag_updates import apply_flags
 from app.sync.identity import message_identity
+from app.sync.lease import Lease
+from app.sync.mail_store import FetchedBatch, KnownMessage, MailStore
 
 
 @dataclass(slots=True)
@@ -109,20 +107,6 @@ class Deadline:
         return time.monotonic() >= self._end
 
 
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """The mailbox lease a run holds; each transaction it commits first proves it still does."""
-
-    mailbox_id: int
-    owner: str
-    duration: timedelta
-
-    def hold(self, session: Session) -> None:
-        """Renew the lease in `session`'s transaction; raise if another worker took it."""
-        if not renew_lease(session, self.mailbox_id, self.owner, utcnow(), self.duration):
-            raise LeaseLostError(f"mailbox {self.mailbox_id} was taken over by another worker")
-
-
 @dataclass
 class FolderSyncer:
     """Syncs the folders of one mailbox over one IMAP session."""
@@ -142,6 +126,10 @@ class FolderSyncer:
     unlinked: bool = False
     # A run stores at least one batch, however small its budget: every run makes progress.
     _batches_stored: int = 0
+    _mail_store: MailStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._mail_store = MailStore(self.engine, self.mailbox, self.lease, self.batch_size)
 
     def sync(self, folder: Folder, status: FolderStatus | None) -> bool:
         """Bring `folder` up to date; return False when the time budget ran out first."""
@@ -165,19 +153,12 @@ class FolderSyncer:
         self._checkpoint(folder, selected)
         return True
 
-    @contextmanager
-    def _writing(self) -> Iterator[Session]:
-        """A transaction that commits only while this run still holds the mailbox's lease."""
-        with session_scope(self.engine) as session:
-            self.lease.hold(session)
-            yield session
-
     # -- the phases ---------------------------------------------------------------------
 
     def _reset(self, folder: Folder, selected: SelectedFolder) -> Folder:
         """UIDVALIDITY changed: every UID is void; rescan and relink by identity."""
         self.unlinked = True
-        with self._writing() as session:
+        with self.lease.writing(self.engine) as session:
             unlink_folder(session, _id(folder))
             record_event(
                 session,
@@ -190,9 +171,9 @@ class FolderSyncer:
                     "new_uidvalidity": selected.uidvalidity,
                 },
             )
-            return _update_folder(
+            return update_folder(
                 session,
-                folder,
+                _id(folder),
                 uidvalidity=None,
                 uidnext=None,
                 highestmodseq=None,
@@ -209,10 +190,10 @@ class FolderSyncer:
             self.mail.search(self.mail.query().since(since).build()), selected
         )
         high = max((selected.uidnext or 1) - 1, in_window[-1] if in_window else 0)
-        with self._writing() as session:
-            return _update_folder(
+        with self.lease.writing(self.engine) as session:
+            return update_folder(
                 session,
-                folder,
+                _id(folder),
                 uidvalidity=selected.uidvalidity,
                 highestmodseq=selected.highestmodseq,
                 sync_since=since,
@@ -240,7 +221,7 @@ class FolderSyncer:
             flags = self._changed_flags(folder, selected, low)
             if folder.uidnext is None or folder.message_count + arrived != selected.exists:
                 on_server = self._listed_uids(folder, selected)
-        with self._writing() as session:
+        with self.lease.writing(self.engine) as session:
             if low is not None:
                 links = linked_uids(session, _id(folder))
                 changed: set[int] = set()
@@ -249,11 +230,11 @@ class FolderSyncer:
                     self.counts.expunged += unlink_uids(session, _id(folder), gone)
                     self.unlinked = self.unlinked or bool(gone)
                     changed.update(links[uid] for uid in gone)
-                flag_changes = _apply_flags(session, links, flags)
+                flag_changes = apply_flags(session, links, flags)
                 self.counts.flags_changed += flag_changes.changed
                 changed.update(flag_changes.visible)
                 record_email_updates(session, self.mailbox, changed, self.batch_size)
-            return _update_folder(session, folder, highestmodseq=selected.highestmodseq)
+            return update_folder(session, _id(folder), highestmodseq=selected.highestmodseq)
 
     def _listed_uids(self, folder: Folder, selected: SelectedFolder) -> set[int]:
         """List every UID of the folder and check the count against EXISTS.
@@ -299,15 +280,15 @@ class FolderSyncer:
         announce = folder.synced_at is not None
         if not self._store(folder, remaining, newest_first=True, announce=announce):
             return False
-        with self._writing() as session:
-            _update_folder(session, folder, backfill_done=True)
+        with self.lease.writing(self.engine) as session:
+            update_folder(session, _id(folder), backfill_done=True)
         return True
 
     def _checkpoint(self, folder: Folder, selected: SelectedFolder) -> None:
         """Record the SELECT snapshot: the next run skips the folder if it still matches."""
-        with self._writing() as session:
-            row = _update_folder(
-                session, folder, uidnext=selected.uidnext, message_count=selected.exists
+        with self.lease.writing(self.engine) as session:
+            row = update_folder(
+                session, _id(folder), uidnext=selected.uidnext, message_count=selected.exists
             )
             row.last_seen_uid = max(row.last_seen_uid, (selected.uidnext or 1) - 1)
             row.synced_at = utcnow()
@@ -327,7 +308,7 @@ class FolderSyncer:
         ordered = sorted(uids, reverse=newest_first)
         if not ordered:
             return True
-        relinking = self._mailbox_has_mail_outside(folder)
+        relinking = self._mail_store.has_mail_outside(folder)
         stored = 0
         with BatchWriter[int](ahead=0 if relinking else 1) as writer:
             for batch in chunked(ordered, self.batch_size):
@@ -336,15 +317,8 @@ class FolderSyncer:
                     return False
                 known = self._known_elsewhere(folder, batch) if relinking else {}
                 bodies = list(self.mail.fetch([uid for uid in batch if uid not in known]))
-                write = partial(
-                    self._write_batch,
-                    folder,
-                    batch,
-                    known,
-                    bodies,
-                    newest_first=newest_first,
-                    announce=announce,
-                )
+                fetched = FetchedBatch(folder, batch, known, bodies, newest_first, announce)
+                write = partial(self._write_batch, fetched)
                 self._batches_stored += 1
                 stored = self._report(folder, stored, writer.submit(write), len(ordered))
             self._report(folder, stored, writer.finish(), len(ordered))
@@ -358,157 +332,17 @@ class FolderSyncer:
                 self.progress(SyncProgress(folder.full_name, stored, total))
         return stored
 
-    def _write_batch(
-        self,
-        folder: Folder,
-        batch: Sequence[int],
-        known: dict[int, KnownMessage],
-        bodies: list[ParsedMessage],
-        *,
-        newest_first: bool,
-        announce: bool,
-    ) -> int:
-        """Store one fetched batch with the folder mark it advances; return its size.
-
-        A batch the database refuses for a value of one message (a failure that is
-        neither an outage nor a lost lease) is written again with each message the
-        database refuses on its own stored without its content: one message never
-        stops the mailbox, and the checkpoint still moves past it.
-        """
-
-        def write(messages: list[ParsedMessage]) -> list[int]:
-            return self._commit_batch(
-                folder, batch, known, messages, newest_first=newest_first, announce=announce
-            )
-
-        try:
-            new_ids = write(bodies)
-        except Exception as exc:
-            if isinstance(exc, LeaseLostError) or _outage(exc):
-                raise
-            storable = [self._storable(message) for message in bodies]
-            if all(kept is message for kept, message in zip(storable, bodies, strict=True)):
-                raise  # no message is to blame: the batch fails as a whole
-            bodies = storable
-            new_ids = write(bodies)
-        self.counts.new += len(new_ids)
-        self.counts.bytes += sum(message.size for message in bodies)
-        return len(batch)
-
-    def _commit_batch(
-        self,
-        folder: Folder,
-        batch: Sequence[int],
-        known: dict[int, KnownMessage],
-        bodies: list[ParsedMessage],
-        *,
-        newest_first: bool,
-        announce: bool,
-    ) -> list[int]:
-        """Write one batch and its folder mark in one transaction; return the new email ids."""
-        with self._writing() as session:
-            relinked = _link_known(session, folder, known)
-            new_ids = self._insert(session, folder, bodies, relinked)
-            # Arrivals (oldest first, above the high mark) relinked to a stored email are
-            # a move or a copy; a backfill's relinks are a first sync's or a reset's rescan.
-            if announce and not newest_first:
-                record_email_updates(session, self.mailbox, relinked, self.batch_size)
-            if announce and new_ids:
-                record_event(
-                    session,
-                    "email.received",
-                    self.mailbox,
-                    {"folder_id": folder.id, "folder": folder.full_name, "email_ids": new_ids},
-                )
-            marks: dict[str, Any] = (
-                {"low_uid": min(batch)} if newest_first else {"last_seen_uid": max(batch)}
-            )
-            _update_folder(session, folder, **marks)
-        return new_ids
-
-    def _storable(self, message: ParsedMessage) -> ParsedMessage:
-        """Try the message's rows alone in a transaction rolled back; if the database refuses
-        them, return the message without its content (what the FETCH gave, its identity)."""
-        with Session(self.engine) as session:
-            try:
-                row = _email_row(_id(self.mailbox), message_identity(message), message)
-                [email_id] = insert_emails(session, [row])
-                insert_attachments(session, list(_attachment_rows(email_id, message)))
-            except Exception as exc:
-                if _outage(exc):
-                    raise
-                return message.without_content(
-                    f"the database refused the message ({type(exc).__name__}):"
-                    " stored without its content"
-                )
-            finally:
-                session.rollback()
-        return message
+    def _write_batch(self, batch: FetchedBatch) -> int:
+        """Store one fetched batch (app.sync.mail_store) and count it; return its size."""
+        stored = self._mail_store.write_batch(batch)
+        self.counts.new += stored.new
+        self.counts.bytes += stored.bytes
+        return len(batch.uids)
 
     def _known_elsewhere(self, folder: Folder, batch: Sequence[int]) -> dict[int, KnownMessage]:
         """Find which UIDs hold mail stored from another folder, from their headers only."""
-        identities = {m.uid: (message_identity(m), m.flags) for m in self.mail.identities(batch)}
-        with session_scope(self.engine) as session:
-            emails = relinkable_emails(
-                session, _id(self.mailbox), _id(folder), (i for i, _ in identities.values())
-            )
-        known: dict[int, KnownMessage] = {}
-        claimed: set[int] = set()
-        for uid, (identity, flags) in identities.items():
-            email_id = emails.get(identity)
-            if email_id is not None and email_id not in claimed:
-                claimed.add(email_id)
-                known[uid] = KnownMessage(email_id, flags)
-        return known
-
-    def _mailbox_has_mail_outside(self, folder: Folder) -> bool:
-        with session_scope(self.engine) as session:
-            in_folder = select(EmailFolder.email_id).where(EmailFolder.folder_id == folder.id)
-            statement = select(Email.id).where(
-                Email.mailbox_id == self.mailbox.id, col(Email.id).not_in(in_folder)
-            )
-            return session.exec(statement.limit(1)).first() is not None
-
-    def _insert(
-        self,
-        session: Session,
-        folder: Folder,
-        messages: list[ParsedMessage],
-        taken: set[int],
-    ) -> list[int]:
-        """Store fetched messages; link those whose identity matches an email stored elsewhere.
-
-        The emails linked join `taken` (each takes one UID of the folder).
-        """
-        folder_id = _id(folder)
-        identities = [message_identity(message) for message in messages]
-        existing = relinkable_emails(session, _id(self.mailbox), folder_id, identities)
-        links: list[dict[str, Any]] = []
-        new: list[ParsedMessage] = []
-        rows: list[dict[str, Any]] = []
-        for message, identity in zip(messages, identities, strict=True):
-            email_id = existing.get(identity)
-            if email_id is not None and email_id not in taken:
-                taken.add(email_id)
-                links.append({"email_id": email_id, "folder_id": folder_id, "uid": message.uid})
-                continue
-            new.append(message)
-            rows.append(_email_row(_id(self.mailbox), identity, message))
-        new_ids = insert_emails(session, rows)
-        links.extend(
-            {"email_id": email_id, "folder_id": folder_id, "uid": message.uid}
-            for email_id, message in zip(new_ids, new, strict=True)
-        )
-        insert_links(session, links)
-        insert_attachments(
-            session,
-            [
-                row
-                for email_id, message in zip(new_ids, new, strict=True)
-                for row in _attachment_rows(email_id, message)
-            ],
-        )
-        return new_ids
+        identities = ((m.uid, message_identity(m), m.flags) for m in self.mail.identities(batch))
+        return self._mail_store.known_elsewhere(folder, identities)
 
     def _snapshot(self, uids: list[int], selected: SelectedFolder) -> list[int]:
         """Keep the UIDs that existed at SELECT time; later arrivals wait for the next run."""
@@ -519,14 +353,6 @@ class FolderSyncer:
     def _lowest_uid(self, folder: Folder) -> int | None:
         with session_scope(self.engine) as session:
             return lowest_linked_uid(session, _id(folder))
-
-
-@dataclass(frozen=True, slots=True)
-class KnownMessage:
-    """A UID whose message the mailbox already stores (found by identity)."""
-
-    email_id: int
-    flags: frozenset[str]
 
 
 def _unchanged(folder: Folder, status: FolderStatus) -> bool:
@@ -541,144 +367,6 @@ def _unchanged(folder: Folder, status: FolderStatus) -> bool:
     )
 
 
-def _link_known(session: Session, folder: Folder, known: dict[int, KnownMessage]) -> set[int]:
-    for uid, message in known.items():
-        session.add(EmailFolder(email_id=message.email_id, folder_id=_id(folder), uid=uid))
-    _apply_flags(
-        session,
-        {uid: message.email_id for uid, message in known.items()},
-        {uid: message.flags for uid, message in known.items()},
-    )
-    return {message.email_id for message in known.values()}
-
-
-_FLAG_READ_CHUNK = 1000
-_FLAG_COLUMNS = {
-    "seen": "\\Seen",
-    "flagged": "\\Flagged",
-    "answered": "\\Answered",
-    "draft": "\\Draft",
-}
-_VISIBLE_FLAGS = 2  # seen and flagged, the first columns: what `email.updated` carries
-
-
-@dataclass(frozen=True, slots=True)
-class FlagChanges:
-    """What `_apply_flags` wrote: how many emails changed, and which of them in seen/flagged."""
-
-    changed: int
-    visible: list[int]
-
-
-def _apply_flags(
-    session: Session, links: dict[int, int], flags: dict[int, frozenset[str]]
-) -> FlagChanges:
-    """Write changed system flags of linked UIDs; say which emails changed.
-
-    Current flags are read in chunks (a folder without CONDSTORE reports every
-    UID's flags, more than a statement may bind) and the changes go out in one
-    executemany.
-    """
-    targets = {links[uid]: state for uid, state in flags.items() if uid in links}
-    columns = [col(getattr(Email, name)) for name in _FLAG_COLUMNS]
-    current: dict[int, tuple[bool, ...]] = {}
-    for chunk in chunked(list(targets), _FLAG_READ_CHUNK):
-        rows = session.execute(sa.select(col(Email.id), *columns).where(col(Email.id).in_(chunk)))
-        current.update((email_id, tuple(values)) for email_id, *values in rows)
-    changes: list[dict[str, Any]] = []
-    visible: list[int] = []
-    for email_id, state in targets.items():
-        wanted = tuple(flag in state for flag in _FLAG_COLUMNS.values())
-        if email_id in current and current[email_id] != wanted:
-            changes.append({"id": email_id, **dict(zip(_FLAG_COLUMNS, wanted, strict=True))})
-            if current[email_id][:_VISIBLE_FLAGS] != wanted[:_VISIBLE_FLAGS]:
-                visible.append(email_id)
-    if changes:
-        session.execute(sa.update(Email), changes)  # an UPDATE by primary key per row
-    return FlagChanges(len(changes), visible)
-
-
-def _update_folder(session: Session, folder: Folder, **values: Any) -> Folder:
-    """Write `values` to the folder row and return the updated snapshot."""
-    row = session.get(Folder, _id(folder))
-    assert row is not None, "a folder cannot vanish while its mailbox is leased"
-    for name, value in values.items():
-        setattr(row, name, value)
-    session.flush()
-    return row
-
-
-def _clean(text: str | None) -> str | None:
-    """Drop NUL characters: PostgreSQL text cannot hold them."""
-    return text.replace("\x00", "\ufffd") if text else text
-
-
-def _addresses(addresses: tuple[Address, ...]) -> list[MailAddress]:
-    return [{"name": _clean(a.name) or None, "email": _clean(a.email) or ""} for a in addresses]
-
-
-_MAX_ADDRESS = 320  # RFC 5321's limit; the column is indexed
-_MAX_INDEXED_KEY = 200
-
-
-def _index_safe(key: str | None) -> str | None:
-    """Hash keys too long for a B-tree index (PostgreSQL refuses ~2.7 kB), as identities are."""
-    if key is None or len(key) <= _MAX_INDEXED_KEY:
-        return key
-    return "sha256:" + hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()
-
-
-def _email_row(mailbox_id: int, identity: str, message: ParsedMessage) -> dict[str, Any]:
-    """Return the `email` columns of a fetched message (`created_at` is the column default)."""
-    return {
-        "mailbox_id": mailbox_id,
-        "identity": identity,
-        "gm_msgid": message.gm_msgid,
-        "message_id": _clean(message.message_id),
-        "in_reply_to": _clean(message.in_reply_to),
-        "references": _clean(" ".join(message.references)) or None,
-        "thread_key": _index_safe(_clean(message.thread_key)),
-        "subject": _clean(message.subject),
-        "from_name": _clean(message.sender.name) or None if message.sender else None,
-        "from_email": _clean(message.sender.email[:_MAX_ADDRESS]) if message.sender else None,
-        "to": _addresses(message.to),
-        "cc": _addresses(message.cc),
-        "bcc": _addresses(message.bcc),
-        "reply_to": _addresses(message.reply_to),
-        "date": message.date,
-        "received_at": message.internal_date,
-        "size": message.size,
-        "seen": message.seen,
-        "flagged": message.flagged,
-        "answered": "\\Answered" in message.flags,
-        "draft": "\\Draft" in message.flags,
-        "has_attachments": message.has_attachments,
-        "text_body": _clean(message.text),
-        "html_body": _clean(message.html),
-        "headers": _clean(message.headers),
-        "defects": list(message.defects),
-    }
-
-
-def _outage(error: Exception) -> bool:
-    """Say whether `error` is the database not answering (retried later), not a refusal."""
-    return isinstance(error, DBAPIError) and is_unavailable(error)
-
-
-def _attachment_rows(email_id: int, message: ParsedMessage) -> Iterator[dict[str, Any]]:
-    for n, attachment in enumerate(message.attachments):
-        yield {
-            "email_id": email_id,
-            "n": n,
-            "part_id": attachment.part_id,
-            "filename": _clean(attachment.filename),
-            "content_type": attachment.content_type[:255],
-            "size": attachment.size,
-            "content_id": _clean(attachment.content_id),
-            "inline": attachment.inline,
-        }
-
-
-def _id(row: Folder | Mailbox | Email) -> int:
+def _id(row: Folder | Mailbox) -> int:
     assert row.id is not None, "rows are flushed before their id is used"
     return row.id

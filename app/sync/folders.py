@@ -36,6 +36,7 @@ ENABLED_BY_DEFAULT = frozenset({FolderType.INBOX, FolderType.SENT})
 # The identities of a remote folder's messages, or None when it holds too many to read.
 IdentitiesOf = Callable[[str], set[str] | None]
 RENAME_EVIDENCE_MAX_MESSAGES = 5000
+_FIRST_FOLDERS = (FolderType.INBOX, FolderType.SENT)
 
 
 def remote_identities(mail: EmailManager, full_name: str) -> set[str] | None:
@@ -68,6 +69,22 @@ def is_reconciled(folders: list[Folder], listing: FolderListing) -> bool:
         if any(getattr(folder, name) != value for name, value in _listed_values(remote).items()):
             return False
     return True
+
+
+def folders_to_sync(folders: list[Folder], listing: FolderListing) -> list[Folder]:
+    """Enabled folders that exist and can be selected; inbox, then sent, then by name."""
+    selectable = {f.full_name for f in listing.folders if f.selectable}
+    chosen = [
+        f
+        for f in folders
+        if f.sync_enabled and f.outdated_since is None and f.full_name in selectable
+    ]
+
+    def order(folder: Folder) -> tuple[int, str]:
+        rank = _FIRST_FOLDERS.index(folder.type) if folder.type in _FIRST_FOLDERS else 2
+        return rank, folder.full_name.casefold()
+
+    return sorted(chosen, key=order)
 
 
 def reconcile_folders(

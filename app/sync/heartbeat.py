@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.db import session_scope
 from app.db.models import utcnow
 from app.db.repositories.mailboxes import renew_lease
-from app.sync.folder_sync import Lease
+from app.sync.lease import Lease
 
 log = logging.getLogger(__name__)
 

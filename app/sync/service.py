@@ -1,7 +1,7 @@
 """Synchronize one mailbox: the six steps of DESIGN.md, one run at a time.
 
     take the lease ---- held by another live worker ----> return None
-      |  (free, expired, or its holder crashed on this machine: app.sync.holder)
+      |  (free, expired, or its holder crashed on this machine: app.sync.run_claim)
       |  renewed every third of SYNC_LEASE_SECONDS until the run ends (app.sync.heartbeat)
       | sync_run: running (the same transaction)
     refresh the OAuth token when it expires within 5 minutes (app.sync.token_refresh)
@@ -19,7 +19,7 @@
                                                       fails `folder_diverged` naming it,
                                                       retried with backoff
     run succeeded: `mailbox.synced` (+ `mailbox.credentials_restored` after a failure;
-      a complete run deletes the emails left in no folder: `email.deleted`)
+      a complete run deletes the emails left in no folder: `email.deleted`, app.sync.orphans)
     the database stops answering (any step) ----------> run failed `database_unavailable`,
                                                          retried with backoff, nobody is
                                                          told; recorded once it answers
@@ -49,13 +49,10 @@ longer leaves the lease to expire, as a crashed worker's does, and the run
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from functools import partial
-from typing import Literal, TypeVar
+from typing import Literal
 
 from pydantic import ValidationError
 from sqlalchemy.engine import Engine
@@ -65,8 +62,6 @@ from app.backoff import Backoff
 from app.config import Settings
 from app.db import session_scope
 from app.db.models import (
-    Folder,
-    FolderType,
     Mailbox,
     MailboxStatus,
     SyncRun,
@@ -74,20 +69,12 @@ from app.db.models import (
     SyncTrigger,
     utcnow,
 )
-from app.db.repositories.emails import delete_orphans, orphan_email_ids
+from app.db.repositories.emails import delete_orphans
 from app.db.repositories.events import record_event
-from app.db.repositories.folders import mailbox_folders
-from app.db.repositories.mailboxes import (
-    get_mailbox,
-    lease_holder,
-    lease_mailbox,
-    release_lease,
-)
-from app.db.repositories.sync_runs import fail_interrupted_sync_runs, open_sync_runs
+from app.db.repositories.mailboxes import release_lease
 from app.imap import EmailManager, FolderManager, ImapConnection
 from app.imap.email_manager import chunked
 from app.imap.errors import AuthenticationFailed, FolderNotFound, ImapError, NetworkError
-from app.imap.folder_manager import FolderListing
 from app.oauth.errors import (
     InvalidGrantError,
     OAuthError,
@@ -100,27 +87,26 @@ from app.sync.errors import (
     DatabaseUnavailableError,
     FolderDivergedError,
     LeaseLostError,
-    MailboxNotFoundError,
     PlaintextRefusedError,
     database_outages,
 )
-from app.sync.folder_sync import Deadline, FolderSyncer, Lease, ProgressCallback, SyncCounts
-from app.sync.folders import is_reconciled, reconcile_folders, remote_identities
+from app.sync.folder_sync import Deadline, FolderSyncer, ProgressCallback, SyncCounts
+from app.sync.folders import (
+    folders_to_sync,
+    is_reconciled,
+    reconcile_folders,
+    remote_identities,
+)
 from app.sync.heartbeat import LeaseHeartbeat
-from app.sync.holder import holder_is_gone, worker_identity
+from app.sync.holder import worker_identity
+from app.sync.lease import Lease
+from app.sync.orphans import orphans_after_complete_run, orphans_after_folders_run
+from app.sync.run_claim import RunClaim, claimed, when_database_answers
 
 log = logging.getLogger(__name__)
 
-_FIRST_FOLDERS = (FolderType.INBOX, FolderType.SENT)
 _NETWORK_RETRY_BASE_SECONDS = 60.0
 _SLOW_RETRY_CAP_SECONDS = 24 * 3600.0
-# How long a run whose database stopped answering waits for it, to record why it
-# failed and to release the lease; shorter than the default lease.
-DATABASE_WAIT_SECONDS = 15.0
-_DATABASE_POLL_SECONDS = 1.0
-
-_Written = TypeVar("_Written")
-
 # credentials: the owner must act (told once); transient: the network or server, retried
 # soon, nobody told; permanent: anything else that will not fix itself (`mailbox.sync_failed`).
 FailureKind = Literal["credentials", "transient", "permanent"]
@@ -146,19 +132,6 @@ class SyncResult:
     error_code: str | None = None
 
 
-@dataclass(slots=True)
-class _Claim:
-    """What the transaction that takes the lease hands the run, read before it logs in."""
-
-    lease: Lease
-    mailbox: Mailbox
-    run: SyncRun
-    folders: list[Folder]  # every folder of the mailbox
-    # emails no folder held (mail runs of a mailbox marked `orphans_possible` only)
-    orphans: set[int]
-    released: bool = False  # the run's last transaction gave the lease back
-
-
 def sync_mailbox(
     engine: Engine,
     mailbox_id: int,
@@ -176,111 +149,11 @@ def sync_mailbox(
     started or for longer than DATABASE_WAIT_SECONDS after.
     """
     lease = Lease(mailbox_id, worker_identity(), timedelta(seconds=settings.sync_lease_seconds))
-    with database_outages(), _claimed(engine, lease, run_id, folders_only, trigger) as claim:
+    with database_outages(), claimed(engine, lease, run_id, folders_only, trigger) as claim:
         if claim is None:
             return None
         with LeaseHeartbeat(engine, lease):
             return _Run(engine, settings, claim, progress, folders).execute()
-
-
-@contextmanager
-def _claimed(
-    engine: Engine, lease: Lease, run_id: int | None, folders_only: bool, trigger: SyncTrigger
-) -> Iterator[_Claim | None]:
-    """Take the lease and start the run in one transaction; give the lease back at the end.
-
-    A no-change sync is mostly database round trips: the first transaction also reads
-    what the run compares with the server (the folders, and the orphans a complete run
-    deletes if the mailbox is marked as possibly holding any), and the last one records
-    the outcome and releases the lease together. A run whose server changed nothing
-    writes nothing in between.
-    """
-    with session_scope(engine) as session:
-        mailbox = _take_lease(session, lease)
-        if mailbox is None:
-            if get_mailbox(session, lease.mailbox_id) is None:
-                raise MailboxNotFoundError(f"mailbox {lease.mailbox_id} does not exist")
-            claim = None
-        else:
-            claim = _Claim(
-                lease,
-                mailbox,
-                _start_run(session, lease.mailbox_id, run_id, folders_only, trigger),
-                mailbox_folders(session, lease.mailbox_id),
-                orphan_email_ids(session, lease.mailbox_id)
-                if mailbox.orphans_possible and not folders_only
-                else set(),
-            )
-    try:
-        yield claim
-    finally:
-        if claim is not None and not claim.released:
-            _when_database_answers(lambda: _give_back(engine, lease))
-
-
-def _take_lease(session: Session, lease: Lease) -> Mailbox | None:
-    """Take the mailbox if it is free, its lease expired, or its holder is gone (crashed here)."""
-    now = utcnow()
-    mailbox = lease_mailbox(session, lease.mailbox_id, lease.owner, now, lease.duration)
-    if mailbox is not None:
-        return mailbox
-    holder = lease_holder(session, lease.mailbox_id)
-    if holder is None or not holder_is_gone(holder):
-        return None
-    mailbox = lease_mailbox(
-        session, lease.mailbox_id, lease.owner, now, lease.duration, dead_holder=holder
-    )
-    if mailbox is not None:
-        log.info(
-            "sync.lease_taken_over", extra={"mailbox_id": lease.mailbox_id, "dead_holder": holder}
-        )
-    return mailbox
-
-
-def _give_back(engine: Engine, lease: Lease) -> None:
-    with session_scope(engine) as session:
-        release_lease(session, lease.mailbox_id, lease.owner)
-
-
-def _when_database_answers(write: Callable[[], _Written]) -> _Written:
-    """Run `write`, again while the database does not answer, for DATABASE_WAIT_SECONDS at most."""
-    deadline = time.monotonic() + DATABASE_WAIT_SECONDS
-    while True:
-        try:
-            with database_outages():
-                return write()
-        except DatabaseUnavailableError:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(_DATABASE_POLL_SECONDS)
-
-
-def _start_run(
-    session: Session,
-    mailbox_id: int,
-    run_id: int | None,
-    folders_only: bool,
-    trigger: SyncTrigger,
-) -> SyncRun:
-    runs = open_sync_runs(session, mailbox_id, including=run_id)
-    if any(run.status == SyncRunStatus.RUNNING for run in runs):  # left by a worker that died
-        fail_interrupted_sync_runs(session, mailbox_id, utcnow())
-    if run_id is not None:
-        run = next((run for run in runs if run.id == run_id), None)
-    else:  # a scheduled job: it fills in a run the API queued meanwhile, if any
-        queued = (
-            run
-            for run in runs
-            if run.status == SyncRunStatus.QUEUED and run.folders_only == folders_only
-        )
-        run = next(queued, None)
-    if run is None:
-        run = SyncRun(mailbox_id=mailbox_id, folders_only=folders_only, trigger=trigger)
-        session.add(run)
-    run.status = SyncRunStatus.RUNNING
-    run.started_at = utcnow()
-    session.flush()
-    return run
 
 
 class _Run:
@@ -290,7 +163,7 @@ class _Run:
         self,
         engine: Engine,
         settings: Settings,
-        claim: _Claim,
+        claim: RunClaim,
         progress: ProgressCallback | None,
         only_folders: frozenset[str] | None = None,
     ) -> None:
@@ -303,7 +176,7 @@ class _Run:
         self.progress = progress
         self.counts = SyncCounts()
         # Emails no folder holds are deleted at the end of a complete run (None: all of
-        # them); see `_orphans_to_delete`.
+        # them); see app.sync.orphans.
         self.orphans_to_delete: set[int] | None = None
         self.deadline = Deadline(settings.sync_time_budget_seconds)
 
@@ -377,7 +250,7 @@ class _Run:
             progress=self.progress,
         )
         diverged: list[str] = []
-        enabled = _folders_to_sync(folders, listing)
+        enabled = folders_to_sync(folders, listing)
         for folder in enabled:
             if self.only_folders is not None and folder.full_name not in self.only_folders:
                 continue
@@ -395,46 +268,15 @@ class _Run:
         if diverged:
             raise FolderDivergedError("; ".join(diverged))
         if self.only_folders is None:
-            self.orphans_to_delete = self._orphans_to_delete(syncer, connection)
+            self.orphans_to_delete = orphans_after_complete_run(
+                syncer,
+                connection,
+                orphans_before=self.claim.orphans,
+                marked=self.claim.mailbox.orphans_possible,
+            )
         else:
-            self.orphans_to_delete = self._orphans_left_everywhere(syncer, connection, enabled)
+            self.orphans_to_delete = orphans_after_folders_run(syncer, connection, enabled)
         return True
-
-    def _orphans_left_everywhere(
-        self, syncer: FolderSyncer, connection: ImapConnection, enabled: list[Folder]
-    ) -> set[int] | None:
-        """Choose the orphans a run of some folders deletes: all, or none (the watcher's runs).
-
-        Mail it saw leave a folder is gone from the server when no enabled folder got a
-        new UID since it was synced (this run's SELECT, else the folder's checkpoint):
-        it cannot have moved. Then `email.deleted` goes out in seconds rather than at the
-        next complete run; otherwise that run decides.
-        """
-        if not syncer.unlinked:
-            return set()
-        expected = {
-            folder.full_name: syncer.seen_uidnext.get(folder.full_name, folder.uidnext)
-            for folder in enabled
-        }
-        return set() if _any_folder_grew(connection, syncer.mail, expected) else None
-
-    def _orphans_to_delete(
-        self, syncer: FolderSyncer, connection: ImapConnection
-    ) -> set[int] | None:
-        """Choose the orphans a complete run deletes (None: every one, clearing the mark).
-
-        A run that removed no link has at most the orphans it began with (fewer if it
-        relinked some): none when the mailbox was not marked `orphans_possible`, and
-        then deleting them costs no query. When a message this run saw leave a folder
-        may have moved into one it had already passed (a folder grew since), only those
-        orphaned before the run go, the mark stays, and the next run relinks the rest
-        or deletes them.
-        """
-        if syncer.unlinked and _any_folder_grew(connection, syncer.mail, syncer.seen_uidnext):
-            return self.claim.orphans
-        if syncer.unlinked or self.claim.mailbox.orphans_possible:
-            return None
-        return set()
 
     def _succeeded(self, complete: bool) -> SyncResult:
         now = utcnow()
@@ -516,7 +358,7 @@ class _Run:
         log.warning("sync.database_unavailable", extra={"mailbox_id": self.run.mailbox_id})
         failure = Failure(error.code, str(error), "transient")
         try:
-            return _when_database_answers(lambda: self._failed(failure))
+            return when_database_answers(lambda: self._failed(failure))
         except LeaseLostError as exc:  # it stayed away past the lease, and another took it
             return self._lost(exc)
 
@@ -549,44 +391,6 @@ class _Run:
             run.error_code = failure.code
             run.error = failure.message
         return run
-
-
-def _any_folder_grew(
-    connection: ImapConnection, mail: EmailManager, seen_uidnext: dict[str, int | None]
-) -> bool:
-    """Say whether a folder got new UIDs since the run looked at it (STATUS; one per folder).
-
-    The folder the run left selected is left first: STATUS of it may be stale.
-    """
-    try:
-        mail.unselect_folder()
-    except ImapError:  # it may still be selected: its STATUS proves nothing
-        return True
-    folders = FolderManager(connection)
-    for full_name, seen in seen_uidnext.items():
-        try:
-            now = folders.status(full_name).uidnext
-        except ImapError:  # renamed or deleted meanwhile: it may hold anything
-            return True
-        if seen is None or now != seen:
-            return True
-    return False
-
-
-def _folders_to_sync(folders: list[Folder], listing: FolderListing) -> list[Folder]:
-    """Enabled folders that exist and can be selected; inbox, then sent, then by name."""
-    selectable = {f.full_name for f in listing.folders if f.selectable}
-    chosen = [
-        f
-        for f in folders
-        if f.sync_enabled and f.outdated_since is None and f.full_name in selectable
-    ]
-
-    def order(folder: Folder) -> tuple[int, str]:
-        rank = _FIRST_FOLDERS.index(folder.type) if folder.type in _FIRST_FOLDERS else 2
-        return rank, folder.full_name.casefold()
-
-    return sorted(chosen, key=order)
 
 
 def _first_error(exc: ValidationError) -> str:

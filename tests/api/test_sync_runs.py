@@ -25,7 +25,8 @@ from app.config import Settings
 from app.db import session_scope
 from app.db.models import SyncRun, SyncRunStatus, SyncTrigger, utcnow
 from app.queue import create_queue, enqueue_sync
-from app.worker import BusyRetry, worker_settings
+from app.worker import worker_settings
+from app.worker.state import BusyRetry
 from tests.dovecot import MailUser
 from tests.factories import MailboxFactory
 from tests.live_api import LiveApi

@@ -9,19 +9,20 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from app.imap.message import (
-    Address,
-    ParsedMessage,
-    decode_header_value,
-    extract_part,
-    normalise_flags,
-    parse_addresses,
-    parse_message,
-)
+from app.imap.headers import decode_header_value, parse_addresses
+from app.imap.message import Address, ParsedMessage, normalise_flags, parse_message
+from app.imap.mime_scan import part_transfer_encoding
+from app.imap.transfer import TransferDecoder
 from tests.mailgen import Attachment, make_message
 
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 40
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(200)) * 3
+
+
+def decode_section(mime: bytes, body: bytes) -> bytes:
+    """Decode BODY[n] by the encoding its BODY[n.MIME] declares, as an attachment download does."""
+    decoder = TransferDecoder(part_transfer_encoding(mime))
+    return decoder.feed(body) + decoder.finish()
 
 
 def raw_message(*headers: str | bytes, body: bytes = b"") -> bytes:
@@ -730,8 +731,10 @@ def test_random_bytes_never_raise() -> None:
         (b"", base64.encodebytes(PNG), base64.encodebytes(PNG)),
     ],
 )
-def test_extract_part_decodes_a_fetched_section(mime: bytes, body: bytes, expected: bytes) -> None:
-    assert extract_part(mime + body) == expected
+def test_a_fetched_section_decodes_as_its_mime_header_says(
+    mime: bytes, body: bytes, expected: bytes
+) -> None:
+    assert decode_section(mime, body) == expected
 
 
 def test_flags_are_normalised_to_canonical_system_flags() -> None:
@@ -822,7 +825,8 @@ def test_an_rfc2231_charset_python_cannot_look_up_keeps_the_filename() -> None:
     assert (found.filename, found.content_type) == ("report one.pdf", "application/pdf")
     assert any("ValueError" in defect for defect in message.defects), message.defects
     assert_storable(message)
-    assert extract_part(attachment) == b"PDF\r\n"
+    header, _, body = attachment.partition(b"\r\n\r\n")
+    assert decode_section(header + b"\r\n\r\n", body) == b"PDF\r\n"
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,8 @@ from app.db import session_scope
 from app.db.models import Mailbox, MailboxStatus, SyncRunStatus, utcnow
 from app.queue import create_queue, sync_job_id
 from app.supervised_worker import SupervisedWorker
-from app.worker import dispatch_events_job, worker_settings
+from app.worker import worker_settings
+from app.worker.cron_jobs import dispatch_events_job
 from tests.dovecot import MailUser
 from tests.factories import MailboxFactory
 from tests.live_api import LiveApi

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.imap.message import Address, ParsedMessage, decode_header_value, parse_addresses
+from app.imap.headers import decode_header_value, parse_addresses
+from app.imap.message import Address, ParsedMessage
 from app.imap.message import parse_message as parse_raw_message
 from app.imap.search import SearchQueryBuilder
 from tests.imap.test_search import parse, terms_in_every_position, values, wire

@@ -149,3 +149,35 @@ def delete_orphans(
         condition = sa.and_(condition, col(Email.id).in_(among))
     result = session.execute(sa.delete(Email).where(condition).returning(col(Email.id)))
     return sorted(result.scalars())
+
+
+def has_mail_outside(session: Session, mailbox_id: int, folder_id: int) -> bool:
+    """Say whether the mailbox stores an email that `folder_id` does not hold."""
+    in_folder = select(EmailFolder.email_id).where(EmailFolder.folder_id == folder_id)
+    statement = select(Email.id).where(
+        Email.mailbox_id == mailbox_id, col(Email.id).not_in(in_folder)
+    )
+    return session.exec(statement.limit(1)).first() is not None
+
+
+def flag_columns(
+    session: Session, email_ids: Sequence[int], columns: Sequence[str]
+) -> dict[int, tuple[bool, ...]]:
+    """Map each email id that exists to its boolean `columns`, in the order given.
+
+    Read 1,000 ids per statement: a folder without CONDSTORE reports every UID's
+    flags, more than a statement may bind.
+    """
+    selected = [col(getattr(Email, name)) for name in columns]
+    found: dict[int, tuple[bool, ...]] = {}
+    for start in range(0, len(email_ids), 1000):
+        chunk = email_ids[start : start + 1000]
+        rows = session.execute(sa.select(col(Email.id), *selected).where(col(Email.id).in_(chunk)))
+        found.update((email_id, tuple(values)) for email_id, *values in rows)
+    return found
+
+
+def update_flag_columns(session: Session, changes: Sequence[Row]) -> None:
+    """Write each `{"id": ..., column: value}` in one executemany (an UPDATE by primary key)."""
+    if changes:
+        session.execute(sa.update(Email), changes)

@@ -6,6 +6,8 @@ mark the mailbox (`orphans_possible`) in the same transaction.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
@@ -15,6 +17,16 @@ from app.db.models import Email, EmailFolder, Folder, Mailbox
 def mailbox_folders(session: Session, mailbox_id: int) -> list[Folder]:
     """Return every local folder of the mailbox."""
     return list(session.exec(select(Folder).where(Folder.mailbox_id == mailbox_id)))
+
+
+def update_folder(session: Session, folder_id: int, **values: Any) -> Folder:
+    """Write `values` to the folder row, flush, and return the row."""
+    row = session.get(Folder, folder_id)
+    assert row is not None, "a folder cannot vanish while its mailbox is leased"
+    for name, value in values.items():
+        setattr(row, name, value)
+    session.flush()
+    return row
 
 
 def folder_ids_with_links(session: Session, folder_ids: list[int]) -> set[int]:
