@@ -26,11 +26,10 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
+from app import imap, sync
 from app.db.engine import is_unavailable
-from app.imap import errors as imap
 from app.notify import errors as notify
 from app.oauth import errors as oauth
-from app.sync import errors as sync
 
 log = logging.getLogger(__name__)
 

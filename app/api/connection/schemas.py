@@ -21,11 +21,9 @@ from pydantic import (
 from pydantic_core import InitErrorDetails
 
 from app.api.request_models import WHOLE_NUMBER, RequestModel, WholeNumber
-from app.imap import FolderNode
-from app.imap.config import ImapConfig, ImapPassword, Security
-from app.imap.folder_manager import FolderType
+from app.imap import FolderNode, FolderType, ImapConfig, ImapPassword, Security
 from app.oauth.registry import installed_providers
-from app.sync.connection_check import ConnectionReport, Credential, ServerSettings
+from app.sync import ConnectionReport, Credential, ServerSettings
 
 _TAG_ERRORS = {"union_tag_invalid", "union_tag_not_found"}
 

@@ -66,8 +66,7 @@ from app.db.repositories.email_queries import (
     email_page,
     mailbox_exists,
 )
-from app.sync.attachments import fetch_attachment, fetch_message_source
-from app.sync.flag_writeback import write_flags
+from app.sync import fetch_attachment, fetch_message_source, write_flags
 
 router = APIRouter(
     prefix="/v1",

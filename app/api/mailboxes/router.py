@@ -37,8 +37,12 @@ from app.api.queue import queue_sync_after_commit
 from app.api.request_models import USER_ID_PATTERN
 from app.db.models import Mailbox, MailboxStatus
 from app.db.repositories.mailboxes import get_mailbox, list_mailboxes
-from app.sync.credentials import interactive_login_options
-from app.sync.mailboxes import change_mailbox, register_mailbox, remove_mailbox
+from app.sync import (
+    change_mailbox,
+    interactive_login_options,
+    register_mailbox,
+    remove_mailbox,
+)
 
 router = APIRouter(
     prefix="/v1/mailboxes",

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from app.api.connection.schemas import Auth, ImapSettings
 from app.api.request_models import USER_ID_PATTERN, IsoDate, RequestModel
 from app.db.models import AuthType, Mailbox, MailboxStatus
-from app.sync.mailboxes import KEEP, MailboxChanges, Owner, Registration
+from app.sync import KEEP, MailboxChanges, Owner, Registration
 
 # No whitespace or control characters: the address may become an IMAP username or an SMTP
 # recipient. Rust's linear regex runs it (no lookaround), so any input costs linear time.

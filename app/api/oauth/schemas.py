@@ -16,7 +16,7 @@ from app.api.mailboxes.schemas import EMAIL_ADDRESS, OwnerRef
 from app.api.request_models import IsoDate, RequestModel
 from app.config import web_origin
 from app.oauth.service import ProviderState, ProviderUpdate, TokenData
-from app.sync.connection_check import ServerSettings
+from app.sync import ServerSettings
 
 
 class ProviderImap(BaseModel):
