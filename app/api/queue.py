@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from app.api.problems import ApiError
 from app.config import Settings
-from app.db.models import Mailbox, SyncTrigger
+from app.db.models import Mailbox, SyncTrigger, persisted_id
 from app.queue import EmbeddedRedisError, enqueue_dispatch, enqueue_sync, redis_settings
 
 log = logging.getLogger(__name__)
@@ -85,12 +85,11 @@ def queue_sync_after_commit(
     request: Request, background: BackgroundTasks, mailbox: Mailbox
 ) -> None:
     """Queue the mailbox's sync once the response is on its way (the row is committed by then)."""
-    assert mailbox.id is not None
     pool: ArqRedis | None = getattr(request.app.state, "queue", None)
     if pool is None:
-        log.info("mailbox.sync_left_to_scheduler", extra={"mailbox_id": mailbox.id})
+        log.info("mailbox.sync_left_to_scheduler", extra={"mailbox_id": persisted_id(mailbox)})
         return
-    background.add_task(_queue_sync, pool, mailbox.id)
+    background.add_task(_queue_sync, pool, persisted_id(mailbox))
 
 
 async def _queue_sync(pool: ArqRedis, mailbox_id: int) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlmodel import Session
 
-from app.db.models import Folder, FolderType, Mailbox, utcnow
+from app.db.models import Folder, FolderType, Mailbox, persisted_id, utcnow
 from app.db.repositories.events import record_event
 from app.db.repositories.folders import (
     folder_ids_with_links,
@@ -81,8 +81,8 @@ def reconcile_folders(
 
     With `identities_of`, a rename that changed UIDVALIDITY is recognised by content.
     """
-    assert mailbox.id is not None
-    local = {folder.full_name: folder for folder in mailbox_folders(session, mailbox.id)}
+    mailbox_id = persisted_id(mailbox)
+    local = {folder.full_name: folder for folder in mailbox_folders(session, mailbox_id)}
     remote = {folder.full_name: folder for folder in listing.folders}
     gone = [folder for name, folder in local.items() if name not in remote]
     fresh = [folder for name, folder in remote.items() if name not in local]
@@ -119,7 +119,7 @@ def reconcile_folders(
     for remote_folder in fresh:
         folder_type = FolderType(remote_folder.type)
         folder = Folder(
-            mailbox_id=mailbox.id,
+            mailbox_id=mailbox_id,
             full_name=remote_folder.full_name,
             name=remote_folder.name,
             type=folder_type,

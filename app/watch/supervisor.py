@@ -49,7 +49,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings
 from app.db import create_db_engine, session_scope
-from app.db.models import AuthType, Mailbox, SyncTrigger, utcnow
+from app.db.models import AuthType, Mailbox, SyncTrigger, persisted_id, utcnow
 from app.db.repositories.mailboxes import get_mailbox
 from app.db.repositories.watch_leases import (
     claim_watch_leases,
@@ -104,7 +104,6 @@ class WatchTarget:
 
     @classmethod
     def of(cls, mailbox: Mailbox, folders: list[str]) -> WatchTarget:
-        assert mailbox.id is not None
         credential = (
             mailbox.refresh_token_enc
             if mailbox.auth_type is AuthType.OAUTH
@@ -121,7 +120,9 @@ class WatchTarget:
             tuple(folders),
         )
         oauth = mailbox.auth_type is AuthType.OAUTH and mailbox.refresh_token_enc is not None
-        return cls(mailbox.id, tuple(folders), key, mailbox.token_expires_at if oauth else None)
+        return cls(
+            persisted_id(mailbox), tuple(folders), key, mailbox.token_expires_at if oauth else None
+        )
 
 
 @dataclass(slots=True)

@@ -59,7 +59,7 @@ from app.api.problems import (
 )
 from app.api.request_models import IsoDateTime
 from app.api.streaming import chunks_in_threads
-from app.db.repositories.email_queries import (
+from app.db.repositories.emails import (
     EmailFilters,
     EmailPosition,
     email_detail,

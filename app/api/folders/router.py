@@ -24,7 +24,7 @@ from app.api.problems import (
     missing,
     problem_responses,
 )
-from app.db.repositories.folder_listing import folders_with_email_counts
+from app.db.repositories.folders import folders_with_email_counts
 from app.sync import FolderSyncSetting, SyncResult, UnknownFoldersError, save_folder_settings
 
 router = APIRouter(

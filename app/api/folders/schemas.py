@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from app.api.request_models import RequestModel, WholeNumber
-from app.db.models import Folder, FolderType
+from app.db.models import Folder, FolderType, persisted_id
 
 
 class FolderRead(BaseModel):
@@ -33,9 +33,8 @@ class FolderRead(BaseModel):
 
     @classmethod
     def of(cls, folder: Folder, message_count: int) -> FolderRead:
-        assert folder.id is not None
         return cls(
-            id=folder.id,
+            id=persisted_id(folder),
             full_name=folder.full_name,
             name=folder.name,
             parent_id=folder.parent_id,

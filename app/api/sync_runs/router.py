@@ -59,7 +59,7 @@ from app.api.problems import (
 from app.api.queue import QUEUE_TIMEOUT_SECONDS, QueueDep, queue_unavailable
 from app.api.sync_runs.schemas import SyncRequest, SyncRunRead
 from app.db import session_scope
-from app.db.models import SyncRun, SyncTrigger, utcnow
+from app.db.models import SyncRun, SyncTrigger, persisted_id, utcnow
 from app.db.repositories.sync_runs import (
     add_queued_sync_run,
     delete_queued_sync_run,
@@ -168,18 +168,21 @@ async def queue_sync_run(
     if current is not None and not await _job_lost(queue, current):
         return current
     run = await run_in_threadpool(_add_run, engine, mailbox_id, folders_only, current)
-    assert run.id is not None
     try:
         async with asyncio.timeout(QUEUE_TIMEOUT_SECONDS):
             queued = await enqueue_sync(
-                queue, mailbox_id, folders_only=folders_only, run_id=run.id, trigger=SyncTrigger.API
+                queue,
+                mailbox_id,
+                folders_only=folders_only,
+                run_id=persisted_id(run),
+                trigger=SyncTrigger.API,
             )
     except (RedisError, OSError) as exc:
-        await run_in_threadpool(_delete_run, engine, run.id)
+        await run_in_threadpool(_delete_run, engine, persisted_id(run))
         raise queue_unavailable() from exc
     if queued or not await _job_started(queue, mailbox_id, folders_only):
         return run  # ours, or a scheduled job still waiting, which will fill this run in
-    await run_in_threadpool(_delete_run, engine, run.id)
+    await run_in_threadpool(_delete_run, engine, persisted_id(run))
     running = await run_in_threadpool(_unfinished_run, engine, mailbox_id, folders_only)
     if running is None:  # it finished in the meantime: queue ours again
         return await queue_sync_run(engine, queue, mailbox_id, folders_only=folders_only)

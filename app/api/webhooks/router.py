@@ -39,6 +39,7 @@ from app.api.webhooks.schemas import (
     WebhookUpdate,
 )
 from app.db import session_scope
+from app.db.models import persisted_id
 from app.db.repositories.webhooks import list_webhook_endpoints, webhook_deliveries
 from app.notify.webhook_endpoints import (
     create_webhook_endpoint,
@@ -207,8 +208,7 @@ async def test_webhook(
 def _record_test_event(engine: Engine, webhook_id: int) -> int:
     with session_scope(engine) as session:
         event = record_test_event(session, webhook_id)
-    assert event.id is not None
-    return event.id
+    return persisted_id(event)
 
 
 async def _wake_dispatcher(request: Request) -> None:

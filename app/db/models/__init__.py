@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from app.db.models.api_key import ApiKey, ApiKeyBase
 from app.db.models.attachment import Attachment, AttachmentBase
-from app.db.models.base import Model, utcnow
+from app.db.models.base import Model, Stored, persisted_id, utcnow
 from app.db.models.email import Email, EmailBase, MailAddress
 from app.db.models.email_folder import EmailFolder, EmailFolderBase
 from app.db.models.event import Event, EventBase
@@ -56,6 +56,7 @@ __all__ = [
     "OAuthFlow",
     "OAuthProviderSettings",
     "OAuthProviderSettingsBase",
+    "Stored",
     "SyncRun",
     "SyncRunBase",
     "SyncRunStatus",
@@ -65,5 +66,6 @@ __all__ = [
     "WebhookEndpoint",
     "WebhookEndpointBase",
     "metadata",
+    "persisted_id",
     "utcnow",
 ]
