@@ -25,7 +25,7 @@
         time budget spent (incomplete) ......... a follow-up job is queued as soon as
                                                  this one has left the queue
         done ................................... the engine set `next_sync_at`
-      watched (queued by the watcher) .......... take the changed folders (app.queue) and
+      watched (queued by the watcher) .......... take the changed folders (app.job_queue) and
                                                  sync only those; lease held or the budget
                                                  spent: the folders go back; at the end a
                                                  follow-up is queued if any are waiting
@@ -79,8 +79,7 @@ from app.config import Settings
 from app.db import create_db_engine, session_scope
 from app.db.models import SyncRun, SyncRunStatus, SyncTrigger, utcnow
 from app.db.repositories.mailboxes import due_mailbox_ids, get_mailbox
-from app.notify.dispatcher import dispatch_due
-from app.queue import (
+from app.job_queue import (
     DISPATCH_JOB,
     REDIS_ERRORS,
     SYNC_JOB,
@@ -92,6 +91,7 @@ from app.queue import (
     take_pending_folders,
     until_redis_answers,
 )
+from app.notify.dispatcher import dispatch_due
 from app.security import SecretBox
 from app.sync.errors import DatabaseUnavailableError, MailboxNotFoundError, database_outages
 from app.sync.service import sync_mailbox

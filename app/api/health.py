@@ -13,11 +13,12 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import EngineDep
 from app.api.problems import (
     DATABASE_RETRY_AFTER_SECONDS,
+    QUEUE_RETRY_AFTER_SECONDS,
     ApiError,
     ProblemDoc,
     problem_responses,
 )
-from app.api.queue import QUEUE_RETRY_AFTER_SECONDS, queue_answers
+from app.api.queue_connection import queue_answers
 from app.db.engine import ping_database
 
 log = logging.getLogger(__name__)

@@ -34,6 +34,7 @@ from app.sync.mailboxes import (
     register_mailbox,
     remove_mailbox,
 )
+from app.sync.queued_runs import queue_sync_run
 from app.sync.remote_search import RemoteSearchCriteria, RemoteSearchResult, search_remote_folder
 from app.sync.service import SyncResult
 
@@ -67,6 +68,7 @@ __all__ = [
     "fetch_attachment",
     "fetch_message_source",
     "interactive_login_options",
+    "queue_sync_run",
     "register_mailbox",
     "remove_mailbox",
     "save_folder_settings",

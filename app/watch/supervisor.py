@@ -62,8 +62,7 @@ from app.db.repositories.watch_leases import (
 from app.imap.aio_client import AsyncConnection
 from app.imap.aio_connect import connect_async
 from app.imap.errors import AuthenticationFailed
-from app.oauth.errors import InvalidGrantError, OAuthError, ProviderHostBlockedError
-from app.queue import (
+from app.job_queue import (
     REDIS_ERRORS,
     REDIS_RETRY,
     create_queue,
@@ -71,6 +70,7 @@ from app.queue import (
     enqueue_watched_sync,
     until_redis_answers,
 )
+from app.oauth.errors import InvalidGrantError, OAuthError, ProviderHostBlockedError
 from app.security import SecretBox, SecretError
 from app.sync.connection_check import refuse_plaintext
 from app.sync.credentials import imap_config, login_options

@@ -26,7 +26,7 @@ from app.db.models import MailboxSecurity, SyncTrigger
 from app.imap.aio_client import AsyncConnection
 from app.imap.aio_connect import connect_async
 from app.imap.config import ConnectOptions, ImapConfig
-from app.queue import create_queue, take_pending_folders
+from app.job_queue import create_queue, take_pending_folders
 from app.sync.service import sync_mailbox
 from app.watch.mailbox_watch import WatchMode, WatchTiming, watch_mailbox
 from tests.debian_servers import Courier, PrivateServers

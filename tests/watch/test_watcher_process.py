@@ -29,7 +29,7 @@ from app.db.models import (
     utcnow,
 )
 from app.db.repositories.mailboxes import acquire_lease, release_lease
-from app.queue import create_queue, enqueue_watched_sync, watched_sync_job_id
+from app.job_queue import create_queue, enqueue_watched_sync, watched_sync_job_id
 from app.security import SecretBox
 from app.sync.service import sync_mailbox
 from tests.dovecot import DovecotInstances, MailUser

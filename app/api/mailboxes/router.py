@@ -1,7 +1,7 @@
 """Routes of `/v1/mailboxes`: parse, call one service or repository function, answer.
 
 Registering a mailbox or giving it new credentials queues its sync after the
-transaction commits (`app.api.queue.queue_sync_after_commit`).
+transaction commits (`app.api.queue_connection.queue_sync_after_commit`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from app.api.problems import (
     not_found,
     problem_responses,
 )
-from app.api.queue import queue_sync_after_commit
+from app.api.queue_connection import queue_sync_after_commit
 from app.api.request_models import USER_ID_PATTERN
 from app.db.models import Mailbox, MailboxStatus
 from app.db.repositories.mailboxes import get_mailbox, list_mailboxes

@@ -40,7 +40,7 @@ from app.api.problems import (
     missing,
     problem_responses,
 )
-from app.api.queue import queue_sync_after_commit
+from app.api.queue_connection import queue_sync_after_commit
 from app.config import Settings
 from app.oauth.popup import callback_page, js_module
 from app.oauth.registry import ProviderRegistry, installed_providers
