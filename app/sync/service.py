@@ -66,7 +66,6 @@ from app.config import Settings
 from app.db import session_scope
 from app.db.models import (
     Folder,
-    FolderType,
     Mailbox,
     MailboxStatus,
     SyncRun,
@@ -84,7 +83,7 @@ from app.db.repositories.mailboxes import (
     release_lease,
 )
 from app.db.repositories.sync_runs import fail_interrupted_sync_runs, open_sync_runs
-from app.imap import EmailManager, FolderManager, ImapConnection
+from app.imap import EmailManager, FolderManager, FolderType, ImapConnection
 from app.imap.email_manager import chunked
 from app.imap.errors import AuthenticationFailed, FolderNotFound, ImapError, NetworkError
 from app.imap.folder_manager import FolderListing

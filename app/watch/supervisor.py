@@ -351,7 +351,7 @@ class WatchSupervisor:
         """Open a session with the stored credentials, refreshing an expiring OAuth token first."""
         mailbox = await asyncio.to_thread(self._reread, mailbox_id)
         options = login_options(self._settings)
-        refuse_plaintext(mailbox.security.value, options)
+        refuse_plaintext(mailbox.security, options)
         return await connect_async(imap_config(mailbox, self._secrets), options.connect)
 
     def _reread(self, mailbox_id: int) -> Mailbox:

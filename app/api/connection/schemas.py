@@ -12,6 +12,7 @@ from pydantic import (
     BaseModel,
     Field,
     SecretStr,
+    Strict,
     ValidationError,
     ValidatorFunctionWrapHandler,
     WrapValidator,
@@ -33,8 +34,9 @@ class ImapSettings(RequestModel):
 
     host: str = Field(min_length=1, max_length=253, examples=["imap.example.com"])
     port: WholeNumber = Field(default=993, ge=1, le=65535)
-    security: Security = Field(
-        default="ssl", description="`ssl`: TLS from the start; `starttls`: upgrade; `none`."
+    # Read by its value: strict mode takes only the member itself from a decoded body.
+    security: Annotated[Security, Strict(False)] = Field(
+        default=Security.SSL, description="`ssl`: TLS from the start; `starttls`: upgrade; `none`."
     )
     username: str = Field(min_length=1, max_length=320)
     tls_verify: bool = Field(

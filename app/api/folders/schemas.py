@@ -7,7 +7,8 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from app.api.request_models import RequestModel, WholeNumber
-from app.db.models import Folder, FolderType, persisted_id
+from app.db.models import Folder, persisted_id
+from app.imap import FolderType
 
 
 class FolderRead(BaseModel):

@@ -119,7 +119,7 @@ class MailboxRead(BaseModel):
             imap=ImapSettings(
                 host=mailbox.host,
                 port=mailbox.port,
-                security=mailbox.security.value,
+                security=mailbox.security,
                 username=mailbox.username,
                 tls_verify=mailbox.tls_verify,
             ),

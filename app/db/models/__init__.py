@@ -14,8 +14,8 @@ from app.db.models.email import Email, EmailBase, MailAddress
 from app.db.models.email_folder import EmailFolder, EmailFolderBase
 from app.db.models.event import Event, EventBase
 from app.db.models.event_delivery import DeliveryState, EventDelivery
-from app.db.models.folder import Folder, FolderBase, FolderType
-from app.db.models.mailbox import AuthType, Mailbox, MailboxBase, MailboxSecurity, MailboxStatus
+from app.db.models.folder import Folder, FolderBase
+from app.db.models.mailbox import AuthType, Mailbox, MailboxBase, MailboxStatus
 from app.db.models.notification import Notification, NotificationBase
 from app.db.models.notification_recipient import NotificationRecipient, NotificationRecipientBase
 from app.db.models.oauth_flow import OAuthFlow
@@ -42,11 +42,9 @@ __all__ = [
     "EventDelivery",
     "Folder",
     "FolderBase",
-    "FolderType",
     "MailAddress",
     "Mailbox",
     "MailboxBase",
-    "MailboxSecurity",
     "MailboxStatus",
     "Model",
     "Notification",
