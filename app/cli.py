@@ -44,14 +44,13 @@ import uvicorn
 from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from pydantic import SecretStr
-from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from app.config import Settings, get_settings
 from app.db import create_db_engine, session_scope
-from app.db.migrate import upgrade_database
-from app.db.models import ApiKey, SyncRun, SyncRunStatus, SyncTrigger, utcnow
+from app.db.migrate import is_migrated, upgrade_database
+from app.db.models import SyncRun, SyncRunStatus, SyncTrigger, utcnow
 from app.db.repositories.api_keys import create_api_key, get_api_key, list_api_keys
 from app.db.repositories.mailboxes import due_mailbox_ids
 from app.db.repositories.secrets import rotate_secrets
@@ -148,7 +147,7 @@ def _migrated_session() -> Iterator[Session]:
     """Yield a session on the configured database, refusing one that was never migrated."""
     engine = create_db_engine(get_settings().database_url)
     try:
-        if not inspect(engine).has_table(ApiKey.__tablename__):
+        if not is_migrated(engine):
             raise _NoSchemaError
         with session_scope(engine) as session:
             yield session

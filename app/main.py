@@ -33,7 +33,7 @@ from app.api.problems import (
     install_problem_handlers,
     problem_responses,
 )
-from app.api.queue import connect_queue
+from app.api.queue_connection import connect_queue
 from app.api.search.router import router as search_router
 from app.api.sync_runs.router import router as sync_runs_router
 from app.api.webhooks.router import router as webhooks_router

@@ -3,7 +3,7 @@
     listen on --host:--port ............. refused (port taken): say so, exit 1
     migrate the database ................ SQLite under ./var/ unless DATABASE_URL
     no live API key? .................... create "default" and print it (first run only)
-    find the queue's Redis .............. REDIS_URL, else start the embedded one (app.queue)
+    find the queue's Redis .............. REDIS_URL, else start the embedded one (app.job_queue)
     one asyncio loop
       uvicorn Server.serve() ............ the API
       SupervisedWorker.run() ............ one arq worker: the cron and the sync jobs; a new
@@ -58,8 +58,8 @@ from app.config import Settings
 from app.db import create_db_engine, session_scope
 from app.db.migrate import upgrade_database
 from app.db.repositories.api_keys import create_api_key, has_live_api_key
+from app.job_queue import embedded_redis_socket
 from app.main import create_app
-from app.queue import embedded_redis_socket
 from app.supervised_worker import SupervisedWorker
 from app.watch.supervisor import WatchSupervisor, watch_supervisor
 from app.worker import WorkerSettings, worker_settings

@@ -26,7 +26,7 @@ from dataclasses import replace
 
 from arq import ArqRedis, Worker, create_pool
 
-from app.queue import REDIS_ERRORS, REDIS_RETRY
+from app.job_queue import REDIS_ERRORS, REDIS_RETRY
 from app.worker import JobContext, WorkerSettings
 
 log = logging.getLogger(__name__)

@@ -50,7 +50,8 @@ from sqlalchemy import make_url
 
 from app.config import Settings
 from app.db import create_db_engine, session_scope
-from app.db.models import Mailbox, MailboxSecurity
+from app.db.models import Mailbox
+from app.imap import Security
 from app.security import SecretBox
 from bench import api, peers
 from bench.corpus import (
@@ -152,7 +153,7 @@ class Target:
                         "email_address": f"{server.username}@example.com",
                         "host": server.host,
                         "port": server.port,
-                        "security": MailboxSecurity.NONE if server.plain else MailboxSecurity.SSL,
+                        "security": Security.NONE if server.plain else Security.SSL,
                         "username": server.username,
                         "password_enc": SecretBox([self.secret_key]).encrypt(server.password),
                         "sync_start": sync_start,

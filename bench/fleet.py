@@ -38,7 +38,8 @@ import redis
 
 from app.config import Settings
 from app.db import create_db_engine, session_scope
-from app.db.models import Mailbox, MailboxSecurity
+from app.db.models import Mailbox
+from app.imap import Security
 from app.security import SecretBox
 from bench.api import HEALTHZ
 from bench.corpus import FOLDERS, CorpusMessage, CorpusSpec, generate
@@ -132,7 +133,7 @@ def register_mailboxes(
                         "email_address": f"{name}@example.com",
                         "host": dovecot.host,
                         "port": dovecot.tls_port,
-                        "security": MailboxSecurity.SSL,
+                        "security": Security.SSL,
                         "username": name,
                         "password_enc": password_enc,
                         "sync_start": sync_start,

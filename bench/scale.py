@@ -43,7 +43,7 @@ from sqlmodel import col, select
 from app.config import Settings
 from app.db import create_db_engine, session_scope
 from app.db.models import Mailbox, SyncRun, SyncRunStatus, utcnow
-from app.queue import create_queue
+from app.job_queue import create_queue
 from app.worker.cron_jobs import enqueue_due_syncs
 from bench.child import vm_hwm_kb
 from bench.job import Fleet, Job, Measurement

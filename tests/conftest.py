@@ -15,7 +15,8 @@ from sqlalchemy import Engine
 
 from app.config import Settings
 from app.db import create_db_engine, session_scope
-from app.db.models import Mailbox, MailboxSecurity
+from app.db.models import Mailbox
+from app.imap import Security
 from app.imap.config import ConnectOptions
 from app.main import create_app
 from app.security import SecretBox
@@ -158,9 +159,9 @@ def add_mailbox(engine: Engine, settings: Settings) -> MailboxFactory:
 
     def add(user: ImapAccount, **overrides: object) -> int:
         host, port = user.address()
-        security = MailboxSecurity.NONE
+        security = Security.NONE
         if isinstance(user, MailUser):
-            port, security = user.dovecot.tls_port, MailboxSecurity.SSL
+            port, security = user.dovecot.tls_port, Security.SSL
         values: dict[str, object] = {
             "owner_user_id": "crm-user-1",
             "owner_email": "owner@example.com",

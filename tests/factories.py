@@ -8,7 +8,8 @@ from typing import Any
 
 from sqlmodel import Session
 
-from app.db.models import Email, EmailFolder, Folder, FolderType, Mailbox
+from app.db.models import Email, EmailFolder, Folder, Mailbox
+from app.imap import FolderType
 
 # add_mailbox(user, **columns) -> mailbox id: registers a Dovecot user as a mailbox.
 MailboxFactory = Callable[..., int]

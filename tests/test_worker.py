@@ -26,7 +26,7 @@ from app.config import Settings
 from app.db import session_scope
 from app.db.models import Mailbox, MailboxStatus, SyncRun, SyncRunStatus, SyncTrigger, utcnow
 from app.db.repositories.mailboxes import acquire_lease
-from app.queue import create_queue, enqueue_sync, sync_job_id
+from app.job_queue import create_queue, enqueue_sync, sync_job_id
 from app.worker import worker_settings
 from app.worker.cron_jobs import enqueue_due_syncs
 from app.worker.state import BusyRetry
@@ -46,7 +46,7 @@ SQLITE_ONLY = pytest.mark.parametrize("databases", ["sqlite"], indirect=True)
 READ_KEY_SCRIPT = """
 import asyncio, sys
 from app.config import Settings
-from app.queue import create_queue
+from app.job_queue import create_queue
 
 async def read() -> None:
     pool = await create_queue(Settings(redis_url=None))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.config import Settings
-from app.queue import create_queue, enqueue_sync
+from app.job_queue import create_queue, enqueue_sync
 
 
 @dataclass

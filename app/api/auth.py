@@ -9,13 +9,13 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
-from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import EngineDep
 from app.api.problems import ApiError
 from app.db import session_scope
 from app.db.models import ApiKey, utcnow
+from app.db.repositories.api_keys import api_key_by_prefix
 from app.security import api_key_prefix, hash_api_key, verify_api_key
 
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -84,9 +84,7 @@ def _live_key(engine: Engine, presented: str) -> ApiKey:
     """
     prefix = api_key_prefix(presented)
     with session_scope(engine) as session:
-        key = (
-            session.exec(select(ApiKey).where(ApiKey.prefix == prefix)).first() if prefix else None
-        )
+        key = api_key_by_prefix(session, prefix) if prefix else None
         if key is None or key.revoked_at is not None:
             verify_api_key(presented, "0" * 64)  # same work whether or not it exists
             raise _unauthorized("the API key is not valid")

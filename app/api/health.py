@@ -13,11 +13,13 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import EngineDep
 from app.api.problems import (
     DATABASE_RETRY_AFTER_SECONDS,
+    QUEUE_RETRY_AFTER_SECONDS,
     ApiError,
     ProblemDoc,
     problem_responses,
 )
-from app.api.queue import QUEUE_RETRY_AFTER_SECONDS, queue_answers
+from app.api.queue_connection import queue_answers
+from app.db.engine import ping_database
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +67,7 @@ async def readyz(request: Request, engine: EngineDep) -> Health:
 def _database_answers(engine: Engine) -> bool:
     """SELECT 1; a failure is logged (the log may name the server), never answered."""
     try:
-        with engine.connect() as connection:
-            connection.execute(sa.text("SELECT 1"))
+        ping_database(engine)
     except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:  # down, or no pooled connection
         log.warning("api.readyz_database_down", extra={"error": type(exc).__name__})
         return False

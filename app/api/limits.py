@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.api.auth import ApiKeyDep
 from app.api.problems import ApiError, problem_response
 from app.config import Settings
+from app.db.models import persisted_id
 
 
 class _BodyTooLarge(Exception):
@@ -145,8 +146,7 @@ class RateLimiter:
 async def rate_limit(request: Request, api_key: ApiKeyDep) -> None:
     """Let the call through, or answer 429 `rate_limited` with Retry-After in seconds."""
     limiter: RateLimiter = request.app.state.rate_limiter
-    assert api_key.id is not None, "a stored key has an id"
-    wait = limiter.take((api_key.id, _route_of(request)))
+    wait = limiter.take((persisted_id(api_key), _route_of(request)))
     if wait:
         retry_after = max(1, math.ceil(wait))
         raise ApiError(
@@ -205,8 +205,7 @@ class StreamSlots:
 async def hold_stream_slot(request: Request, api_key: ApiKeyDep) -> AsyncIterator[None]:
     """Hold one of the key's stream slots until the response ends (however it ends)."""
     slots: StreamSlots = request.app.state.stream_slots
-    assert api_key.id is not None, "a stored key has an id"
-    with slots.hold(api_key.id):
+    with slots.hold(persisted_id(api_key)):
         yield
 
 

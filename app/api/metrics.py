@@ -26,13 +26,13 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from redis.exceptions import RedisError
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.deps import EngineDep, SettingsDep
 from app.api.problems import DATABASE_UNAVAILABLE, ApiError, ProblemDoc, problem_responses
+from app.api.queue_connection import queue_depth
 from app.db import session_scope
 from app.db.repositories.stats import mailboxes_by_status, messages_synced, sync_runs_by_status
 
@@ -165,7 +165,7 @@ async def metrics(request: Request, engine: EngineDep, settings: SettingsDep) ->
         now = time.monotonic()
         if service.read_at is None or now - service.read_at >= settings.metrics_cache_seconds:
             await run_in_threadpool(_read_database, engine, service)
-            service.queue_depth.set(await _queue_depth(request))
+            service.queue_depth.set(await queue_depth(request))
             service.read_at = now
     return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -177,14 +177,3 @@ def _read_database(engine: Engine, service: ServiceMetrics) -> None:
         service.messages.set(messages_synced(session))
         for status, count in mailboxes_by_status(session).items():
             service.mailboxes.labels(status).set(count)
-
-
-async def _queue_depth(request: Request) -> int:
-    """Jobs waiting in arq's queue (a sorted set named after the queue), -1 when unknown."""
-    queue = getattr(request.app.state, "queue", None)
-    if queue is None:
-        return -1
-    try:
-        return int(await queue.zcard(queue.default_queue_name))
-    except (RedisError, OSError):
-        return -1

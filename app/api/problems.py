@@ -26,16 +26,17 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
+from app import imap, sync
 from app.db.engine import is_unavailable
-from app.imap import errors as imap
+from app.job_queue import QueueUnavailableError
 from app.notify import errors as notify
 from app.oauth import errors as oauth
-from app.sync import errors as sync
 
 log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 DATABASE_RETRY_AFTER_SECONDS = 5
+QUEUE_RETRY_AFTER_SECONDS = 10
 
 
 class FieldError(BaseModel):
@@ -115,7 +116,10 @@ STATUS_OF: dict[type[Exception], tuple[int, str]] = {
     oauth.AccountUnknownError: (502, "The OAuth provider did not name the account"),
     oauth.ProviderUnavailableError: (502, "The OAuth provider cannot be reached"),
     oauth.OAuthError: (502, "The OAuth provider answered with an error"),
+    QueueUnavailableError: (503, "The job queue is not available"),
 }
+# Errors that pass: the client may try again after this many seconds (`Retry-After`).
+RETRY_AFTER_OF: dict[type[Exception], int] = {QueueUnavailableError: QUEUE_RETRY_AFTER_SECONDS}
 
 # Codes that describe an input the client sent and can fix.
 _CLIENT_FIXABLE = {"auth_failed", "blocked_host"}
@@ -232,13 +236,16 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(sync.SyncError)
     @app.exception_handler(oauth.OAuthError)
     @app.exception_handler(notify.NotifyError)
+    @app.exception_handler(QueueUnavailableError)
     async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
         status, title = _for_known_error(exc) or (500, "Internal error")
+        retry_after = RETRY_AFTER_OF.get(type(exc))
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
         code = getattr(exc, "code", "internal_error")
         field = getattr(exc, "field", None) or ("auth" if code == "auth_failed" else "imap.host")
         fixable = code in _CLIENT_FIXABLE or getattr(exc, "field", None) is not None
         errors = [FieldError(field=field, message=str(exc))] if fixable else None
-        return problem_response(status, code, title, str(exc), errors=errors)
+        return problem_response(status, code, title, str(exc), errors=errors, headers=headers)
 
     @app.exception_handler(DBAPIError)
     @app.exception_handler(sync.DatabaseUnavailableError)

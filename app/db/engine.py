@@ -40,7 +40,7 @@ from sqlite3 import Connection as SQLiteConnection
 
 import psycopg
 from pydantic_core import from_json
-from sqlalchemy import URL, Dialect, Engine, create_engine, event, make_url
+from sqlalchemy import URL, Dialect, Engine, create_engine, event, make_url, text
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError, InvalidatePoolError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
@@ -162,6 +162,12 @@ def is_unavailable(error: DBAPIError) -> bool:
         return False
     code = getattr(error.orig, "sqlite_errorcode", None)
     return code is None or (code & 0xFF) in _SQLITE_UNAVAILABLE
+
+
+def ping_database(engine: Engine) -> None:
+    """Run `SELECT 1` on a pooled connection; raise what the driver raises when it cannot."""
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
 
 
 @contextmanager

@@ -6,6 +6,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import Engine, inspect
+
+from app.db.models import ApiKey
 
 ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
 
@@ -26,3 +29,8 @@ def alembic_config(url: str) -> Config:
 def upgrade_database(url: str) -> None:
     """Bring the schema of the database at `url` to the newest revision."""
     command.upgrade(alembic_config(url), "head")
+
+
+def is_migrated(engine: Engine) -> bool:
+    """Say whether the database holds the service's tables (it was migrated at least once)."""
+    return inspect(engine).has_table(ApiKey.__tablename__)

@@ -17,7 +17,7 @@ import ssl
 
 from app import netguard
 from app.imap.aio_client import AsyncConnection, spaced
-from app.imap.config import ConnectOptions, ImapConfig
+from app.imap.config import ConnectOptions, ImapConfig, Security
 from app.imap.connection import client_version, imap_errors, resolve_server, tls_context
 from app.imap.errors import ProtocolError, TlsFailed
 from app.imap.stream import ImapStream
@@ -42,8 +42,8 @@ async def connect_async(
     options = options or ConnectOptions()
     limits = limits or WireLimits()
     addresses = await asyncio.to_thread(resolve_server, config, options)
-    context = tls_context(config, options) if config.security != "none" else None
-    implicit_tls = context if config.security == "ssl" else None
+    context = tls_context(config, options) if config.security is not Security.NONE else None
+    implicit_tls = context if config.security is Security.SSL else None
     with imap_errors(connecting=True):
         sock = await asyncio.to_thread(
             netguard.connect_resolved, addresses, options.connect_timeout
@@ -67,7 +67,7 @@ async def connect_async(
                 async with asyncio.timeout(options.connect_timeout):
                     await stream.start_tls(implicit_tls, config.host)
         await greet(connection)
-        if config.security == "starttls":
+        if config.security is Security.STARTTLS:
             assert context is not None
             await start_tls(connection, context, config.host)
         if config.access_token is not None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import (
     AfterValidator,
@@ -18,7 +19,14 @@ from pydantic import (
     model_validator,
 )
 
-Security = Literal["ssl", "starttls", "none"]
+
+class Security(StrEnum):
+    """Transport security of the IMAP connection: TLS from the start, STARTTLS, or none."""
+
+    SSL = "ssl"
+    STARTTLS = "starttls"
+    NONE = "none"
+
 
 # One DNS label (RFC 1123): letters, digits, hyphens, and `_` as some private zones use it.
 _LABEL = re.compile(r"[A-Za-z0-9_-]{1,63}")
@@ -68,7 +76,7 @@ class ImapConfig(BaseModel):
 
     host: str = Field(min_length=1, max_length=253)
     port: int = Field(default=993, ge=1, le=65535)
-    security: Security = "ssl"
+    security: Security = Security.SSL
     username: str = Field(min_length=1, max_length=320)
     password: ImapPassword | None = None
     access_token: SecretStr | None = None

@@ -34,7 +34,7 @@ from imapclient.imapclient import SocketTimeout
 from typing_extensions import Buffer
 
 from app import netguard
-from app.imap.config import ConnectOptions, ImapConfig
+from app.imap.config import ConnectOptions, ImapConfig, Security
 from app.imap.errors import (
     AuthenticationFailed,
     BlockedHost,
@@ -351,18 +351,18 @@ def connect(config: ImapConfig, options: ConnectOptions | None = None) -> ImapCo
     options = options or ConnectOptions()
     limits = _SessionLimits.of(options)
     addresses = resolve_server(config, options)
-    context = tls_context(config, options) if config.security != "none" else None
+    context = tls_context(config, options) if config.security is not Security.NONE else None
     with imap_errors(connecting=True):
         client = _PinnedIMAPClient(
             config.host,
             config.port,
             addresses=addresses,
-            implicit_tls=context if config.security == "ssl" else None,
+            implicit_tls=context if config.security is Security.SSL else None,
             limits=limits,
         )
     try:
         with imap_errors(connecting=True):
-            if config.security == "starttls":
+            if config.security is Security.STARTTLS:
                 _start_tls(client, context)
         with imap_errors():
             _authenticate(client, config)

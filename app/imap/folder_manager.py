@@ -9,25 +9,36 @@ so `INBOX.Sent`, `[Gmail]/Sent Mail` and `Sent Items` are all sent folders.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from enum import StrEnum
 
 from imapclient.imap_utf7 import decode as decode_utf7
 from imapclient.response_parser import parse_response
 
 from app.imap.connection import ImapConnection, imap_errors
 
-FolderType = Literal["inbox", "sent", "drafts", "trash", "spam", "archive", "other"]
+
+class FolderType(StrEnum):
+    """Role of a folder, from RFC 6154 SPECIAL-USE flags or its localized name."""
+
+    INBOX = "inbox"
+    SENT = "sent"
+    DRAFTS = "drafts"
+    TRASH = "trash"
+    SPAM = "spam"
+    ARCHIVE = "archive"
+    OTHER = "other"
+
 
 _SPECIAL_USE: dict[str, FolderType] = {
-    "\\SENT": "sent",
-    "\\DRAFTS": "drafts",
-    "\\TRASH": "trash",
-    "\\JUNK": "spam",
-    "\\ARCHIVE": "archive",
+    "\\SENT": FolderType.SENT,
+    "\\DRAFTS": FolderType.DRAFTS,
+    "\\TRASH": FolderType.TRASH,
+    "\\JUNK": FolderType.SPAM,
+    "\\ARCHIVE": FolderType.ARCHIVE,
 }
 
 _LOCALIZED_NAMES: dict[FolderType, tuple[str, ...]] = {
-    "sent": (
+    FolderType.SENT: (
         "sent",
         "sent items",
         "sent mail",
@@ -68,7 +79,7 @@ _LOCALIZED_NAMES: dict[FolderType, tuple[str, ...]] = {
         "المرسلة",
         "απεσταλμένα",
     ),
-    "drafts": (
+    FolderType.DRAFTS: (
         "drafts",
         "draft",
         "entwürfe",
@@ -89,7 +100,7 @@ _LOCALIZED_NAMES: dict[FolderType, tuple[str, ...]] = {
         "草稿",
         "임시보관함",
     ),
-    "trash": (
+    FolderType.TRASH: (
         "trash",
         "deleted items",
         "deleted messages",
@@ -124,7 +135,7 @@ _LOCALIZED_NAMES: dict[FolderType, tuple[str, ...]] = {
         "已删除邮件",
         "휴지통",
     ),
-    "spam": (
+    FolderType.SPAM: (
         "spam",
         "junk",
         "junk e-mail",
@@ -148,7 +159,7 @@ _LOCALIZED_NAMES: dict[FolderType, tuple[str, ...]] = {
         "垃圾邮件",
         "스팸편지함",
     ),
-    "archive": (
+    FolderType.ARCHIVE: (
         "archive",
         "archives",
         "archiv",
@@ -173,13 +184,13 @@ _TYPE_BY_NAME: dict[str, FolderType] = {
 def folder_type(full_name: str, delimiter: str | None, attributes: frozenset[str]) -> FolderType:
     """Type a folder: INBOX by name, then special-use attributes, then its localized name."""
     if full_name.upper() == "INBOX":
-        return "inbox"
+        return FolderType.INBOX
     for attribute in attributes:
         special = _SPECIAL_USE.get(attribute.upper())
         if special:
             return special
     leaf = full_name.rsplit(delimiter, 1)[-1] if delimiter else full_name
-    return _TYPE_BY_NAME.get(leaf.strip().casefold(), "other")
+    return _TYPE_BY_NAME.get(leaf.strip().casefold(), FolderType.OTHER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,4 +348,4 @@ def _parse_status_line(line: bytes | tuple[bytes, bytes]) -> tuple[str, FolderSt
 def _tree_order(folder: RemoteFolder) -> tuple[int, list[str]]:
     """INBOX first, then by path, so a parent always precedes its children."""
     path = folder.full_name.split(folder.delimiter) if folder.delimiter else [folder.full_name]
-    return (0 if folder.type == "inbox" else 1, [part.casefold() for part in path])
+    return (0 if folder.type is FolderType.INBOX else 1, [part.casefold() for part in path])

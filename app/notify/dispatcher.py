@@ -53,6 +53,7 @@ from app.db.models import (
     MailboxStatus,
     WebhookDelivery,
     WebhookEndpoint,
+    persisted_id,
     utcnow,
 )
 from app.db.repositories.event_deliveries import (
@@ -205,11 +206,11 @@ class Dispatcher:
             email_enabled = self.settings.smtp_url is not None
             fanned_out = 0
             for event in events:
-                assert event.id is not None
-                if not mark_dispatched(session, event.id, now):
+                event_id = persisted_id(event)
+                if not mark_dispatched(session, event_id, now):
                     continue  # another dispatcher got there first
                 channels = channels_for(event, endpoints, recipients, email_enabled=email_enabled)
-                add_deliveries(session, event.id, channels)
+                add_deliveries(session, event_id, channels)
                 fanned_out += 1
             return fanned_out
 

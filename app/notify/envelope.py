@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from app.db.models import Event as OutboxEvent
+from app.db.models import persisted_id
 
 # Sent to one endpoint by `POST /v1/webhooks/{id}/test`; no other channel sees it.
 WEBHOOK_TEST_EVENT = "webhook.test"
@@ -52,9 +53,8 @@ class EventEnvelope(BaseModel):
 
     @classmethod
     def of(cls, event: OutboxEvent) -> EventEnvelope:
-        assert event.id is not None
         return cls(
-            id=event.id,
+            id=persisted_id(event),
             type=event.type,
             created_at=event.created_at,
             mailbox_id=event.mailbox_id,

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from app.db import session_scope
 from app.db.models import Event
-from app.db.repositories.event_feed import event_ids_after, matching_events, newest_event_id
+from app.db.repositories.events import event_ids_after, matching_events, newest_event_id
 from app.notify.envelope import WEBHOOK_TEST_EVENT
 
 POLL_BATCH = 500

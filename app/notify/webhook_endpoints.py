@@ -17,7 +17,7 @@ from enum import Enum
 from sqlmodel import Session
 
 from app.config import Settings
-from app.db.models import Event, WebhookEndpoint, utcnow
+from app.db.models import Event, WebhookEndpoint, persisted_id, utcnow
 from app.db.repositories.event_deliveries import add_deliveries
 from app.db.repositories.webhooks import (
     add_webhook_endpoint,
@@ -155,6 +155,5 @@ def record_test_event(session: Session, endpoint_id: int) -> Event:
     )
     session.add(event)
     session.flush()
-    assert event.id is not None
-    add_deliveries(session, event.id, [webhook_channel(endpoint_id)])
+    add_deliveries(session, persisted_id(event), [webhook_channel(endpoint_id)])
     return event

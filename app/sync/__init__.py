@@ -1,1 +1,77 @@
-"""The synchronization engine and the other services that need a live IMAP server."""
+"""The synchronization engine and the other services that need a live IMAP server.
+
+What this module exports is what the API may use of the package (it imports
+nothing else of it): the services a route calls, their inputs and results, and
+the errors the problem table maps.
+"""
+
+from app.sync.attachments import fetch_attachment, fetch_message_source
+from app.sync.connection_check import ConnectionReport, Credential, ServerSettings, check_connection
+from app.sync.credentials import interactive_login_options
+from app.sync.errors import (
+    AttachmentNotFoundError,
+    CredentialsRequiredError,
+    DatabaseUnavailableError,
+    EmailNotFoundError,
+    FolderDivergedError,
+    LeaseLostError,
+    MailboxNotFoundError,
+    MessageGoneError,
+    PlaintextRefusedError,
+    ProviderHostRequiredError,
+    SyncError,
+    UnknownFoldersError,
+)
+from app.sync.flag_writeback import write_flags
+from app.sync.folder_settings import FolderSyncSetting, save_folder_settings
+from app.sync.mailboxes import (
+    KEEP,
+    MailboxChanges,
+    Owner,
+    Registration,
+    change_mailbox,
+    complete_oauth_mailbox,
+    register_mailbox,
+    remove_mailbox,
+)
+from app.sync.queued_runs import queue_sync_run
+from app.sync.remote_search import RemoteSearchCriteria, RemoteSearchResult, search_remote_folder
+from app.sync.service import SyncResult
+
+__all__ = [
+    "KEEP",
+    "AttachmentNotFoundError",
+    "ConnectionReport",
+    "Credential",
+    "CredentialsRequiredError",
+    "DatabaseUnavailableError",
+    "EmailNotFoundError",
+    "FolderDivergedError",
+    "FolderSyncSetting",
+    "LeaseLostError",
+    "MailboxChanges",
+    "MailboxNotFoundError",
+    "MessageGoneError",
+    "Owner",
+    "PlaintextRefusedError",
+    "ProviderHostRequiredError",
+    "Registration",
+    "RemoteSearchCriteria",
+    "RemoteSearchResult",
+    "ServerSettings",
+    "SyncError",
+    "SyncResult",
+    "UnknownFoldersError",
+    "change_mailbox",
+    "check_connection",
+    "complete_oauth_mailbox",
+    "fetch_attachment",
+    "fetch_message_source",
+    "interactive_login_options",
+    "queue_sync_run",
+    "register_mailbox",
+    "remove_mailbox",
+    "save_folder_settings",
+    "search_remote_folder",
+    "write_flags",
+]

@@ -35,7 +35,7 @@ from sqlmodel import Session
 from app.config import Settings
 from app.db import session_scope
 from app.db.models import Mailbox
-from app.db.repositories.email_queries import (
+from app.db.repositories.emails import (
     MessageCopy,
     email_mailbox_id,
     get_attachment,

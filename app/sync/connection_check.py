@@ -15,8 +15,15 @@ from dataclasses import asdict, dataclass
 
 from pydantic import SecretStr
 
-from app.imap import ConnectOptions, FolderManager, FolderNode, ImapConfig, ImapConnection, connect
-from app.imap.config import Security
+from app.imap import (
+    ConnectOptions,
+    FolderManager,
+    FolderNode,
+    ImapConfig,
+    ImapConnection,
+    Security,
+    connect,
+)
 from app.sync.errors import PlaintextRefusedError
 
 
@@ -60,7 +67,7 @@ class LoginOptions:
 
 def refuse_plaintext(security: Security, options: LoginOptions) -> None:
     """Raise `PlaintextRefusedError` for plain IMAP unless the operator allowed it."""
-    if security == "none" and not options.allow_plaintext:
+    if security is Security.NONE and not options.allow_plaintext:
         raise PlaintextRefusedError(
             "plain IMAP would send the credentials in clear; use ssl or starttls"
             " (the operator can allow it with IMAP_ALLOW_PLAINTEXT)"

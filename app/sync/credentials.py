@@ -28,7 +28,7 @@ def connect_mailbox(
     A mailbox stored with plain IMAP while IMAP_ALLOW_PLAINTEXT is off raises
     `PlaintextRefusedError` before any connection is made.
     """
-    refuse_plaintext(mailbox.security.value, options)
+    refuse_plaintext(mailbox.security, options)
     mailbox = refresh_if_expiring(
         engine, mailbox, secrets, allow_private_hosts=settings.oauth_allow_private_hosts
     )
@@ -45,7 +45,7 @@ def imap_config(mailbox: Mailbox, secrets: SecretBox) -> ImapConfig:
     return ImapConfig(
         host=mailbox.host,
         port=mailbox.port,
-        security=mailbox.security.value,
+        security=mailbox.security,
         username=mailbox.username,
         password=password,
         access_token=access_token,

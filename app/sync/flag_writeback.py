@@ -26,8 +26,7 @@ from sqlalchemy.engine import Engine
 
 from app.config import Settings
 from app.db import session_scope
-from app.db.repositories.email_queries import EmailDetail, email_detail
-from app.db.repositories.emails import set_flags
+from app.db.repositories.emails import EmailDetail, email_detail, set_flags
 from app.db.repositories.events import record_email_updates
 from app.imap import EmailManager
 from app.imap.errors import FolderNotFound, FolderReadOnly

@@ -54,7 +54,7 @@ from functools import partial
 from sqlalchemy.engine import Engine
 
 from app.db import session_scope
-from app.db.models import Folder, Mailbox, utcnow
+from app.db.models import Folder, Mailbox, persisted_id, utcnow
 from app.db.repositories.events import record_email_updates, record_event
 from app.db.repositories.folders import (
     linked_uids,
@@ -159,7 +159,7 @@ class FolderSyncer:
         """UIDVALIDITY changed: every UID is void; rescan and relink by identity."""
         self.unlinked = True
         with self.lease.writing(self.engine) as session:
-            unlink_folder(session, _id(folder))
+            unlink_folder(session, persisted_id(folder))
             record_event(
                 session,
                 "folder.reset",
@@ -173,7 +173,7 @@ class FolderSyncer:
             )
             return update_folder(
                 session,
-                _id(folder),
+                persisted_id(folder),
                 uidvalidity=None,
                 uidnext=None,
                 highestmodseq=None,
@@ -193,7 +193,7 @@ class FolderSyncer:
         with self.lease.writing(self.engine) as session:
             return update_folder(
                 session,
-                _id(folder),
+                persisted_id(folder),
                 uidvalidity=selected.uidvalidity,
                 highestmodseq=selected.highestmodseq,
                 sync_since=since,
@@ -223,18 +223,20 @@ class FolderSyncer:
                 on_server = self._listed_uids(folder, selected)
         with self.lease.writing(self.engine) as session:
             if low is not None:
-                links = linked_uids(session, _id(folder))
+                links = linked_uids(session, persisted_id(folder))
                 changed: set[int] = set()
                 if on_server is not None:
                     gone = [uid for uid in links if uid not in on_server]
-                    self.counts.expunged += unlink_uids(session, _id(folder), gone)
+                    self.counts.expunged += unlink_uids(session, persisted_id(folder), gone)
                     self.unlinked = self.unlinked or bool(gone)
                     changed.update(links[uid] for uid in gone)
                 flag_changes = apply_flags(session, links, flags)
                 self.counts.flags_changed += flag_changes.changed
                 changed.update(flag_changes.visible)
                 record_email_updates(session, self.mailbox, changed, self.batch_size)
-            return update_folder(session, _id(folder), highestmodseq=selected.highestmodseq)
+            return update_folder(
+                session, persisted_id(folder), highestmodseq=selected.highestmodseq
+            )
 
     def _listed_uids(self, folder: Folder, selected: SelectedFolder) -> set[int]:
         """List every UID of the folder and check the count against EXISTS.
@@ -281,14 +283,17 @@ class FolderSyncer:
         if not self._store(folder, remaining, newest_first=True, announce=announce):
             return False
         with self.lease.writing(self.engine) as session:
-            update_folder(session, _id(folder), backfill_done=True)
+            update_folder(session, persisted_id(folder), backfill_done=True)
         return True
 
     def _checkpoint(self, folder: Folder, selected: SelectedFolder) -> None:
         """Record the SELECT snapshot: the next run skips the folder if it still matches."""
         with self.lease.writing(self.engine) as session:
             row = update_folder(
-                session, _id(folder), uidnext=selected.uidnext, message_count=selected.exists
+                session,
+                persisted_id(folder),
+                uidnext=selected.uidnext,
+                message_count=selected.exists,
             )
             row.last_seen_uid = max(row.last_seen_uid, (selected.uidnext or 1) - 1)
             row.synced_at = utcnow()
@@ -352,7 +357,7 @@ class FolderSyncer:
 
     def _lowest_uid(self, folder: Folder) -> int | None:
         with session_scope(self.engine) as session:
-            return lowest_linked_uid(session, _id(folder))
+            return lowest_linked_uid(session, persisted_id(folder))
 
 
 def _unchanged(folder: Folder, status: FolderStatus) -> bool:
@@ -365,8 +370,3 @@ def _unchanged(folder: Folder, status: FolderStatus) -> bool:
         and folder.message_count == status.messages
         and folder.highestmodseq == status.highestmodseq
     )
-
-
-def _id(row: Folder | Mailbox) -> int:
-    assert row.id is not None, "rows are flushed before their id is used"
-    return row.id

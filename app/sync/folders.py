@@ -21,14 +21,14 @@ from typing import Any
 
 from sqlmodel import Session
 
-from app.db.models import Folder, FolderType, Mailbox, utcnow
+from app.db.models import Folder, Mailbox, persisted_id, utcnow
 from app.db.repositories.events import record_event
 from app.db.repositories.folders import (
     folder_ids_with_links,
     linked_identities,
     mailbox_folders,
 )
-from app.imap import EmailManager
+from app.imap import EmailManager, FolderType
 from app.imap.folder_manager import FolderListing, FolderStatus, RemoteFolder
 from app.sync.identity import message_identity
 
@@ -98,8 +98,8 @@ def reconcile_folders(
 
     With `identities_of`, a rename that changed UIDVALIDITY is recognised by content.
     """
-    assert mailbox.id is not None
-    local = {folder.full_name: folder for folder in mailbox_folders(session, mailbox.id)}
+    mailbox_id = persisted_id(mailbox)
+    local = {folder.full_name: folder for folder in mailbox_folders(session, mailbox_id)}
     remote = {folder.full_name: folder for folder in listing.folders}
     gone = [folder for name, folder in local.items() if name not in remote]
     fresh = [folder for name, folder in remote.items() if name not in local]
@@ -134,9 +134,9 @@ def reconcile_folders(
 
     removed = _remove_gone(session, mailbox, gone)
     for remote_folder in fresh:
-        folder_type = FolderType(remote_folder.type)
+        folder_type = remote_folder.type
         folder = Folder(
-            mailbox_id=mailbox.id,
+            mailbox_id=mailbox_id,
             full_name=remote_folder.full_name,
             name=remote_folder.name,
             type=folder_type,
@@ -160,7 +160,7 @@ def _listed_values(remote: RemoteFolder) -> dict[str, Any]:
         "full_name": remote.full_name,
         "name": remote.name,
         "delimiter": remote.delimiter,
-        "type": FolderType(remote.type),
+        "type": remote.type,
         "outdated_since": None,
     }
 

@@ -27,7 +27,7 @@ from sqlmodel import Session
 
 from app.db import session_scope
 from app.db.engine import is_unavailable
-from app.db.models import EmailFolder, Folder, Mailbox
+from app.db.models import EmailFolder, Folder, Mailbox, persisted_id
 from app.db.repositories.emails import (
     has_mail_outside,
     insert_attachments,
@@ -85,7 +85,7 @@ class MailStore:
     def has_mail_outside(self, folder: Folder) -> bool:
         """Say whether the mailbox stores mail that `folder` does not hold (relinks possible)."""
         with session_scope(self.engine) as session:
-            return has_mail_outside(session, _id(self.mailbox), _id(folder))
+            return has_mail_outside(session, persisted_id(self.mailbox), persisted_id(folder))
 
     def known_elsewhere(
         self, folder: Folder, identities: Iterable[tuple[int, str, frozenset[str]]]
@@ -94,7 +94,10 @@ class MailStore:
         wanted = list(identities)
         with session_scope(self.engine) as session:
             emails = relinkable_emails(
-                session, _id(self.mailbox), _id(folder), (identity for _, identity, _ in wanted)
+                session,
+                persisted_id(self.mailbox),
+                persisted_id(folder),
+                (identity for _, identity, _ in wanted),
             )
         known: dict[int, KnownMessage] = {}
         claimed: set[int] = set()
@@ -149,7 +152,7 @@ class MailStore:
             marks: dict[str, Any] = (
                 {"low_uid": min(uids)} if batch.newest_first else {"last_seen_uid": max(uids)}
             )
-            update_folder(session, _id(folder), **marks)
+            update_folder(session, persisted_id(folder), **marks)
         return new_ids
 
     def _storable(self, message: ParsedMessage) -> ParsedMessage:
@@ -157,7 +160,7 @@ class MailStore:
         them, return the message without its content (what the FETCH gave, its identity)."""
         with Session(self.engine) as session:
             try:
-                row = email_row(_id(self.mailbox), message_identity(message), message)
+                row = email_row(persisted_id(self.mailbox), message_identity(message), message)
                 [email_id] = insert_emails(session, [row])
                 insert_attachments(session, list(attachment_rows(email_id, message)))
             except Exception as exc:
@@ -182,9 +185,9 @@ class MailStore:
 
         The emails linked join `taken` (each takes one UID of the folder).
         """
-        folder_id = _id(folder)
+        folder_id = persisted_id(folder)
         identities = [message_identity(message) for message in messages]
-        existing = relinkable_emails(session, _id(self.mailbox), folder_id, identities)
+        existing = relinkable_emails(session, persisted_id(self.mailbox), folder_id, identities)
         links: list[dict[str, Any]] = []
         new: list[ParsedMessage] = []
         rows: list[dict[str, Any]] = []
@@ -195,7 +198,7 @@ class MailStore:
                 links.append({"email_id": email_id, "folder_id": folder_id, "uid": message.uid})
                 continue
             new.append(message)
-            rows.append(email_row(_id(self.mailbox), identity, message))
+            rows.append(email_row(persisted_id(self.mailbox), identity, message))
         new_ids = insert_emails(session, rows)
         links.extend(
             {"email_id": email_id, "folder_id": folder_id, "uid": message.uid}
@@ -215,7 +218,7 @@ class MailStore:
 
 def _link_known(session: Session, folder: Folder, known: dict[int, KnownMessage]) -> set[int]:
     for uid, message in known.items():
-        session.add(EmailFolder(email_id=message.email_id, folder_id=_id(folder), uid=uid))
+        session.add(EmailFolder(email_id=message.email_id, folder_id=persisted_id(folder), uid=uid))
     apply_flags(
         session,
         {uid: message.email_id for uid, message in known.items()},
@@ -227,8 +230,3 @@ def _link_known(session: Session, folder: Folder, known: dict[int, KnownMessage]
 def _outage(error: Exception) -> bool:
     """Say whether `error` is the database not answering (retried later), not a refusal."""
     return isinstance(error, DBAPIError) and is_unavailable(error)
-
-
-def _id(row: Folder | Mailbox) -> int:
-    assert row.id is not None, "rows are flushed before their id is used"
-    return row.id

@@ -34,10 +34,10 @@ from enum import Enum
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from app.db.models import AuthType, Mailbox, MailboxSecurity, MailboxStatus, utcnow
+from app.db.models import AuthType, Mailbox, MailboxStatus, utcnow
 from app.db.repositories.events import record_event
 from app.db.repositories.mailboxes import find_mailbox
-from app.imap import FolderManager
+from app.imap import FolderManager, Security
 from app.oauth.errors import AccountUnknownError
 from app.oauth.registry import ProviderRegistry, installed_providers
 from app.oauth.service import finish_flow
@@ -120,7 +120,7 @@ def register_mailbox(
             email_address=address,
             host=server.host,
             port=server.port,
-            security=MailboxSecurity(server.security),
+            security=server.security,
             username=server.username,
             tls_verify=server.tls_verify,
             sync_start=registration.sync_start,
@@ -169,7 +169,7 @@ def complete_oauth_mailbox(
         server=ServerSettings(
             host=provider.imap_host,
             port=provider.imap_port,
-            security="ssl",
+            security=Security.SSL,
             username=tokens.email_address,
             tls_verify=True,
         ),
@@ -251,7 +251,7 @@ def _stored_server(mailbox: Mailbox) -> ServerSettings:
     return ServerSettings(
         host=mailbox.host,
         port=mailbox.port,
-        security=mailbox.security.value,
+        security=mailbox.security,
         username=mailbox.username,
         tls_verify=mailbox.tls_verify,
     )
@@ -298,7 +298,7 @@ def _store_changes(mailbox: Mailbox, changes: MailboxChanges, secrets: SecretBox
     if changes.server is not None:
         mailbox.host = changes.server.host
         mailbox.port = changes.server.port
-        mailbox.security = MailboxSecurity(changes.server.security)
+        mailbox.security = changes.server.security
         mailbox.username = changes.server.username
         mailbox.tls_verify = changes.server.tls_verify
     if changes.credential is not None:

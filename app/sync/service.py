@@ -67,6 +67,7 @@ from app.db.models import (
     SyncRun,
     SyncRunStatus,
     SyncTrigger,
+    persisted_id,
     utcnow,
 )
 from app.db.repositories.emails import delete_orphans
@@ -294,7 +295,9 @@ class _Run:
                 interval = timedelta(minutes=self.settings.sync_interval_minutes)
                 mailbox.next_sync_at = now if not complete else now + interval
             if complete and not self.run.folders_only:
-                deleted = delete_orphans(session, _id(mailbox), among=self.orphans_to_delete)
+                deleted = delete_orphans(
+                    session, persisted_id(mailbox), among=self.orphans_to_delete
+                )
                 for batch in chunked(deleted, self.settings.sync_batch_size):
                     record_event(session, "email.deleted", mailbox, {"email_ids": list(batch)})
                 if self.orphans_to_delete is None:
@@ -308,7 +311,7 @@ class _Run:
             )
         self.claim.released = True
         log.info("sync.done", extra={"mailbox_id": run.mailbox_id, **asdict(self.counts)})
-        return SyncResult(_id(run), SyncRunStatus.SUCCEEDED, self.counts, complete)
+        return SyncResult(persisted_id(run), SyncRunStatus.SUCCEEDED, self.counts, complete)
 
     def _failed(self, failure: Failure) -> SyncResult:
         now = utcnow()
@@ -330,7 +333,7 @@ class _Run:
             run = self._finish(session, SyncRunStatus.FAILED, now, failure)
         self.claim.released = True
         log.warning("sync.failed", extra={"mailbox_id": run.mailbox_id, "error_code": failure.code})
-        return SyncResult(_id(run), SyncRunStatus.FAILED, self.counts, False, failure.code)
+        return SyncResult(persisted_id(run), SyncRunStatus.FAILED, self.counts, False, failure.code)
 
     def _release(self, session: Session) -> Mailbox:
         """Give the lease back first in the run's last transaction, and read the mailbox.
@@ -351,7 +354,7 @@ class _Run:
         with session_scope(self.engine) as session:
             run = self._finish(session, SyncRunStatus.FAILED, utcnow(), failure)
         log.warning("sync.lease_lost", extra={"mailbox_id": run.mailbox_id})
-        return SyncResult(_id(run), SyncRunStatus.FAILED, self.counts, False, error.code)
+        return SyncResult(persisted_id(run), SyncRunStatus.FAILED, self.counts, False, error.code)
 
     def _database_lost(self, error: DatabaseUnavailableError) -> SyncResult:
         """Record the failure once the database answers again; raise if it stays away."""
@@ -403,8 +406,3 @@ def _window_start(mailbox: Mailbox, settings: Settings) -> date:
     if mailbox.sync_start is not None:
         return mailbox.sync_start
     return utcnow().date() - timedelta(days=settings.sync_window_days)
-
-
-def _id(row: Mailbox | SyncRun) -> int:
-    assert row.id is not None
-    return row.id

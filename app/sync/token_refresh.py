@@ -22,9 +22,8 @@ from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
 from app.db import session_scope
-from app.db.models import AuthType, Mailbox, utcnow
-from app.db.repositories.mailbox_tokens import replace_tokens
-from app.db.repositories.mailboxes import get_mailbox
+from app.db.models import AuthType, Mailbox, persisted_id, utcnow
+from app.db.repositories.mailboxes import get_mailbox, replace_tokens
 from app.oauth.client import refresh_access_token
 from app.oauth.errors import InvalidGrantError
 from app.oauth.registry import installed_providers
@@ -54,8 +53,8 @@ def refresh_if_expiring(
     now = utcnow()
     if not needs_refresh(mailbox, now):
         return mailbox
-    assert mailbox.id is not None
     assert mailbox.refresh_token_enc is not None
+    mailbox_id = persisted_id(mailbox)
     provider = installed_providers().get(mailbox.provider or "")
     with session_scope(engine) as session:
         client = client_settings(session, secrets, provider, enabled_only=False)
@@ -68,7 +67,7 @@ def refresh_if_expiring(
             allow_private_hosts=allow_private_hosts,
         )
     except InvalidGrantError:
-        current = _reread(engine, mailbox.id)
+        current = _reread(engine, mailbox_id)
         if current.refresh_token_enc != old_refresh_enc:
             return current  # refused because another worker already rotated it
         raise
@@ -77,7 +76,7 @@ def refresh_if_expiring(
     with session_scope(engine) as session:
         stored = replace_tokens(
             session,
-            mailbox.id,
+            mailbox_id,
             old_refresh_token_enc=old_refresh_enc,
             access_token_enc=secrets.encrypt(grant.access_token.get_secret_value()),
             # A provider that does not rotate keeps the old refresh token valid.
@@ -88,9 +87,9 @@ def refresh_if_expiring(
         )
     log.info(
         "oauth.token_refreshed",
-        extra={"mailbox_id": mailbox.id, "stored": stored, "rotated": new_refresh is not None},
+        extra={"mailbox_id": mailbox_id, "stored": stored, "rotated": new_refresh is not None},
     )
-    return _reread(engine, mailbox.id)
+    return _reread(engine, mailbox_id)
 
 
 def _reread(engine: Engine, mailbox_id: int) -> Mailbox:

@@ -49,7 +49,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings
 from app.db import create_db_engine, session_scope
-from app.db.models import AuthType, Mailbox, SyncTrigger, utcnow
+from app.db.models import AuthType, Mailbox, SyncTrigger, persisted_id, utcnow
 from app.db.repositories.mailboxes import get_mailbox
 from app.db.repositories.watch_leases import (
     claim_watch_leases,
@@ -62,8 +62,7 @@ from app.db.repositories.watch_leases import (
 from app.imap.aio_client import AsyncConnection
 from app.imap.aio_connect import connect_async
 from app.imap.errors import AuthenticationFailed
-from app.oauth.errors import InvalidGrantError, OAuthError, ProviderHostBlockedError
-from app.queue import (
+from app.job_queue import (
     REDIS_ERRORS,
     REDIS_RETRY,
     create_queue,
@@ -71,6 +70,7 @@ from app.queue import (
     enqueue_watched_sync,
     until_redis_answers,
 )
+from app.oauth.errors import InvalidGrantError, OAuthError, ProviderHostBlockedError
 from app.security import SecretBox, SecretError
 from app.sync.connection_check import refuse_plaintext
 from app.sync.credentials import imap_config, login_options
@@ -104,7 +104,6 @@ class WatchTarget:
 
     @classmethod
     def of(cls, mailbox: Mailbox, folders: list[str]) -> WatchTarget:
-        assert mailbox.id is not None
         credential = (
             mailbox.refresh_token_enc
             if mailbox.auth_type is AuthType.OAUTH
@@ -121,7 +120,9 @@ class WatchTarget:
             tuple(folders),
         )
         oauth = mailbox.auth_type is AuthType.OAUTH and mailbox.refresh_token_enc is not None
-        return cls(mailbox.id, tuple(folders), key, mailbox.token_expires_at if oauth else None)
+        return cls(
+            persisted_id(mailbox), tuple(folders), key, mailbox.token_expires_at if oauth else None
+        )
 
 
 @dataclass(slots=True)
@@ -350,7 +351,7 @@ class WatchSupervisor:
         """Open a session with the stored credentials, refreshing an expiring OAuth token first."""
         mailbox = await asyncio.to_thread(self._reread, mailbox_id)
         options = login_options(self._settings)
-        refuse_plaintext(mailbox.security.value, options)
+        refuse_plaintext(mailbox.security, options)
         return await connect_async(imap_config(mailbox, self._secrets), options.connect)
 
     def _reread(self, mailbox_id: int) -> Mailbox:

@@ -26,7 +26,7 @@
         time budget spent (incomplete) ......... a follow-up job is queued as soon as
                                                  this one has left the queue
         done ................................... the engine set `next_sync_at`
-      watched (queued by the watcher) .......... take the changed folders (app.queue) and
+      watched (queued by the watcher) .......... take the changed folders (app.job_queue) and
                                                  sync only those; lease held or the budget
                                                  spent: the folders go back; at the end a
                                                  follow-up is queued if any are waiting

@@ -17,8 +17,8 @@ from sqlalchemy.engine import Engine
 from app.db import session_scope
 from app.db.models import utcnow
 from app.db.repositories.mailboxes import due_mailbox_ids
+from app.job_queue import enqueue_sync
 from app.notify.dispatcher import dispatch_due
-from app.queue import enqueue_sync
 from app.security import SecretBox
 from app.sync.errors import DatabaseUnavailableError, database_outages
 from app.worker.state import JobContext, worker_state

@@ -20,7 +20,7 @@ from arq.worker import Function
 
 from app.config import Settings
 from app.db import create_db_engine
-from app.queue import DISPATCH_JOB, SYNC_JOB, redis_settings
+from app.job_queue import DISPATCH_JOB, SYNC_JOB, redis_settings
 from app.worker.cron_jobs import dispatch_events_job, enqueue_due_syncs_job
 from app.worker.state import STATE_KEY, BusyRetry, JobContext, WorkerState, worker_state
 from app.worker.sync_job import enqueue_follow_up, sync_job

@@ -23,7 +23,7 @@ from app.db import session_scope
 from app.db.models import SyncRunStatus, SyncTrigger, utcnow
 from app.db.repositories.mailboxes import get_mailbox
 from app.db.repositories.sync_runs import fail_queued_sync_run, get_sync_run
-from app.queue import (
+from app.job_queue import (
     REDIS_ERRORS,
     enqueue_dispatch,
     enqueue_sync,

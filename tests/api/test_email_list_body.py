@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 from app.api.emails.schemas import EmailSummary
 from app.api.pagination import Page, encode_cursor
 from app.db import session_scope
-from app.db.models import FolderType
+from app.imap import FolderType
 from tests.factories import create_email, create_folder, create_mailbox, id_of, link_email
 from tests.live_api import LiveApi
 

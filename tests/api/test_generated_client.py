@@ -104,7 +104,7 @@ def test_generated_client_creates_a_mailbox_syncs_it_and_lists_its_mail(
             imap=models.ImapSettings(
                 host=mail_user.dovecot.host,
                 port=mail_user.dovecot.tls_port,
-                security=models.ImapSettingsSecurity.SSL,
+                security=models.Security.SSL,
                 username=mail_user.name,
             ),
             auth=models.PasswordAuth(type_="password", password=mail_user.password),

@@ -29,7 +29,7 @@ from app.db.models import (
     SyncRun,
 )
 from app.db.repositories.folders import mailbox_folders
-from app.queue import sync_job_id
+from app.job_queue import sync_job_id
 from app.security import SecretBox
 from tests.dovecot import MailUser
 from tests.factories import MailboxFactory, create_email, create_folder, id_of, link_email

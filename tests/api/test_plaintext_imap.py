@@ -13,7 +13,8 @@ from sqlalchemy import Engine
 
 from app.config import Settings
 from app.db import session_scope
-from app.db.models import Mailbox, MailboxSecurity, utcnow
+from app.db.models import Mailbox, utcnow
+from app.imap import Security
 from app.sync.service import sync_mailbox
 from tests.dovecot import MailUser
 from tests.factories import MailboxFactory
@@ -84,9 +85,7 @@ def test_a_stored_plain_mailbox_does_not_sync_while_plain_imap_is_off(
     add_mailbox: MailboxFactory,
     catcher: LoginCatcher,
 ) -> None:
-    mailbox_id = add_mailbox(
-        mail_user, host="127.0.0.1", port=catcher.port, security=MailboxSecurity.NONE
-    )
+    mailbox_id = add_mailbox(mail_user, host="127.0.0.1", port=catcher.port, security=Security.NONE)
 
     refused = sync_mailbox(engine, mailbox_id, settings)
 

@@ -24,7 +24,7 @@ from sqlalchemy import Engine
 from app.config import Settings
 from app.db import session_scope
 from app.db.models import SyncRun, SyncRunStatus, SyncTrigger, utcnow
-from app.queue import create_queue, enqueue_sync
+from app.job_queue import create_queue, enqueue_sync
 from app.worker import worker_settings
 from app.worker.state import BusyRetry
 from tests.dovecot import MailUser

@@ -26,7 +26,7 @@ from sqlmodel import select
 from app.config import Settings
 from app.db import session_scope
 from app.db.models import DeliveryState, EventDelivery
-from app.queue import create_queue, sync_job_id
+from app.job_queue import create_queue, sync_job_id
 from tests.api.test_sync_runs import run_worker
 from tests.dovecot import MailUser
 from tests.factories import MailboxFactory

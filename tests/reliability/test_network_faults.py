@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import Engine
 
 from app.config import Settings
-from app.db.models import MailboxSecurity
+from app.imap import Security
 from tests.dovecot import MailUser
 from tests.factories import MailboxFactory
 from tests.reliability.conftest import READ_TIMEOUT
@@ -82,7 +82,7 @@ def test_a_connection_cut_during_an_incremental_fetch_loses_and_repeats_no_new_m
     plain_proxy: FaultProxy,
 ) -> None:
     append_many(mail_user, "INBOX", "in", 60)
-    mailbox_id = add_mailbox(mail_user, port=plain_proxy.port, security=MailboxSecurity.NONE)
+    mailbox_id = add_mailbox(mail_user, port=plain_proxy.port, security=Security.NONE)
     sync_to_completion(engine, fault_settings, mailbox_id)
     new_mail, new_sent = 150, 10  # three batches of 50 in INBOX
     append_many(mail_user, "INBOX", "new", new_mail)
@@ -111,7 +111,7 @@ def test_a_connection_cut_during_login_is_a_network_failure_not_a_credential_one
     plain_proxy: FaultProxy,
 ) -> None:
     append_many(mail_user, "INBOX", "in", 30)
-    mailbox_id = add_mailbox(mail_user, port=plain_proxy.port, security=MailboxSecurity.NONE)
+    mailbox_id = add_mailbox(mail_user, port=plain_proxy.port, security=Security.NONE)
     plain_proxy.arm(Fault.cut_on(b"LOGIN"))
 
     result = sync(engine, fault_settings, mailbox_id)

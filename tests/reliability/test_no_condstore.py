@@ -10,7 +10,8 @@ from sqlmodel import col, select
 
 from app.config import Settings
 from app.db import session_scope
-from app.db.models import Email, EmailFolder, Folder, MailboxSecurity
+from app.db.models import Email, EmailFolder, Folder
+from app.imap import Security
 from tests.dovecot import Dovecot, MailUser
 from tests.factories import MailboxFactory
 from tests.reliability.mirror import assert_mirrors_server, sync
@@ -51,7 +52,7 @@ def test_without_condstore_flag_changes_and_expunges_are_found_in_one_run(
     user = legacy_dovecot.add_user()
     uids = append_many(user, "INBOX", "in", 60)
     user.add_flags("INBOX", uids[40:50], ["\\Seen"])
-    mailbox_id = add_mailbox(user, port=legacy_dovecot.plain_port, security=MailboxSecurity.NONE)
+    mailbox_id = add_mailbox(user, port=legacy_dovecot.plain_port, security=Security.NONE)
     assert sync(engine, settings, mailbox_id).complete
     inbox = folder_row(engine, mailbox_id, "INBOX")
     assert inbox is not None

@@ -26,7 +26,7 @@ from sqlalchemy import Engine, make_url
 from app.config import Settings
 from app.db import session_scope
 from app.db.models import Mailbox, MailboxStatus, SyncRunStatus, utcnow
-from app.queue import create_queue, sync_job_id
+from app.job_queue import create_queue, sync_job_id
 from app.supervised_worker import SupervisedWorker
 from app.worker import worker_settings
 from app.worker.cron_jobs import dispatch_events_job

@@ -16,7 +16,8 @@ from sqlmodel import col, select
 
 from app.config import Settings
 from app.db import session_scope
-from app.db.models import Email, Folder, MailboxSecurity, SyncRun, SyncRunStatus
+from app.db.models import Email, Folder, SyncRun, SyncRunStatus
+from app.imap import Security
 from app.sync.service import SyncResult
 from tests.debian_servers import Courier, Cyrus
 from tests.dovecot import Dovecot
@@ -56,7 +57,7 @@ def matrix_server(name: str, request: pytest.FixtureRequest) -> MatrixServer:
         if name == "dovecot":
             return MatrixServer(name, dovecot.add_user, "", "/", condstore=True)
         # Its TLS certificate comes from a CA of its own: the test settings trust another.
-        plain = {"port": dovecot.plain_port, "security": MailboxSecurity.NONE}
+        plain = {"port": dovecot.plain_port, "security": Security.NONE}
         return MatrixServer(name, dovecot.add_user, "", "/", condstore=False, connection=plain)
     if name == "cyrus":
         cyrus: Cyrus = request.getfixturevalue("cyrus")

@@ -14,7 +14,8 @@ from sqlalchemy import Engine
 
 from app.config import Settings
 from app.db import session_scope
-from app.db.models import MailboxSecurity, SyncRun, SyncRunStatus
+from app.db.models import SyncRun, SyncRunStatus
+from app.imap import Security
 from tests.dovecot import MailUser
 from tests.factories import MailboxFactory
 from tests.hostile_imap import rewriting_proxy
@@ -36,7 +37,7 @@ def test_a_select_without_uidnext_keeps_old_mail_above_the_window_out(
     append(mail_user, "INBOX", "new", RECENT)
     _, imported = append(mail_user, "INBOX", "imported old", OLD)
     with rewriting_proxy(mail_user.dovecot.plain_port, _without_uidnext) as port:
-        mailbox_id = add_mailbox(mail_user, port=port, security=MailboxSecurity.NONE)
+        mailbox_id = add_mailbox(mail_user, port=port, security=Security.NONE)
         mirror = Mirror(engine, settings, mailbox_id, mail_user, ["INBOX"])
         mirror.outside_window = {imported}
         mirror.sync("the first sync")
@@ -71,7 +72,7 @@ def test_a_folder_whose_uid_listing_disagrees_with_exists_fails_loudly_and_keeps
     uids = [append(mail_user, "INBOX", f"m{n}", RECENT)[0] for n in range(3)]
     hide = HiddenUid()
     with rewriting_proxy(mail_user.dovecot.plain_port, hide) as port:
-        mailbox_id = add_mailbox(mail_user, port=port, security=MailboxSecurity.NONE)
+        mailbox_id = add_mailbox(mail_user, port=port, security=Security.NONE)
         mirror = Mirror(engine, settings, mailbox_id, mail_user, ["INBOX"])
         mirror.sync("the first sync")
 

@@ -17,7 +17,8 @@ from sqlalchemy import Engine, make_url
 
 from app.config import Settings
 from app.db import session_scope
-from app.db.models import AuthType, Mailbox, MailboxSecurity, utcnow
+from app.db.models import AuthType, Mailbox, utcnow
+from app.imap import Security
 from app.security import SecretBox
 from app.watch.supervisor import WatchSupervisor
 from tests.dovecot import Dovecot, DovecotInstances
@@ -169,7 +170,7 @@ def test_a_stored_plain_mailbox_is_not_watched_while_plain_imap_is_off(
     refusing = watch_settings.model_copy(update={"imap_allow_plaintext": False})
     with login_catcher() as catcher:
         mailbox_id = add_mailbox(
-            dovecot.add_user(), host="127.0.0.1", port=catcher.port, security=MailboxSecurity.NONE
+            dovecot.add_user(), host="127.0.0.1", port=catcher.port, security=Security.NONE
         )
 
         async def scenario() -> None:

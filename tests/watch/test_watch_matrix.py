@@ -22,11 +22,12 @@ from sqlalchemy import Engine
 
 from app.backoff import Backoff
 from app.config import Settings
-from app.db.models import MailboxSecurity, SyncTrigger
+from app.db.models import SyncTrigger
+from app.imap import Security
 from app.imap.aio_client import AsyncConnection
 from app.imap.aio_connect import connect_async
 from app.imap.config import ConnectOptions, ImapConfig
-from app.queue import create_queue, take_pending_folders
+from app.job_queue import create_queue, take_pending_folders
 from app.sync.service import sync_mailbox
 from app.watch.mailbox_watch import WatchMode, WatchTiming, watch_mailbox
 from tests.debian_servers import Courier, PrivateServers
@@ -70,7 +71,7 @@ def server(
     if server_name == "pushless_dovecot":
         pushless = dovecot_instances.get(push=False)
         # Its TLS certificate comes from a CA of its own: the test settings trust another.
-        plain = {"port": pushless.plain_port, "security": MailboxSecurity.NONE}
+        plain = {"port": pushless.plain_port, "security": Security.NONE}
         return MatrixServer(
             server_name, pushless.add_user, "", "/", condstore=True, connection=plain
         )

@@ -22,14 +22,14 @@ from app.db import session_scope
 from app.db.models import (
     Folder,
     Mailbox,
-    MailboxSecurity,
     MailboxStatus,
     SyncRun,
     SyncTrigger,
     utcnow,
 )
 from app.db.repositories.mailboxes import acquire_lease, release_lease
-from app.queue import create_queue, enqueue_watched_sync, watched_sync_job_id
+from app.imap import Security
+from app.job_queue import create_queue, enqueue_watched_sync, watched_sync_job_id
 from app.security import SecretBox
 from app.sync.service import sync_mailbox
 from tests.dovecot import DovecotInstances, MailUser
@@ -238,7 +238,7 @@ def test_a_server_without_idle_or_notify_is_polled(
 ) -> None:
     poll_only = dovecot_instances.get(push=False)
     user = poll_only.add_user()
-    mailbox_id = add_mailbox(user, port=poll_only.plain_port, security=MailboxSecurity.NONE)
+    mailbox_id = add_mailbox(user, port=poll_only.plain_port, security=Security.NONE)
     assert (result := sync_mailbox(engine, mailbox_id, settings)) and result.complete
     processes.start("worker")
     watcher = processes.start("watch")
@@ -359,7 +359,7 @@ def test_changes_seen_while_a_watched_sync_runs_leave_exactly_one_follow_up(
     processes: ProcessStarter,
 ) -> None:
     with FaultProxy(mail_user.dovecot.host, mail_user.dovecot.plain_port) as proxy:
-        mailbox_id = add_mailbox(mail_user, port=proxy.port, security=MailboxSecurity.NONE)
+        mailbox_id = add_mailbox(mail_user, port=proxy.port, security=Security.NONE)
         assert (result := sync_mailbox(engine, mailbox_id, settings)) and result.complete
         processes.start("worker")
         job_running = f"arq:in-progress:{watched_sync_job_id(settings.queue_name, mailbox_id)}"

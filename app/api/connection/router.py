@@ -16,8 +16,7 @@ from app.api.problems import (
     RATE_LIMITED,
     problem_responses,
 )
-from app.sync.connection_check import check_connection
-from app.sync.credentials import interactive_login_options
+from app.sync import check_connection, interactive_login_options
 
 router = APIRouter(
     prefix="/v1/connection",

@@ -12,6 +12,7 @@ from pydantic import (
     BaseModel,
     Field,
     SecretStr,
+    Strict,
     ValidationError,
     ValidatorFunctionWrapHandler,
     WrapValidator,
@@ -21,11 +22,9 @@ from pydantic import (
 from pydantic_core import InitErrorDetails
 
 from app.api.request_models import WHOLE_NUMBER, RequestModel, WholeNumber
-from app.imap import FolderNode
-from app.imap.config import ImapConfig, ImapPassword, Security
-from app.imap.folder_manager import FolderType
+from app.imap import FolderNode, FolderType, ImapConfig, ImapPassword, Security
 from app.oauth.registry import installed_providers
-from app.sync.connection_check import ConnectionReport, Credential, ServerSettings
+from app.sync import ConnectionReport, Credential, ServerSettings
 
 _TAG_ERRORS = {"union_tag_invalid", "union_tag_not_found"}
 
@@ -35,8 +34,9 @@ class ImapSettings(RequestModel):
 
     host: str = Field(min_length=1, max_length=253, examples=["imap.example.com"])
     port: WholeNumber = Field(default=993, ge=1, le=65535)
-    security: Security = Field(
-        default="ssl", description="`ssl`: TLS from the start; `starttls`: upgrade; `none`."
+    # Read by its value: strict mode takes only the member itself from a decoded body.
+    security: Annotated[Security, Strict(False)] = Field(
+        default=Security.SSL, description="`ssl`: TLS from the start; `starttls`: upgrade; `none`."
     )
     username: str = Field(min_length=1, max_length=320)
     tls_verify: bool = Field(

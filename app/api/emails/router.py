@@ -59,15 +59,14 @@ from app.api.problems import (
 )
 from app.api.request_models import IsoDateTime
 from app.api.streaming import chunks_in_threads
-from app.db.repositories.email_queries import (
+from app.db.repositories.emails import (
     EmailFilters,
     EmailPosition,
     email_detail,
     email_page,
     mailbox_exists,
 )
-from app.sync.attachments import fetch_attachment, fetch_message_source
-from app.sync.flag_writeback import write_flags
+from app.sync import fetch_attachment, fetch_message_source, write_flags
 
 router = APIRouter(
     prefix="/v1",

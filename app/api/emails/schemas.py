@@ -23,7 +23,7 @@ from pydantic_core import to_json
 
 from app.api.request_models import RequestModel
 from app.db.models import Attachment, Email, MailAddress
-from app.db.repositories.email_queries import EmailPage, FolderUid
+from app.db.repositories.emails import EmailPage, FolderUid
 
 # Ids are INTEGER columns: a larger number would be a database error, so it is a 422.
 

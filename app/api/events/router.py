@@ -43,6 +43,7 @@ from app.api.problems import (
 )
 from app.api.request_models import USER_ID_PATTERN
 from app.db import session_scope
+from app.db.models import persisted_id
 from app.db.repositories.api_keys import is_live_api_key
 from app.notify.event_stream import OutboxTail
 
@@ -105,12 +106,11 @@ async def stream_events(
     settings: SettingsDep,
 ) -> AsyncIterator[ServerSentEvent]:
     threads: anyio.CapacityLimiter = request.app.state.stream_threads
-    assert api_key.id is not None, "a stored key has an id"
     key_checked_at = time.monotonic()
     while not await request.is_disconnected():
         if time.monotonic() - key_checked_at >= settings.sse_key_recheck_seconds:
             if not await anyio.to_thread.run_sync(
-                _key_is_live, engine, api_key.id, limiter=threads
+                _key_is_live, engine, persisted_id(api_key), limiter=threads
             ):
                 return  # revoked: the client's reconnect gets 401
             key_checked_at = time.monotonic()

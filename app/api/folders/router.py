@@ -24,10 +24,8 @@ from app.api.problems import (
     missing,
     problem_responses,
 )
-from app.db.repositories.folder_listing import folders_with_email_counts
-from app.sync.errors import UnknownFoldersError
-from app.sync.folder_settings import FolderSyncSetting, save_folder_settings
-from app.sync.service import SyncResult
+from app.db.repositories.folders import folders_with_email_counts
+from app.sync import FolderSyncSetting, SyncResult, UnknownFoldersError, save_folder_settings
 
 router = APIRouter(
     prefix="/v1",

@@ -7,7 +7,8 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from app.api.request_models import RequestModel, WholeNumber
-from app.db.models import Folder, FolderType
+from app.db.models import Folder, persisted_id
+from app.imap import FolderType
 
 
 class FolderRead(BaseModel):
@@ -33,9 +34,8 @@ class FolderRead(BaseModel):
 
     @classmethod
     def of(cls, folder: Folder, message_count: int) -> FolderRead:
-        assert folder.id is not None
         return cls(
-            id=folder.id,
+            id=persisted_id(folder),
             full_name=folder.full_name,
             name=folder.name,
             parent_id=folder.parent_id,

@@ -1,7 +1,7 @@
 """Routes of `/v1/mailboxes`: parse, call one service or repository function, answer.
 
 Registering a mailbox or giving it new credentials queues its sync after the
-transaction commits (`app.api.queue.queue_sync_after_commit`).
+transaction commits (`app.api.queue_connection.queue_sync_after_commit`).
 """
 
 from __future__ import annotations
@@ -33,12 +33,16 @@ from app.api.problems import (
     not_found,
     problem_responses,
 )
-from app.api.queue import queue_sync_after_commit
+from app.api.queue_connection import queue_sync_after_commit
 from app.api.request_models import USER_ID_PATTERN
 from app.db.models import Mailbox, MailboxStatus
 from app.db.repositories.mailboxes import get_mailbox, list_mailboxes
-from app.sync.credentials import interactive_login_options
-from app.sync.mailboxes import change_mailbox, register_mailbox, remove_mailbox
+from app.sync import (
+    change_mailbox,
+    interactive_login_options,
+    register_mailbox,
+    remove_mailbox,
+)
 
 router = APIRouter(
     prefix="/v1/mailboxes",

@@ -9,8 +9,8 @@ from pydantic import BaseModel, Field
 
 from app.api.connection.schemas import Auth, ImapSettings
 from app.api.request_models import USER_ID_PATTERN, IsoDate, RequestModel
-from app.db.models import AuthType, Mailbox, MailboxStatus
-from app.sync.mailboxes import KEEP, MailboxChanges, Owner, Registration
+from app.db.models import AuthType, Mailbox, MailboxStatus, persisted_id
+from app.sync import KEEP, MailboxChanges, Owner, Registration
 
 # No whitespace or control characters: the address may become an IMAP username or an SMTP
 # recipient. Rust's linear regex runs it (no lookaround), so any input costs linear time.
@@ -107,20 +107,19 @@ class MailboxRead(BaseModel):
 
     @classmethod
     def from_mailbox(cls, mailbox: Mailbox) -> MailboxRead:
-        assert mailbox.id is not None  # read after the INSERT
         owner = (
             OwnerRef(user_id=mailbox.owner_user_id, email=mailbox.owner_email)
             if mailbox.owner_user_id is not None
             else None
         )
         return cls(
-            id=mailbox.id,
+            id=persisted_id(mailbox),
             email_address=mailbox.email_address,
             owner=owner,
             imap=ImapSettings(
                 host=mailbox.host,
                 port=mailbox.port,
-                security=mailbox.security.value,
+                security=mailbox.security,
                 username=mailbox.username,
                 tls_verify=mailbox.tls_verify,
             ),

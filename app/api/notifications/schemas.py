@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from app.api.mailboxes.schemas import EMAIL_ADDRESS
 from app.api.request_models import RequestModel
-from app.db.models import Notification, NotificationRecipient
+from app.db.models import Notification, NotificationRecipient, persisted_id
 
 
 class NotificationRead(BaseModel):
@@ -25,9 +25,8 @@ class NotificationRead(BaseModel):
 
     @classmethod
     def of(cls, notification: Notification) -> NotificationRead:
-        assert notification.id is not None
         return cls(
-            id=notification.id,
+            id=persisted_id(notification),
             user_id=notification.user_id,
             mailbox_id=notification.mailbox_id,
             kind=notification.kind,

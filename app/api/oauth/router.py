@@ -40,7 +40,7 @@ from app.api.problems import (
     missing,
     problem_responses,
 )
-from app.api.queue import queue_sync_after_commit
+from app.api.queue_connection import queue_sync_after_commit
 from app.config import Settings
 from app.oauth.popup import callback_page, js_module
 from app.oauth.registry import ProviderRegistry, installed_providers
@@ -51,9 +51,12 @@ from app.oauth.service import (
     list_providers,
     start_flow,
 )
-from app.sync.connection_check import Credential, check_connection
-from app.sync.credentials import interactive_login_options
-from app.sync.mailboxes import complete_oauth_mailbox
+from app.sync import (
+    Credential,
+    check_connection,
+    complete_oauth_mailbox,
+    interactive_login_options,
+)
 
 router = APIRouter(
     prefix="/v1/oauth",

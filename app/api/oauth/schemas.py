@@ -15,8 +15,9 @@ from app.api.connection.schemas import ImapSettings
 from app.api.mailboxes.schemas import EMAIL_ADDRESS, OwnerRef
 from app.api.request_models import IsoDate, RequestModel
 from app.config import web_origin
+from app.imap import Security
 from app.oauth.service import ProviderState, ProviderUpdate, TokenData
-from app.sync.connection_check import ServerSettings
+from app.sync import ServerSettings
 
 
 class ProviderImap(BaseModel):
@@ -165,7 +166,7 @@ class OAuthConnectionCheck(RequestModel):
         return ServerSettings(
             host=default.host,
             port=default.port,
-            security=default.security,
+            security=Security(default.security),
             username=self.email_address,
             tls_verify=True,
         )

@@ -18,7 +18,7 @@ from app.api.problems import (
     problem_responses,
 )
 from app.api.search.schemas import RemoteSearchPage, RemoteSearchRequest
-from app.sync.remote_search import search_remote_folder
+from app.sync import search_remote_folder
 
 router = APIRouter(
     prefix="/v1",

@@ -10,10 +10,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 
 from app.api.emails.schemas import Address
 from app.api.request_models import WHOLE_NUMBER, IsoDate, RequestModel, WholeNumber
-from app.imap.message import Address as ParsedAddress
-from app.imap.message import ParsedMessage
-from app.imap.search import SearchQueryBuilder
-from app.sync.remote_search import RemoteSearchCriteria, RemoteSearchResult
+from app.imap import Address as ParsedAddress
+from app.imap import ParsedMessage, SearchQueryBuilder
+from app.sync import RemoteSearchCriteria, RemoteSearchResult
 
 MAX_RESULTS = 500
 Uid = Annotated[int, Field(ge=1, le=2**32 - 1), WHOLE_NUMBER]

@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from app.api.request_models import RequestModel
-from app.db.models import SyncRun, SyncRunStatus, SyncTrigger
+from app.db.models import SyncRun, SyncRunStatus, SyncTrigger, persisted_id
 
 
 class SyncRequest(RequestModel):
@@ -49,14 +49,13 @@ class SyncRunRead(BaseModel):
 
     @classmethod
     def of(cls, run: SyncRun) -> SyncRunRead:
-        assert run.id is not None
         duration = (
             (run.finished_at - run.started_at).total_seconds()
             if run.started_at is not None and run.finished_at is not None
             else None
         )
         return cls(
-            id=run.id,
+            id=persisted_id(run),
             mailbox_id=run.mailbox_id,
             folders_only=run.folders_only,
             trigger=run.trigger,

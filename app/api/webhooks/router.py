@@ -6,7 +6,6 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
-from redis.exceptions import RedisError
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
@@ -28,6 +27,7 @@ from app.api.problems import (
     missing,
     problem_responses,
 )
+from app.api.queue_connection import wake_dispatcher
 from app.api.webhooks.schemas import (
     WebhookCreate,
     WebhookCreated,
@@ -39,6 +39,7 @@ from app.api.webhooks.schemas import (
     WebhookUpdate,
 )
 from app.db import session_scope
+from app.db.models import persisted_id
 from app.db.repositories.webhooks import list_webhook_endpoints, webhook_deliveries
 from app.notify.webhook_endpoints import (
     create_webhook_endpoint,
@@ -48,7 +49,6 @@ from app.notify.webhook_endpoints import (
     rotate_webhook_secret,
     update_webhook_endpoint,
 )
-from app.queue import enqueue_dispatch
 
 log = logging.getLogger(__name__)
 
@@ -200,23 +200,11 @@ async def test_webhook(
     request: Request, engine: EngineDep, webhook_id: WebhookIdPath
 ) -> WebhookTestQueued:
     event_id = await run_in_threadpool(_record_test_event, engine, webhook_id)
-    await _wake_dispatcher(request)
+    await wake_dispatcher(request)
     return WebhookTestQueued(event_id=event_id)
 
 
 def _record_test_event(engine: Engine, webhook_id: int) -> int:
     with session_scope(engine) as session:
         event = record_test_event(session, webhook_id)
-    assert event.id is not None
-    return event.id
-
-
-async def _wake_dispatcher(request: Request) -> None:
-    """Ask a worker to dispatch now; when Redis is down, the dispatcher's cron does it later."""
-    pool = request.app.state.queue
-    if pool is None:
-        return
-    try:
-        await enqueue_dispatch(pool)
-    except (RedisError, OSError) as exc:
-        log.warning("api.dispatch_not_queued", extra={"error": type(exc).__name__})
+    return persisted_id(event)

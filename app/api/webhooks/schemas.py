@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from app.api.deps import MAX_ROW_ID
 from app.api.request_models import USER_ID_PATTERN, WHOLE_NUMBER, RequestModel, WholeNumber
-from app.db.models import DeliveryState, WebhookDelivery, WebhookEndpoint
+from app.db.models import DeliveryState, WebhookDelivery, WebhookEndpoint, persisted_id
 from app.notify.envelope import EventType
 from app.notify.webhook_endpoints import (
     DEFAULT_SECRET_GRACE,
@@ -103,9 +103,8 @@ class WebhookRead(BaseModel):
 
     @classmethod
     def of(cls, endpoint: WebhookEndpoint) -> WebhookRead:
-        assert endpoint.id is not None
         return cls(
-            id=endpoint.id,
+            id=persisted_id(endpoint),
             url=endpoint.url,
             event_types=endpoint.event_types,
             owner=endpoint.owner_user_id,
@@ -149,9 +148,8 @@ class WebhookDeliveryRead(BaseModel):
 
     @classmethod
     def of(cls, delivery: WebhookDelivery) -> WebhookDeliveryRead:
-        assert delivery.id is not None
         return cls(
-            id=delivery.id,
+            id=persisted_id(delivery),
             event_id=delivery.event_id,
             webhook_id=delivery.webhook_id,
             event_type=delivery.event_type,

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from app.db.models.api_key import ApiKey, ApiKeyBase
 from app.db.models.attachment import Attachment, AttachmentBase
-from app.db.models.base import Model, utcnow
+from app.db.models.base import Model, Stored, persisted_id, utcnow
 from app.db.models.email import Email, EmailBase, MailAddress
 from app.db.models.email_folder import EmailFolder, EmailFolderBase
 from app.db.models.event import Event, EventBase
 from app.db.models.event_delivery import DeliveryState, EventDelivery
-from app.db.models.folder import Folder, FolderBase, FolderType
-from app.db.models.mailbox import AuthType, Mailbox, MailboxBase, MailboxSecurity, MailboxStatus
+from app.db.models.folder import Folder, FolderBase
+from app.db.models.mailbox import AuthType, Mailbox, MailboxBase, MailboxStatus
 from app.db.models.notification import Notification, NotificationBase
 from app.db.models.notification_recipient import NotificationRecipient, NotificationRecipientBase
 from app.db.models.oauth_flow import OAuthFlow
@@ -42,11 +42,9 @@ __all__ = [
     "EventDelivery",
     "Folder",
     "FolderBase",
-    "FolderType",
     "MailAddress",
     "Mailbox",
     "MailboxBase",
-    "MailboxSecurity",
     "MailboxStatus",
     "Model",
     "Notification",
@@ -56,6 +54,7 @@ __all__ = [
     "OAuthFlow",
     "OAuthProviderSettings",
     "OAuthProviderSettingsBase",
+    "Stored",
     "SyncRun",
     "SyncRunBase",
     "SyncRunStatus",
@@ -65,5 +64,6 @@ __all__ = [
     "WebhookEndpoint",
     "WebhookEndpointBase",
     "metadata",
+    "persisted_id",
     "utcnow",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.orm import registry
@@ -49,3 +50,17 @@ def enum_type(enum_cls: type[StrEnum]) -> sa.Enum:
         values_callable=_enum_values,
         validate_strings=True,
     )
+
+
+class Stored(Protocol):
+    """A table row, whose `id` the database gives it when its INSERT is flushed."""
+
+    @property
+    def id(self) -> int | None: ...
+
+
+def persisted_id(row: Stored) -> int:
+    """Return the id of a row the database has stored (read, or added and flushed)."""
+    if row.id is None:
+        raise ValueError(f"the {type(row).__name__} has no id before its INSERT is flushed")
+    return row.id

@@ -13,24 +13,12 @@ mail.
 from __future__ import annotations
 
 from datetime import date, datetime
-from enum import StrEnum
 
 import sqlalchemy as sa
 from sqlmodel import Field
 
 from app.db.models.base import Model, enum_type
-
-
-class FolderType(StrEnum):
-    """Role of a folder, from RFC 6154 SPECIAL-USE flags or its localized name."""
-
-    INBOX = "inbox"
-    SENT = "sent"
-    DRAFTS = "drafts"
-    TRASH = "trash"
-    SPAM = "spam"
-    ARCHIVE = "archive"
-    OTHER = "other"
+from app.imap import FolderType
 
 
 class FolderBase(Model):

@@ -27,14 +27,7 @@ import sqlalchemy as sa
 from sqlmodel import Field
 
 from app.db.models.base import Model, enum_type, utcnow
-
-
-class MailboxSecurity(StrEnum):
-    """Transport security of the IMAP connection."""
-
-    SSL = "ssl"
-    STARTTLS = "starttls"
-    NONE = "none"
+from app.imap import Security
 
 
 class AuthType(StrEnum):
@@ -58,9 +51,7 @@ class MailboxBase(Model):
     email_address: str = Field(max_length=320)
     host: str = Field(max_length=253)
     port: int = Field(default=993, ge=1, le=65535)
-    security: MailboxSecurity = Field(
-        default=MailboxSecurity.SSL, sa_type=enum_type(MailboxSecurity)
-    )
+    security: Security = Field(default=Security.SSL, sa_type=enum_type(Security))
     username: str = Field(max_length=320)
     tls_verify: bool = True
     auth_type: AuthType = Field(default=AuthType.PASSWORD, sa_type=enum_type(AuthType))

@@ -36,3 +36,8 @@ def is_live_api_key(session: Session, key_id: int) -> bool:
 
 def get_api_key(session: Session, key_id: int) -> ApiKey | None:
     return session.get(ApiKey, key_id)
+
+
+def api_key_by_prefix(session: Session, prefix: str) -> ApiKey | None:
+    """Return the key whose public prefix this is (revoked or not); None when there is none."""
+    return session.exec(select(ApiKey).where(ApiKey.prefix == prefix)).first()

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from app.db.models import DeliveryState, Event, EventDelivery
+from app.db.repositories.results import rows_changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +41,7 @@ def mark_dispatched(session: Session, event_id: int, now: datetime) -> bool:
         .where(col(Event.id) == event_id, col(Event.dispatched_at).is_(None))
         .values(dispatched_at=now)
     )
-    return int(result.rowcount) == 1  # type: ignore[attr-defined]
+    return rows_changed(result) == 1
 
 
 def add_deliveries(session: Session, event_id: int, channels: list[str]) -> None:
@@ -75,7 +76,7 @@ def claim_due_deliveries(
             .where(*_owned(event_id, channel, attempts))
             .values(attempts=attempts + 1, next_attempt_at=lease_until)
         )
-        if int(result.rowcount) == 1:  # type: ignore[attr-defined]
+        if rows_changed(result) == 1:
             claimed.append(ClaimedDelivery(event_id, channel, attempts + 1))
     return claimed
 
@@ -94,7 +95,7 @@ def finish_delivery(
         .where(*_owned(delivery.event_id, delivery.channel, delivery.attempt))
         .values(state=state, next_attempt_at=next_attempt_at, last_error=error)
     )
-    return int(result.rowcount) == 1  # type: ignore[attr-defined]
+    return rows_changed(result) == 1
 
 
 def get_delivery(session: Session, event_id: int, channel: str) -> EventDelivery | None:
@@ -114,7 +115,7 @@ def delete_expired_events(session: Session, before: datetime) -> int:
             ~still_pending,
         )
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return rows_changed(result)
 
 
 def _owned(event_id: int, channel: str, attempts: int) -> list[sa.ColumnElement[bool]]:

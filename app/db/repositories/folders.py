@@ -2,6 +2,8 @@
 
 Removing links may leave emails in no folder: the functions that remove them
 mark the mailbox (`orphans_possible`) in the same transaction.
+
+The folder list the API shows gives each folder with how many synced emails it holds.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
 from app.db.models import Email, EmailFolder, Folder, Mailbox
+from app.db.repositories.results import rows_changed
 
 
 def mailbox_folders(session: Session, mailbox_id: int) -> list[Folder]:
@@ -71,7 +74,7 @@ def unlink_uids(session: Session, folder_id: int, uids: list[int]) -> int:
                 col(EmailFolder.uid).in_(uids[start : start + 500]),
             )
         )
-        removed += int(result.rowcount)  # type: ignore[attr-defined]
+        removed += rows_changed(result)
     if removed:
         _mark_orphans_possible(session, folder_id)
     return removed
@@ -80,7 +83,7 @@ def unlink_uids(session: Session, folder_id: int, uids: list[int]) -> int:
 def unlink_folder(session: Session, folder_id: int) -> None:
     """Drop every link of the folder (its UIDs are void after a UIDVALIDITY change)."""
     result = session.execute(sa.delete(EmailFolder).where(col(EmailFolder.folder_id) == folder_id))
-    if result.rowcount:  # type: ignore[attr-defined]
+    if rows_changed(result):
         _mark_orphans_possible(session, folder_id)
 
 
@@ -93,3 +96,20 @@ def _mark_orphans_possible(session: Session, folder_id: int) -> None:
         .values(orphans_possible=True)
         .execution_options(synchronize_session=False)
     )
+
+
+def folders_with_email_counts(session: Session, mailbox_id: int) -> list[tuple[Folder, int]]:
+    """Return the mailbox's folders by name, each with its count of synced emails.
+
+    One grouped query (grouping by the primary key lets PostgreSQL and SQLite
+    select the other columns). The count is the local copy, the links in
+    `email_folder`, not the server's EXISTS: a folder not synced counts 0.
+    """
+    statement = (
+        select(Folder, func.count(col(EmailFolder.id)))
+        .outerjoin(EmailFolder, col(EmailFolder.folder_id) == Folder.id)
+        .where(Folder.mailbox_id == mailbox_id)
+        .group_by(col(Folder.id))
+    )
+    rows = [(folder, int(emails)) for folder, emails in session.exec(statement)]
+    return sorted(rows, key=lambda row: row[0].full_name.casefold())

@@ -1,4 +1,6 @@
-"""Queries on `mailbox`: the lease, the schedule, and status transitions."""
+"""Queries on `mailbox`: the lease, the schedule, status transitions, and refreshed
+OAuth tokens stored without losing a concurrent refresh.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from app.db.models import Mailbox, MailboxStatus
+from app.db.repositories.results import rows_changed
 
 
 def get_mailbox(session: Session, mailbox_id: int) -> Mailbox | None:
@@ -24,7 +27,7 @@ def acquire_lease(
     mailbox cannot both win, on SQLite or PostgreSQL alike.
     """
     result = session.execute(_claim(mailbox_id, owner, now, duration))
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    return rows_changed(result) == 1
 
 
 def lease_mailbox(
@@ -89,7 +92,7 @@ def renew_lease(
         .values(lease_expires_at=now + duration)
         .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    return rows_changed(result) == 1
 
 
 def release_lease(session: Session, mailbox_id: int, owner: str) -> Mailbox | None:
@@ -155,3 +158,35 @@ def list_mailboxes(
     if status is not None:
         statement = statement.where(col(Mailbox.status) == status)
     return list(session.exec(statement))
+
+
+def replace_tokens(
+    session: Session,
+    mailbox_id: int,
+    *,
+    old_refresh_token_enc: str | None,
+    access_token_enc: str,
+    refresh_token_enc: str | None,
+    expires_at: datetime | None,
+) -> bool:
+    """Write new tokens only if the stored refresh token is still the one refreshed.
+
+    False means another process refreshed first and stored a newer refresh
+    token; the caller then reads that one instead of overwriting it.
+    """
+    result = session.execute(
+        sa.update(Mailbox)
+        .where(
+            col(Mailbox.id) == mailbox_id,
+            col(Mailbox.refresh_token_enc).is_(None)
+            if old_refresh_token_enc is None
+            else col(Mailbox.refresh_token_enc) == old_refresh_token_enc,
+        )
+        .values(
+            access_token_enc=access_token_enc,
+            refresh_token_enc=refresh_token_enc,
+            token_expires_at=expires_at,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return rows_changed(result) == 1

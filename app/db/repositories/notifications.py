@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from app.db.models import Notification, NotificationRecipient
+from app.db.repositories.results import rows_changed
 
 
 def add_notification(
@@ -49,7 +50,7 @@ def acknowledge_mailbox_notifications(
         )
         .values(acknowledged_at=now)
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return rows_changed(result)
 
 
 def notification_recipients(session: Session) -> list[NotificationRecipient]:

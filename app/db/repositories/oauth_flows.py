@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col
 
 from app.db.models import OAuthFlow
+from app.db.repositories.results import rows_changed
 
 # Expired flows are kept a day, so a late callback can still say "expired", then dropped.
 _KEEP_EXPIRED = timedelta(days=1)
@@ -44,4 +45,4 @@ def spend_flow(session: Session, state: str, provider: str, now: datetime) -> bo
         .values(used_at=now)
         .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    return rows_changed(result) == 1

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from app.db.models import Mailbox, SyncRun, SyncRunStatus, SyncTrigger
+from app.db.repositories.results import rows_changed
 
 
 def get_sync_run(session: Session, run_id: int) -> SyncRun | None:
@@ -95,7 +96,7 @@ def fail_interrupted_sync_runs(session: Session, mailbox_id: int, now: datetime)
             error="the worker stopped before the run finished",
         )
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return rows_changed(result)
 
 
 def open_sync_runs(session: Session, mailbox_id: int, *, including: int | None) -> list[SyncRun]:

