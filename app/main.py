@@ -22,6 +22,7 @@ from app.api.events.webhooks import router as event_webhooks
 from app.api.folders.router import router as folders_router
 from app.api.limits import install_limits
 from app.api.links import link_created_resources
+from app.api.mailbox_health.router import router as mailbox_health_router
 from app.api.mailboxes.router import router as mailboxes_router
 from app.api.notifications.router import router as notifications_router
 from app.api.oauth.router import public_router as oauth_public_router
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(connection_router)
     app.include_router(mailboxes_router)
     app.include_router(folders_router)
+    app.include_router(mailbox_health_router)
     app.include_router(sync_runs_router)
     app.include_router(emails_router)
     app.include_router(search_router)

@@ -70,6 +70,16 @@ async def queue_pool(request: Request) -> ArqRedis:
 QueueDep = Annotated[ArqRedis, Depends(queue_pool)]
 
 
+async def queue_depth(request: Request) -> int | None:
+    """Jobs waiting in arq's queue (a sorted set named after the queue); None when unknown."""
+    try:
+        pool = await queue_pool(request)
+        async with asyncio.timeout(QUEUE_TIMEOUT_SECONDS):
+            return int(await pool.zcard(pool.default_queue_name))
+    except (ApiError, RedisError, OSError):
+        return None
+
+
 async def queue_answers(request: Request) -> bool:
     """PING the queue's Redis (for readiness): True when it answers in time."""
     try:
