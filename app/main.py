@@ -36,6 +36,7 @@ from app.api.problems import (
 )
 from app.api.queue import connect_queue
 from app.api.search.router import router as search_router
+from app.api.status_page.router import router as status_page_router
 from app.api.sync_runs.router import router as sync_runs_router
 from app.api.webhooks.router import router as webhooks_router
 from app.config import Settings, get_settings
@@ -117,5 +118,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events_router)
     app.include_router(oauth_router)
     app.include_router(oauth_public_router)
+    app.include_router(status_page_router)
     app.webhooks.include_router(event_webhooks)
     return app
