@@ -29,7 +29,7 @@ from app.db.models import (
 # Error codes of runs closed by something other than the mailbox's own sync: a takeover
 # (`interrupted`), a run that lost its lease (`lease_lost`), a queued API run that waited
 # out another holder (`busy`, app.worker).
-NOT_THE_MAILBOXS = ("interrupted", "lease_lost", "busy")
+CLOSED_BY_OTHERS = ("interrupted", "lease_lost", "busy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +49,7 @@ class MailboxRecord:
     watch: bool
     watch_owner: str | None
     watch_expires_at: datetime | None
-    # The newest finished run that speaks for the mailbox (see NOT_THE_MAILBOXS).
+    # The newest finished run that speaks for the mailbox (see CLOSED_BY_OTHERS).
     latest_status: SyncRunStatus | None
     latest_error_code: str | None
     latest_error: str | None
@@ -89,7 +89,7 @@ class RecentFailure:
 
 def _speaks_for_mailbox() -> sa.ColumnElement[bool]:
     return sa.or_(
-        col(SyncRun.error_code).is_(None), col(SyncRun.error_code).not_in(NOT_THE_MAILBOXS)
+        col(SyncRun.error_code).is_(None), col(SyncRun.error_code).not_in(CLOSED_BY_OTHERS)
     )
 
 
