@@ -1,4 +1,8 @@
-"""Give API keys a scope: `full` (every route, as before) or `status` (the health routes).
+"""What mailbox health needs: API key scopes, and an index of the open sync runs.
+
+A key's scope is `full` (every route, as before) or `status` (the health routes
+alone). The partial index holds only queued and running runs, so the fleet's
+health finds each mailbox's open runs without reading its whole history.
 
 Revision ID: 0010
 Revises: 0009
@@ -29,7 +33,17 @@ def upgrade() -> None:
             )
         )
 
+    op.create_index(
+        "ix_sync_run_open",
+        "sync_run",
+        ["mailbox_id"],
+        unique=False,
+        sqlite_where=sa.text("status IN ('queued', 'running')"),
+        postgresql_where=sa.text("status IN ('queued', 'running')"),
+    )
+
 
 def downgrade() -> None:
+    op.drop_index("ix_sync_run_open", table_name="sync_run")
     with op.batch_alter_table("api_key") as batch:
         batch.drop_column("scope")
