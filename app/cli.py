@@ -7,7 +7,8 @@
     imap-bridge migrate                              create or upgrade the schema
     imap-bridge sync                                 every due mailbox, now, in this process
     imap-bridge sync --mailbox ID [--folders-only]   one mailbox, due or not
-    imap-bridge apikey create --name N               a new API key, printed once
+    imap-bridge apikey create --name N [--scope S]   a new API key, printed once (`status`:
+                                                     the read-only key of the status page)
     imap-bridge apikey list                          the keys, never their secret part
     imap-bridge apikey revoke ID                     refuse a key from now on
     imap-bridge openapi [--output PATH]              the OpenAPI document, as checked in
@@ -50,7 +51,7 @@ from sqlmodel import Session
 from app.config import Settings, get_settings
 from app.db import create_db_engine, session_scope
 from app.db.migrate import is_migrated, upgrade_database
-from app.db.models import SyncRun, SyncRunStatus, SyncTrigger, utcnow
+from app.db.models import ApiKeyScope, SyncRun, SyncRunStatus, SyncTrigger, utcnow
 from app.db.repositories.api_keys import create_api_key, get_api_key, list_api_keys
 from app.db.repositories.mailboxes import due_mailbox_ids
 from app.db.repositories.secrets import rotate_secrets
@@ -176,10 +177,10 @@ def _rotate_keys(_args: argparse.Namespace) -> int:
 def _apikey_create(args: argparse.Namespace) -> int:
     """Print a new key alone on stdout, the facts about it on stderr."""
     with _migrated_session() as session:
-        row, key = create_api_key(session, args.name)
+        row, key = create_api_key(session, args.name, args.scope)
     print(key)
     print(
-        f'created API key {row.id} "{row.name}" (prefix {row.prefix});'
+        f'created {row.scope.value} API key {row.id} "{row.name}" (prefix {row.prefix});'
         " it is not stored and cannot be shown again",
         file=sys.stderr,
     )
@@ -193,12 +194,13 @@ def _apikey_list(_args: argparse.Namespace) -> int:
     if not rows:
         print("no API keys; make one with: imap-bridge apikey create --name NAME")
         return 0
-    table = [("ID", "NAME", "PREFIX", "CREATED (UTC)", "LAST USED", "REVOKED")]
+    table = [("ID", "NAME", "PREFIX", "SCOPE", "CREATED (UTC)", "LAST USED", "REVOKED")]
     table += [
         (
             str(row.id),
             row.name,
             row.prefix,
+            row.scope.value,
             _minute(row.created_at),
             _minute(row.last_used_at) if row.last_used_at else "never",
             _minute(row.revoked_at) if row.revoked_at else "-",
@@ -426,6 +428,14 @@ def _parser() -> argparse.ArgumentParser:
     apikey_commands = apikey.add_subparsers(dest="apikey_command", required=True)
     create = apikey_commands.add_parser("create", help="make a key and print it (only this once)")
     create.add_argument("--name", required=True, type=_key_name, help="what the key is for")
+    create.add_argument(
+        "--scope",
+        type=ApiKeyScope,
+        choices=list(ApiKeyScope),
+        default=ApiKeyScope.FULL,
+        help="full: every route (the CRM backend's key); status: the health routes alone,"
+        " read-only (the status page's key, the one meant for a browser)",
+    )
     create.set_defaults(handler=_apikey_create, log_level=logging.WARNING)
     listing = apikey_commands.add_parser("list", help="list the keys (never the keys themselves)")
     listing.set_defaults(handler=_apikey_list, log_level=logging.WARNING)

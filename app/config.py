@@ -312,6 +312,15 @@ class Settings(BaseSettings):
         description="When set, `/metrics` answers only `Authorization: Bearer <token>` (else 401).",
     )
 
+    health_behind_after_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description=(
+            "How long a mailbox may stay due (or its queued sync wait) before its health"
+            " says `behind`."
+        ),
+    )
+
     @field_validator("secret_keys", "oauth_allowed_origins", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:

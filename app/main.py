@@ -22,6 +22,7 @@ from app.api.events.webhooks import router as event_webhooks
 from app.api.folders.router import router as folders_router
 from app.api.limits import install_limits
 from app.api.links import link_created_resources
+from app.api.mailbox_health.router import router as mailbox_health_router
 from app.api.mailboxes.router import router as mailboxes_router
 from app.api.notifications.router import router as notifications_router
 from app.api.oauth.router import public_router as oauth_public_router
@@ -35,6 +36,7 @@ from app.api.problems import (
 )
 from app.api.queue_connection import connect_queue
 from app.api.search.router import router as search_router
+from app.api.status_page.router import router as status_page_router
 from app.api.sync_runs.router import router as sync_runs_router
 from app.api.webhooks.router import router as webhooks_router
 from app.config import Settings, get_settings
@@ -107,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(connection_router)
     app.include_router(mailboxes_router)
     app.include_router(folders_router)
+    app.include_router(mailbox_health_router)
     app.include_router(sync_runs_router)
     app.include_router(emails_router)
     app.include_router(search_router)
@@ -115,5 +118,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events_router)
     app.include_router(oauth_router)
     app.include_router(oauth_public_router)
+    app.include_router(status_page_router)
     app.webhooks.include_router(event_webhooks)
     return app

@@ -1,4 +1,9 @@
-"""API-key authentication for every `/v1` route (`Authorization: Bearer <key>`)."""
+"""API-key authentication for every `/v1` route (`Authorization: Bearer <key>`).
+
+A key of scope `full` opens every route; one of scope `status` (the status
+page's) opens only the health routes, which depend on `require_status_key`;
+everywhere else it gets 403 `insufficient_scope`.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import EngineDep
 from app.api.problems import ApiError
 from app.db import session_scope
-from app.db.models import ApiKey, utcnow
+from app.db.models import ApiKey, ApiKeyScope, utcnow
 from app.db.repositories.api_keys import api_key_by_prefix
 from app.security import api_key_prefix, hash_api_key, verify_api_key
 
@@ -54,7 +59,7 @@ class VerifiedKeys:
         self._keys[digest] = (key, time.monotonic() + self.seconds)
 
 
-async def require_api_key(
+async def verified_api_key(
     request: Request,
     engine: EngineDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -93,6 +98,23 @@ def _live_key(engine: Engine, presented: str) -> ApiKey:
         now = utcnow()
         if key.last_used_at is None or now - key.last_used_at > _LAST_USED_RESOLUTION:
             key.last_used_at = now
+    return key
+
+
+async def require_api_key(key: Annotated[ApiKey, Depends(verified_api_key)]) -> ApiKey:
+    """Accept a live key of scope `full`: a status key opens the health routes alone."""
+    if key.scope is not ApiKeyScope.FULL:
+        raise ApiError(
+            403,
+            "insufficient_scope",
+            "Forbidden",
+            "this is a status key: it opens the health routes only",
+        )
+    return key
+
+
+async def require_status_key(key: Annotated[ApiKey, Depends(verified_api_key)]) -> ApiKey:
+    """Accept any live key: the health routes are read-only, and the status page's key is one."""
     return key
 
 

@@ -1,7 +1,8 @@
 """Prometheus metrics at `GET /metrics`.
 
 Request latency is measured in this process. Sync figures (runs by outcome,
-messages synced, mailboxes by status) are read from the database at scrape
+messages synced, mailboxes by status and by health state, the worst lag) are
+read from the database at scrape
 time, so every API process reports the same totals whichever worker did the
 work, and queue depth is read from Redis. Those reads are reused for
 METRICS_CACHE_SECONDS: scrapers (several Prometheus replicas, a dashboard
@@ -33,8 +34,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.api.deps import EngineDep, SettingsDep
 from app.api.problems import DATABASE_UNAVAILABLE, ApiError, ProblemDoc, problem_responses
 from app.api.queue_connection import queue_depth
+from app.config import Settings
 from app.db import session_scope
+from app.db.models import utcnow
 from app.db.repositories.stats import mailboxes_by_status, messages_synced, sync_runs_by_status
+from app.sync import fleet_health
 
 router = APIRouter(tags=["operations"])
 
@@ -63,6 +67,17 @@ class ServiceMetrics:
         )
         self.mailboxes = Gauge(
             "imap_bridge_mailboxes", "Mailboxes, by status.", ["status"], registry=self.registry
+        )
+        self.health = Gauge(
+            "imap_bridge_mailbox_health",
+            "Mailboxes, by health state (as GET /v1/health/mailboxes counts them).",
+            ["state"],
+            registry=self.registry,
+        )
+        self.max_lag = Gauge(
+            "imap_bridge_mailbox_lag_seconds_max",
+            "Seconds since a sync last saw the server, of the mailbox furthest behind.",
+            registry=self.registry,
         )
         self.queue_depth = Gauge(
             "imap_bridge_queue_depth",
@@ -164,16 +179,21 @@ async def metrics(request: Request, engine: EngineDep, settings: SettingsDep) ->
     async with service.read_lock:
         now = time.monotonic()
         if service.read_at is None or now - service.read_at >= settings.metrics_cache_seconds:
-            await run_in_threadpool(_read_database, engine, service)
-            service.queue_depth.set(await queue_depth(request))
+            await run_in_threadpool(_read_database, engine, settings, service)
+            depth = await queue_depth(request)
+            service.queue_depth.set(-1 if depth is None else depth)
             service.read_at = now
     return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def _read_database(engine: Engine, service: ServiceMetrics) -> None:
+def _read_database(engine: Engine, settings: Settings, service: ServiceMetrics) -> None:
     with session_scope(engine) as session:
         for status, count in sync_runs_by_status(session).items():
             service.sync_runs.labels(status).set(count)
         service.messages.set(messages_synced(session))
         for status, count in mailboxes_by_status(session).items():
             service.mailboxes.labels(status).set(count)
+        fleet = fleet_health(session, settings, queue_depth=None, now=utcnow())
+    for state, count in fleet.counts.items():
+        service.health.labels(state).set(count)
+    service.max_lag.set(fleet.max_lag_seconds)

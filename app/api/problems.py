@@ -287,6 +287,9 @@ class ProblemDoc:
 
 
 UNAUTHORIZED = ProblemDoc(401, "`unauthorized`: no API key, or one that is not valid")
+WRONG_SCOPE = ProblemDoc(
+    403, "`insufficient_scope`: a status key (`--scope status`), which opens the health routes only"
+)
 MALFORMED_BODY = ProblemDoc(400, "`malformed_body`: the body cannot be decoded")
 BODY_TOO_LARGE = ProblemDoc(413, "`payload_too_large`: the body is over API_MAX_BODY_BYTES")
 INVALID_INPUT = ProblemDoc(422, "`validation_error`: invalid input, `errors` names each field")
@@ -359,7 +362,9 @@ def problem_responses(*answers: ProblemDoc) -> dict[int | str, dict[str, Any]]:
 
 
 # Every `/v1` route checks the API key, in the database, before anything else.
-API_KEY_PROBLEMS = problem_responses(UNAUTHORIZED, DATABASE_UNAVAILABLE)
+API_KEY_PROBLEMS = problem_responses(UNAUTHORIZED, WRONG_SCOPE, DATABASE_UNAVAILABLE)
+# The health routes, which a status key opens as well.
+STATUS_KEY_PROBLEMS = problem_responses(UNAUTHORIZED, DATABASE_UNAVAILABLE)
 
 
 def document_problems(document: dict[str, Any]) -> dict[str, Any]:

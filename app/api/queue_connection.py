@@ -76,16 +76,16 @@ async def queue_answers(request: Request) -> bool:
     return True
 
 
-async def queue_depth(request: Request) -> int:
-    """Return how many jobs wait in the queue; -1 when it is not known (Redis down)."""
+async def queue_depth(request: Request) -> int | None:
+    """Return how many jobs wait in the queue; None when it is not known (Redis down)."""
     pool: ArqRedis | None = getattr(request.app.state, "queue", None)
     if pool is None:
-        return -1
+        return None
     try:
         async with answered_in_time():
             return await queued_job_count(pool)
     except QueueUnavailableError:
-        return -1
+        return None
 
 
 def queue_sync_after_commit(

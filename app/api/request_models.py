@@ -20,6 +20,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Strict
 
 # PostgreSQL text cannot hold NUL: a user id with one is refused, not a 500 from the database.
 USER_ID_PATTERN = r"^[^\x00]+$"
+NO_NUL_PATTERN = r"^[^\x00]*$"
 _ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _ISO_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}.*)?")
 

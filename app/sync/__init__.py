@@ -24,6 +24,15 @@ from app.sync.errors import (
 )
 from app.sync.flag_writeback import write_flags
 from app.sync.folder_settings import FolderSyncSetting, save_folder_settings
+from app.sync.health import (
+    Backfill,
+    FleetHealth,
+    HealthState,
+    MailboxHealth,
+    WatchState,
+    fleet_health,
+    mailbox_health,
+)
 from app.sync.mailboxes import (
     KEEP,
     MailboxChanges,
@@ -41,15 +50,19 @@ from app.sync.service import SyncResult
 __all__ = [
     "KEEP",
     "AttachmentNotFoundError",
+    "Backfill",
     "ConnectionReport",
     "Credential",
     "CredentialsRequiredError",
     "DatabaseUnavailableError",
     "EmailNotFoundError",
+    "FleetHealth",
     "FolderDivergedError",
     "FolderSyncSetting",
+    "HealthState",
     "LeaseLostError",
     "MailboxChanges",
+    "MailboxHealth",
     "MailboxNotFoundError",
     "MessageGoneError",
     "Owner",
@@ -62,12 +75,15 @@ __all__ = [
     "SyncError",
     "SyncResult",
     "UnknownFoldersError",
+    "WatchState",
     "change_mailbox",
     "check_connection",
     "complete_oauth_mailbox",
     "fetch_attachment",
     "fetch_message_source",
+    "fleet_health",
     "interactive_login_options",
+    "mailbox_health",
     "queue_sync_run",
     "register_mailbox",
     "remove_mailbox",

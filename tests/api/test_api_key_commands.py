@@ -59,3 +59,25 @@ def test_revoking_an_unknown_key_fails(settings: Settings, tmp_path: Path) -> No
 
     assert done.returncode == 1
     assert "API key 424242 does not exist" in done.stderr
+
+
+def test_a_status_key_opens_only_the_health_routes(
+    live_api: LiveApi, settings: Settings, tmp_path: Path
+) -> None:
+    created = imap_bridge(
+        settings, tmp_path, "apikey", "create", "--name", "status page", "--scope", "status"
+    )
+    assert created.returncode == 0, created.stderr
+    key = register_secret(SecretKind.API_KEY, created.stdout.strip(), "a status key")
+    headers = {"Authorization": f"Bearer {key}"}
+
+    fleet = live_api.client.get("/v1/health/mailboxes", headers=headers)
+    mailboxes = live_api.client.get("/v1/mailboxes", headers=headers)
+    listing = imap_bridge(settings, tmp_path, "apikey", "list")
+
+    assert "created status API key" in created.stderr
+    assert fleet.status_code == 200
+    assert (mailboxes.status_code, mailboxes.json()["code"]) == (403, "insufficient_scope")
+    assert listing.stdout.split()[:4] == ["ID", "NAME", "PREFIX", "SCOPE"]
+    assert re.search(r"^\d+ +tests +\w+ +full ", listing.stdout, re.M), "the test's own key"
+    assert re.search(r"^\d+ +status page +\w+ +status ", listing.stdout, re.M), listing.stdout

@@ -288,6 +288,17 @@ def test_the_callback_page_posts_the_code_to_the_bound_origin_only(live_api: Liv
     assert "postMessage" not in unknown.text
 
 
+def test_a_state_with_a_nul_is_refused_before_the_database_sees_it(live_api: LiveApi) -> None:
+    callback = httpx.get(
+        f"{live_api.base_url}/oauth/gmail/callback", params={"code": "c", "state": "a\x00"}
+    )
+    token = live_api.client.post("/v1/oauth/gmail/token", json={"code": "c", "state": "a\x00"})
+
+    for response in (callback, token):
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["field"].endswith("state")
+
+
 @pytest.mark.usefixtures("gmail_enabled")
 def test_the_callback_page_passes_on_a_denial(live_api: LiveApi) -> None:
     state = authorize(live_api)["state"]

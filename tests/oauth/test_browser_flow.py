@@ -14,8 +14,6 @@ through `executable_path`; no browser is downloaded.
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,32 +22,22 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 from sqlalchemy import Engine
 
 from app.config import Settings
 from app.db import session_scope
 from app.db.models import OAuthFlow, utcnow
+from tests.chromium import headless_chromium
 from tests.dovecot import Dovecot, MailUser
 from tests.live_api import LiveApi, serving
 from tests.oauth.servers import CLIENT_ID, CLIENT_SECRET, CRM_USER, CrmHost
 
-CHROMIUM = "/usr/bin/chromium"
-
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if shutil.which(CHROMIUM) is None:
-        message = f"{CHROMIUM} is missing: apt-get install -y chromium"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
-        )
+    with headless_chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ from app.api.problems import (
     problem_responses,
 )
 from app.api.queue_connection import queue_sync_after_commit
+from app.api.request_models import NO_NUL_PATTERN
 from app.config import Settings
 from app.oauth.popup import callback_page, js_module
 from app.oauth.registry import ProviderRegistry, installed_providers
@@ -306,7 +307,7 @@ def oauth_callback(
     *,
     provider: str,
     session: SessionDep,
-    state: Annotated[str, Query(max_length=64)] = "",
+    state: Annotated[str, Query(max_length=64, pattern=NO_NUL_PATTERN)] = "",
     code: Annotated[str | None, Query(max_length=4096)] = None,
     error: Annotated[str | None, Query(max_length=100)] = None,
     error_description: Annotated[str | None, Query(max_length=500)] = None,

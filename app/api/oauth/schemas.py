@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator, model_validat
 
 from app.api.connection.schemas import ImapSettings
 from app.api.mailboxes.schemas import EMAIL_ADDRESS, OwnerRef
-from app.api.request_models import IsoDate, RequestModel
+from app.api.request_models import NO_NUL_PATTERN, IsoDate, RequestModel
 from app.config import web_origin
 from app.imap import Security
 from app.oauth.service import ProviderState, ProviderUpdate, TokenData
@@ -114,14 +114,14 @@ class TokenRequest(RequestModel):
     """What the callback page handed to the opener."""
 
     code: str = Field(min_length=1, max_length=4096)
-    state: str = Field(min_length=1, max_length=64)
+    state: str = Field(min_length=1, max_length=64, pattern=NO_NUL_PATTERN)
 
 
 class CompletionRequest(RequestModel):
     """The callback page's code and state, and whose mailbox the account becomes."""
 
     code: str = Field(min_length=1, max_length=4096)
-    state: str = Field(min_length=1, max_length=64)
+    state: str = Field(min_length=1, max_length=64, pattern=NO_NUL_PATTERN)
     owner: OwnerRef | None = Field(description="null registers a system mailbox.")
     sync_start: IsoDate | None = Field(
         default=None, description="First day of mail to sync; null keeps the window setting."

@@ -7,7 +7,7 @@ emails is one statement, and the sync engine never lazy-loads by accident.
 
 from __future__ import annotations
 
-from app.db.models.api_key import ApiKey, ApiKeyBase
+from app.db.models.api_key import ApiKey, ApiKeyBase, ApiKeyScope
 from app.db.models.attachment import Attachment, AttachmentBase
 from app.db.models.base import Model, Stored, persisted_id, utcnow
 from app.db.models.email import Email, EmailBase, MailAddress
@@ -29,6 +29,7 @@ metadata = Model.metadata
 __all__ = [
     "ApiKey",
     "ApiKeyBase",
+    "ApiKeyScope",
     "Attachment",
     "AttachmentBase",
     "AuthType",

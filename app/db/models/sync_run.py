@@ -34,7 +34,16 @@ class SyncRunBase(Model):
 
 class SyncRun(SyncRunBase, table=True):
     __tablename__ = "sync_run"
-    __table_args__ = (sa.Index("ix_sync_run_mailbox_id_id", "mailbox_id", "id"),)
+    __table_args__ = (
+        sa.Index("ix_sync_run_mailbox_id_id", "mailbox_id", "id"),
+        # The few queued and running runs, which health reads for every mailbox at once.
+        sa.Index(
+            "ix_sync_run_open",
+            "mailbox_id",
+            sqlite_where=sa.text("status IN ('queued', 'running')"),
+            postgresql_where=sa.text("status IN ('queued', 'running')"),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     mailbox_id: int = Field(foreign_key="mailbox.id", ondelete="CASCADE")

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from sqlmodel import Session, col, select
 
-from app.db.models import ApiKey
+from app.db.models import ApiKey, ApiKeyScope
 from app.security import generate_api_key
 
 
-def create_api_key(session: Session, name: str) -> tuple[ApiKey, str]:
+def create_api_key(
+    session: Session, name: str, scope: ApiKeyScope = ApiKeyScope.FULL
+) -> tuple[ApiKey, str]:
     """Store a new key's hash and return the row with the key, which exists nowhere else."""
     key, prefix, key_hash = generate_api_key()
-    row = ApiKey(name=name, prefix=prefix, key_hash=key_hash)
+    row = ApiKey(name=name, prefix=prefix, key_hash=key_hash, scope=scope)
     session.add(row)
     session.flush()
     return row, key
