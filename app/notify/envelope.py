@@ -26,7 +26,8 @@ WEBHOOK_TEST_EVENT = "webhook.test"
 CREDENTIALS_INVALID = "mailbox.credentials_invalid"
 CREDENTIALS_RESTORED = "mailbox.credentials_restored"
 
-# Every type the outbox holds (DESIGN "Events"); webhook filters and SSE `types` name these.
+# Every type the outbox holds (docs/architecture.md, "The real-time path"); webhook filters
+# and SSE `types` name these.
 EventType = Literal[
     "email.received",
     "email.updated",

@@ -6,8 +6,9 @@
     folders-only sync now (LIST, no mail) ----> SyncResult, or None: another worker holds
                                                 the lease (the flags are saved all the same)
 
-DESIGN: "When a mailbox's folder settings change, only its folders are
-synchronized (no mail) right away; mail follows at the next scheduled run."
+When a mailbox's folder settings change, only its folders are synchronized
+(no mail) right away; mail follows at the next scheduled run (docs/architecture.md,
+"The folder list").
 A folders-only run leaves `next_sync_at` alone, so the next scheduled run is
 the one already planned; only a failure backoff could push it further (up to
 24 hours after failed logins), and a folder the user just enabled should not

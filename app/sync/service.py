@@ -1,4 +1,4 @@
-"""Synchronize one mailbox: the six steps of DESIGN.md, one run at a time.
+"""Synchronize one mailbox, one run at a time: the six steps of docs/architecture.md.
 
     take the lease ---- held by another live worker ----> return None
       |  (free, expired, or its holder crashed on this machine: app.sync.run_claim)

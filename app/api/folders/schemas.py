@@ -1,4 +1,4 @@
-"""Folder shapes of the API (DESIGN "Shapes": FolderRead, FolderSettings)."""
+"""Folder shapes of the API (FolderRead, FolderSettings), as openapi/openapi.json publishes them."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sync run shapes of the API (DESIGN "Shapes": SyncRunRead)."""
+"""Sync run shapes of the API (SyncRunRead), as openapi/openapi.json publishes them."""
 
 from __future__ import annotations
 
