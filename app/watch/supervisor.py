@@ -62,6 +62,7 @@ from app.db.models import AuthType, Mailbox, SyncTrigger, utcnow
 from app.db.repositories.folders import mailbox_folders
 from app.db.repositories.mailboxes import get_mailbox
 from app.db.repositories.watch_leases import (
+    HeldMailbox,
     claim_watch_leases,
     enabled_folder_names,
     held_watch_mailboxes,
@@ -117,8 +118,7 @@ class WatchTarget:
     token_expires_at: datetime | None
 
     @classmethod
-    def of(cls, mailbox: Mailbox, folders: list[str]) -> WatchTarget:
-        assert mailbox.id is not None
+    def of(cls, mailbox: HeldMailbox, folders: list[str]) -> WatchTarget:
         credential = (
             mailbox.refresh_token_enc
             if mailbox.auth_type is AuthType.OAUTH
@@ -270,8 +270,8 @@ class WatchSupervisor:
                 dead = [holder for holder in holders if holder_is_gone(holder)]
                 claim_watch_leases(session, self.owner, now, duration, limit, dead_holders=dead)
                 held = held_watch_mailboxes(session, self.owner, now)
-            ids = [mailbox.id for mailbox in held if mailbox.id is not None]
-            release_watch_leases(session, self.owner, keep=ids)
+            ids = [mailbox.id for mailbox in held]
+            release_watch_leases(session, self.owner, now)
             folders = enabled_folder_names(session, ids)
             return {i: WatchTarget.of(m, folders[i]) for i, m in zip(ids, held, strict=True)}
 
