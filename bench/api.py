@@ -73,11 +73,11 @@ class Latencies:
             f"{endpoint} requests": len(ordered),
             f"{endpoint} errors": self.errors,
             f"{endpoint} p50 ms": statistics.median(ordered) * 1000 if ordered else 0.0,
-            f"{endpoint} p99 ms": _percentile(ordered, 0.99) * 1000 if ordered else 0.0,
+            f"{endpoint} p99 ms": percentile(ordered, 0.99) * 1000 if ordered else 0.0,
         }
 
 
-def _percentile(ordered: list[float], share: float) -> float:
+def percentile(ordered: list[float], share: float) -> float:
     """Return the nearest-rank percentile of sorted values."""
     return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
 
@@ -156,7 +156,7 @@ async def _page_through(
         cursor = page["next_cursor"]
 
 
-async def _probe(client: httpx.AsyncClient, stop: asyncio.Event, seen: Latencies) -> None:
+async def probe_health(client: httpx.AsyncClient, stop: asyncio.Event, seen: Latencies) -> None:
     """Ask GET /healthz every PROBE_INTERVAL, however long the answers take.
 
     A probe that waits for each answer before asking again asks rarely while
@@ -212,7 +212,7 @@ async def _load(
         path = f"/v1/mailboxes/{mailbox_id}/emails"
         await asyncio.gather(
             until(stop),
-            _probe(prober, stop, health),
+            probe_health(prober, stop, health),
             *(_page_through(clients, path, listing, stop) for _ in range(CLIENTS)),
         )
 

@@ -42,12 +42,17 @@ def peak_rss_kb() -> int:
 
 def vm_hwm_kb(status: Path) -> int:
     """Return VmHWM from a `/proc/<pid>/status`, or 0 without one (gone, or not Linux)."""
+    return status_kb(status, "VmHWM")
+
+
+def status_kb(status: Path, name: str) -> int:
+    """Return the kB figure `name` (VmHWM, VmRSS...) of a `/proc/<pid>/status`, else 0."""
     try:
         text = status.read_text()
     except (FileNotFoundError, ProcessLookupError):
         return 0
     for line in text.splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{name}:"):
             return int(line.split()[1])
     return 0
 

@@ -20,6 +20,9 @@ start a private Dovecot (tests.dovecot) -> generate + MULTIAPPEND the corpus
 -> [--scale] the cron path over 1,000 mailboxes on two `imap-bridge worker`s (bench.fleet):
              STATUS of every mailbox (reference), then per backend a first and a no-change cycle
 -> [--crash] SIGKILL a worker mid-sync: seconds until new mail is announced (bench.crash)
+-> [--realtime] 1,000 watched mailboxes per backend (bench.realtime): APPEND and flag change
+   -> signed webhook, the warm-up, the idle cost, the cron's no-change cycle with and without
+   the watcher ([--realtime-only]: this section alone)
 -> [--load]  the API under 50 clients while two workers first-sync 200 mailboxes
    ([--fleet-only]: these two alone, without the bench mailbox and its rows)
 -> table on stdout and in bench/results/latest.txt
@@ -65,6 +68,9 @@ from bench.corpus import (
 )
 from bench.crash import crash_row
 from bench.fleet import (
+    FLEET_CONNECTIONS_PER_HOST,
+    FLEET_MAX_JOBS,
+    FLEET_TIMEOUT_SECONDS,
     FLEET_WORKERS,
     LOAD_CLIENTS,
     LOAD_MAILBOXES,
@@ -74,11 +80,23 @@ from bench.fleet import (
     FleetRows,
     delete_queue,
     queue_redis,
+    register_mailboxes,
+    seed_users,
 )
-from bench.job import Job, Measurement, Server, median_run
+from bench.job import Fleet, Job, Measurement, Server, median_run
 from bench.mbsync import MBSYNC
+from bench.realtime import PUSHES, REALTIME_MAILBOXES, REALTIME_MESSAGES, realtime_section
 from bench.servers import SERVER_MESSAGES, ServerRows, matrix_servers
-from bench.table import FleetSection, Latency, LatencySection, Ratio, Row, Section, render
+from bench.table import (
+    FleetSection,
+    Latency,
+    LatencySection,
+    Ratio,
+    Row,
+    Section,
+    TargetSection,
+    render,
+)
 from tests.databases import (
     POSTGRES_ADMIN_URL,
     PostgresDatabases,
@@ -90,6 +108,9 @@ from tests.dovecot import DOVECOT_BIN, Dovecot, MailUser, start_dovecot
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 FLEET_LOGS = RESULTS_DIR / "cron-path-logs"  # the workers' and the API's, one folder per row
+REALTIME_LOGS = RESULTS_DIR / "realtime-logs"  # `imap-bridge run`'s, one folder per backend
+# Dovecot sessions beyond the watched ones: the worker's syncs and the bench's own clients.
+_SPARE_SESSIONS = 100
 FETCHED_FOLDERS = ("INBOX",)  # the peers' full fetch, as in the issue
 CHECK_REPEAT = 5
 FETCH_REPEAT = 3  # full fetches are medians too: one run of the reference moves by 15 % here
@@ -251,6 +272,22 @@ def _parser() -> argparse.ArgumentParser:
         " backend (about a minute more)",
     )
     parser.add_argument(
+        "--realtime",
+        nargs="?",
+        type=int,
+        const=REALTIME_MAILBOXES,
+        metavar="MAILBOXES",
+        help=f"also watch MAILBOXES mailboxes (default {REALTIME_MAILBOXES:,}) with one"
+        f" `imap-bridge run` per backend: {PUSHES} appends and flag changes -> signed webhook,"
+        " warm-up, idle cost, the cron's no-change cycle with and without the watcher"
+        " (about 7 minutes a backend)",
+    )
+    parser.add_argument(
+        "--realtime-only",
+        action="store_true",
+        help="run only the --realtime section (1,000 mailboxes unless --realtime says)",
+    )
+    parser.add_argument(
         "--fleet-only",
         action="store_true",
         help="run only the --scale and --load rows, without the single-mailbox corpus and rows",
@@ -270,24 +307,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("--servers-only goes with neither --fleet-only nor --no-servers")
     if args.server_messages < 20:
         raise SystemExit("--server-messages must be at least 20")
+    if args.realtime_only and (args.fleet_only or args.servers_only):
+        raise SystemExit("--realtime-only goes with neither --fleet-only nor --servers-only")
+    realtime = args.realtime or (REALTIME_MAILBOXES if args.realtime_only else None)
+    if realtime is not None and realtime < PUSHES:
+        raise SystemExit(f"--realtime needs at least {PUSHES} mailboxes")
     progress = Progress()
     load_before = os.getloadavg()[0]
     spec = CorpusSpec(messages=args.messages, seed=args.seed)
     with ExitStack() as cleanup:
-        dovecot = _start_dovecot(cleanup)
+        dovecot = _start_dovecot(cleanup, sessions=realtime + _SPARE_SESSIONS if realtime else 0)
         work = Path(tempfile.mkdtemp(prefix="bench-"))
         cleanup.callback(shutil.rmtree, work, ignore_errors=True)
         postgres = None if args.no_postgres else _postgres(cleanup, progress)
         setup = Setup(dovecot, work, Fernet.generate_key().decode(), postgres, progress)
-        alone = args.fleet_only or args.servers_only
+        alone = args.fleet_only or args.servers_only or args.realtime_only
         single = None if alone else _single_mailbox_rows(args, spec, setup)
         fleet = None if args.servers_only else _fleet_sections(args, setup, cleanup)
-        run_servers = not (args.no_servers or args.fleet_only)
+        run_servers = not (args.no_servers or args.fleet_only or args.realtime_only)
         servers = _server_sections(args, setup, cleanup) if run_servers else []
         crash = _crash_section(setup, cleanup) if args.crash else None
+        watched = _realtime_sections(realtime, args.seed, setup, cleanup) if realtime else []
     loads = (load_before, os.getloadavg()[0])
-    sections: list[Section | LatencySection | FleetSection] = []
-    only = "per-server rows only" if args.servers_only else "cron path only"
+    sections: list[Section | LatencySection | FleetSection | TargetSection] = []
+    only = (
+        "per-server rows only"
+        if args.servers_only
+        else "real time only"
+        if args.realtime_only
+        else "cron path only"
+    )
     header = (
         _short_header(only, "plain IMAP" if args.servers_only else "implicit TLS", dovecot, loads)
         if single is None
@@ -301,6 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sections += fleet[1]
     if crash is not None:
         sections.append(crash)
+    sections += watched
     table = render(header, sections)
     print(table, end="")
     RESULTS_DIR.mkdir(exist_ok=True)
@@ -308,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress.say(f"table written to {RESULTS_DIR / 'latest.txt'}")
     failed = any(
         section.failure.startswith("failed")
-        if isinstance(section, LatencySection)
+        if isinstance(section, (LatencySection, TargetSection))
         else any(row.outcome == "failed" for row in section.rows)
         for section in sections
     )
@@ -471,11 +521,80 @@ def _crash_section(setup: Setup, cleanup: ExitStack) -> FleetSection:
     return section
 
 
-def _start_dovecot(cleanup: ExitStack) -> Dovecot:
-    """Start the bench's own Dovecot; `cleanup` stops it and removes its directory."""
+def _realtime_sections(
+    mailboxes: int, seed: int, setup: Setup, cleanup: ExitStack
+) -> list[TargetSection]:
+    """Measure the real-time section (bench.realtime) on PostgreSQL, when it answers, and SQLite."""
+    title = f"Real time, {mailboxes:,} watched mailboxes, one `imap-bridge run`"
+    try:
+        redis_url = queue_redis(Settings().redis_url)
+    except (redis.RedisError, OSError) as exc:
+        return [TargetSection(title, failure=f"skipped: Redis does not answer: {exc}")]
+    dovecot, progress = setup.dovecot, setup.progress
+    spec = CorpusSpec(messages=REALTIME_MESSAGES, seed=seed)
+    progress.say(f"creating {mailboxes:,} Dovecot users of {spec.total} messages each")
+    users = seed_users(dovecot, f"rt{secrets.token_hex(3)}", mailboxes, spec)
+    progress.say(f"users created and filled in {users.seconds:.1f} s")
+    backends: list[tuple[str, ThrowawayDatabases]] = [
+        ("SQLite", SQLiteDatabases(setup.work / "realtime-sqlite"))
+    ]
+    if isinstance(setup.postgres, PostgresDatabases):
+        backends.insert(0, ("PostgreSQL", setup.postgres))
+    server = Server(dovecot.host, dovecot.tls_port, str(dovecot.ca_file), "", users.password)
+    runner = Target(server, setup.secret_key, setup.work)
+    shutil.rmtree(REALTIME_LOGS, ignore_errors=True)  # the logs of the previous run
+    sections = []
+    for backend, databases in backends:
+        url = databases.create_migrated()
+        register_mailboxes(
+            url, setup.secret_key, dovecot, users, sync_start=spec.start.date() - timedelta(days=1)
+        )
+        queue_name = f"bench-rt-{secrets.token_hex(6)}"
+        cleanup.callback(delete_queue, redis_url, queue_name)
+        scratch = setup.work / f"realtime-{backend.lower()}-service"
+        scratch.mkdir()
+        fleet = Fleet(
+            redis_url=redis_url,
+            queue_name=queue_name,
+            workers=1,
+            max_jobs=FLEET_MAX_JOBS,
+            connections_per_host=FLEET_CONNECTIONS_PER_HOST,
+            mailboxes=mailboxes,
+            user_prefix=users.prefix,
+            timeout_seconds=FLEET_TIMEOUT_SECONDS,
+        )
+        job = Job(
+            "bench.realtime:realtime_row",
+            server,
+            FOLDERS,
+            database_url=url,
+            secret_key=setup.secret_key,
+            scratch_dir=str(scratch),
+            fleet=fleet,
+        )
+        progress.say(f"measuring: real time on {backend}")
+        outcome = runner.try_measure(job)
+        kept = REALTIME_LOGS / backend.lower()
+        kept.mkdir(parents=True)
+        for log in scratch.glob("*.log"):
+            shutil.copy(log, kept / log.name)
+        sections.append(
+            realtime_section(
+                f"{title} on {backend} (API, worker and watcher; SYNC_MAX_JOBS"
+                f" {FLEET_MAX_JOBS}, SYNC_MAX_CONNECTIONS_PER_HOST {FLEET_CONNECTIONS_PER_HOST},"
+                f" WATCH_CONNECT_RATE {Settings().watch_connect_rate:g}/s)",
+                outcome,
+            )
+        )
+    return sections
+
+
+def _start_dovecot(cleanup: ExitStack, sessions: int = 0) -> Dovecot:
+    """Start the bench's own Dovecot, its limits raised for `sessions` at once when given;
+    `cleanup` stops it and removes its directory."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-dv"))  # short: unix sockets live there
     cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
-    dovecot = start_dovecot(workdir)
+    dovecot = start_dovecot(workdir, sessions=sessions)
     cleanup.callback(dovecot.stop)
     return dovecot
 

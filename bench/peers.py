@@ -36,7 +36,7 @@ def _uid_batches(uids: Sequence[int]) -> Iterator[Sequence[int]]:
         yield ordered[start : start + FETCH_BATCH]
 
 
-def _imapclient(server: Server) -> IMAPClient:
+def imapclient_session(server: Server) -> IMAPClient:
     if server.plain:
         client = IMAPClient(server.host, port=server.port, ssl=False)
     else:
@@ -83,7 +83,7 @@ def fetch_with_imapclient(job: Job) -> Measurement:
 def _fetch_with_imapclient(server: Server, folders: Sequence[str]) -> Measurement:
     messages = size = 0
     started = perf_counter()
-    client = _imapclient(server)
+    client = imapclient_session(server)
     for folder in folders:
         client.select_folder(folder, readonly=True)
         for batch in _uid_batches(client.search("ALL")):
@@ -142,7 +142,7 @@ def _timed_checks(
     runs: list[Measurement] = []
     for _ in range(job.repeat):
         started = perf_counter()
-        client = _imapclient(job.server)
+        client = imapclient_session(job.server)
         if start is not None:
             start(client)
         for folder in job.folders:
@@ -163,7 +163,7 @@ def _timed_checks(
 
 def _kept_state(server: Server, folders: Sequence[str]) -> dict[str, tuple[int, int]]:
     """Read each folder's UIDVALIDITY and HIGHESTMODSEQ, as a client keeps them after a sync."""
-    client = _imapclient(server)
+    client = imapclient_session(server)
     try:
         return {
             folder: (int(status[b"UIDVALIDITY"]), int(status[b"HIGHESTMODSEQ"]))

@@ -114,6 +114,40 @@ class LatencySection:
         return [f"{self.title}: {self.note}"] if self.note else []
 
 
+@dataclass(frozen=True, slots=True)
+class TargetRow:
+    """A figure beside its target; `verdict` says "met" or "missed"."""
+
+    title: str
+    measured: str
+    target: str
+    verdict: str
+
+
+@dataclass(slots=True)
+class TargetSection:
+    """Figures measured against targets, each on its own line."""
+
+    title: str
+    rows: list[TargetRow] = field(default_factory=list)
+    failure: str = ""  # why there are no rows
+    note: str = ""
+
+    columns = ("", "measured", "target", "verdict")
+
+    @property
+    def heading(self) -> str:
+        return self.title
+
+    def lines(self) -> list[list[str]]:
+        if not self.rows:
+            return [["all figures", self.failure or "failed", "", ""]]
+        return [[row.title, row.measured, row.target, row.verdict] for row in self.rows]
+
+    def notes(self) -> list[str]:
+        return [f"{self.title}: {self.note}"] if self.note else []
+
+
 class Printable(Protocol):
     """What `render` needs of a section."""
 

@@ -100,6 +100,8 @@ class DovecotConfig:
     auth_mechanisms: tuple[str, ...] = ("plain", "login")
     # Tried after the users' passwd-files, e.g. an oauth2 passdb for XOAUTH2.
     extra_passdbs: tuple[Passdb, ...] = ()
+    # Sessions at once the process and client limits allow; 0 keeps Dovecot's (about 100).
+    sessions: int = 0
 
     @property
     def base_dir(self) -> Path:
@@ -175,11 +177,11 @@ disable_plaintext_auth = no
 auth_mechanisms = {" ".join(config.auth_mechanisms)}
 # Failed logins must not hold later ones back (anvil's penalty grows to 15 s).
 auth_failure_delay = 0
-service anvil {{
+{_session_limits(config.sessions)}service anvil {{
   unix_listener anvil-auth-penalty {{
     mode = 0
   }}
-}}
+{_client_limit(config.sessions)}}}
 {passdbs}userdb {{
   driver = passwd-file
   args = {users.args}
@@ -200,7 +202,7 @@ namespace inbox {{
   separator = /
 {mailboxes}}}
 service imap-login {{
-  inet_listener imap {{
+{_login_processes(config.sessions)}  inet_listener imap {{
     port = {starttls_port}
   }}
   inet_listener imaps {{
@@ -209,6 +211,30 @@ service imap-login {{
   }}
 }}
 {plain_login_service}"""
+
+
+def _session_limits(sessions: int) -> str:
+    """Raise every process and client limit a session counts against (field notes, "Many IDLE
+    sessions"); each TLS session also holds a login process's connection."""
+    if not sessions:
+        return ""
+    clients = 2 * sessions
+    return (
+        f"default_process_limit = {sessions}\ndefault_client_limit = {clients}\n"
+        f"service auth {{\n{_client_limit(sessions)}}}\n"
+        f"service stats {{\n{_client_limit(sessions)}}}\n"
+    )
+
+
+def _client_limit(sessions: int) -> str:
+    return f"  client_limit = {2 * sessions}\n" if sessions else ""
+
+
+def _login_processes(sessions: int) -> str:
+    """A few long-lived login processes proxy every TLS session, not one process each."""
+    if not sessions:
+        return ""
+    return f"  service_count = 0\n  process_min_avail = 2\n  client_limit = {sessions}\n"
 
 
 def _advertised_capabilities(config: DovecotConfig) -> str:
@@ -341,8 +367,11 @@ def start_dovecot(
     unselect: bool = True,
     push: bool = True,
     oauth_jwt_key: bytes | None = None,
+    sessions: int = 0,
 ) -> Dovecot:
     """Start a private Dovecot in `workdir` (keep it short: unix sockets live there).
+
+    `sessions` raises its limits to hold that many IMAP sessions at once.
 
     With `oauth_jwt_key`, XOAUTH2 and OAUTHBEARER log in with HS256 JWTs signed
     with that key (claims `sub` = user name, `exp`), checked by Dovecot itself.
@@ -365,6 +394,7 @@ def start_dovecot(
         push=push,
         auth_mechanisms=mechanisms,
         extra_passdbs=oauth_passdbs,
+        sessions=sessions,
     )
     _prepare_directories(config)
     if oauth_jwt_key is not None:

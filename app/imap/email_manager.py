@@ -7,6 +7,7 @@ not an error (RFC 3501 7.4.2 lets the server omit it).
 
 from __future__ import annotations
 
+import imaplib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 from imapclient.response_parser import parse_fetch_response
 
 from app.imap.connection import ImapConnection, imap_errors
-from app.imap.errors import FolderNotFound, ProtocolError
+from app.imap.errors import FolderNotFound, FolderReadOnly, ProtocolError
 from app.imap.fetch import uid_fetch
 from app.imap.message import AttachmentInfo, ParsedMessage, normalise_flags, parse_message
 from app.imap.mime_scan import part_transfer_encoding
@@ -47,8 +48,6 @@ class SelectedFolder:
     uidnext: int | None
     exists: int
     highestmodseq: int | None
-    # The server gave a SELECT read-only access ([READ-ONLY], RFC 3501 7.1); EXAMINE always is.
-    read_only: bool = False
 
 
 def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -83,11 +82,20 @@ class EmailManager:
         return SearchQueryBuilder()
 
     def select_folder(self, name: str, *, readonly: bool = True) -> SelectedFolder:
-        """Select `name` (EXAMINE when `readonly`, so fetching never sets \\Seen)."""
+        """Select `name` (EXAMINE when `readonly`, so fetching never sets \\Seen).
+
+        A SELECT the server answers with read-only access ([READ-ONLY], RFC 3501
+        7.1) raises FolderReadOnly: imaplib refuses it, the session stays usable.
+        """
         self._enable_modseq()
         try:
             with imap_errors():
-                raw = self._client.select_folder(name, readonly=readonly)
+                try:
+                    raw = self._client.select_folder(name, readonly=readonly)
+                except imaplib.IMAP4.readonly as exc:
+                    raise FolderReadOnly(f"the server lets us only read {name!r}") from exc
+        except FolderReadOnly:
+            raise
         except ProtocolError as exc:
             if not self._exists(name):
                 raise FolderNotFound(f"folder {name!r} does not exist") from exc
@@ -102,7 +110,6 @@ class EmailManager:
             uidnext=uidnext,
             exists=exists,
             highestmodseq=_optional_int(raw.get(b"HIGHESTMODSEQ")),
-            read_only=b"READ-ONLY" in raw,
         )
 
     def _uid_after_last(self) -> int | None:

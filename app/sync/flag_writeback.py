@@ -6,9 +6,9 @@ the API request waits on (IMAP_OPERATION_TIMEOUT bounds it)::
     email id --- unknown ------------------------------> EmailNotFoundError
     connect + log in (once)
     each link: SELECT folder read-write -- gone ------> next link
+                 [READ-ONLY] ------------------------> FolderReadOnly, nothing stored locally
                  UIDVALIDITY differs ----------------> next link (the UID names another
                                                        message, RFC 3501 2.3.1.1)
-                 [READ-ONLY] ------------------------> FolderReadOnly, nothing stored locally
                UID STORE +/-FLAGS.SILENT -- UID gone -> next link
     no link stored ----------------------------------> MessageGoneError
     one transaction: the email's flags, and `email.updated` if they changed
@@ -29,7 +29,7 @@ from app.db import session_scope
 from app.db.repositories.emails import EmailDetail, email_detail, set_flags
 from app.db.repositories.events import record_email_updates
 from app.imap import EmailManager
-from app.imap.errors import FolderNotFound, FolderReadOnly
+from app.imap.errors import FolderNotFound
 from app.security import SecretBox
 from app.sync.attachments import locate_copies
 from app.sync.credentials import connect_mailbox, interactive_login_options
@@ -62,8 +62,6 @@ def write_flags(
                     continue
                 if place.uidvalidity is not None and selected.uidvalidity != place.uidvalidity:
                     continue
-                if selected.read_only:
-                    raise FolderReadOnly(f"the server lets us only read {place.folder_name!r}")
                 stored += mail.store_flags(place.uid, add=add, remove=remove)
     if not stored:
         raise MessageGoneError("no folder on the server holds this message any more")

@@ -5,6 +5,9 @@
                +--no, IDLE offered--> SELECT INBOX, wait in IDLE; every poll_seconds
                |                        re-issue IDLE, STATUS the other folders, compare
                +--neither----------> STATUS every folder every poll_seconds and compare
+    watching -> every folder's state (STATUS; INBOX's from SELECT) against
+        `checkpoint()`, the sync's last one: folders it is behind -> on_change
+        (mail that arrived while nothing watched does not wait for the schedule)
     a change -> on_change(folders)   (the caller queues one incremental sync, coalesced)
     NetworkError / ProtocolError -> reconnect after a jittered backoff, then
         on_change(every folder): what changed while disconnected is unknown
@@ -20,13 +23,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from app.backoff import Backoff
 from app.imap.aio_client import DEFAULT_IDLE_RENEW_SECONDS, AsyncConnection
-from app.imap.changes import Event, FolderChanged, MailboxStatus, NotificationsOverflowed
+from app.imap.changes import (
+    Event,
+    FolderChanged,
+    MailboxStatus,
+    NotificationsOverflowed,
+    SelectedMailbox,
+)
 from app.imap.errors import AuthenticationFailed, BlockedHost, ImapError, TlsFailed
 
 log = logging.getLogger(__name__)
@@ -40,6 +49,8 @@ WatchMode = Literal["notify", "idle", "poll"]
 Connect = Callable[[], Awaitable[AsyncConnection]]
 OnChange = Callable[[frozenset[str]], Awaitable[None]]
 OnWatching = Callable[[WatchMode], Awaitable[None]]
+# The state each folder had at the end of its last sync (absent: never synced).
+Checkpoint = Callable[[], Awaitable[Mapping[str, MailboxStatus]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +70,15 @@ async def watch_mailbox(
     *,
     use_notify: bool = True,
     on_watching: OnWatching | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> None:
     """Watch `folders` until cancelled; raise the permanent failure that ends watching.
 
     `connect` opens a fresh authenticated session (and refreshes an OAuth token
     first where needed). `use_notify=False` skips NOTIFY even where offered.
     `on_watching` hears each time a session is watching, and how: from then on
-    no change is missed.
+    no change is missed. `checkpoint` reads the sync's last state of each
+    folder: a session that begins reports the folders the server is ahead of.
     """
     timing = timing or WatchTiming()
     watched = frozenset(folders)
@@ -90,6 +103,7 @@ async def watch_mailbox(
                 timing,
                 use_notify=use_notify,
                 on_watching=on_watching,
+                checkpoint=checkpoint,
             )
         except PERMANENT_FAILURES:
             raise
@@ -115,18 +129,20 @@ async def _watch_session(
     *,
     use_notify: bool,
     on_watching: OnWatching | None,
+    checkpoint: Checkpoint | None,
 ) -> None:
     """Run one session's watch until it fails; see the module docstring for the three ways."""
     mode: WatchMode
     await connection.enable_change_tracking()
     idle_on_inbox = INBOX in folders and connection.has("IDLE")
+    selected: SelectedMailbox | None = None
     if use_notify and connection.has("NOTIFY") and connection.has("IDLE"):
         if INBOX in folders:
-            await connection.select(INBOX, readonly=True)
+            selected = await connection.select(INBOX, readonly=True)
         await connection.notify(sorted(folders - {INBOX}))
         mode, polled = "notify", frozenset[str]()
     elif idle_on_inbox:
-        await connection.select(INBOX, readonly=True)
+        selected = await connection.select(INBOX, readonly=True)
         mode, polled = "idle", folders - {INBOX}
     else:
         mode, polled = "poll", folders
@@ -137,9 +153,13 @@ async def _watch_session(
     renew_after = timing.idle_renew_seconds
     if mode == "idle":
         renew_after = min(renew_after, timing.poll_seconds)
+    # Read once the watch is set up, so what arrives from here on is an event or a later poll.
     last_seen = {folder: await connection.status(folder) for folder in polled}
     if on_watching is not None:
         await on_watching(mode)
+    await _report_behind(
+        connection, folders, checkpoint, on_change, known=last_seen, selected=selected
+    )
     while True:
         if connection.has("IDLE") and (idle_on_inbox or not polled):
             changed = await _changes_within(connection, folders, timing, renew_after)
@@ -166,6 +186,63 @@ async def _changes_within(
     while (more := await connection.next_event(0)) is not None:
         events.append(more)
     return _changed_folders(events, folders)
+
+
+async def _report_behind(
+    connection: AsyncConnection,
+    folders: frozenset[str],
+    checkpoint: Checkpoint | None,
+    on_change: OnChange,
+    *,
+    known: Mapping[str, MailboxStatus],
+    selected: SelectedMailbox | None,
+) -> None:
+    """Report the folders whose state is not their checkpoint.
+
+    `known` holds the states just polled, `selected` INBOX's; the others are asked for.
+    """
+    if checkpoint is None:
+        return
+    seen = dict(known)
+    if selected is not None:
+        seen[INBOX] = _status_of(selected)
+    for folder in sorted(folders - seen.keys()):
+        seen[folder] = await connection.status(folder)
+    behind = _folders_behind(await checkpoint(), seen)
+    if behind:
+        await on_change(behind)
+
+
+def _status_of(selected: SelectedMailbox) -> MailboxStatus:
+    return MailboxStatus(
+        messages=selected.exists,
+        uidnext=selected.uidnext,
+        uidvalidity=selected.uidvalidity,
+        highestmodseq=selected.highestmodseq,
+    )
+
+
+def _folders_behind(
+    checkpoint: Mapping[str, MailboxStatus], seen: Mapping[str, MailboxStatus]
+) -> frozenset[str]:
+    """Name the folders whose state on the server is not the one their last sync left.
+
+    A folder never synced is behind. HIGHESTMODSEQ (flag changes) is compared
+    where the server reports it; without it only arrivals and expunges show.
+    """
+    behind: set[str] = set()
+    for folder, now in seen.items():
+        then = checkpoint.get(folder)
+        if then is None or _moved(then, now):
+            behind.add(folder)
+    return frozenset(behind)
+
+
+def _moved(then: MailboxStatus, now: MailboxStatus) -> bool:
+    counters = (now.uidvalidity, now.uidnext, now.messages)
+    if counters != (then.uidvalidity, then.uidnext, then.messages):
+        return True
+    return now.highestmodseq is not None and now.highestmodseq != then.highestmodseq
 
 
 def _changed_folders(events: Sequence[Event], folders: frozenset[str]) -> set[str]:

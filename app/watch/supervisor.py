@@ -27,9 +27,16 @@ number of watcher processes on any machines split the mailboxes, and a killed
 one's mailboxes are taken by the others once its leases run out
 (WATCH_LEASE_SECONDS), or at once by a watcher on its machine that can tell its
 process is gone (app.sync.holder). The watcher never writes mail: the sync engine does,
-and the outbox announces it. A watch that begins queues no sync (a restarted
-watcher would queue one per mailbox): what arrived before it began waits for
-the schedule; after a reconnect it does queue one (app.watch.mailbox_watch).
+and the outbox announces it. A watch that begins compares each folder's state
+with the one its last sync left and queues a sync of the folders behind it, so
+mail that arrived while nothing watched does not wait for the schedule, and a
+restarted watcher queues nothing for mailboxes that did not change; after a
+reconnect it queues one of every folder (app.watch.mailbox_watch).
+
+The watcher's database reads (and the OAuth refreshes before its logins) run
+in threads of its own: inside `imap-bridge run` the worker's pool is busy with
+syncs, and a watch start must not wait for them, nor a slow token endpoint hold
+up the worker's look-ups.
 """
 
 from __future__ import annotations
@@ -39,9 +46,11 @@ import contextlib
 import logging
 import math
 import signal
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from arq import ArqRedis
 from sqlalchemy.engine import Engine
@@ -49,9 +58,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings
 from app.db import create_db_engine, session_scope
-from app.db.models import AuthType, Mailbox, SyncTrigger, persisted_id, utcnow
+from app.db.models import AuthType, Mailbox, SyncTrigger, utcnow
+from app.db.repositories.folders import mailbox_folders
 from app.db.repositories.mailboxes import get_mailbox
 from app.db.repositories.watch_leases import (
+    HeldMailbox,
     claim_watch_leases,
     enabled_folder_names,
     held_watch_mailboxes,
@@ -61,6 +72,7 @@ from app.db.repositories.watch_leases import (
 )
 from app.imap.aio_client import AsyncConnection
 from app.imap.aio_connect import connect_async
+from app.imap.changes import MailboxStatus
 from app.imap.errors import AuthenticationFailed
 from app.job_queue import (
     REDIS_ERRORS,
@@ -91,6 +103,9 @@ _STOPPING_FAILURES = (
 # A watch that ended for any other reason starts again after this long.
 _RESTART_AFTER_SECONDS = 60.0
 _REFUSED_LOGIN_RETRY_SECONDS = 3600.0
+# Threads for the watcher's database reads and token refreshes (see the module docstring).
+_THREADS = 4
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +118,7 @@ class WatchTarget:
     token_expires_at: datetime | None
 
     @classmethod
-    def of(cls, mailbox: Mailbox, folders: list[str]) -> WatchTarget:
+    def of(cls, mailbox: HeldMailbox, folders: list[str]) -> WatchTarget:
         credential = (
             mailbox.refresh_token_enc
             if mailbox.auth_type is AuthType.OAUTH
@@ -120,9 +135,7 @@ class WatchTarget:
             tuple(folders),
         )
         oauth = mailbox.auth_type is AuthType.OAUTH and mailbox.refresh_token_enc is not None
-        return cls(
-            persisted_id(mailbox), tuple(folders), key, mailbox.token_expires_at if oauth else None
-        )
+        return cls(mailbox.id, tuple(folders), key, mailbox.token_expires_at if oauth else None)
 
 
 @dataclass(slots=True)
@@ -179,6 +192,11 @@ class WatchSupervisor:
         # provider that hands out short-lived tokens does not cause a restart every refresh.
         self._restarted_for: dict[int, datetime] = {}
         self._stopping = asyncio.Event()
+        self._threads = ThreadPoolExecutor(_THREADS, thread_name_prefix="imap-bridge-watch")
+
+    async def _in_thread(self, call: Callable[..., _T], *args: object) -> _T:
+        """Run a blocking call in the watcher's own threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._threads, call, *args)
 
     @property
     def watched(self) -> frozenset[int]:
@@ -194,7 +212,7 @@ class WatchSupervisor:
             self._queue = await self._open_queue()
             while not self._stopping.is_set():
                 try:
-                    targets = await asyncio.to_thread(self._read_targets)
+                    targets = await self._in_thread(self._read_targets)
                 except SQLAlchemyError as exc:  # the watches go on; their leases may lapse
                     log.warning("watch.database_unavailable", extra={"error": type(exc).__name__})
                 else:
@@ -252,8 +270,8 @@ class WatchSupervisor:
                 dead = [holder for holder in holders if holder_is_gone(holder)]
                 claim_watch_leases(session, self.owner, now, duration, limit, dead_holders=dead)
                 held = held_watch_mailboxes(session, self.owner, now)
-            ids = [mailbox.id for mailbox in held if mailbox.id is not None]
-            release_watch_leases(session, self.owner, keep=ids)
+            ids = [mailbox.id for mailbox in held]
+            release_watch_leases(session, self.owner, now)
             folders = enabled_folder_names(session, ids)
             return {i: WatchTarget.of(m, folders[i]) for i, m in zip(ids, held, strict=True)}
 
@@ -313,9 +331,17 @@ class WatchSupervisor:
         async def on_watching(mode: WatchMode) -> None:
             log.info("watch.watching", extra={"mailbox_id": mailbox_id, "mode": mode})
 
+        async def checkpoint() -> dict[str, MailboxStatus]:
+            return await self._in_thread(self._checkpoint, mailbox_id)
+
         try:
             await watch_mailbox(
-                connect, target.folders, on_change, self._timing, on_watching=on_watching
+                connect,
+                target.folders,
+                on_change,
+                self._timing,
+                on_watching=on_watching,
+                checkpoint=checkpoint,
             )
         except _STOPPING_FAILURES as exc:
             log.warning("watch.failed", extra={"mailbox_id": mailbox_id, "code": exc.code})
@@ -349,10 +375,25 @@ class WatchSupervisor:
 
     async def _connect(self, mailbox_id: int) -> AsyncConnection:
         """Open a session with the stored credentials, refreshing an expiring OAuth token first."""
-        mailbox = await asyncio.to_thread(self._reread, mailbox_id)
+        mailbox = await self._in_thread(self._reread, mailbox_id)
         options = login_options(self._settings)
         refuse_plaintext(mailbox.security, options)
         return await connect_async(imap_config(mailbox, self._secrets), options.connect)
+
+    def _checkpoint(self, mailbox_id: int) -> dict[str, MailboxStatus]:
+        """Each synced folder's state as its last sync left it."""
+        with session_scope(self._engine) as session:
+            folders = mailbox_folders(session, mailbox_id)
+        return {
+            folder.full_name: MailboxStatus(
+                messages=folder.message_count,
+                uidnext=folder.uidnext,
+                uidvalidity=folder.uidvalidity,
+                highestmodseq=folder.highestmodseq,
+            )
+            for folder in folders
+            if folder.uidnext is not None
+        }
 
     def _reread(self, mailbox_id: int) -> Mailbox:
         with session_scope(self._engine) as session:
@@ -374,11 +415,12 @@ class WatchSupervisor:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._watches.clear()
         try:
-            await asyncio.to_thread(self._release_all)
+            await self._in_thread(self._release_all)
         except SQLAlchemyError as exc:  # they run out by themselves
             log.warning("watch.leases_not_released", extra={"error": type(exc).__name__})
         if self._queue is not None:
             await self._queue.aclose()
+        self._threads.shutdown(wait=False)
 
     def _release_all(self) -> None:
         with session_scope(self._engine) as session:

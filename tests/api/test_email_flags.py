@@ -13,9 +13,11 @@ from sqlmodel import col, select
 from app.config import Settings
 from app.db import session_scope
 from app.db.models import Email, Event, Mailbox
+from app.imap import Security
 from app.sync.service import sync_mailbox
 from tests.dovecot import MailUser
 from tests.factories import MailboxFactory
+from tests.hostile_imap import rewriting_proxy
 from tests.live_api import LiveApi
 from tests.mailgen import make_message
 
@@ -155,6 +157,33 @@ def test_an_unreachable_server_is_a_502_and_nothing_changes_locally(
 
     assert response.status_code == 502, response.text
     assert response.json()["code"] == "unreachable"
+    assert stored_flags(engine, email_id) == (False, False)
+    assert updates(engine, mailbox_id) == []
+
+
+def _read_only(line: bytes) -> bytes:
+    """Make every read-write SELECT say the folder is read-only, as a shared folder would."""
+    return line.replace(b"[READ-WRITE]", b"[READ-ONLY]")
+
+
+def test_a_folder_the_server_keeps_read_only_is_a_409_and_nothing_changes(
+    live_api: LiveApi,
+    engine: Engine,
+    settings: Settings,
+    mail_user: MailUser,
+    add_mailbox: MailboxFactory,
+) -> None:
+    uid = mail_user.append("INBOX", make_message(subject="shared, read-only"), date=RECENT)
+    with rewriting_proxy(mail_user.dovecot.plain_port, _read_only) as port:
+        mailbox_id = add_mailbox(mail_user, port=port, security=Security.NONE)
+        sync(engine, mailbox_id, settings)
+        email_id = only_email_id(engine, mailbox_id)
+
+        response = live_api.client.patch(f"/v1/emails/{email_id}", json={"flagged": True})
+
+    assert response.status_code == 409, response.text
+    assert response.json()["code"] == "folder_read_only"
+    assert mail_user.flags("INBOX")[uid] == set(), "a flag was stored on the server"
     assert stored_flags(engine, email_id) == (False, False)
     assert updates(engine, mailbox_id) == []
 

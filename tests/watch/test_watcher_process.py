@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import timedelta
@@ -32,7 +33,7 @@ from app.imap import Security
 from app.job_queue import create_queue, enqueue_watched_sync, watched_sync_job_id
 from app.security import SecretBox
 from app.sync.service import sync_mailbox
-from tests.dovecot import DovecotInstances, MailUser
+from tests.dovecot import Dovecot, DovecotInstances, MailUser
 from tests.factories import MailboxFactory
 from tests.mailgen import make_message
 from tests.reliability.fault_proxy import Fault, FaultProxy
@@ -130,6 +131,57 @@ def test_new_mail_in_inbox_and_sent_is_announced_within_seconds(
     triggers = run_triggers(engine, watched_mailbox)
     assert triggers[0] is SyncTrigger.CRON  # the fixture's first sync
     assert set(triggers[1:]) == {SyncTrigger.WATCH}, f"runs other than the watcher's: {triggers}"
+
+
+def test_mail_that_arrived_while_nothing_watched_is_announced_when_the_watch_begins(
+    engine: Engine, watched_mailbox: int, mail_user: MailUser, processes: ProcessStarter
+) -> None:
+    mail_user.append("INBOX", make_message(subject="arrived before the watcher started"))
+    mail_user.append("Sent", make_message(subject="sent before the watcher started"))
+    processes.start("worker")
+    watcher = processes.start("watch")
+    wait_until(
+        lambda: (
+            (
+                received_in(engine, watched_mailbox, "INBOX"),
+                received_in(engine, watched_mailbox, "Sent"),
+            )
+            == (1, 1)
+        ),
+        SECONDS,
+        f"email.received for INBOX and Sent without a cron run; watcher log:\n{watcher.log}",
+    )
+    triggers = run_triggers(engine, watched_mailbox)
+    assert set(triggers[1:]) == {SyncTrigger.WATCH}, f"runs other than the watcher's: {triggers}"
+
+
+def test_a_watch_that_begins_queues_a_sync_only_where_the_server_is_ahead(
+    engine: Engine,
+    settings: Settings,
+    watched_mailbox: int,
+    *,
+    add_mailbox: MailboxFactory,
+    dovecot: Dovecot,
+    processes: ProcessStarter,
+) -> None:
+    behind_user = dovecot.add_user()
+    behind = add_mailbox(behind_user)
+    assert (result := sync_mailbox(engine, behind, settings)) and result.complete
+    behind_user.append("INBOX", make_message(subject="arrived before the watcher started"))
+    queued = redis.Redis.from_url(str(settings.redis_url))
+    try:
+
+        def job_queued(mailbox_id: int) -> bool:
+            job_id = watched_sync_job_id(settings.queue_name, mailbox_id)
+            return bool(queued.exists(f"arq:job:{job_id}"))
+
+        watcher = processes.start("watch")  # no worker: what it queues stays queued
+        wait_until(lambda: job_queued(behind), SECONDS, "a sync queued for the mailbox behind")
+        wait_until(lambda: watching_sessions(watcher) == 2, SECONDS, "both mailboxes watched")
+        time.sleep(1.0)  # the unchanged one's check, begun with its watch, has had its turn
+        assert not job_queued(watched_mailbox), "a sync was queued for an unchanged mailbox"
+    finally:
+        queued.close()
 
 
 def test_a_burst_of_arrivals_queues_one_sync_that_stores_all_of_them(

@@ -10,12 +10,14 @@ at once for a watcher on the same machine whose process is gone (app.sync.holder
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from app.db.models import Folder, Mailbox, MailboxStatus
+from app.db.models import AuthType, Folder, Mailbox, MailboxStatus
+from app.imap import Security
 
 
 def _watchable() -> list[sa.ColumnElement[bool]]:
@@ -74,19 +76,39 @@ def claim_watch_leases(
         )
 
 
-def held_watch_mailboxes(session: Session, owner: str, now: datetime) -> list[Mailbox]:
-    """Return the watchable mailboxes whose live watch lease `owner` holds."""
-    return list(
-        session.exec(
-            select(Mailbox)
-            .where(
-                col(Mailbox.watch_owner) == owner,
-                col(Mailbox.watch_expires_at) >= now,
-                *_watchable(),
-            )
-            .order_by(col(Mailbox.id))
-        ).all()
-    )
+@dataclass(frozen=True, slots=True)
+class HeldMailbox:
+    """What a watch needs of a mailbox: where and how it logs in."""
+
+    id: int
+    host: str
+    port: int
+    security: Security
+    username: str
+    tls_verify: bool
+    auth_type: AuthType
+    password_enc: str | None
+    refresh_token_enc: str | None
+    token_expires_at: datetime | None
+
+
+def held_watch_mailboxes(session: Session, owner: str, now: datetime) -> list[HeldMailbox]:
+    """Return the watchable mailboxes whose live watch lease `owner` holds.
+
+    Read as plain columns, not ORM objects: a watcher reads all of its mailboxes
+    every few seconds, and loading 1,000 full rows cost it about 1 % of a core.
+    """
+    columns = [getattr(Mailbox, column.name) for column in fields(HeldMailbox)]
+    rows = session.execute(
+        sa.select(*columns)
+        .where(
+            col(Mailbox.watch_owner) == owner,
+            col(Mailbox.watch_expires_at) >= now,
+            *_watchable(),
+        )
+        .order_by(col(Mailbox.id))
+    ).all()
+    return [HeldMailbox(*row) for row in rows]
 
 
 def enabled_folder_names(session: Session, mailbox_ids: Collection[int]) -> dict[int, list[str]]:
@@ -108,11 +130,14 @@ def enabled_folder_names(session: Session, mailbox_ids: Collection[int]) -> dict
     return names
 
 
-def release_watch_leases(session: Session, owner: str, keep: Collection[int] | None = None) -> None:
-    """Give back `owner`'s watch leases, except those on the mailboxes in `keep`."""
+def release_watch_leases(session: Session, owner: str, now: datetime | None = None) -> None:
+    """Give back `owner`'s watch leases; with `now`, only those `held_watch_mailboxes` leaves
+    out (lapsed, or the mailbox no longer watchable)."""
     statement = sa.update(Mailbox).where(col(Mailbox.watch_owner) == owner)
-    if keep:
-        statement = statement.where(col(Mailbox.id).not_in(list(keep)))
+    if now is not None:
+        statement = statement.where(
+            sa.or_(col(Mailbox.watch_expires_at) < now, sa.not_(sa.and_(*_watchable())))
+        )
     session.execute(
         statement.values(watch_owner=None, watch_expires_at=None).execution_options(
             synchronize_session=False
