@@ -1,6 +1,6 @@
 """`python -m bench`: build the mailbox, measure every row in its own process, print the table.
 
-start a private Dovecot (tests.dovecot) -> generate + MULTIAPPEND the corpus
+start a private Dovecot (tests.support.dovecot) -> generate + MULTIAPPEND the corpus
 -> warm-up fetch of every folder (no row pays for cold caches)
 -> peers:  imaplib full fetch (reference), imapclient full fetch, mbsync pull,
            imapclient QRESYNC EXAMINE per folder (no-change reference), imapclient STATUS
@@ -78,13 +78,13 @@ from bench.job import Job, Measurement, Server, median_run
 from bench.mbsync import MBSYNC
 from bench.servers import SERVER_MESSAGES, ServerRows, matrix_servers
 from bench.table import FleetSection, Latency, LatencySection, Ratio, Row, Section, render
-from tests.databases import (
+from tests.support.databases import (
     POSTGRES_ADMIN_URL,
     PostgresDatabases,
     SQLiteDatabases,
     ThrowawayDatabases,
 )
-from tests.dovecot import DOVECOT_BIN, Dovecot, MailUser, start_dovecot
+from tests.support.dovecot import DOVECOT_BIN, Dovecot, MailUser, start_dovecot
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

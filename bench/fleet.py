@@ -45,8 +45,8 @@ from bench.corpus import FOLDERS, CorpusMessage, CorpusSpec, generate
 from bench.job import Fleet, Job, Measurement, Server, user_names
 from bench.load import MIX
 from bench.table import FleetSection, Latency, LatencySection, Row, worker_peaks_kb
-from tests.databases import ThrowawayDatabases
-from tests.dovecot import Dovecot, MailUser
+from tests.support.databases import ThrowawayDatabases
+from tests.support.dovecot import Dovecot, MailUser
 
 SEED_CONNECTIONS = 4
 FLEET_WORKERS = 2

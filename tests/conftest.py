@@ -19,15 +19,15 @@ from app.db.models import Mailbox, MailboxSecurity
 from app.imap.config import ConnectOptions
 from app.main import create_app
 from app.security import SecretBox
-from tests.databases import BACKENDS, Backend, ThrowawayDatabases, throwaway_databases
-from tests.debian_servers import Courier, Cyrus, PrivateServers
-from tests.dovecot import Dovecot, DovecotInstances, MailUser
-from tests.factories import MailboxFactory
-from tests.imap_account import ImapAccount
-from tests.live_api import LiveApi, create_api_key, serving
-from tests.secret_watch import SecretKind, register_secret
+from tests.support.databases import BACKENDS, Backend, ThrowawayDatabases, throwaway_databases
+from tests.support.debian_servers import Courier, Cyrus, PrivateServers
+from tests.support.dovecot import Dovecot, DovecotInstances, MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.imap_account import ImapAccount
+from tests.support.live_api import LiveApi, create_api_key, serving
+from tests.support.secret_watch import SecretKind, register_secret
 
-pytest_plugins = ["tests.secret_watch"]
+pytest_plugins = ["tests.support.secret_watch"]
 
 
 @pytest.fixture(scope="session")

@@ -21,8 +21,8 @@ from bench.job import Measurement, Server
 from bench.load import MIX
 from bench.table import FleetSection, LatencySection, worker_peaks_kb
 from tests.conftest import TEST_REDIS_URL
-from tests.databases import ThrowawayDatabases, throwaway_databases
-from tests.dovecot import Dovecot
+from tests.support.databases import ThrowawayDatabases, throwaway_databases
+from tests.support.dovecot import Dovecot
 
 pytestmark = pytest.mark.slow
 

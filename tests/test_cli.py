@@ -17,11 +17,11 @@ from app.config import Settings
 from app.db import session_scope
 from app.db.models import SyncRun, SyncTrigger, utcnow
 from app.security import SecretBox
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.mailgen import make_message
-from tests.secret_watch import SecretKind, register_secret
-from tests.sync.snapshot import email_count
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.mailgen import make_message
+from tests.support.secret_watch import SecretKind, register_secret
+from tests.support.snapshot import email_count
 
 RECENT = datetime.now(UTC) - timedelta(days=3)
 SUMMARY = re.compile(

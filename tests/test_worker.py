@@ -28,11 +28,11 @@ from app.db.models import Mailbox, MailboxStatus, SyncRun, SyncRunStatus, SyncTr
 from app.db.repositories.mailboxes import acquire_lease
 from app.queue import create_queue, enqueue_sync, sync_job_id
 from app.worker import BUSY_ERROR_CODE, BusyRetry, enqueue_due_syncs, worker_settings
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.mailgen import make_message
-from tests.sync.snapshot import email_count, stored_uids
-from tests.worker_process import enqueue, wait_until, worker_process
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.mailgen import make_message
+from tests.support.snapshot import email_count, stored_uids
+from tests.support.worker_process import enqueue, wait_until, worker_process
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 RECENT = datetime.now(UTC) - timedelta(days=3)

@@ -16,8 +16,8 @@ from sqlmodel import select
 from app.config import Settings
 from app.db import session_scope
 from app.db.models import ApiKey
-from tests.live_api import LiveApi
-from tests.secret_watch import SecretKind, register_secret
+from tests.support.live_api import LiveApi
+from tests.support.secret_watch import SecretKind, register_secret
 from tests.test_cli import imap_bridge
 
 KEY = re.compile(r"ib_[0-9a-f]{8}_[\w-]{43}")

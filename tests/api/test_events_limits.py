@@ -17,7 +17,7 @@ from sqlmodel import select
 from app.config import Settings
 from app.db import session_scope
 from app.db.models import ApiKey
-from tests.live_api import LiveApi, create_api_key
+from tests.support.live_api import LiveApi, create_api_key
 from tests.test_cli import imap_bridge
 
 MAX_STREAMS = 2

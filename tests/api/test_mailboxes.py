@@ -31,9 +31,9 @@ from app.db.models import (
 from app.db.repositories.folders import mailbox_folders
 from app.queue import sync_job_id
 from app.security import SecretBox
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory, create_email, create_folder, id_of, link_email
-from tests.live_api import LiveApi
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory, create_email, create_folder, id_of, link_email
+from tests.support.live_api import LiveApi
 
 REDIS_DOWN = "redis://127.0.0.1:1/0"  # nothing listens on port 1: refused at once
 

@@ -26,10 +26,10 @@ from app.db import session_scope
 from app.db.models import SyncRun, SyncRunStatus, SyncTrigger, utcnow
 from app.queue import create_queue, enqueue_sync
 from app.worker import BusyRetry, worker_settings
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.live_api import LiveApi
-from tests.mailgen import make_message
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.live_api import LiveApi
+from tests.support.mailgen import make_message
 
 
 def free_port() -> int:

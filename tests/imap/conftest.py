@@ -8,7 +8,7 @@ import pytest
 
 from app.imap import ImapConnection, connect
 from app.imap.config import ConnectOptions, ImapConfig
-from tests.dovecot import MailUser
+from tests.support.dovecot import MailUser
 
 
 def config_for(user: MailUser, **overrides: object) -> ImapConfig:

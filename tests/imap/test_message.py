@@ -18,7 +18,7 @@ from app.imap.message import (
     parse_addresses,
     parse_message,
 )
-from tests.mailgen import Attachment, make_message
+from tests.support.mailgen import Attachment, make_message
 
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 40
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(200)) * 3

@@ -8,7 +8,11 @@ import pytest
 from sqlalchemy import Engine
 
 from app.config import Settings
-from tests.notify.receiver import WebhookReceiver, running_receiver, subscribe_to_everything
+from tests.support.webhook_receiver import (
+    WebhookReceiver,
+    running_receiver,
+    subscribe_to_everything,
+)
 
 
 @pytest.fixture

@@ -28,13 +28,13 @@ from app.db import session_scope
 from app.db.models import DeliveryState, EventDelivery
 from app.queue import create_queue, sync_job_id
 from tests.api.test_sync_runs import run_worker
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.live_api import LiveApi
-from tests.mailgen import make_message
-from tests.notify.receiver import WebhookReceiver, running_receiver
 from tests.notify.test_email import Inbox
-from tests.worker_process import enqueue
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.live_api import LiveApi
+from tests.support.mailgen import make_message
+from tests.support.webhook_receiver import WebhookReceiver, running_receiver
+from tests.support.worker_process import enqueue
 
 INVALID = "mailbox.credentials_invalid"
 RESTORED = "mailbox.credentials_restored"

@@ -22,7 +22,7 @@ from app.db.repositories.events import record_event
 from app.db.repositories.notifications import replace_notification_recipients
 from app.notify.dispatcher import dispatch_due
 from app.security import SecretBox
-from tests.factories import create_mailbox
+from tests.support.factories import create_mailbox
 
 
 class Inbox:

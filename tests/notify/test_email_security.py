@@ -33,10 +33,10 @@ from app.db.repositories.events import record_event
 from app.notify.channels import EMAIL_CHANNEL
 from app.notify.dispatcher import dispatch_due
 from app.security import SecretBox
-from tests.dovecot import _CertificateAuthority
-from tests.factories import create_mailbox
-from tests.secret_watch import SecretKind, register_secret
-from tests.ssrf import resolve_name
+from tests.support.dovecot import _CertificateAuthority
+from tests.support.factories import create_mailbox
+from tests.support.secret_watch import SecretKind, register_secret
+from tests.support.ssrf import resolve_name
 
 HOST = "127.0.0.1"
 SMTP_USER = "bridge@crm.test"

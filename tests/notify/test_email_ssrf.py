@@ -23,7 +23,7 @@ from app.notify.email import MailNotSent, SmtpServer, send_mail
 from app.notify.messages import CredentialsMessage
 from tests.notify.test_email import Inbox
 from tests.notify.test_email_security import email_delivery, mail_a_credential_failure
-from tests.ssrf import (
+from tests.support.ssrf import (
     BLOCKED_FORMS,
     ELSEWHERE,
     PUBLIC_ADDRESS,

@@ -14,8 +14,8 @@ from app.db.models import DeliveryState, EventDelivery, WebhookDelivery, Webhook
 from app.db.repositories.events import record_event
 from app.notify.dispatcher import DispatchReport, dispatch_due
 from app.security import SecretBox
-from tests.factories import create_mailbox
-from tests.notify.receiver import WebhookReceiver
+from tests.support.factories import create_mailbox
+from tests.support.webhook_receiver import WebhookReceiver
 
 LATER = timedelta(hours=13)  # beyond the longest retry delay, jitter included
 

@@ -14,7 +14,6 @@ from sqlalchemy import Engine
 
 from app.config import Settings
 from app.db.models import DeliveryState, utcnow
-from tests.notify.receiver import WebhookReceiver
 from tests.notify.test_webhook_delivery import (
     LATER,
     attempts_logged,
@@ -22,7 +21,8 @@ from tests.notify.test_webhook_delivery import (
     dispatch,
     record_synced_event,
 )
-from tests.ssrf import RecordingServer, connect_only_here, recording_server
+from tests.support.ssrf import RecordingServer, connect_only_here, recording_server
+from tests.support.webhook_receiver import WebhookReceiver
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from sqlalchemy import make_url
 
 from app.config import Settings
 from tests.conftest import TEST_REDIS_URL
-from tests.databases import POSTGRES_ADMIN_URL
-from tests.dovecot import Dovecot
-from tests.reliability.fault_proxy import FaultProxy
+from tests.support.databases import POSTGRES_ADMIN_URL
+from tests.support.dovecot import Dovecot
+from tests.support.fault_proxy import FaultProxy
 
 READ_TIMEOUT = 1.5
 

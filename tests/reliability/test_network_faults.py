@@ -11,11 +11,11 @@ from sqlalchemy import Engine
 
 from app.config import Settings
 from app.db.models import MailboxSecurity
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
 from tests.reliability.conftest import READ_TIMEOUT
-from tests.reliability.fault_proxy import Fault, FaultProxy
-from tests.reliability.mirror import (
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.fault_proxy import Fault, FaultProxy
+from tests.support.mirror import (
     assert_failed_on_network,
     assert_mirrors_server,
     stored_links,

@@ -29,15 +29,20 @@ from app.db.models import Mailbox, MailboxStatus, SyncRunStatus, utcnow
 from app.queue import create_queue, sync_job_id
 from app.supervised_worker import SupervisedWorker
 from app.worker import dispatch_events_job, worker_settings
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.live_api import LiveApi
-from tests.mailgen import make_message
-from tests.notify.receiver import WebhookReceiver, running_receiver, subscribe_to_everything
 from tests.notify.test_webhook_delivery import record_synced_event
-from tests.reliability.fault_proxy import FaultProxy
-from tests.reliability.mirror import assert_mirrors_server
-from tests.sync.snapshot import events_of
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.fault_proxy import FaultProxy
+from tests.support.live_api import LiveApi
+from tests.support.mailgen import make_message
+from tests.support.mirror import assert_mirrors_server
+from tests.support.snapshot import events_of
+from tests.support.webhook_receiver import (
+    WebhookReceiver,
+    running_receiver,
+    subscribe_to_everything,
+)
+from tests.support.worker_process import enqueue, wait_until, worker_process
 from tests.sync.test_crash_safety import (
     append_many,
     assert_complete,
@@ -45,7 +50,6 @@ from tests.sync.test_crash_safety import (
     stored_count,
 )
 from tests.test_worker import sync_runs
-from tests.worker_process import enqueue, wait_until, worker_process
 
 BATCH_SIZE = 20
 FIRST_INBOX, FIRST_SENT = 400, 40

@@ -19,9 +19,9 @@ from app.db.models import Email, SyncRunStatus
 from app.sync.folder_settings import FolderSyncSetting, save_folder_settings
 from app.sync.folder_sync import SyncProgress
 from app.sync.service import SyncResult
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.reliability.mirror import (
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.mirror import (
     NETWORK_REASONS,
     assert_failed_on_network,
     assert_mirrors_server,
@@ -29,7 +29,7 @@ from tests.reliability.mirror import (
     sync,
     sync_to_completion,
 )
-from tests.sync.snapshot import events_of, folder_row
+from tests.support.snapshot import events_of, folder_row
 from tests.sync.test_crash_safety import (
     announced_ids,
     append_many,

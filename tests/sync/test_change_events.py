@@ -12,9 +12,9 @@ from app.config import Settings
 from app.db import session_scope
 from app.db.models import Email, Event, Folder
 from app.sync.service import sync_mailbox
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.mailgen import make_message
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.mailgen import make_message
 
 RECENT = datetime.now(UTC) - timedelta(days=3)
 CHANGE_EVENTS = ("email.received", "email.updated", "email.deleted", "folder.reset")

@@ -1,6 +1,6 @@
 """A sync killed with SIGKILL at any point loses nothing and stores nothing twice.
 
-The sync runs in a process of its own (`tests.sync.sync_driver`) against the real Dovecot
+The sync runs in a process of its own (`tests.support.sync_driver`) against the real Dovecot
 and database. The test watches the database, kills the process at chosen points, checks
 that what the crash left is exactly what the folder marks say is stored, then lets a run
 complete and compares the result with the server.
@@ -23,11 +23,11 @@ from app.config import Settings
 from app.db import session_scope
 from app.db.models import Email, EmailFolder, Folder, Mailbox, SyncRunStatus, utcnow
 from app.sync.service import sync_mailbox
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.mailgen import Attachment, make_message
-from tests.sync.snapshot import events_of, folder_row, server_uids, stored_uids
-from tests.sync.sync_driver import Drivers
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.mailgen import Attachment, make_message
+from tests.support.snapshot import events_of, folder_row, server_uids, stored_uids
+from tests.support.sync_driver import Drivers
 
 BATCH_SIZE = 20
 FIRST_INBOX = 600

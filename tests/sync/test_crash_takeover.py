@@ -22,10 +22,11 @@ from app.db.repositories.mailboxes import acquire_lease
 from app.sync.folder_sync import SyncProgress
 from app.sync.holder import holder_is_gone, worker_identity
 from app.sync.service import SyncResult, sync_mailbox
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.mailgen import make_message
-from tests.sync.snapshot import stored_uids
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.mailgen import make_message
+from tests.support.snapshot import stored_uids
+from tests.support.worker_process import enqueue, wait_until, worker_process
 from tests.sync.test_crash_safety import (
     RECENT,
     announced_ids,
@@ -33,7 +34,6 @@ from tests.sync.test_crash_safety import (
     kill_when,
     stored_count,
 )
-from tests.worker_process import enqueue, wait_until, worker_process
 
 SHORT_LEASE = 3  # seconds; the heartbeat renews it every second
 SECONDS = 30  # what "within seconds" may take on a loaded 2-core machine

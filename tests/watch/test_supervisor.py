@@ -20,18 +20,18 @@ from app.db import session_scope
 from app.db.models import AuthType, Mailbox, MailboxSecurity, utcnow
 from app.security import SecretBox
 from app.watch.supervisor import WatchSupervisor
-from tests.dovecot import Dovecot, DovecotInstances
-from tests.factories import MailboxFactory
-from tests.login_catcher import login_catcher
-from tests.oauth.rig import (
+from tests.support.dovecot import Dovecot, DovecotInstances
+from tests.support.factories import MailboxFactory
+from tests.support.fault_proxy import FaultProxy
+from tests.support.login_catcher import login_catcher
+from tests.support.oauth_rig import (
     GOOGLE_TOKEN_URL,
     configure_gmail,
     google_tokens,
     oauth_dovecot,
     sign_jwt,
 )
-from tests.reliability.fault_proxy import FaultProxy
-from tests.secret_watch import SecretKind, register_secret
+from tests.support.secret_watch import SecretKind, register_secret
 
 SECONDS = 30
 

@@ -29,12 +29,12 @@ from app.imap.config import ConnectOptions, ImapConfig
 from app.queue import create_queue, take_pending_folders
 from app.sync.service import sync_mailbox
 from app.watch.mailbox_watch import WatchMode, WatchTiming, watch_mailbox
-from tests.debian_servers import Courier, PrivateServers
-from tests.dovecot import DovecotInstances
-from tests.factories import MailboxFactory
-from tests.imap_account import ImapAccount
-from tests.mailgen import make_message
-from tests.sync.matrix import NOW, MatrixServer, append, matrix_server
+from tests.support.debian_servers import Courier, PrivateServers
+from tests.support.dovecot import DovecotInstances
+from tests.support.factories import MailboxFactory
+from tests.support.imap_account import ImapAccount
+from tests.support.mailgen import make_message
+from tests.support.server_matrix import NOW, MatrixServer, append, matrix_server
 from tests.watch.test_supervisor import supervising, watching_records
 from tests.watch.test_watcher_process import received_in, run_triggers
 

@@ -32,12 +32,12 @@ from app.db.repositories.mailboxes import acquire_lease, release_lease
 from app.queue import create_queue, enqueue_watched_sync, watched_sync_job_id
 from app.security import SecretBox
 from app.sync.service import sync_mailbox
-from tests.dovecot import DovecotInstances, MailUser
-from tests.factories import MailboxFactory
-from tests.mailgen import make_message
-from tests.reliability.fault_proxy import Fault, FaultProxy
-from tests.sync.snapshot import email_count, events_of, stored_uids
-from tests.worker_process import WorkerProcess, wait_until, worker_process
+from tests.support.dovecot import DovecotInstances, MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.fault_proxy import Fault, FaultProxy
+from tests.support.mailgen import make_message
+from tests.support.snapshot import email_count, events_of, stored_uids
+from tests.support.worker_process import WorkerProcess, wait_until, worker_process
 
 WATCH_ENVIRONMENT = {
     "WATCH_LEASE_SECONDS": "2",

@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from app.db import session_scope
 from app.db.models import ApiKey
 from app.security import generate_api_key
-from tests.secret_watch import SecretKind, register_secret
+from tests.support.secret_watch import SecretKind, register_secret
 
 
 @dataclass(frozen=True)

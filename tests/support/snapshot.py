@@ -12,7 +12,7 @@ from app.db import session_scope
 from app.db.models import Email, EmailFolder, Event, Folder
 from app.notify.envelope import Event as PublishedEvent
 from app.notify.envelope import EventEnvelope
-from tests.imap_account import ImapAccount
+from tests.support.imap_account import ImapAccount
 
 
 def stored_uids(engine: Engine, mailbox_id: int) -> dict[str, set[int]]:
