@@ -50,7 +50,7 @@ from sqlalchemy import make_url
 
 from app.config import Settings
 from app.db import create_db_engine, session_scope
-from app.db.models import Mailbox, MailboxSecurity
+from app.db.models import MailboxSecurity
 from app.security import SecretBox
 from bench import api, peers
 from bench.corpus import (
@@ -71,7 +71,6 @@ from bench.fleet import (
     SCALE_MAILBOXES,
     SCALE_MESSAGES,
     FleetRows,
-    delete_queue,
     queue_redis,
 )
 from bench.job import Job, Measurement, Server, median_run
@@ -85,6 +84,8 @@ from tests.support.databases import (
     ThrowawayDatabases,
 )
 from tests.support.dovecot import DOVECOT_BIN, Dovecot, MailUser, start_dovecot
+from tests.support.factories import create_mailbox, id_of
+from tests.support.redis_queue import delete_queue
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -146,22 +147,18 @@ class Target:
         engine = create_db_engine(database_url)
         try:
             with session_scope(engine) as session:
-                mailbox = Mailbox.model_validate(
-                    {
-                        "owner_user_id": owner,
-                        "email_address": f"{server.username}@example.com",
-                        "host": server.host,
-                        "port": server.port,
-                        "security": MailboxSecurity.NONE if server.plain else MailboxSecurity.SSL,
-                        "username": server.username,
-                        "password_enc": SecretBox([self.secret_key]).encrypt(server.password),
-                        "sync_start": sync_start,
-                    }
+                mailbox = create_mailbox(
+                    session,
+                    owner_user_id=owner,
+                    email_address=f"{server.username}@example.com",
+                    host=server.host,
+                    port=server.port,
+                    security=MailboxSecurity.NONE if server.plain else MailboxSecurity.SSL,
+                    username=server.username,
+                    password_enc=SecretBox([self.secret_key]).encrypt(server.password),
+                    sync_start=sync_start,
                 )
-                session.add(mailbox)
-                session.flush()
-                assert mailbox.id is not None
-                return mailbox.id
+                return id_of(mailbox)
         finally:
             engine.dispose()
 

@@ -11,16 +11,12 @@ import itertools
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import redis
 from arq import ArqRedis, Worker
 from sqlalchemy import Engine
-from sqlmodel import col, select
 
 from app.config import Settings
 from app.db import session_scope
@@ -31,10 +27,9 @@ from app.worker import BUSY_ERROR_CODE, BusyRetry, enqueue_due_syncs, worker_set
 from tests.support.dovecot import MailUser
 from tests.support.factories import MailboxFactory
 from tests.support.mailgen import make_message
-from tests.support.snapshot import email_count, stored_uids
+from tests.support.snapshot import email_count, stored_uids, sync_runs
 from tests.support.worker_process import enqueue, wait_until, worker_process
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 RECENT = datetime.now(UTC) - timedelta(days=3)
 # The embedded Redis does not depend on the database: one backend is enough.
 SQLITE_ONLY = pytest.mark.parametrize("databases", ["sqlite"], indirect=True)
@@ -52,25 +47,6 @@ async def read() -> None:
 
 asyncio.run(read())
 """
-
-
-@pytest.fixture
-def queue_name() -> Iterator[str]:
-    """Return a queue name of this test's own; delete every key that carries it afterwards."""
-    name = f"test-imap-bridge:{uuid.uuid4().hex}"
-    yield name
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"*{name}*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
-@pytest.fixture
-def queue_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"redis_url": REDIS_URL})
 
 
 @pytest.fixture
@@ -104,12 +80,6 @@ async def queued_job_ids(pool: ArqRedis) -> set[str]:
     return {job_id.decode() for job_id in await pool.zrange(pool.default_queue_name, 0, -1)}
 
 
-def sync_runs(engine: Engine, mailbox_id: int) -> list[SyncRun]:
-    with session_scope(engine) as session:
-        statement = select(SyncRun).where(SyncRun.mailbox_id == mailbox_id)
-        return list(session.exec(statement.order_by(col(SyncRun.id))))
-
-
 def started_at(run: SyncRun) -> datetime:
     assert run.started_at is not None
     return run.started_at
@@ -117,7 +87,7 @@ def started_at(run: SyncRun) -> datetime:
 
 def test_cron_queues_each_due_mailbox_once(
     engine: Engine,
-    queue_settings: Settings,
+    settings: Settings,
     mail_user: MailUser,
     add_mailbox: MailboxFactory,
     queue_name: str,
@@ -131,7 +101,7 @@ def test_cron_queues_each_due_mailbox_once(
     add_mailbox(mail_user, email_address="d@example.com", status=MailboxStatus.DISABLED)
 
     async def scenario() -> tuple[list[int], list[int], set[str], bool, bool]:
-        pool = await create_queue(queue_settings, queue_name=queue_name)
+        pool = await create_queue(settings, queue_name=queue_name)
         try:
             first = await enqueue_due_syncs(pool, engine)
             second = await enqueue_due_syncs(pool, engine)
@@ -153,7 +123,7 @@ def test_cron_queues_each_due_mailbox_once(
 
 def test_worker_syncs_a_queued_mailbox(
     engine: Engine,
-    queue_settings: Settings,
+    settings: Settings,
     mail_user: MailUser,
     add_mailbox: MailboxFactory,
     queue_name: str,
@@ -162,10 +132,10 @@ def test_worker_syncs_a_queued_mailbox(
     mailbox_id = add_mailbox(mail_user)
 
     async def scenario() -> set[str]:
-        pool = await create_queue(queue_settings, queue_name=queue_name)
+        pool = await create_queue(settings, queue_name=queue_name)
         try:
             assert await enqueue_sync(pool, mailbox_id)
-            await run_worker(queue_settings, queue_name)
+            await run_worker(settings, queue_name)
             return await queued_job_ids(pool)
         finally:
             await pool.aclose()
@@ -180,7 +150,7 @@ def test_worker_syncs_a_queued_mailbox(
 
 def test_a_scheduled_job_for_a_mailbox_synced_since_the_cron_read_the_list_does_nothing(
     engine: Engine,
-    queue_settings: Settings,
+    settings: Settings,
     mail_user: MailUser,
     add_mailbox: MailboxFactory,
     queue_name: str,
@@ -189,13 +159,13 @@ def test_a_scheduled_job_for_a_mailbox_synced_since_the_cron_read_the_list_does_
     mailbox_id = add_mailbox(mail_user)
 
     async def scenario() -> None:
-        pool = await create_queue(queue_settings, queue_name=queue_name)
+        pool = await create_queue(settings, queue_name=queue_name)
         try:
             assert await enqueue_sync(pool, mailbox_id)
-            await run_worker(queue_settings, queue_name)
+            await run_worker(settings, queue_name)
             # A cron tick that read the due list before that run ended queues it again.
             assert await enqueue_sync(pool, mailbox_id, only_if_due=True)
-            await run_worker(queue_settings, queue_name)
+            await run_worker(settings, queue_name)
         finally:
             await pool.aclose()
 
@@ -207,14 +177,14 @@ def test_a_scheduled_job_for_a_mailbox_synced_since_the_cron_read_the_list_does_
 
 def test_one_connection_per_host_makes_syncs_of_one_server_take_turns(
     engine: Engine,
-    queue_settings: Settings,
+    settings: Settings,
     mail_user: MailUser,
     add_mailbox: MailboxFactory,
     queue_name: str,
 ) -> None:
     mail_user.append("INBOX", make_message(), date=RECENT)
     mailbox_ids = [add_mailbox(mail_user, email_address=f"{n}@example.com") for n in range(3)]
-    one_per_host = queue_settings.model_copy(update={"sync_max_connections_per_host": 1})
+    one_per_host = settings.model_copy(update={"sync_max_connections_per_host": 1})
 
     async def scenario() -> None:
         pool = await create_queue(one_per_host, queue_name=queue_name)
@@ -236,7 +206,7 @@ def test_one_connection_per_host_makes_syncs_of_one_server_take_turns(
 
 def test_incomplete_sync_is_followed_up_until_complete(
     engine: Engine,
-    queue_settings: Settings,
+    settings: Settings,
     mail_user: MailUser,
     add_mailbox: MailboxFactory,
     queue_name: str,
@@ -244,9 +214,7 @@ def test_incomplete_sync_is_followed_up_until_complete(
     for n in range(5):
         mail_user.append("INBOX", make_message(subject=f"m{n}"), date=RECENT)
     mailbox_id = add_mailbox(mail_user)
-    hurried = queue_settings.model_copy(
-        update={"sync_time_budget_seconds": 0.001, "sync_batch_size": 2}
-    )
+    hurried = settings.model_copy(update={"sync_time_budget_seconds": 0.001, "sync_batch_size": 2})
 
     async def scenario() -> int:
         """Run the worker until nothing is left; return how many times it found work."""
@@ -278,7 +246,7 @@ def test_incomplete_sync_is_followed_up_until_complete(
 
 def test_lease_held_elsewhere_fails_a_requested_run_as_busy_and_skips_a_scheduled_one(
     engine: Engine,
-    queue_settings: Settings,
+    settings: Settings,
     mail_user: MailUser,
     add_mailbox: MailboxFactory,
     queue_name: str,
@@ -293,14 +261,14 @@ def test_lease_held_elsewhere_fails_a_requested_run_as_busy_and_skips_a_schedule
         run_id = requested.id
 
     async def scenario() -> None:
-        pool = await create_queue(queue_settings, queue_name=queue_name)
+        pool = await create_queue(settings, queue_name=queue_name)
         try:
             assert await enqueue_sync(pool, mailbox_id)
             assert await enqueue_sync(
                 pool, mailbox_id, folders_only=True, run_id=run_id, trigger=SyncTrigger.API
             )
             await run_worker(
-                queue_settings, queue_name, busy_retry=BusyRetry(delay_seconds=0.05, attempts=2)
+                settings, queue_name, busy_retry=BusyRetry(delay_seconds=0.05, attempts=2)
             )
             assert await queued_job_ids(pool) == set()
         finally:

@@ -32,8 +32,8 @@ from app.imap.errors import (
     TlsFailed,
 )
 from app.imap.wire import WireLimits
-from tests.imap.conftest import config_for
 from tests.support.dovecot import Dovecot, DovecotInstances, MailUser
+from tests.support.imap_config import config_for
 from tests.support.mailgen import make_message
 from tests.support.oauth_rig import oauth_dovecot, sign_jwt
 

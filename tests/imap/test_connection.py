@@ -18,8 +18,8 @@ from app.imap.errors import (
     TlsFailed,
     Unreachable,
 )
-from tests.imap.conftest import config_for
 from tests.support.dovecot import Dovecot, DovecotInstances, MailUser
+from tests.support.imap_config import config_for
 from tests.support.login_catcher import login_catcher
 from tests.support.secret_watch import SecretKind, register_secret
 

@@ -27,14 +27,9 @@ from app.notify.channels import EMAIL_CHANNEL, webhook_channel
 from app.notify.dispatcher import DispatchReport, dispatch_due
 from app.notify.retry import MAX_RETRY_AFTER
 from app.security import SecretBox
-from tests.notify.test_webhook_delivery import (
-    attempts_logged,
-    delivery_state,
-    dispatch,
-    record_synced_event,
-)
 from tests.support.factories import create_mailbox
 from tests.support.hostile_receiver import Behaviour, HostileReceiver, hostile_receiver
+from tests.support.outbox import attempts_logged, delivery_state, dispatch, record_synced_event
 from tests.support.secret_watch import SecretKind, register_secret
 from tests.support.webhook_receiver import WebhookReceiver, register_endpoint
 

@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from app.config import Settings
 from app.db.models import DeliveryState, utcnow
-from tests.notify.test_webhook_delivery import (
+from tests.support.outbox import (
     LATER,
     attempts_logged,
     delivery_state,

@@ -13,9 +13,9 @@ from app.db import session_scope
 from app.db.models import Email, EmailFolder, Folder, MailboxSecurity
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.factories import MailboxFactory
+from tests.support.mailgen import append_many
 from tests.support.mirror import assert_mirrors_server, sync
 from tests.support.snapshot import folder_row
-from tests.sync.test_crash_safety import append_many
 
 FLAG_COLUMNS = {"seen": "\\Seen", "flagged": "\\Flagged", "answered": "\\Answered"}
 

@@ -14,8 +14,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from arq import Worker
+
 from app.config import Settings
 from app.queue import create_queue, enqueue_sync
+from app.worker import BusyRetry, worker_settings
 
 
 @dataclass
@@ -104,3 +107,21 @@ def enqueue(settings: Settings, mailbox_id: int) -> None:
             await pool.aclose()
 
     asyncio.run(queue())
+
+
+def run_worker(settings: Settings) -> None:
+    """Run every queued job with a real arq worker, then stop (burst mode; no cron).
+
+    A job that finds the mailbox leased by another job retries after 50 ms, not 30 s.
+    """
+
+    async def burst() -> None:
+        options = worker_settings(settings, busy_retry=BusyRetry(delay_seconds=0.05, attempts=200))
+        options["cron_jobs"] = []
+        worker = Worker(**options, burst=True, poll_delay=0.02, handle_signals=False)
+        try:
+            await worker.async_run()
+        finally:
+            await worker.close()
+
+    asyncio.run(burst())

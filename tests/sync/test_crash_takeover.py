@@ -22,18 +22,12 @@ from app.db.repositories.mailboxes import acquire_lease
 from app.sync.folder_sync import SyncProgress
 from app.sync.holder import holder_is_gone, worker_identity
 from app.sync.service import SyncResult, sync_mailbox
+from tests.support.crash_checks import kill_when
 from tests.support.dovecot import MailUser
 from tests.support.factories import MailboxFactory
-from tests.support.mailgen import make_message
-from tests.support.snapshot import stored_uids
+from tests.support.mailgen import RECENT, append_many, make_message
+from tests.support.snapshot import announced_ids, stored_count, stored_uids
 from tests.support.worker_process import enqueue, wait_until, worker_process
-from tests.sync.test_crash_safety import (
-    RECENT,
-    announced_ids,
-    append_many,
-    kill_when,
-    stored_count,
-)
 
 SHORT_LEASE = 3  # seconds; the heartbeat renews it every second
 SECONDS = 30  # what "within seconds" may take on a loaded 2-core machine

@@ -13,8 +13,8 @@ from app.imap.aio_connect import connect_async
 from app.imap.config import ConnectOptions
 from app.imap.errors import AuthenticationFailed
 from app.watch.mailbox_watch import WatchMode, WatchTiming, watch_mailbox
-from tests.imap.conftest import config_for
 from tests.support.dovecot import MailUser
+from tests.support.imap_config import config_for
 from tests.support.mailgen import make_message
 
 FOLDERS = ("INBOX", "Archive", "Sent")

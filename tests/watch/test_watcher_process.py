@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 from sqlalchemy import Engine
-from sqlmodel import col, select
+from sqlmodel import select
 
 from app.config import Settings
 from app.db import session_scope
@@ -24,7 +24,6 @@ from app.db.models import (
     Mailbox,
     MailboxSecurity,
     MailboxStatus,
-    SyncRun,
     SyncTrigger,
     utcnow,
 )
@@ -36,7 +35,7 @@ from tests.support.dovecot import DovecotInstances, MailUser
 from tests.support.factories import MailboxFactory
 from tests.support.fault_proxy import Fault, FaultProxy
 from tests.support.mailgen import make_message
-from tests.support.snapshot import email_count, events_of, stored_uids
+from tests.support.snapshot import email_count, events_of, received_in, run_triggers, stored_uids
 from tests.support.worker_process import WorkerProcess, wait_until, worker_process
 
 WATCH_ENVIRONMENT = {
@@ -92,20 +91,6 @@ class ProcessStarter:
 
 def watching_sessions(watcher: WorkerProcess) -> int:
     return watcher.log.count(WATCHING)
-
-
-def received_in(engine: Engine, mailbox_id: int, folder: str) -> int:
-    """Count the messages `email.received` events announced in `folder`."""
-    events = events_of(engine, mailbox_id, "email.received")
-    return sum(len(event["email_ids"]) for event in events if event["folder"] == folder)
-
-
-def run_triggers(engine: Engine, mailbox_id: int) -> list[SyncTrigger]:
-    with session_scope(engine) as session:
-        runs = session.exec(
-            select(SyncRun).where(SyncRun.mailbox_id == mailbox_id).order_by(col(SyncRun.id))
-        ).all()
-        return [run.trigger for run in runs]
 
 
 def test_new_mail_in_inbox_and_sent_is_announced_within_seconds(
