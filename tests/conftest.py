@@ -94,14 +94,18 @@ def databases(
 
 
 @pytest.fixture
-def empty_database_url(databases: ThrowawayDatabases) -> str:
-    return databases.create_empty()
+def empty_database_url(databases: ThrowawayDatabases) -> Iterator[str]:
+    url = databases.create_empty()
+    yield url
+    databases.release(url)
 
 
 @pytest.fixture
-def database_url(databases: ThrowawayDatabases) -> str:
+def database_url(databases: ThrowawayDatabases) -> Iterator[str]:
     """A database of its own for this test, already migrated to the newest revision."""
-    return databases.create_migrated()
+    url = databases.create_migrated()
+    yield url
+    databases.release(url)
 
 
 @pytest.fixture
