@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from arq import ArqRedis, Worker
+from arq import ArqRedis
 from sqlalchemy import Engine
 
 from app.config import Settings
@@ -23,12 +23,12 @@ from app.db import session_scope
 from app.db.models import Mailbox, MailboxStatus, SyncRun, SyncRunStatus, SyncTrigger, utcnow
 from app.db.repositories.mailboxes import acquire_lease
 from app.queue import create_queue, enqueue_sync, sync_job_id
-from app.worker import BUSY_ERROR_CODE, BusyRetry, enqueue_due_syncs, worker_settings
+from app.worker import BUSY_ERROR_CODE, BusyRetry, enqueue_due_syncs
 from tests.support.dovecot import MailUser
 from tests.support.factories import MailboxFactory
 from tests.support.mailgen import make_message
 from tests.support.snapshot import email_count, stored_uids, sync_runs
-from tests.support.worker_process import enqueue, wait_until, worker_process
+from tests.support.worker_process import drain_queue, enqueue, wait_until, worker_process
 
 RECENT = datetime.now(UTC) - timedelta(days=3)
 # The embedded Redis does not depend on the database: one backend is enough.
@@ -58,22 +58,6 @@ def fresh_workdir(
     monkeypatch.chdir(workdir)
     monkeypatch.delenv("REDIS_URL", raising=False)
     return workdir
-
-
-async def run_worker(
-    settings: Settings, queue_name: str, *, busy_retry: BusyRetry | None = None
-) -> None:
-    """Run a worker until its queue is empty (arq's burst mode)."""
-    worker = Worker(
-        **worker_settings(settings, queue_name=queue_name, busy_retry=busy_retry),
-        burst=True,
-        poll_delay=0.02,
-        handle_signals=False,
-    )
-    try:
-        await worker.async_run()
-    finally:
-        await worker.close()
 
 
 async def queued_job_ids(pool: ArqRedis) -> set[str]:
@@ -135,7 +119,7 @@ def test_worker_syncs_a_queued_mailbox(
         pool = await create_queue(settings, queue_name=queue_name)
         try:
             assert await enqueue_sync(pool, mailbox_id)
-            await run_worker(settings, queue_name)
+            await drain_queue(settings, queue_name)
             return await queued_job_ids(pool)
         finally:
             await pool.aclose()
@@ -162,10 +146,10 @@ def test_a_scheduled_job_for_a_mailbox_synced_since_the_cron_read_the_list_does_
         pool = await create_queue(settings, queue_name=queue_name)
         try:
             assert await enqueue_sync(pool, mailbox_id)
-            await run_worker(settings, queue_name)
+            await drain_queue(settings, queue_name)
             # A cron tick that read the due list before that run ended queues it again.
             assert await enqueue_sync(pool, mailbox_id, only_if_due=True)
-            await run_worker(settings, queue_name)
+            await drain_queue(settings, queue_name)
         finally:
             await pool.aclose()
 
@@ -191,7 +175,7 @@ def test_one_connection_per_host_makes_syncs_of_one_server_take_turns(
         try:
             for mailbox_id in mailbox_ids:
                 assert await enqueue_sync(pool, mailbox_id)
-            await run_worker(one_per_host, queue_name)
+            await drain_queue(one_per_host, queue_name)
         finally:
             await pool.aclose()
 
@@ -223,7 +207,7 @@ def test_incomplete_sync_is_followed_up_until_complete(
             assert await enqueue_sync(pool, mailbox_id)
             rounds = 0
             while await queued_job_ids(pool) and rounds < 20:
-                await run_worker(hurried, queue_name)
+                await drain_queue(hurried, queue_name)
                 rounds += 1
             return rounds
         finally:
@@ -267,7 +251,7 @@ def test_lease_held_elsewhere_fails_a_requested_run_as_busy_and_skips_a_schedule
             assert await enqueue_sync(
                 pool, mailbox_id, folders_only=True, run_id=run_id, trigger=SyncTrigger.API
             )
-            await run_worker(
+            await drain_queue(
                 settings, queue_name, busy_retry=BusyRetry(delay_seconds=0.05, attempts=2)
             )
             assert await queued_job_ids(pool) == set()
@@ -300,7 +284,7 @@ def test_embedded_redis_serves_the_queue_when_redis_url_is_unset(
         try:
             assert await enqueue_sync(pool, mailbox_id)
             await pool.set("probe", "seen by another process")
-            await run_worker(embedded, pool.default_queue_name)
+            await drain_queue(embedded, pool.default_queue_name)
         finally:
             await pool.aclose()
 

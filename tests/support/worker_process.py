@@ -109,19 +109,28 @@ def enqueue(settings: Settings, mailbox_id: int) -> None:
     asyncio.run(queue())
 
 
+async def drain_queue(
+    settings: Settings,
+    queue_name: str | None = None,
+    *,
+    busy_retry: BusyRetry | None = None,
+    cron: bool = True,
+) -> None:
+    """Run a real arq worker in this process until its queue is empty (arq's burst mode)."""
+    options = worker_settings(settings, queue_name=queue_name, busy_retry=busy_retry)
+    if not cron:
+        options["cron_jobs"] = []
+    worker = Worker(**options, burst=True, poll_delay=0.02, handle_signals=False)
+    try:
+        await worker.async_run()
+    finally:
+        await worker.close()
+
+
 def run_worker(settings: Settings) -> None:
-    """Run every queued job with a real arq worker, then stop (burst mode; no cron).
+    """Run every queued job, then stop (no cron).
 
     A job that finds the mailbox leased by another job retries after 50 ms, not 30 s.
     """
-
-    async def burst() -> None:
-        options = worker_settings(settings, busy_retry=BusyRetry(delay_seconds=0.05, attempts=200))
-        options["cron_jobs"] = []
-        worker = Worker(**options, burst=True, poll_delay=0.02, handle_signals=False)
-        try:
-            await worker.async_run()
-        finally:
-            await worker.close()
-
-    asyncio.run(burst())
+    fast_retry = BusyRetry(delay_seconds=0.05, attempts=200)
+    asyncio.run(drain_queue(settings, busy_retry=fast_retry, cron=False))
