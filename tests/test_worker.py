@@ -22,13 +22,19 @@ from app.config import Settings
 from app.db import session_scope
 from app.db.models import Mailbox, MailboxStatus, SyncRun, SyncRunStatus, SyncTrigger, utcnow
 from app.db.repositories.mailboxes import acquire_lease
-from app.queue import create_queue, enqueue_sync, sync_job_id
+from app.queue import enqueue_sync, sync_job_id
 from app.worker import BUSY_ERROR_CODE, BusyRetry, enqueue_due_syncs
 from tests.support.dovecot import MailUser
 from tests.support.factories import MailboxFactory
 from tests.support.mailgen import make_message
 from tests.support.snapshot import email_count, stored_uids, sync_runs
-from tests.support.worker_process import drain_queue, enqueue, wait_until, worker_process
+from tests.support.worker_process import (
+    drain_queue,
+    enqueue,
+    open_queue,
+    wait_until,
+    worker_process,
+)
 
 RECENT = datetime.now(UTC) - timedelta(days=3)
 # The embedded Redis does not depend on the database: one backend is enough.
@@ -85,16 +91,13 @@ def test_cron_queues_each_due_mailbox_once(
     add_mailbox(mail_user, email_address="d@example.com", status=MailboxStatus.DISABLED)
 
     async def scenario() -> tuple[list[int], list[int], set[str], bool, bool]:
-        pool = await create_queue(settings, queue_name=queue_name)
-        try:
+        async with open_queue(settings) as pool:
             first = await enqueue_due_syncs(pool, engine)
             second = await enqueue_due_syncs(pool, engine)
             queued = await queued_job_ids(pool)
             again = await enqueue_sync(pool, overdue, trigger=SyncTrigger.API)
             folders = await enqueue_sync(pool, overdue, folders_only=True)
             return first, second, queued, again, folders
-        finally:
-            await pool.aclose()
 
     first, second, queued, again, folders = asyncio.run(scenario())
 
@@ -110,19 +113,15 @@ def test_worker_syncs_a_queued_mailbox(
     settings: Settings,
     mail_user: MailUser,
     add_mailbox: MailboxFactory,
-    queue_name: str,
 ) -> None:
     uids = [mail_user.append("INBOX", make_message(subject=f"m{n}"), date=RECENT) for n in range(3)]
     mailbox_id = add_mailbox(mail_user)
 
     async def scenario() -> set[str]:
-        pool = await create_queue(settings, queue_name=queue_name)
-        try:
+        async with open_queue(settings) as pool:
             assert await enqueue_sync(pool, mailbox_id)
-            await drain_queue(settings, queue_name)
+            await drain_queue(settings)
             return await queued_job_ids(pool)
-        finally:
-            await pool.aclose()
 
     left = asyncio.run(scenario())
 
@@ -137,21 +136,17 @@ def test_a_scheduled_job_for_a_mailbox_synced_since_the_cron_read_the_list_does_
     settings: Settings,
     mail_user: MailUser,
     add_mailbox: MailboxFactory,
-    queue_name: str,
 ) -> None:
     mail_user.append("INBOX", make_message(subject="m"), date=RECENT)
     mailbox_id = add_mailbox(mail_user)
 
     async def scenario() -> None:
-        pool = await create_queue(settings, queue_name=queue_name)
-        try:
+        async with open_queue(settings) as pool:
             assert await enqueue_sync(pool, mailbox_id)
-            await drain_queue(settings, queue_name)
+            await drain_queue(settings)
             # A cron tick that read the due list before that run ended queues it again.
             assert await enqueue_sync(pool, mailbox_id, only_if_due=True)
-            await drain_queue(settings, queue_name)
-        finally:
-            await pool.aclose()
+            await drain_queue(settings)
 
     asyncio.run(scenario())
 
@@ -164,20 +159,16 @@ def test_one_connection_per_host_makes_syncs_of_one_server_take_turns(
     settings: Settings,
     mail_user: MailUser,
     add_mailbox: MailboxFactory,
-    queue_name: str,
 ) -> None:
     mail_user.append("INBOX", make_message(), date=RECENT)
     mailbox_ids = [add_mailbox(mail_user, email_address=f"{n}@example.com") for n in range(3)]
     one_per_host = settings.model_copy(update={"sync_max_connections_per_host": 1})
 
     async def scenario() -> None:
-        pool = await create_queue(one_per_host, queue_name=queue_name)
-        try:
+        async with open_queue(one_per_host) as pool:
             for mailbox_id in mailbox_ids:
                 assert await enqueue_sync(pool, mailbox_id)
-            await drain_queue(one_per_host, queue_name)
-        finally:
-            await pool.aclose()
+            await drain_queue(one_per_host)
 
     asyncio.run(scenario())
 
@@ -193,7 +184,6 @@ def test_incomplete_sync_is_followed_up_until_complete(
     settings: Settings,
     mail_user: MailUser,
     add_mailbox: MailboxFactory,
-    queue_name: str,
 ) -> None:
     for n in range(5):
         mail_user.append("INBOX", make_message(subject=f"m{n}"), date=RECENT)
@@ -202,16 +192,13 @@ def test_incomplete_sync_is_followed_up_until_complete(
 
     async def scenario() -> int:
         """Run the worker until nothing is left; return how many times it found work."""
-        pool = await create_queue(hurried, queue_name=queue_name)
-        try:
+        async with open_queue(hurried) as pool:
             assert await enqueue_sync(pool, mailbox_id)
             rounds = 0
             while await queued_job_ids(pool) and rounds < 20:
-                await drain_queue(hurried, queue_name)
+                await drain_queue(hurried)
                 rounds += 1
             return rounds
-        finally:
-            await pool.aclose()
 
     rounds = asyncio.run(scenario())
 
@@ -233,7 +220,6 @@ def test_lease_held_elsewhere_fails_a_requested_run_as_busy_and_skips_a_schedule
     settings: Settings,
     mail_user: MailUser,
     add_mailbox: MailboxFactory,
-    queue_name: str,
 ) -> None:
     mailbox_id = add_mailbox(mail_user)
     with session_scope(engine) as session:
@@ -245,18 +231,13 @@ def test_lease_held_elsewhere_fails_a_requested_run_as_busy_and_skips_a_schedule
         run_id = requested.id
 
     async def scenario() -> None:
-        pool = await create_queue(settings, queue_name=queue_name)
-        try:
+        async with open_queue(settings) as pool:
             assert await enqueue_sync(pool, mailbox_id)
             assert await enqueue_sync(
                 pool, mailbox_id, folders_only=True, run_id=run_id, trigger=SyncTrigger.API
             )
-            await drain_queue(
-                settings, queue_name, busy_retry=BusyRetry(delay_seconds=0.05, attempts=2)
-            )
+            await drain_queue(settings, busy_retry=BusyRetry(delay_seconds=0.05, attempts=2))
             assert await queued_job_ids(pool) == set()
-        finally:
-            await pool.aclose()
 
     asyncio.run(scenario())
 
@@ -280,13 +261,10 @@ def test_embedded_redis_serves_the_queue_when_redis_url_is_unset(
     mailbox_id = add_mailbox(mail_user)
 
     async def scenario() -> None:
-        pool = await create_queue(embedded)
-        try:
+        async with open_queue(embedded) as pool:
             assert await enqueue_sync(pool, mailbox_id)
             await pool.set("probe", "seen by another process")
-            await drain_queue(embedded, pool.default_queue_name)
-        finally:
-            await pool.aclose()
+            await drain_queue(embedded)
 
     asyncio.run(scenario())
 

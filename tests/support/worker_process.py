@@ -9,12 +9,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from arq import Worker
+from arq import ArqRedis, Worker
 
 from app.config import Settings
 from app.queue import create_queue, enqueue_sync
@@ -96,15 +96,22 @@ def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None
         time.sleep(0.1)
 
 
+@asynccontextmanager
+async def open_queue(settings: Settings) -> AsyncIterator[ArqRedis]:
+    """The settings' queue, closed on leaving the block."""
+    pool = await create_queue(settings)
+    try:
+        yield pool
+    finally:
+        await pool.aclose()
+
+
 def enqueue(settings: Settings, mailbox_id: int) -> None:
     """Queue a sync of the mailbox as the cron does."""
 
     async def queue() -> None:
-        pool = await create_queue(settings)
-        try:
+        async with open_queue(settings) as pool:
             assert await enqueue_sync(pool, mailbox_id), "no sync of the mailbox is queued yet"
-        finally:
-            await pool.aclose()
 
     asyncio.run(queue())
 
