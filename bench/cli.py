@@ -696,12 +696,12 @@ class Rows:
         health, listing = f"GET {api.HEALTHZ} (reference)", "GET /v1/mailboxes/{id}/emails"
         idle_seconds = figures["idle seconds"]
         self.api_idle.rows = [
-            api_latency(health, "idle healthz", figures, idle_seconds),
-            api_latency(listing, "idle list", figures, idle_seconds),
+            Latency.of(health, "idle healthz", figures, idle_seconds),
+            Latency.of(listing, "idle list", figures, idle_seconds),
         ]
         self.api.rows = [
-            api_latency(health, "healthz", figures, measurement.seconds),
-            api_latency(listing, "list", figures, measurement.seconds),
+            Latency.of(health, "healthz", figures, measurement.seconds),
+            Latency.of(listing, "list", figures, measurement.seconds),
         ]
         self.api.note = (
             f"{measurement.messages:,} emails, {measurement.bytes / 1e6:.1f} MB of JSON listed"
@@ -756,18 +756,6 @@ class Rows:
 
 def first_sync_title(backend: str) -> str:
     return f"ours first sync, {backend}, all mail, median of {FETCH_REPEAT}"
-
-
-def api_latency(title: str, endpoint: str, figures: dict[str, float], seconds: float) -> Latency:
-    """Pick one endpoint's figures out of the API row's measurement; `seconds` the load lasted."""
-    return Latency(
-        title,
-        requests=int(figures[f"{endpoint} requests"]),
-        errors=int(figures[f"{endpoint} errors"]),
-        seconds=seconds,
-        p50_ms=figures[f"{endpoint} p50 ms"],
-        p99_ms=figures[f"{endpoint} p99 ms"],
-    )
 
 
 def _header(spec: CorpusSpec, corpus: LoadedCorpus, load: tuple[float, float]) -> list[str]:

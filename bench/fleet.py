@@ -331,8 +331,8 @@ class FleetRows:
         figures = measured.figures
         seconds = figures["load s"]
         api.rows = [
-            _latency(f"GET {HEALTHZ} (reference)", "healthz", figures, seconds),
-            *(_latency(f"{e.name}: GET {e.template}", e.name, figures, seconds) for e in MIX),
+            Latency.of(f"GET {HEALTHZ} (reference)", "healthz", figures, seconds),
+            *(Latency.of(f"{e.name}: GET {e.template}", e.name, figures, seconds) for e in MIX),
         ]
         failures = ", ".join(
             f"{key.removeprefix(_FAILURE)} {int(count)}"
@@ -354,17 +354,6 @@ class FleetRows:
 
 
 _FAILURE = "api failure "  # figures "api failure ReadError", "api failure HTTP 500"...
-
-
-def _latency(title: str, endpoint: str, figures: dict[str, float], seconds: float) -> Latency:
-    return Latency(
-        title,
-        requests=int(figures[f"{endpoint} requests"]),
-        errors=int(figures[f"{endpoint} errors"]),
-        seconds=seconds,
-        p50_ms=figures[f"{endpoint} p50 ms"],
-        p99_ms=figures[f"{endpoint} p99 ms"],
-    )
 
 
 def _workers_rss(figures: dict[str, float]) -> str:
