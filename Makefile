@@ -24,7 +24,7 @@ chromium:
 
 # Cyrus and Courier for the server matrix. Both conflict with dovecot-imapd, so they are
 # never installed: their .debs are unpacked into .servers/root, which the tests lay over
-# /usr and /etc in a private mount namespace (tests/debian_servers.py).
+# /usr and /etc in a private mount namespace (tests/support/debian_servers.py).
 SERVERS := .servers
 SERVER_DEBS := courier-imap courier-base courier-authlib courier-authlib-userdb \
 	courier-authdaemon libcourier-unicode4 libgamin0 gamin libidn12 libltdl7 \

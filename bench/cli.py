@@ -1,6 +1,6 @@
 """`python -m bench`: build the mailbox, measure every row in its own process, print the table.
 
-start a private Dovecot (tests.dovecot) -> generate + MULTIAPPEND the corpus
+start a private Dovecot (tests.support.dovecot) -> generate + MULTIAPPEND the corpus
 -> warm-up fetch of every folder (no row pays for cold caches)
 -> peers:  imaplib full fetch (reference), imapclient full fetch, mbsync pull,
            imapclient QRESYNC EXAMINE per folder (no-change reference), imapclient STATUS
@@ -53,7 +53,6 @@ from sqlalchemy import make_url
 
 from app.config import Settings
 from app.db import create_db_engine, session_scope
-from app.db.models import Mailbox
 from app.imap import Security
 from app.security import SecretBox
 from bench import api, peers
@@ -78,7 +77,6 @@ from bench.fleet import (
     SCALE_MAILBOXES,
     SCALE_MESSAGES,
     FleetRows,
-    delete_queue,
     queue_redis,
     register_mailboxes,
     seed_users,
@@ -97,13 +95,15 @@ from bench.table import (
     TargetSection,
     render,
 )
-from tests.databases import (
+from tests.support.databases import (
     POSTGRES_ADMIN_URL,
     PostgresDatabases,
     SQLiteDatabases,
     ThrowawayDatabases,
 )
-from tests.dovecot import DOVECOT_BIN, Dovecot, MailUser, start_dovecot
+from tests.support.dovecot import DOVECOT_BIN, Dovecot, MailUser, start_dovecot
+from tests.support.factories import create_mailbox, id_of
+from tests.support.redis_queue import delete_queue
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -168,22 +168,18 @@ class Target:
         engine = create_db_engine(database_url)
         try:
             with session_scope(engine) as session:
-                mailbox = Mailbox.model_validate(
-                    {
-                        "owner_user_id": owner,
-                        "email_address": f"{server.username}@example.com",
-                        "host": server.host,
-                        "port": server.port,
-                        "security": Security.NONE if server.plain else Security.SSL,
-                        "username": server.username,
-                        "password_enc": SecretBox([self.secret_key]).encrypt(server.password),
-                        "sync_start": sync_start,
-                    }
+                mailbox = create_mailbox(
+                    session,
+                    owner_user_id=owner,
+                    email_address=f"{server.username}@example.com",
+                    host=server.host,
+                    port=server.port,
+                    security=Security.NONE if server.plain else Security.SSL,
+                    username=server.username,
+                    password_enc=SecretBox([self.secret_key]).encrypt(server.password),
+                    sync_start=sync_start,
                 )
-                session.add(mailbox)
-                session.flush()
-                assert mailbox.id is not None
-                return mailbox.id
+                return id_of(mailbox)
         finally:
             engine.dispose()
 
@@ -819,12 +815,12 @@ class Rows:
         health, listing = f"GET {api.HEALTHZ} (reference)", "GET /v1/mailboxes/{id}/emails"
         idle_seconds = figures["idle seconds"]
         self.api_idle.rows = [
-            api_latency(health, "idle healthz", figures, idle_seconds),
-            api_latency(listing, "idle list", figures, idle_seconds),
+            Latency.of(health, "idle healthz", figures, idle_seconds),
+            Latency.of(listing, "idle list", figures, idle_seconds),
         ]
         self.api.rows = [
-            api_latency(health, "healthz", figures, measurement.seconds),
-            api_latency(listing, "list", figures, measurement.seconds),
+            Latency.of(health, "healthz", figures, measurement.seconds),
+            Latency.of(listing, "list", figures, measurement.seconds),
         ]
         self.api.note = (
             f"{measurement.messages:,} emails, {measurement.bytes / 1e6:.1f} MB of JSON listed"
@@ -879,18 +875,6 @@ class Rows:
 
 def first_sync_title(backend: str) -> str:
     return f"ours first sync, {backend}, all mail, median of {FETCH_REPEAT}"
-
-
-def api_latency(title: str, endpoint: str, figures: dict[str, float], seconds: float) -> Latency:
-    """Pick one endpoint's figures out of the API row's measurement; `seconds` the load lasted."""
-    return Latency(
-        title,
-        requests=int(figures[f"{endpoint} requests"]),
-        errors=int(figures[f"{endpoint} errors"]),
-        seconds=seconds,
-        p50_ms=figures[f"{endpoint} p50 ms"],
-        p99_ms=figures[f"{endpoint} p99 ms"],
-    )
 
 
 def _header(spec: CorpusSpec, corpus: LoadedCorpus, load: tuple[float, float]) -> list[str]:

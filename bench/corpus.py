@@ -1,7 +1,7 @@
 """Generate the benchmark's mailbox, the same every time for a given seed and size, and load it.
 
     CorpusSpec(messages, seed, end) -> plan (one seeded random stream, oldest first)
-                                    -> render (tests.mailgen, one process per core)
+                                    -> render (tests.support.mailgen, one process per core)
                                     -> MULTIAPPEND in batches over one connection
                                        (APPEND one by one where the server lacks it)
 
@@ -32,9 +32,9 @@ from time import perf_counter
 
 from imapclient import IMAPClient
 
-from tests.dovecot import MailUser
-from tests.imap_account import ImapAccount
-from tests.mailgen import Attachment, make_message
+from tests.support.dovecot import MailUser
+from tests.support.imap_account import ImapAccount
+from tests.support.mailgen import Attachment, make_message
 
 DEFAULT_SEED = 20_240_917
 SPAN = timedelta(days=730)

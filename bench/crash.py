@@ -26,11 +26,11 @@ from bench.corpus import CorpusSpec
 from bench.fleet import register_mailboxes, seed_users
 from bench.job import Measurement
 from bench.table import Row
-from tests.databases import ThrowawayDatabases
-from tests.dovecot import Dovecot, MailUser
-from tests.mailgen import make_message
-from tests.sync.snapshot import email_count, events_of
-from tests.worker_process import enqueue, wait_until, worker_process
+from tests.support.databases import ThrowawayDatabases
+from tests.support.dovecot import Dovecot, MailUser
+from tests.support.mailgen import make_message
+from tests.support.snapshot import email_count, events_of
+from tests.support.worker_process import enqueue, wait_until, worker_process
 
 CRASH_MESSAGES = 2_000
 CRASH_KILL_AFTER = 200

@@ -38,16 +38,16 @@ import redis
 
 from app.config import Settings
 from app.db import create_db_engine, session_scope
-from app.db.models import Mailbox
-from app.imap import Security
 from app.security import SecretBox
 from bench.api import HEALTHZ
 from bench.corpus import FOLDERS, CorpusMessage, CorpusSpec, generate
 from bench.job import Fleet, Job, Measurement, Server, user_names
 from bench.load import MIX
 from bench.table import FleetSection, Latency, LatencySection, Row, worker_peaks_kb
-from tests.databases import ThrowawayDatabases
-from tests.dovecot import Dovecot, MailUser
+from tests.support.databases import ThrowawayDatabases
+from tests.support.dovecot import Dovecot, MailUser
+from tests.support.factories import account_mailbox, create_mailbox
+from tests.support.redis_queue import TEST_REDIS_URL
 
 SEED_CONNECTIONS = 4
 FLEET_WORKERS = 2
@@ -62,7 +62,6 @@ NO_CHANGE_TARGET_SECONDS = 60
 LOAD_MAILBOXES = 200
 LOAD_MESSAGES = 100  # INBOX messages per mailbox, and 5 in Sent
 LOAD_CLIENTS = 50
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 _NOT_DUE = timedelta(days=365)  # registered mailboxes wait for the cycle that marks them due
 
 
@@ -126,22 +125,12 @@ def register_mailboxes(
     engine = create_db_engine(database_url)
     try:
         with session_scope(engine) as session:
-            session.add_all(
-                Mailbox.model_validate(
-                    {
-                        "owner_user_id": f"owner-{n % 50}",
-                        "email_address": f"{name}@example.com",
-                        "host": dovecot.host,
-                        "port": dovecot.tls_port,
-                        "security": Security.SSL,
-                        "username": name,
-                        "password_enc": password_enc,
-                        "sync_start": sync_start,
-                        "next_sync_at": not_due,
-                    }
+            for n, name in enumerate(users.names):
+                account = account_mailbox(MailUser(name, users.password, dovecot), password_enc)
+                columns = {"owner_user_id": f"owner-{n % 50}", "owner_email": None}
+                create_mailbox(
+                    session, **(account | columns), sync_start=sync_start, next_sync_at=not_due
                 )
-                for n, name in enumerate(users.names)
-            )
     finally:
         engine.dispose()
 
@@ -159,24 +148,13 @@ def queue_redis(redis_url: str | None) -> str:
 
     Raises redis.RedisError (or OSError) when it does not answer.
     """
-    url = redis_url or DEFAULT_REDIS_URL
+    url = redis_url or TEST_REDIS_URL
     client = redis.Redis.from_url(url, socket_connect_timeout=5)
     try:
         client.ping()
     finally:
         client.close()
     return url
-
-
-def delete_queue(redis_url: str, queue_name: str) -> None:
-    """Delete every key of the queue: its jobs, their results, the health check, cron ids."""
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = [*client.scan_iter(f"arq:*{queue_name}*"), *client.scan_iter(f"{queue_name}*")]
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
 
 
 def _setting(name: str, bench_value: int) -> int:
@@ -353,8 +331,8 @@ class FleetRows:
         figures = measured.figures
         seconds = figures["load s"]
         api.rows = [
-            _latency(f"GET {HEALTHZ} (reference)", "healthz", figures, seconds),
-            *(_latency(f"{e.name}: GET {e.template}", e.name, figures, seconds) for e in MIX),
+            Latency.of(f"GET {HEALTHZ} (reference)", "healthz", figures, seconds),
+            *(Latency.of(f"{e.name}: GET {e.template}", e.name, figures, seconds) for e in MIX),
         ]
         failures = ", ".join(
             f"{key.removeprefix(_FAILURE)} {int(count)}"
@@ -376,17 +354,6 @@ class FleetRows:
 
 
 _FAILURE = "api failure "  # figures "api failure ReadError", "api failure HTTP 500"...
-
-
-def _latency(title: str, endpoint: str, figures: dict[str, float], seconds: float) -> Latency:
-    return Latency(
-        title,
-        requests=int(figures[f"{endpoint} requests"]),
-        errors=int(figures[f"{endpoint} errors"]),
-        seconds=seconds,
-        p50_ms=figures[f"{endpoint} p50 ms"],
-        p99_ms=figures[f"{endpoint} p99 ms"],
-    )
 
 
 def _workers_rss(figures: dict[str, float]) -> str:

@@ -71,8 +71,8 @@ from bench.scale import (
     service_settings,
 )
 from bench.table import TargetRow, TargetSection
-from tests.live_api import serving
-from tests.mailgen import make_message
+from tests.support.live_api import serving
+from tests.support.mailgen import make_message
 
 REALTIME_MAILBOXES = 1_000
 REALTIME_MESSAGES = 5  # INBOX messages per mailbox before the watch begins

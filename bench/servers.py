@@ -1,8 +1,8 @@
 """The server matrix's rows: our first sync and no-change resync on each server of the rig.
 
     generate the corpus once
-    -> per server, started on first use by the test rig's code (tests.dovecot,
-       tests.debian_servers): one user, the corpus stored with APPEND (Cyrus ignores
+    -> per server, started on first use by the test rig's code (tests.support.dovecot,
+       tests.support.debian_servers): one user, the corpus stored with APPEND (Cyrus ignores
        files dropped into its spool), then over plain IMAP:
        imaplib UID FETCH of INBOX + Sent (reference) -> ours first sync, SQLite, all mail
        imapclient STATUS per folder (reference)      -> ours no-change resync of that database
@@ -21,10 +21,10 @@ from dataclasses import dataclass, replace
 from bench.corpus import CorpusMessage, CorpusSpec, generate, load
 from bench.job import Job, Measurement, Server
 from bench.table import Ratio, Row, Section
-from tests.databases import ThrowawayDatabases
-from tests.debian_servers import PrivateServers
-from tests.dovecot import DovecotInstances
-from tests.imap_account import ImapAccount
+from tests.support.databases import ThrowawayDatabases
+from tests.support.debian_servers import PrivateServers
+from tests.support.dovecot import DovecotInstances
+from tests.support.imap_account import ImapAccount
 
 SERVER_MESSAGES = 2_000  # INBOX of each server; Sent gets a twentieth
 REPEAT = 3  # imaplib's fetch and each check are the median of this many runs

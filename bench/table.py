@@ -76,6 +76,18 @@ class Latency:
     p50_ms: float
     p99_ms: float
 
+    @classmethod
+    def of(cls, title: str, endpoint: str, figures: dict[str, float], seconds: float) -> Latency:
+        """Pick one endpoint's figures out of a load's measurement; `seconds` the load lasted."""
+        return cls(
+            title,
+            requests=int(figures[f"{endpoint} requests"]),
+            errors=int(figures[f"{endpoint} errors"]),
+            seconds=seconds,
+            p50_ms=figures[f"{endpoint} p50 ms"],
+            p99_ms=figures[f"{endpoint} p99 ms"],
+        )
+
 
 @dataclass(slots=True)
 class LatencySection:

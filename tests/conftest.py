@@ -3,32 +3,28 @@ server matrix), and a fresh database per test on each backend (SQLite and Postgr
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
-import httpx
 import pytest
-import redis
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
-from sqlalchemy import Engine
+from sqlalchemy import Engine, make_url
 
 from app.config import Settings
 from app.db import create_db_engine, session_scope
-from app.db.models import Mailbox
-from app.imap import Security
 from app.imap.config import ConnectOptions
-from app.main import create_app
 from app.security import SecretBox
-from tests.databases import BACKENDS, Backend, ThrowawayDatabases, throwaway_databases
-from tests.debian_servers import Courier, Cyrus, PrivateServers
-from tests.dovecot import Dovecot, DovecotInstances, MailUser
-from tests.factories import MailboxFactory
-from tests.imap_account import ImapAccount
-from tests.live_api import LiveApi, create_api_key, serving
-from tests.secret_watch import SecretKind, register_secret
+from tests.support.databases import BACKENDS, Backend, ThrowawayDatabases, throwaway_databases
+from tests.support.debian_servers import Courier, Cyrus, PrivateServers
+from tests.support.dovecot import Dovecot, DovecotInstances, MailUser
+from tests.support.factories import MailboxFactory, account_mailbox, create_mailbox, id_of
+from tests.support.fault_proxy import FaultProxy
+from tests.support.imap_account import ImapAccount
+from tests.support.live_api import LiveApi, running_api
+from tests.support.redis_queue import TEST_REDIS_URL, delete_queue, new_queue_name
+from tests.support.secret_watch import SecretKind, register_secret
 
-pytest_plugins = ["tests.secret_watch"]
+pytest_plugins = ["tests.support.secret_watch"]
 
 
 @pytest.fixture(scope="session")
@@ -98,14 +94,18 @@ def databases(
 
 
 @pytest.fixture
-def empty_database_url(databases: ThrowawayDatabases) -> str:
-    return databases.create_empty()
+def empty_database_url(databases: ThrowawayDatabases) -> Iterator[str]:
+    url = databases.create_empty()
+    yield url
+    databases.release(url)
 
 
 @pytest.fixture
-def database_url(databases: ThrowawayDatabases) -> str:
+def database_url(databases: ThrowawayDatabases) -> Iterator[str]:
     """A database of its own for this test, already migrated to the newest revision."""
-    return databases.create_migrated()
+    url = databases.create_migrated()
+    yield url
+    databases.release(url)
 
 
 @pytest.fixture
@@ -115,20 +115,21 @@ def engine(database_url: str) -> Iterator[Engine]:
     db_engine.dispose()
 
 
-TEST_REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
 @pytest.fixture
 def queue_name() -> Iterator[str]:
     """A queue of the machine's Redis for this test alone; its keys are deleted afterwards."""
-    name = f"test-{uuid.uuid4().hex[:12]}"
+    name = new_queue_name()
     yield name
-    client = redis.Redis.from_url(TEST_REDIS_URL)
-    try:
-        keys = [name, *client.scan_iter(f"arq:*{name}*"), *client.scan_iter(f"{name}:*")]
-        client.delete(*keys)
-    finally:
-        client.close()
+    delete_queue(TEST_REDIS_URL, name)
+
+
+@pytest.fixture
+def redis_proxy() -> Iterator[FaultProxy]:
+    """A fault proxy in front of the tests' Redis: `take_down()` is a Redis outage."""
+    address = make_url(TEST_REDIS_URL)
+    assert address.host is not None and address.port is not None
+    with FaultProxy(address.host, address.port) as proxy:
+        yield proxy
 
 
 @pytest.fixture
@@ -151,44 +152,18 @@ def settings(database_url: str, dovecot: Dovecot, queue_name: str) -> Settings:
 
 @pytest.fixture
 def add_mailbox(engine: Engine, settings: Settings) -> MailboxFactory:
-    """Register a test user as a mailbox (as the API would) and return its id.
-
-    Dovecot's users connect over TLS; Cyrus and Courier serve plain IMAP only.
-    """
+    """Register a test user as a mailbox (as the API would) and return its id."""
     secrets = SecretBox.from_settings(settings)
 
     def add(user: ImapAccount, **overrides: object) -> int:
-        host, port = user.address()
-        security = Security.NONE
-        if isinstance(user, MailUser):
-            port, security = user.dovecot.tls_port, Security.SSL
-        values: dict[str, object] = {
-            "owner_user_id": "crm-user-1",
-            "owner_email": "owner@example.com",
-            "email_address": f"{user.name}@example.com",
-            "host": host,
-            "port": port,
-            "security": security,
-            "username": user.name,
-            "password_enc": secrets.encrypt(user.password),
-        }
-        values.update(overrides)
+        columns = account_mailbox(user, secrets.encrypt(user.password))
         with session_scope(engine) as session:
-            mailbox = Mailbox.model_validate(values)
-            session.add(mailbox)
-            session.flush()
-            assert mailbox.id is not None
-            return mailbox.id
+            return id_of(create_mailbox(session, **(columns | overrides)))
 
     return add
 
 
 @pytest.fixture
 def live_api(engine: Engine, settings: Settings) -> Iterator[LiveApi]:
-    key = create_api_key(engine)
-    headers = {"Authorization": f"Bearer {key}"}
-    with (
-        serving(create_app(settings)) as base_url,
-        httpx.Client(base_url=base_url, headers=headers, timeout=30) as client,
-    ):
-        yield LiveApi(base_url, client, key)
+    with running_api(engine, settings) as api:
+        yield api

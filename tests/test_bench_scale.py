@@ -16,13 +16,13 @@ from cryptography.fernet import Fernet
 
 from bench.cli import Target
 from bench.corpus import CorpusSpec
-from bench.fleet import LOAD_CLIENTS, LOAD_MESSAGES, SCALE_MESSAGES, FleetRows, delete_queue
+from bench.fleet import LOAD_CLIENTS, LOAD_MESSAGES, SCALE_MESSAGES, FleetRows
 from bench.job import Measurement, Server
 from bench.load import MIX
 from bench.table import FleetSection, LatencySection, worker_peaks_kb
-from tests.conftest import TEST_REDIS_URL
-from tests.databases import ThrowawayDatabases, throwaway_databases
-from tests.dovecot import Dovecot
+from tests.support.databases import ThrowawayDatabases, throwaway_databases
+from tests.support.dovecot import Dovecot
+from tests.support.redis_queue import TEST_REDIS_URL, delete_queue
 
 pytestmark = pytest.mark.slow
 

@@ -16,8 +16,8 @@ from bench.cli import server_rows
 from bench.corpus import CorpusSpec
 from bench.servers import MatrixServer
 from bench.table import Row, Section, render
-from tests.debian_servers import Courier, Cyrus
-from tests.dovecot import Dovecot
+from tests.support.debian_servers import Courier, Cyrus
+from tests.support.dovecot import Dovecot
 
 pytestmark = pytest.mark.slow
 

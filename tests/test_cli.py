@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,38 +14,18 @@ from app.config import Settings
 from app.db import session_scope
 from app.db.models import SyncRun, SyncTrigger, utcnow
 from app.security import SecretBox
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.mailgen import make_message
-from tests.secret_watch import SecretKind, register_secret
-from tests.sync.snapshot import email_count
+from tests.support.cli import imap_bridge
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.mailgen import make_message
+from tests.support.secret_watch import SecretKind, register_secret
+from tests.support.snapshot import email_count
 
 RECENT = datetime.now(UTC) - timedelta(days=3)
 SUMMARY = re.compile(
     r"^synced (?P<mailboxes>\d+) mailbox(es)?: (?P<messages>[\d,]+) messages?,"
     r" [\d,]+\.\d MB in [\d,]+\.\d s(?: \((?P<problems>[^)]*)\))?$"
 )
-
-
-def imap_bridge(settings: Settings, workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the command in a fresh process whose only configuration is the environment."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "SECRET_KEYS": ",".join(key.get_secret_value() for key in settings.secret_keys),
-        "IMAP_ALLOW_PRIVATE_HOSTS": "true",
-        "IMAP_CA_FILE": str(settings.imap_ca_file),
-    }
-    env.pop("REDIS_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def summary(output: str) -> re.Match[str]:

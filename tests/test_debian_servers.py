@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from imapclient import IMAPClient
 
-from tests.debian_servers import Courier, Cyrus, PrivateServer
-from tests.mailgen import make_message
+from tests.support.debian_servers import Courier, Cyrus, PrivateServer
+from tests.support.mailgen import make_message
 
 
 def _greeting_capabilities(server: PrivateServer) -> set[str]:

@@ -11,8 +11,8 @@ import pytest
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
-from tests.dovecot import SPECIAL_USE_FOLDERS, Dovecot, DovecotInstances, MailUser
-from tests.mailgen import make_message
+from tests.support.dovecot import SPECIAL_USE_FOLDERS, Dovecot, DovecotInstances, MailUser
+from tests.support.mailgen import make_message
 
 
 def _verifying_context(ca_file: Path) -> ssl.SSLContext:

@@ -21,9 +21,9 @@ from app.db.models import utcnow
 from app.log_redaction import REDACTED, install_log_redaction, redact_text
 from app.notify.dispatcher import dispatch_due
 from app.security import SecretBox
-from tests.live_api import LiveApi
-from tests.notify.receiver import running_receiver
-from tests.secret_watch import SecretKind, register_secret
+from tests.support.live_api import LiveApi
+from tests.support.secret_watch import SecretKind, register_secret
+from tests.support.webhook_receiver import running_receiver
 
 
 class KeptRecords(logging.Handler):

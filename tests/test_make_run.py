@@ -28,9 +28,9 @@ import pytest
 import redis
 
 from app.config import Settings
-from tests.dovecot import Dovecot, MailUser
-from tests.mailgen import make_message
-from tests.secret_watch import SecretKind, register_secret
+from tests.support.dovecot import Dovecot, MailUser
+from tests.support.mailgen import make_message
+from tests.support.secret_watch import SecretKind, register_secret
 
 API_KEY = re.compile(r"^\s+(ib_\w+_[\w-]+)$", re.MULTILINE)
 DOCS_URL = re.compile(r"^API docs\s+(http://\S+)/docs$", re.MULTILINE)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from app import netguard
-from tests.ssrf import (
+from tests.support.ssrf import (
     BLOCKED_FORMS,
     PUBLIC_ADDRESS,
     RecordingServer,

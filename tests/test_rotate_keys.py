@@ -15,8 +15,8 @@ from sqlmodel import select
 from app.db import session_scope
 from app.db.models import Mailbox, OAuthProviderSettings
 from app.security import SecretBox, SecretDecryptionError
-from tests.factories import create_mailbox
-from tests.secret_watch import SecretKind, register_secret
+from tests.support.factories import create_mailbox
+from tests.support.secret_watch import SecretKind, register_secret
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,5 +1,5 @@
-"""The secret watch (tests/secret_watch.py) finds what it must, allows only what is by design,
-and fails the test a leak happened in without printing the secret."""
+"""The secret watch (tests/support/secret_watch.py) finds what it must, allows only what is by
+design, and fails the test a leak happened in without printing the secret."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.secret_watch import WATCH, Leak, SecretKind, register_secret
+from tests.support.secret_watch import WATCH, Leak, SecretKind, register_secret
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LABEL = "API key (self-test)"
@@ -154,7 +154,7 @@ def test_what_a_python_child_prints_is_checked(secret: str) -> None:
 LEAKY_TESTS = """
 import logging
 
-from tests.secret_watch import SecretKind, register_secret
+from tests.support.secret_watch import SecretKind, register_secret
 
 
 def test_leaks():
@@ -173,7 +173,15 @@ def test_a_leak_fails_its_test_and_the_secret_is_never_printed(tmp_path: Path) -
     (tmp_path / "test_leaky.py").write_text(LEAKY_TESTS.format(secret=secret))
 
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "tests.secret_watch", "-p", "no:cacheprovider"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "tests.support.secret_watch",
+            "-p",
+            "no:cacheprovider",
+        ],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         capture_output=True,

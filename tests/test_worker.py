@@ -11,33 +11,33 @@ import itertools
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import redis
-from arq import ArqRedis, Worker
+from arq import ArqRedis
 from sqlalchemy import Engine
-from sqlmodel import col, select
 
 from app.config import Settings
 from app.db import session_scope
 from app.db.models import Mailbox, MailboxStatus, SyncRun, SyncRunStatus, SyncTrigger, utcnow
 from app.db.repositories.mailboxes import acquire_lease
-from app.job_queue import create_queue, enqueue_sync, sync_job_id
-from app.worker import worker_settings
+from app.job_queue import enqueue_sync, sync_job_id
 from app.worker.cron_jobs import enqueue_due_syncs
 from app.worker.state import BusyRetry
 from app.worker.sync_job import BUSY_ERROR_CODE
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.mailgen import make_message
-from tests.sync.snapshot import email_count, stored_uids
-from tests.worker_process import enqueue, wait_until, worker_process
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.mailgen import make_message
+from tests.support.snapshot import email_count, stored_uids, sync_runs
+from tests.support.worker_process import (
+    drain_queue,
+    enqueue,
+    open_queue,
+    wait_until,
+    worker_process,
+)
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 RECENT = datetime.now(UTC) - timedelta(days=3)
 # The embedded Redis does not depend on the database: one backend is enough.
 SQLITE_ONLY = pytest.mark.parametrize("databases", ["sqlite"], indirect=True)
@@ -58,25 +58,6 @@ asyncio.run(read())
 
 
 @pytest.fixture
-def queue_name() -> Iterator[str]:
-    """Return a queue name of this test's own; delete every key that carries it afterwards."""
-    name = f"test-imap-bridge:{uuid.uuid4().hex}"
-    yield name
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"*{name}*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
-@pytest.fixture
-def queue_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"redis_url": REDIS_URL})
-
-
-@pytest.fixture
 def fresh_workdir(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> Path:
@@ -87,30 +68,8 @@ def fresh_workdir(
     return workdir
 
 
-async def run_worker(
-    settings: Settings, queue_name: str, *, busy_retry: BusyRetry | None = None
-) -> None:
-    """Run a worker until its queue is empty (arq's burst mode)."""
-    worker = Worker(
-        **worker_settings(settings, queue_name=queue_name, busy_retry=busy_retry),
-        burst=True,
-        poll_delay=0.02,
-        handle_signals=False,
-    )
-    try:
-        await worker.async_run()
-    finally:
-        await worker.close()
-
-
 async def queued_job_ids(pool: ArqRedis) -> set[str]:
     return {job_id.decode() for job_id in await pool.zrange(pool.default_queue_name, 0, -1)}
-
-
-def sync_runs(engine: Engine, mailbox_id: int) -> list[SyncRun]:
-    with session_scope(engine) as session:
-        statement = select(SyncRun).where(SyncRun.mailbox_id == mailbox_id)
-        return list(session.exec(statement.order_by(col(SyncRun.id))))
 
 
 def started_at(run: SyncRun) -> datetime:
@@ -120,7 +79,7 @@ def started_at(run: SyncRun) -> datetime:
 
 def test_cron_queues_each_due_mailbox_once(
     engine: Engine,
-    queue_settings: Settings,
+    settings: Settings,
     mail_user: MailUser,
     add_mailbox: MailboxFactory,
     queue_name: str,
@@ -134,16 +93,13 @@ def test_cron_queues_each_due_mailbox_once(
     add_mailbox(mail_user, email_address="d@example.com", status=MailboxStatus.DISABLED)
 
     async def scenario() -> tuple[list[int], list[int], set[str], bool, bool]:
-        pool = await create_queue(queue_settings, queue_name=queue_name)
-        try:
+        async with open_queue(settings) as pool:
             first = await enqueue_due_syncs(pool, engine)
             second = await enqueue_due_syncs(pool, engine)
             queued = await queued_job_ids(pool)
             again = await enqueue_sync(pool, overdue, trigger=SyncTrigger.API)
             folders = await enqueue_sync(pool, overdue, folders_only=True)
             return first, second, queued, again, folders
-        finally:
-            await pool.aclose()
 
     first, second, queued, again, folders = asyncio.run(scenario())
 
@@ -156,22 +112,18 @@ def test_cron_queues_each_due_mailbox_once(
 
 def test_worker_syncs_a_queued_mailbox(
     engine: Engine,
-    queue_settings: Settings,
+    settings: Settings,
     mail_user: MailUser,
     add_mailbox: MailboxFactory,
-    queue_name: str,
 ) -> None:
     uids = [mail_user.append("INBOX", make_message(subject=f"m{n}"), date=RECENT) for n in range(3)]
     mailbox_id = add_mailbox(mail_user)
 
     async def scenario() -> set[str]:
-        pool = await create_queue(queue_settings, queue_name=queue_name)
-        try:
+        async with open_queue(settings) as pool:
             assert await enqueue_sync(pool, mailbox_id)
-            await run_worker(queue_settings, queue_name)
+            await drain_queue(settings)
             return await queued_job_ids(pool)
-        finally:
-            await pool.aclose()
 
     left = asyncio.run(scenario())
 
@@ -183,24 +135,20 @@ def test_worker_syncs_a_queued_mailbox(
 
 def test_a_scheduled_job_for_a_mailbox_synced_since_the_cron_read_the_list_does_nothing(
     engine: Engine,
-    queue_settings: Settings,
+    settings: Settings,
     mail_user: MailUser,
     add_mailbox: MailboxFactory,
-    queue_name: str,
 ) -> None:
     mail_user.append("INBOX", make_message(subject="m"), date=RECENT)
     mailbox_id = add_mailbox(mail_user)
 
     async def scenario() -> None:
-        pool = await create_queue(queue_settings, queue_name=queue_name)
-        try:
+        async with open_queue(settings) as pool:
             assert await enqueue_sync(pool, mailbox_id)
-            await run_worker(queue_settings, queue_name)
+            await drain_queue(settings)
             # A cron tick that read the due list before that run ended queues it again.
             assert await enqueue_sync(pool, mailbox_id, only_if_due=True)
-            await run_worker(queue_settings, queue_name)
-        finally:
-            await pool.aclose()
+            await drain_queue(settings)
 
     asyncio.run(scenario())
 
@@ -210,23 +158,19 @@ def test_a_scheduled_job_for_a_mailbox_synced_since_the_cron_read_the_list_does_
 
 def test_one_connection_per_host_makes_syncs_of_one_server_take_turns(
     engine: Engine,
-    queue_settings: Settings,
+    settings: Settings,
     mail_user: MailUser,
     add_mailbox: MailboxFactory,
-    queue_name: str,
 ) -> None:
     mail_user.append("INBOX", make_message(), date=RECENT)
     mailbox_ids = [add_mailbox(mail_user, email_address=f"{n}@example.com") for n in range(3)]
-    one_per_host = queue_settings.model_copy(update={"sync_max_connections_per_host": 1})
+    one_per_host = settings.model_copy(update={"sync_max_connections_per_host": 1})
 
     async def scenario() -> None:
-        pool = await create_queue(one_per_host, queue_name=queue_name)
-        try:
+        async with open_queue(one_per_host) as pool:
             for mailbox_id in mailbox_ids:
                 assert await enqueue_sync(pool, mailbox_id)
-            await run_worker(one_per_host, queue_name)
-        finally:
-            await pool.aclose()
+            await drain_queue(one_per_host)
 
     asyncio.run(scenario())
 
@@ -239,30 +183,24 @@ def test_one_connection_per_host_makes_syncs_of_one_server_take_turns(
 
 def test_incomplete_sync_is_followed_up_until_complete(
     engine: Engine,
-    queue_settings: Settings,
+    settings: Settings,
     mail_user: MailUser,
     add_mailbox: MailboxFactory,
-    queue_name: str,
 ) -> None:
     for n in range(5):
         mail_user.append("INBOX", make_message(subject=f"m{n}"), date=RECENT)
     mailbox_id = add_mailbox(mail_user)
-    hurried = queue_settings.model_copy(
-        update={"sync_time_budget_seconds": 0.001, "sync_batch_size": 2}
-    )
+    hurried = settings.model_copy(update={"sync_time_budget_seconds": 0.001, "sync_batch_size": 2})
 
     async def scenario() -> int:
         """Run the worker until nothing is left; return how many times it found work."""
-        pool = await create_queue(hurried, queue_name=queue_name)
-        try:
+        async with open_queue(hurried) as pool:
             assert await enqueue_sync(pool, mailbox_id)
             rounds = 0
             while await queued_job_ids(pool) and rounds < 20:
-                await run_worker(hurried, queue_name)
+                await drain_queue(hurried)
                 rounds += 1
             return rounds
-        finally:
-            await pool.aclose()
 
     rounds = asyncio.run(scenario())
 
@@ -281,10 +219,9 @@ def test_incomplete_sync_is_followed_up_until_complete(
 
 def test_lease_held_elsewhere_fails_a_requested_run_as_busy_and_skips_a_scheduled_one(
     engine: Engine,
-    queue_settings: Settings,
+    settings: Settings,
     mail_user: MailUser,
     add_mailbox: MailboxFactory,
-    queue_name: str,
 ) -> None:
     mailbox_id = add_mailbox(mail_user)
     with session_scope(engine) as session:
@@ -296,18 +233,13 @@ def test_lease_held_elsewhere_fails_a_requested_run_as_busy_and_skips_a_schedule
         run_id = requested.id
 
     async def scenario() -> None:
-        pool = await create_queue(queue_settings, queue_name=queue_name)
-        try:
+        async with open_queue(settings) as pool:
             assert await enqueue_sync(pool, mailbox_id)
             assert await enqueue_sync(
                 pool, mailbox_id, folders_only=True, run_id=run_id, trigger=SyncTrigger.API
             )
-            await run_worker(
-                queue_settings, queue_name, busy_retry=BusyRetry(delay_seconds=0.05, attempts=2)
-            )
+            await drain_queue(settings, busy_retry=BusyRetry(delay_seconds=0.05, attempts=2))
             assert await queued_job_ids(pool) == set()
-        finally:
-            await pool.aclose()
 
     asyncio.run(scenario())
 
@@ -331,13 +263,10 @@ def test_embedded_redis_serves_the_queue_when_redis_url_is_unset(
     mailbox_id = add_mailbox(mail_user)
 
     async def scenario() -> None:
-        pool = await create_queue(embedded)
-        try:
+        async with open_queue(embedded) as pool:
             assert await enqueue_sync(pool, mailbox_id)
             await pool.set("probe", "seen by another process")
-            await run_worker(embedded, pool.default_queue_name)
-        finally:
-            await pool.aclose()
+            await drain_queue(embedded)
 
     asyncio.run(scenario())
 

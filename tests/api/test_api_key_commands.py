@@ -16,9 +16,9 @@ from sqlmodel import select
 from app.config import Settings
 from app.db import session_scope
 from app.db.models import ApiKey
-from tests.live_api import LiveApi
-from tests.secret_watch import SecretKind, register_secret
-from tests.test_cli import imap_bridge
+from tests.support.cli import imap_bridge
+from tests.support.live_api import LiveApi
+from tests.support.secret_watch import SecretKind, register_secret
 
 KEY = re.compile(r"ib_[0-9a-f]{8}_[\w-]{43}")
 pytestmark = pytest.mark.parametrize("databases", ["sqlite"], indirect=True)

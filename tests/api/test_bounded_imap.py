@@ -1,6 +1,6 @@
 """Requests that talk to IMAP servers are bounded in time, memory and number.
 
-Hostile servers (tests/hostile_imap.py) drip or announce huge literals; the
+Hostile servers (tests/support/hostile_imap.py) drip or announce huge literals; the
 streamed downloads run against the real Dovecot with small chunks.
 """
 
@@ -20,11 +20,11 @@ from sqlalchemy import Engine
 
 from app.config import Settings
 from app.sync.service import sync_mailbox
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.hostile_imap import hostile_imap_server, wait_for_connections
-from tests.live_api import LiveApi
-from tests.mailgen import Attachment, make_message
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.hostile_imap import hostile_imap_server, wait_for_connections
+from tests.support.live_api import LiveApi
+from tests.support.mailgen import Attachment, make_message
 
 OPERATION_TIMEOUT = 1.5
 IMAP_SLOTS = 2

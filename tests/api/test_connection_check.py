@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from app.config import Settings
-from tests.dovecot import MailUser
-from tests.live_api import LiveApi
-from tests.secret_watch import SecretKind, register_secret
+from tests.support.dovecot import MailUser
+from tests.support.live_api import LiveApi
+from tests.support.secret_watch import SecretKind, register_secret
 
 
 @pytest.fixture

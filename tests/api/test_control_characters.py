@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.live_api import LiveApi
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.live_api import LiveApi
 
 INJECTED = "\r\nA1 LOGOUT"
 

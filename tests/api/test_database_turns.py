@@ -16,10 +16,10 @@ from app.config import Settings
 from app.db import session_scope
 from app.db.models import ApiKey, utcnow
 from app.main import create_app
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.live_api import create_api_key, serving
-from tests.secret_watch import SecretKind, register_secret
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.live_api import create_api_key, serving
+from tests.support.secret_watch import SecretKind, register_secret
 
 IMAP_TIMEOUT = 3.0
 

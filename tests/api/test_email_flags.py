@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import socket
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,11 +15,12 @@ from app.db import session_scope
 from app.db.models import Email, Event, Mailbox
 from app.imap import Security
 from app.sync.service import sync_mailbox
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.hostile_imap import rewriting_proxy
-from tests.live_api import LiveApi
-from tests.mailgen import make_message
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.hostile_imap import rewriting_proxy
+from tests.support.live_api import LiveApi
+from tests.support.mailgen import make_message
+from tests.support.ports import free_port
 
 RECENT = datetime.now(UTC) - timedelta(days=2)
 
@@ -50,9 +51,27 @@ def stored_flags(engine: Engine, email_id: int) -> tuple[bool, bool]:
 
 def only_email_id(engine: Engine, mailbox_id: int) -> int:
     with session_scope(engine) as session:
-        [email_id] = session.exec(select(Email.id).where(Email.mailbox_id == mailbox_id)).all()
+        [email_id] = session.exec(select(Email.id).where(Email.mailbox_id == mailbox_id))
     assert email_id is not None
     return email_id
+
+
+SyncTheEmail = Callable[[], tuple[int, int]]
+
+
+@pytest.fixture
+def sync_the_email(
+    engine: Engine, settings: Settings, mail_user: MailUser, add_mailbox: MailboxFactory
+) -> SyncTheEmail:
+    """Register the test user, whose one message is appended already, and sync it; the
+    function returns the mailbox's id and the email's."""
+
+    def register_and_sync() -> tuple[int, int]:
+        mailbox_id = add_mailbox(mail_user)
+        sync(engine, mailbox_id, settings)
+        return mailbox_id, only_email_id(engine, mailbox_id)
+
+    return register_and_sync
 
 
 def test_flags_written_back_reach_the_server_and_the_outbox_once(
@@ -60,12 +79,10 @@ def test_flags_written_back_reach_the_server_and_the_outbox_once(
     engine: Engine,
     settings: Settings,
     mail_user: MailUser,
-    add_mailbox: MailboxFactory,
+    sync_the_email: SyncTheEmail,
 ) -> None:
     uid = mail_user.append("INBOX", make_message(subject="read me"), date=RECENT)
-    mailbox_id = add_mailbox(mail_user)
-    sync(engine, mailbox_id, settings)
-    email_id = only_email_id(engine, mailbox_id)
+    mailbox_id, email_id = sync_the_email()
 
     response = live_api.client.patch(f"/v1/emails/{email_id}", json={"seen": True, "flagged": True})
 
@@ -95,13 +112,11 @@ def test_a_message_in_two_folders_gets_the_flag_in_both(
     engine: Engine,
     settings: Settings,
     mail_user: MailUser,
-    add_mailbox: MailboxFactory,
+    sync_the_email: SyncTheEmail,
 ) -> None:
     uid = mail_user.append("INBOX", make_message(subject="twice"), date=RECENT)
     [copied] = mail_user.copy("INBOX", [uid], "Sent")
-    mailbox_id = add_mailbox(mail_user)
-    sync(engine, mailbox_id, settings)
-    email_id = only_email_id(engine, mailbox_id)
+    mailbox_id, email_id = sync_the_email()
 
     response = live_api.client.patch(f"/v1/emails/{email_id}", json={"flagged": True})
 
@@ -113,16 +128,10 @@ def test_a_message_in_two_folders_gets_the_flag_in_both(
 
 
 def test_a_message_expunged_meanwhile_is_a_404_and_stays_as_it_was(
-    live_api: LiveApi,
-    engine: Engine,
-    settings: Settings,
-    mail_user: MailUser,
-    add_mailbox: MailboxFactory,
+    live_api: LiveApi, engine: Engine, mail_user: MailUser, sync_the_email: SyncTheEmail
 ) -> None:
     uid = mail_user.append("INBOX", make_message(subject="gone"), date=RECENT)
-    mailbox_id = add_mailbox(mail_user)
-    sync(engine, mailbox_id, settings)
-    email_id = only_email_id(engine, mailbox_id)
+    mailbox_id, email_id = sync_the_email()
     mail_user.expunge("INBOX", [uid])
 
     response = live_api.client.patch(f"/v1/emails/{email_id}", json={"seen": True})
@@ -135,23 +144,14 @@ def test_a_message_expunged_meanwhile_is_a_404_and_stays_as_it_was(
 
 
 def test_an_unreachable_server_is_a_502_and_nothing_changes_locally(
-    live_api: LiveApi,
-    engine: Engine,
-    settings: Settings,
-    mail_user: MailUser,
-    add_mailbox: MailboxFactory,
+    live_api: LiveApi, engine: Engine, mail_user: MailUser, sync_the_email: SyncTheEmail
 ) -> None:
     mail_user.append("INBOX", make_message(subject="offline"), date=RECENT)
-    mailbox_id = add_mailbox(mail_user)
-    sync(engine, mailbox_id, settings)
-    email_id = only_email_id(engine, mailbox_id)
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
+    mailbox_id, email_id = sync_the_email()
     with session_scope(engine) as session:
         mailbox = session.get(Mailbox, mailbox_id)
         assert mailbox is not None
-        mailbox.port = closed_port
+        mailbox.port = free_port()  # nobody listens there
 
     response = live_api.client.patch(f"/v1/emails/{email_id}", json={"seen": True})
 

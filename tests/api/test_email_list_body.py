@@ -10,8 +10,8 @@ from app.api.emails.schemas import EmailSummary
 from app.api.pagination import Page, encode_cursor
 from app.db import session_scope
 from app.imap import FolderType
-from tests.factories import create_email, create_folder, create_mailbox, id_of, link_email
-from tests.live_api import LiveApi
+from tests.support.factories import create_email, create_folder, create_mailbox, id_of, link_email
+from tests.support.live_api import LiveApi
 
 ZOE = {"name": "Zoë Ünal", "email": "zoe@example.org"}
 CAROL = {"name": None, "email": "carol@example.com"}

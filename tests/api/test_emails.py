@@ -13,10 +13,10 @@ from sqlalchemy import Engine
 from app.api.pagination import encode_cursor
 from app.config import Settings
 from app.sync.service import sync_mailbox
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.live_api import LiveApi
-from tests.mailgen import Attachment, make_message
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.live_api import LiveApi
+from tests.support.mailgen import Attachment, make_message
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 REPORT_ID = "<report-1@example.com>"

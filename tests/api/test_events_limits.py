@@ -17,8 +17,8 @@ from sqlmodel import select
 from app.config import Settings
 from app.db import session_scope
 from app.db.models import ApiKey
-from tests.live_api import LiveApi, create_api_key
-from tests.test_cli import imap_bridge
+from tests.support.cli import imap_bridge
+from tests.support.live_api import LiveApi, create_api_key
 
 MAX_STREAMS = 2
 MANY_STREAMS = 45  # more than the routes' 40 threads and the engine's 15 connections

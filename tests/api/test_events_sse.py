@@ -11,8 +11,8 @@ from sqlalchemy import Engine
 
 from app.db import session_scope
 from app.db.repositories.events import record_event
-from tests.factories import create_mailbox
-from tests.live_api import LiveApi
+from tests.support.factories import create_mailbox
+from tests.support.live_api import LiveApi
 
 
 def add_events(engine: Engine, owner: str, count: int) -> list[int]:

@@ -12,10 +12,10 @@ from app.config import Settings
 from app.db import session_scope
 from app.db.models import Mailbox
 from app.sync.service import sync_mailbox
-from tests.dovecot import Dovecot, MailUser
-from tests.factories import MailboxFactory
-from tests.live_api import LiveApi
-from tests.mailgen import make_message
+from tests.support.dovecot import Dovecot, MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.live_api import LiveApi
+from tests.support.mailgen import make_message
 
 RECENT = datetime.now(UTC) - timedelta(days=3)
 

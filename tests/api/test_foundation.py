@@ -6,7 +6,7 @@ import httpx
 
 from app.config import Settings
 from app.main import create_app
-from tests.live_api import LiveApi, serving
+from tests.support.live_api import LiveApi, serving
 
 
 def test_health_and_readiness(live_api: LiveApi) -> None:

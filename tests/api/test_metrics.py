@@ -14,11 +14,11 @@ from sqlalchemy import Engine, event
 from app.config import Settings
 from app.main import create_app
 from app.sync.service import sync_mailbox
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.live_api import LiveApi, serving
-from tests.mailgen import make_message
-from tests.secret_watch import SecretKind, register_secret
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.live_api import LiveApi, serving
+from tests.support.mailgen import make_message
+from tests.support.secret_watch import SecretKind, register_secret
 
 
 def metric_value(text: str, name: str) -> float:

@@ -12,8 +12,8 @@ from app.db.models import Mailbox, MailboxStatus
 from app.db.repositories.events import record_event
 from app.notify.dispatcher import dispatch_due
 from app.security import SecretBox
-from tests.factories import create_mailbox
-from tests.live_api import LiveApi
+from tests.support.factories import create_mailbox
+from tests.support.live_api import LiveApi
 
 
 def dispatch(engine: Engine, settings: Settings) -> None:

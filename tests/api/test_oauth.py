@@ -25,9 +25,9 @@ from app.config import Settings
 from app.db import session_scope
 from app.db.models import AuthType, Mailbox, OAuthFlow, OAuthProviderSettings, utcnow
 from app.security import SecretBox
-from tests.dovecot import Dovecot, DovecotInstances, MailUser
-from tests.live_api import LiveApi
-from tests.oauth.rig import (
+from tests.support.dovecot import Dovecot, DovecotInstances, MailUser
+from tests.support.live_api import LiveApi
+from tests.support.oauth_rig import (
     GOOGLE_CLIENT_ID,
     GOOGLE_INVALID_CLIENT,
     GOOGLE_INVALID_GRANT,
@@ -39,7 +39,7 @@ from tests.oauth.rig import (
     oauth_dovecot,
     sign_jwt,
 )
-from tests.secret_watch import SecretKind, register_secret
+from tests.support.secret_watch import SecretKind, register_secret
 
 CRM_ORIGIN = "https://crm.example.com"
 MICROSOFT_TENANT = "contoso.onmicrosoft.com"

@@ -11,8 +11,8 @@ from sqlmodel import Session
 
 from app.db import session_scope
 from app.db.models import Notification, SyncRun, WebhookDelivery, WebhookEndpoint
-from tests.factories import create_mailbox, id_of
-from tests.live_api import LiveApi
+from tests.support.factories import create_mailbox, id_of
+from tests.support.live_api import LiveApi
 
 LIMIT = 2
 # Adds `n` rows to one list; returns the list's path and the new ids in the order it lists them.

@@ -16,11 +16,11 @@ from app.db import session_scope
 from app.db.models import Mailbox, utcnow
 from app.imap import Security
 from app.sync.service import sync_mailbox
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.live_api import LiveApi
-from tests.login_catcher import LoginCatcher, login_catcher
-from tests.secret_watch import SecretKind, register_secret
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.live_api import LiveApi
+from tests.support.login_catcher import LoginCatcher, login_catcher
+from tests.support.secret_watch import SecretKind, register_secret
 
 
 @pytest.fixture

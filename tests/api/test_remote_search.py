@@ -11,10 +11,10 @@ import pytest
 
 from app.config import Settings
 from app.security import SecretBox
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.live_api import LiveApi
-from tests.mailgen import Attachment, make_message
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.live_api import LiveApi
+from tests.support.mailgen import Attachment, make_message
 
 
 def on(month: int) -> datetime:

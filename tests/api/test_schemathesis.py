@@ -4,7 +4,7 @@ stateful phase, against a real uvicorn with PostgreSQL and the test Dovecot.
 Bounded to stay a test, not a fuzzing campaign: five examples per operation, twenty
 stateful scenarios, one worker and deterministic generation, so a run repeats the same
 requests; PostgreSQL only, as a second backend would double the time and the schema
-checks do not depend on it. `tests/api/schemathesis_hooks.py` makes valid cases ones the
+checks do not depend on it. `tests/support/schemathesis_hooks.py` makes valid cases ones the
 API can carry out.
 """
 
@@ -20,8 +20,8 @@ from sqlalchemy import Engine
 
 from app.config import Settings
 from app.main import create_app
-from tests.dovecot import MailUser
-from tests.live_api import create_api_key, serving
+from tests.support.dovecot import MailUser
+from tests.support.live_api import create_api_key, serving
 
 OAUTH_ORIGIN = "https://crm.example.com"  # the one opener origin the run allows
 
@@ -96,7 +96,7 @@ def test_the_api_answers_as_its_openapi_document_says(
     config = tmp_path / "schemathesis.toml"
     config.write_text(CONFIG)
     env = os.environ | {
-        "SCHEMATHESIS_HOOKS": "tests.api.schemathesis_hooks",
+        "SCHEMATHESIS_HOOKS": "tests.support.schemathesis_hooks",
         "SCHEMATHESIS_IMAP_HOST": mail_user.dovecot.host,
         "SCHEMATHESIS_IMAP_PORT": str(mail_user.dovecot.tls_port),
         "SCHEMATHESIS_IMAP_USERNAME": mail_user.name,

@@ -19,12 +19,12 @@ from app.db import session_scope
 from app.db.models import ApiKeyScope
 from app.db.repositories.api_keys import create_api_key
 from app.sync.service import sync_mailbox
-from tests.chromium import headless_chromium
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.live_api import LiveApi
-from tests.mailgen import make_message
-from tests.secret_watch import SecretKind, register_secret
+from tests.support.chromium import headless_chromium
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.live_api import LiveApi
+from tests.support.mailgen import make_message
+from tests.support.secret_watch import SecretKind, register_secret
 
 STORAGE_KEY = "imap-bridge-status-key"
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.live_api import LiveApi
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.live_api import LiveApi
 
 
 def refused_field(response: Any) -> str:

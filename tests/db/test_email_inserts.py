@@ -8,7 +8,7 @@ from sqlmodel import col, select
 from app.db import session_scope
 from app.db.models import Email
 from app.db.repositories.emails import insert_emails
-from tests.factories import create_email, create_mailbox, id_of
+from tests.support.factories import create_email, create_mailbox, id_of
 
 
 def email_row(mailbox_id: int, n: int) -> dict[str, object]:

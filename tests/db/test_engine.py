@@ -14,7 +14,7 @@ from sqlmodel import select
 from app.db import create_db_engine, session_scope
 from app.db.engine import is_unavailable
 from app.db.models import Mailbox
-from tests.factories import create_mailbox
+from tests.support.factories import create_mailbox
 
 
 def test_session_scope_commits_on_success_and_rolls_back_on_error(engine: Engine) -> None:

@@ -30,7 +30,7 @@ import httpx
 import pytest
 
 from app.config import Settings
-from tests.secret_watch import SecretKind, register_secret
+from tests.support.secret_watch import SecretKind, register_secret
 
 PROJECT = Path(__file__).resolve().parents[2]
 CLONED = ("Makefile", "pyproject.toml", "alembic.ini", "app", "alembic")

@@ -7,21 +7,9 @@ from collections.abc import Iterator
 import pytest
 
 from app.imap import ImapConnection, connect
-from app.imap.config import ConnectOptions, ImapConfig
-from tests.dovecot import MailUser
-
-
-def config_for(user: MailUser, **overrides: object) -> ImapConfig:
-    """The user's settings for implicit TLS, with any field overridden."""
-    values: dict[str, object] = {
-        "host": user.dovecot.host,
-        "port": user.dovecot.tls_port,
-        "security": "ssl",
-        "username": user.name,
-        "password": user.password,
-    }
-    values.update(overrides)
-    return ImapConfig.model_validate(values)
+from app.imap.config import ConnectOptions
+from tests.support.dovecot import MailUser
+from tests.support.imap_config import config_for
 
 
 @pytest.fixture

@@ -32,10 +32,10 @@ from app.imap.errors import (
     TlsFailed,
 )
 from app.imap.wire import WireLimits
-from tests.dovecot import Dovecot, DovecotInstances, MailUser
-from tests.imap.conftest import config_for
-from tests.mailgen import make_message
-from tests.oauth.rig import oauth_dovecot, sign_jwt
+from tests.support.dovecot import Dovecot, DovecotInstances, MailUser
+from tests.support.imap_config import config_for
+from tests.support.mailgen import make_message
+from tests.support.oauth_rig import oauth_dovecot, sign_jwt
 
 Result = TypeVar("Result")
 # Dovecot announces a change within about a second (mailbox_idle_check_interval = 1 s);

@@ -22,9 +22,9 @@ from app.imap import (
 from app.imap.errors import ResponseTooLarge, TimedOut
 from app.imap.fetch import uid_fetch
 from app.imap.transfer import TransferDecoder
-from tests.dovecot import MailUser
-from tests.hostile_imap import dripping_proxy, hostile_imap_server
-from tests.mailgen import Attachment, make_message
+from tests.support.dovecot import MailUser
+from tests.support.hostile_imap import dripping_proxy, hostile_imap_server
+from tests.support.mailgen import Attachment, make_message
 
 OPTIONS = ConnectOptions(
     connect_timeout=5, read_timeout=10, operation_timeout=1.0, allow_private_hosts=True

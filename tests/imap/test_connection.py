@@ -18,10 +18,10 @@ from app.imap.errors import (
     TlsFailed,
     Unreachable,
 )
-from tests.dovecot import Dovecot, DovecotInstances, MailUser
-from tests.imap.conftest import config_for
-from tests.login_catcher import login_catcher
-from tests.secret_watch import SecretKind, register_secret
+from tests.support.dovecot import Dovecot, DovecotInstances, MailUser
+from tests.support.imap_config import config_for
+from tests.support.login_catcher import login_catcher
+from tests.support.secret_watch import SecretKind, register_secret
 
 
 def test_login_over_implicit_tls(mail_user: MailUser, connect_options: ConnectOptions) -> None:

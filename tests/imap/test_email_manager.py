@@ -11,9 +11,9 @@ import pytest
 from app.imap import EmailManager, FolderManager, ImapConnection, connect
 from app.imap.config import ConnectOptions
 from app.imap.errors import FolderNotFound, ProtocolError
-from tests.dovecot import Dovecot, MailUser
-from tests.imap.conftest import config_for
-from tests.mailgen import Attachment, make_message
+from tests.support.dovecot import Dovecot, MailUser
+from tests.support.imap_config import config_for
+from tests.support.mailgen import Attachment, make_message
 
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 40
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x01\x02" * 500

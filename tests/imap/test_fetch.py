@@ -10,9 +10,9 @@ import pytest
 from app.imap import EmailManager, ImapConnection, connect
 from app.imap.config import ConnectOptions
 from app.imap.fetch import uid_fetch
-from tests.dovecot import MailUser
-from tests.imap.conftest import config_for
-from tests.mailgen import Attachment, make_message
+from tests.support.dovecot import MailUser
+from tests.support.imap_config import config_for
+from tests.support.mailgen import Attachment, make_message
 
 BODY_ITEMS = [b"UID", b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"BODY.PEEK[]"]
 

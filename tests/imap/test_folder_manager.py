@@ -6,8 +6,8 @@ import pytest
 
 from app.imap import FolderManager, ImapConnection
 from app.imap.folder_manager import folder_type
-from tests.dovecot import MailUser
-from tests.mailgen import make_message
+from tests.support.dovecot import MailUser
+from tests.support.mailgen import make_message
 
 
 def test_special_use_folders_are_typed(connection: ImapConnection) -> None:

@@ -13,7 +13,7 @@ from app.imap.headers import decode_header_value, parse_addresses
 from app.imap.message import Address, ParsedMessage, normalise_flags, parse_message
 from app.imap.mime_scan import part_transfer_encoding
 from app.imap.transfer import TransferDecoder
-from tests.mailgen import Attachment, make_message
+from tests.support.mailgen import Attachment, make_message
 
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 40
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(200)) * 3

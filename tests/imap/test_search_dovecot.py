@@ -10,8 +10,8 @@ import pytest
 from imapclient import IMAPClient
 
 from app.imap.search import SearchQueryBuilder
-from tests.dovecot import Dovecot, MailUser
-from tests.mailgen import make_message
+from tests.support.dovecot import Dovecot, MailUser
+from tests.support.mailgen import make_message
 
 Q = SearchQueryBuilder()
 

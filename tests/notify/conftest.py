@@ -8,7 +8,12 @@ import pytest
 from sqlalchemy import Engine
 
 from app.config import Settings
-from tests.notify.receiver import WebhookReceiver, running_receiver, subscribe_to_everything
+from tests.support.smtp_inbox import Inbox, running_inbox
+from tests.support.webhook_receiver import (
+    WebhookReceiver,
+    running_receiver,
+    subscribe_to_everything,
+)
 
 
 @pytest.fixture
@@ -28,3 +33,10 @@ def receiver(engine: Engine, webhook_settings: Settings) -> Iterator[WebhookRece
     with running_receiver() as hook:
         subscribe_to_everything(engine, webhook_settings, hook)
         yield hook
+
+
+@pytest.fixture
+def inbox() -> Iterator[tuple[Inbox, int]]:
+    """Run an SMTP server on a free loopback port; yield what it received and the port."""
+    with running_inbox() as running:
+        yield running

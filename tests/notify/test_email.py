@@ -3,15 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import email
-import socket
-from collections.abc import Iterator
-from email.message import EmailMessage
-from email.policy import default
 
-import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
@@ -22,33 +14,8 @@ from app.db.repositories.events import record_event
 from app.db.repositories.notifications import replace_notification_recipients
 from app.notify.dispatcher import dispatch_due
 from app.security import SecretBox
-from tests.factories import create_mailbox
-
-
-class Inbox:
-    """An aiosmtpd handler that keeps every message with its envelope recipients."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[list[str], EmailMessage]] = []
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802 - aiosmtpd's hook name
-        content = envelope.original_content or b""
-        message = email.message_from_bytes(content, policy=default)
-        assert isinstance(message, EmailMessage)
-        self.messages.append((list(envelope.rcpt_tos), message))
-        return "250 OK"
-
-
-@pytest.fixture
-def inbox() -> Iterator[tuple[Inbox, int]]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    handler = Inbox()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield handler, port
-    controller.stop()
+from tests.support.factories import create_mailbox
+from tests.support.smtp_inbox import Inbox
 
 
 def send_failure(engine: Engine, settings: Settings, owner: str | None) -> None:

@@ -26,17 +26,13 @@ from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from app.config import Settings
-from app.db import session_scope
-from app.db.models import DeliveryState, EventDelivery, MailboxStatus
-from app.db.repositories.event_deliveries import get_delivery
-from app.db.repositories.events import record_event
-from app.notify.channels import EMAIL_CHANNEL
+from app.db.models import DeliveryState
 from app.notify.dispatcher import dispatch_due
 from app.security import SecretBox
-from tests.dovecot import _CertificateAuthority
-from tests.factories import create_mailbox
-from tests.secret_watch import SecretKind, register_secret
-from tests.ssrf import resolve_name
+from tests.support.dovecot import _CertificateAuthority
+from tests.support.outbox import email_delivery, mail_a_credential_failure
+from tests.support.secret_watch import SecretKind, register_secret
+from tests.support.ssrf import resolve_name
 
 HOST = "127.0.0.1"
 SMTP_USER = "bridge@crm.test"
@@ -186,33 +182,6 @@ def smtp_url(
 ) -> SecretStr:
     credentials = f"{quote(SMTP_USER, safe='')}:{quote(password, safe='')}"
     return SecretStr(f"{scheme}://{credentials}@{host}:{port}{query}")
-
-
-def mail_a_credential_failure(engine: Engine, settings: Settings) -> int:
-    """Record a credentials_invalid event for an owned mailbox, run one pass; return its id."""
-    with session_scope(engine) as session:
-        mailbox = create_mailbox(
-            session,
-            owner_user_id="alice",
-            owner_email="owner@crm.test",
-            email_address="sales@corp.test",
-            status=MailboxStatus.AUTH_FAILED,
-        )
-        data = {"error_code": "auth_failed", "message": "[AUTHENTICATIONFAILED] bad password"}
-        event = record_event(session, "mailbox.credentials_invalid", mailbox, data)
-        session.flush()
-        assert event.id is not None
-        event_id = event.id
-    asyncio.run(dispatch_due(engine, settings, SecretBox.from_settings(settings)))
-    return event_id
-
-
-def email_delivery(engine: Engine, event_id: int) -> EventDelivery:
-    with session_scope(engine) as session:
-        delivery = get_delivery(session, event_id, EMAIL_CHANNEL)
-        assert delivery is not None
-        session.expunge(delivery)
-        return delivery
 
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])

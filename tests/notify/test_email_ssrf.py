@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import socket
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 
 import pytest
-from aiosmtpd.controller import Controller
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
@@ -21,9 +20,9 @@ from app.config import Settings
 from app.db.models import DeliveryState
 from app.notify.email import MailNotSent, SmtpServer, send_mail
 from app.notify.messages import CredentialsMessage
-from tests.notify.test_email import Inbox
-from tests.notify.test_email_security import email_delivery, mail_a_credential_failure
-from tests.ssrf import (
+from tests.support.outbox import email_delivery, mail_a_credential_failure
+from tests.support.smtp_inbox import Inbox, running_inbox
+from tests.support.ssrf import (
     BLOCKED_FORMS,
     ELSEWHERE,
     PUBLIC_ADDRESS,
@@ -45,22 +44,8 @@ StartRelay = Callable[[str], tuple[Inbox, int]]
 @pytest.fixture
 def start_relay() -> Iterator[StartRelay]:
     """Start aiosmtpd relays (no TLS, no login) on a loopback address; stop them afterwards."""
-    controllers: list[Controller] = []
-
-    def start(hostname: str) -> tuple[Inbox, int]:
-        family = socket.AF_INET6 if ":" in hostname else socket.AF_INET
-        with socket.socket(family) as probe:
-            probe.bind((hostname, 0))
-            port: int = probe.getsockname()[1]
-        inbox = Inbox()
-        controller = Controller(inbox, hostname=hostname, port=port)
-        controller.start()
-        controllers.append(controller)
-        return inbox, port
-
-    yield start
-    for controller in controllers:
-        controller.stop()
+    with ExitStack() as stack:
+        yield lambda hostname: stack.enter_context(running_inbox(hostname))
 
 
 @pytest.fixture

@@ -21,11 +21,11 @@ from app.notify.envelope import WEBHOOK_TEST_EVENT, EventType
 from app.notify.webhook_endpoints import record_test_event
 from app.sync.folder_settings import FolderSyncSetting, save_folder_settings
 from app.sync.service import sync_mailbox
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.mailgen import make_message
-from tests.notify.receiver import register_endpoint
-from tests.sync.snapshot import assert_in_contract, folder_row
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.mailgen import make_message
+from tests.support.snapshot import assert_in_contract, folder_row
+from tests.support.webhook_receiver import register_endpoint
 
 # Every type the outbox holds, and the one test event: the flows below record them all.
 RECORDED_TYPES = {*get_args(EventType), WEBHOOK_TEST_EVENT}

@@ -2,48 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import Engine
-from sqlmodel import col, select
+from sqlmodel import select
 
 from app.config import Settings
 from app.db import session_scope
-from app.db.models import DeliveryState, EventDelivery, WebhookDelivery, WebhookEndpoint, utcnow
-from app.db.repositories.events import record_event
-from app.notify.dispatcher import DispatchReport, dispatch_due
-from app.security import SecretBox
-from tests.factories import create_mailbox
-from tests.notify.receiver import WebhookReceiver
-
-LATER = timedelta(hours=13)  # beyond the longest retry delay, jitter included
-
-
-def dispatch(engine: Engine, settings: Settings, now: datetime) -> DispatchReport:
-    return asyncio.run(dispatch_due(engine, settings, SecretBox.from_settings(settings), now=now))
-
-
-def record_synced_event(engine: Engine) -> int:
-    with session_scope(engine) as session:
-        event = record_event(session, "mailbox.synced", create_mailbox(session), {"new": 3})
-        session.flush()
-        assert event.id is not None
-        return event.id
-
-
-def attempts_logged(engine: Engine) -> list[WebhookDelivery]:
-    with session_scope(engine) as session:
-        return list(session.exec(select(WebhookDelivery).order_by(col(WebhookDelivery.id))))
-
-
-def delivery_state(engine: Engine, event_id: int) -> EventDelivery:
-    with session_scope(engine) as session:
-        deliveries = list(
-            session.exec(select(EventDelivery).where(EventDelivery.event_id == event_id))
-        )
-    assert len(deliveries) == 1
-    return deliveries[0]
+from app.db.models import DeliveryState, WebhookEndpoint, utcnow
+from tests.support.outbox import (
+    LATER,
+    attempts_logged,
+    delivery_state,
+    dispatch,
+    record_synced_event,
+)
+from tests.support.webhook_receiver import WebhookReceiver
 
 
 def test_a_failing_receiver_gets_the_event_once_after_retries(

@@ -27,16 +27,11 @@ from app.notify.channels import EMAIL_CHANNEL, webhook_channel
 from app.notify.dispatcher import DispatchReport, dispatch_due
 from app.notify.retry import MAX_RETRY_AFTER
 from app.security import SecretBox
-from tests.factories import create_mailbox
-from tests.notify.hostile_receiver import Behaviour, HostileReceiver, hostile_receiver
-from tests.notify.receiver import WebhookReceiver, register_endpoint
-from tests.notify.test_webhook_delivery import (
-    attempts_logged,
-    delivery_state,
-    dispatch,
-    record_synced_event,
-)
-from tests.secret_watch import SecretKind, register_secret
+from tests.support.factories import create_mailbox
+from tests.support.hostile_receiver import Behaviour, HostileReceiver, hostile_receiver
+from tests.support.outbox import attempts_logged, delivery_state, dispatch, record_synced_event
+from tests.support.secret_watch import SecretKind, register_secret
+from tests.support.webhook_receiver import WebhookReceiver, register_endpoint
 
 # A dispatcher pass that takes longer than this is held by a receiver.
 PASS_DEADLINE_SECONDS = 30

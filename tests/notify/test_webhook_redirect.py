@@ -14,15 +14,15 @@ from sqlalchemy import Engine
 
 from app.config import Settings
 from app.db.models import DeliveryState, utcnow
-from tests.notify.receiver import WebhookReceiver
-from tests.notify.test_webhook_delivery import (
+from tests.support.outbox import (
     LATER,
     attempts_logged,
     delivery_state,
     dispatch,
     record_synced_event,
 )
-from tests.ssrf import RecordingServer, connect_only_here, recording_server
+from tests.support.ssrf import RecordingServer, connect_only_here, recording_server
+from tests.support.webhook_receiver import WebhookReceiver
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.dovecot import Dovecot, DovecotInstances
-from tests.live_api import serving
-from tests.oauth.rig import oauth_dovecot, provider_plugin
-from tests.oauth.servers import AuthorizationServer
+from tests.support.dovecot import Dovecot, DovecotInstances
+from tests.support.live_api import serving
+from tests.support.oauth_rig import oauth_dovecot, provider_plugin
+from tests.support.oauth_servers import AuthorizationServer
 
 
 @pytest.fixture

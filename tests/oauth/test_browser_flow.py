@@ -28,10 +28,10 @@ from sqlalchemy import Engine
 from app.config import Settings
 from app.db import session_scope
 from app.db.models import OAuthFlow, utcnow
-from tests.chromium import headless_chromium
-from tests.dovecot import Dovecot, MailUser
-from tests.live_api import LiveApi, serving
-from tests.oauth.servers import CLIENT_ID, CLIENT_SECRET, CRM_USER, CrmHost
+from tests.support.chromium import headless_chromium
+from tests.support.dovecot import Dovecot, MailUser
+from tests.support.live_api import LiveApi, serving
+from tests.support.oauth_servers import CLIENT_ID, CLIENT_SECRET, CRM_USER, CrmHost
 
 
 @pytest.fixture(scope="module")

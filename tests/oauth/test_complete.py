@@ -20,9 +20,9 @@ from app.config import Settings
 from app.db import session_scope
 from app.db.models import AuthType, Mailbox
 from app.security import SecretBox
-from tests.dovecot import Dovecot, MailUser
-from tests.live_api import LiveApi
-from tests.oauth.servers import CLIENT_ID, CLIENT_SECRET, AuthorizationServer
+from tests.support.dovecot import Dovecot, MailUser
+from tests.support.live_api import LiveApi
+from tests.support.oauth_servers import CLIENT_ID, CLIENT_SECRET, AuthorizationServer
 
 CRM_ORIGIN = "https://crm.example.com"
 

@@ -28,12 +28,13 @@ from app.oauth.errors import (
 from app.oauth.providers import ClientSettings, OAuthProvider, TokenGrant
 from app.security import SecretBox
 from app.sync.service import sync_mailbox
-from tests.dovecot import Dovecot
-from tests.factories import MailboxFactory
-from tests.live_api import LiveApi, serving
-from tests.oauth.rig import sign_jwt
-from tests.oauth.servers import CLIENT_ID, CLIENT_SECRET, AuthorizationServer
-from tests.ssrf import (
+from tests.support.dovecot import Dovecot
+from tests.support.factories import MailboxFactory
+from tests.support.live_api import LiveApi, serving
+from tests.support.oauth_rig import sign_jwt
+from tests.support.oauth_servers import CLIENT_ID, CLIENT_SECRET, AuthorizationServer
+from tests.support.snapshot import events_of
+from tests.support.ssrf import (
     BLOCKED_FORMS,
     ELSEWHERE,
     PUBLIC_ADDRESS,
@@ -43,7 +44,6 @@ from tests.ssrf import (
     resolve_name,
     url_host,
 )
-from tests.sync.snapshot import events_of
 
 CLIENT = ClientSettings(CLIENT_ID, SecretStr(CLIENT_SECRET))
 REFUSED = (

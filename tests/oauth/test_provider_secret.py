@@ -20,12 +20,12 @@ from app.config import Settings
 from app.db.models import AuthType, SyncRunStatus, utcnow
 from app.security import SecretBox
 from app.sync.service import sync_mailbox
-from tests.dovecot import Dovecot
-from tests.factories import MailboxFactory
-from tests.live_api import LiveApi, serving
-from tests.oauth.rig import provider_plugin, sign_jwt
-from tests.oauth.servers import CLIENT_ID, CLIENT_SECRET, AuthorizationServer
-from tests.secret_watch import SecretKind, register_secret
+from tests.support.dovecot import Dovecot
+from tests.support.factories import MailboxFactory
+from tests.support.live_api import LiveApi, serving
+from tests.support.oauth_rig import provider_plugin, sign_jwt
+from tests.support.oauth_servers import CLIENT_ID, CLIENT_SECRET, AuthorizationServer
+from tests.support.secret_watch import SecretKind, register_secret
 
 
 @pytest.fixture

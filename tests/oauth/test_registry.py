@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from app.oauth.errors import InvalidProviderSettingsError, UnknownProviderError
 from app.oauth.providers import ClientSettings, TokenGrant, id_token_claims
 from app.oauth.registry import ENTRY_POINT_GROUP, load_providers
-from tests.oauth.rig import GOOGLE_CLIENT_ID, MICROSOFT_CLIENT_ID, id_token
+from tests.support.oauth_rig import GOOGLE_CLIENT_ID, MICROSOFT_CLIENT_ID, id_token
 
 PLUGIN_SOURCE = """
 from app.oauth.providers import OAuthProvider

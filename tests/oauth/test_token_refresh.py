@@ -38,16 +38,16 @@ from app.oauth.errors import ProviderUnavailableError
 from app.security import SecretBox
 from app.sync.service import sync_mailbox
 from app.sync.token_refresh import refresh_if_expiring
-from tests.dovecot import Dovecot, MailUser
-from tests.factories import MailboxFactory
-from tests.oauth.rig import (
+from tests.support.dovecot import Dovecot, MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.oauth_rig import (
     GOOGLE_INVALID_GRANT,
     GOOGLE_TOKEN_URL,
     configure_gmail,
     google_tokens,
     sign_jwt,
 )
-from tests.secret_watch import SecretKind, register_secret
+from tests.support.secret_watch import SecretKind, register_secret
 
 
 @pytest.fixture

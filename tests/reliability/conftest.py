@@ -1,5 +1,5 @@
 """Fixtures of the fault tests: proxies in front of the session's Dovecot, short timeouts, and
-in front of the machine's PostgreSQL and Redis, so one test can take them down for itself."""
+in front of the machine's PostgreSQL, so one test can take it down for itself."""
 
 from __future__ import annotations
 
@@ -9,12 +9,9 @@ import pytest
 from sqlalchemy import make_url
 
 from app.config import Settings
-from tests.conftest import TEST_REDIS_URL
-from tests.databases import POSTGRES_ADMIN_URL
-from tests.dovecot import Dovecot
-from tests.reliability.fault_proxy import FaultProxy
-
-READ_TIMEOUT = 1.5
+from tests.support.databases import POSTGRES_ADMIN_URL
+from tests.support.dovecot import Dovecot
+from tests.support.fault_proxy import READ_TIMEOUT, FaultProxy
 
 
 @pytest.fixture
@@ -49,9 +46,3 @@ def _proxy_to(url: str) -> Iterator[FaultProxy]:
 def postgres_proxy() -> Iterator[FaultProxy]:
     """A fault proxy in front of the machine's PostgreSQL: `take_down()` is a database outage."""
     yield from _proxy_to(POSTGRES_ADMIN_URL)
-
-
-@pytest.fixture
-def redis_proxy() -> Iterator[FaultProxy]:
-    """A fault proxy in front of the tests' Redis: `take_down()` is a Redis outage."""
-    yield from _proxy_to(TEST_REDIS_URL)

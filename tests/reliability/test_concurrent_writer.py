@@ -28,17 +28,17 @@ from app.config import Settings
 from app.db import session_scope
 from app.db.models import Email, EmailFolder, Folder, SyncRunStatus
 from app.sync.service import SyncResult
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.mailgen import make_message
-from tests.reliability.mirror import (
+from tests.support.crash_checks import enable_folder, once
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.mailgen import append_many, make_message
+from tests.support.mirror import (
     replayed_with,
     seed_from_environment,
     sync,
     sync_to_completion,
 )
-from tests.reliability.test_server_changes import enable_folder, once
-from tests.sync.test_crash_safety import announced_ids, append_many, unlinked_emails
+from tests.support.snapshot import announced_ids, unlinked_emails
 
 DURATION = 60.0  # seconds of concurrent writing, as the issue asks
 FOLDERS = ("INBOX", "Sent", "Projects")  # all synced; Projects is enabled by the test

@@ -27,11 +27,11 @@ from app.config import Settings
 from app.db import create_db_engine, session_scope
 from app.db.models import Attachment, Email, SyncRunStatus
 from app.sync.service import sync_mailbox
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.live_api import LiveApi
-from tests.sync.snapshot import email_count, server_uids, stored_uids
-from tests.sync.sync_driver import REPO_ROOT, driver_environment
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.live_api import LiveApi
+from tests.support.snapshot import email_count, server_uids, stored_uids
+from tests.support.sync_driver import REPO_ROOT, driver_environment
 
 RECENT = datetime.now(UTC) - timedelta(days=2)
 GROUPS = b"a:" * 1000  # the stdlib's address parser recurses once per ":" group

@@ -10,11 +10,10 @@ from sqlmodel import col, func, select
 from app.config import Settings
 from app.db import session_scope
 from app.db.models import Email, EmailFolder
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.mailgen import make_message
-from tests.reliability.mirror import assert_mirrors_server, sync_to_completion
-from tests.sync.test_crash_safety import append_many
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.mailgen import append_many, make_message
+from tests.support.mirror import assert_mirrors_server, sync_to_completion
 
 LOOK_ALIKES = 100
 SENT_AT = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)

@@ -1,6 +1,6 @@
 """SIGKILL a large first sync at 20 random points, rerun it, and lose or repeat nothing.
 
-Each run is a process of its own (`tests.sync.sync_driver`), killed at a random point
+Each run is a process of its own (`tests.support.sync_driver`), killed at a random point
 (seeded, replayable): a random delay after the run is recorded (lease taken), one delay
 in each twentieth of LONGEST_DELAY, shuffled, so the early steps get their share; or,
 when that comes first, a random moment after a random number of stored batches, so that
@@ -27,21 +27,18 @@ from sqlmodel import col, func, select
 from app.config import Settings
 from app.db import session_scope
 from app.db.models import SyncRun, SyncRunStatus
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.reliability.mirror import assert_mirrors_server, replayed_with, seed_from_environment
-from tests.sync.sync_driver import DriverSeries, freeze_and_kill
-from tests.sync.test_crash_safety import (
-    append_many,
+from tests.support.crash_checks import (
     assert_announced,
     assert_complete,
     assert_consistent,
-    expected_message_ids,
-    inbox_modseq,
-    message_ids,
     run_to_completion,
-    stored_count,
 )
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.mailgen import append_many, expected_message_ids
+from tests.support.mirror import assert_mirrors_server, replayed_with, seed_from_environment
+from tests.support.snapshot import inbox_modseq, message_ids, stored_count
+from tests.support.sync_driver import DriverSeries, freeze_and_kill
 
 KILLS = 20
 MAX_ATTEMPTS = 40  # kills that land after a finished run are retried, not counted

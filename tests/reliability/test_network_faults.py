@@ -11,18 +11,18 @@ from sqlalchemy import Engine
 
 from app.config import Settings
 from app.imap import Security
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.reliability.conftest import READ_TIMEOUT
-from tests.reliability.fault_proxy import Fault, FaultProxy
-from tests.reliability.mirror import (
+from tests.support.crash_checks import assert_announced
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.fault_proxy import READ_TIMEOUT, Fault, FaultProxy
+from tests.support.mailgen import append_many, expected_message_ids
+from tests.support.mirror import (
     assert_failed_on_network,
     assert_mirrors_server,
     stored_links,
     sync,
     sync_to_completion,
 )
-from tests.sync.test_crash_safety import append_many, assert_announced, expected_message_ids
 
 FIRST_INBOX, FIRST_SENT = 400, 40
 # Far past the greeting, login, listing and searches (a few kB), well before the end of the

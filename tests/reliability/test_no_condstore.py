@@ -12,11 +12,11 @@ from app.config import Settings
 from app.db import session_scope
 from app.db.models import Email, EmailFolder, Folder
 from app.imap import Security
-from tests.dovecot import Dovecot, MailUser
-from tests.factories import MailboxFactory
-from tests.reliability.mirror import assert_mirrors_server, sync
-from tests.sync.snapshot import folder_row
-from tests.sync.test_crash_safety import append_many
+from tests.support.dovecot import Dovecot, MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.mailgen import append_many
+from tests.support.mirror import assert_mirrors_server, sync
+from tests.support.snapshot import folder_row
 
 FLAG_COLUMNS = {"seen": "\\Seen", "flagged": "\\Flagged", "answered": "\\Answered"}
 

@@ -30,23 +30,22 @@ from app.job_queue import create_queue, sync_job_id
 from app.supervised_worker import SupervisedWorker
 from app.worker import worker_settings
 from app.worker.cron_jobs import dispatch_events_job
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.live_api import LiveApi
-from tests.mailgen import make_message
-from tests.notify.receiver import WebhookReceiver, running_receiver, subscribe_to_everything
-from tests.notify.test_webhook_delivery import record_synced_event
-from tests.reliability.fault_proxy import FaultProxy
-from tests.reliability.mirror import assert_mirrors_server
-from tests.sync.snapshot import events_of
-from tests.sync.test_crash_safety import (
-    append_many,
-    assert_complete,
-    assert_consistent,
-    stored_count,
+from tests.support.crash_checks import assert_complete, assert_consistent
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.fault_proxy import FaultProxy
+from tests.support.live_api import LiveApi
+from tests.support.mailgen import append_many, make_message
+from tests.support.mirror import assert_mirrors_server
+from tests.support.outbox import record_synced_event
+from tests.support.redis_queue import redis_url_through
+from tests.support.snapshot import events_of, stored_count, sync_runs
+from tests.support.webhook_receiver import (
+    WebhookReceiver,
+    running_receiver,
+    subscribe_to_everything,
 )
-from tests.test_worker import sync_runs
-from tests.worker_process import enqueue, wait_until, worker_process
+from tests.support.worker_process import enqueue, wait_until, worker_process
 
 BATCH_SIZE = 20
 FIRST_INBOX, FIRST_SENT = 400, 40
@@ -129,7 +128,7 @@ def settings(
     return settings.model_copy(
         update={
             "database_url": database_outage.url,
-            "redis_url": f"redis://127.0.0.1:{redis_proxy.port}/0",
+            "redis_url": redis_url_through(redis_proxy),
             "sync_batch_size": BATCH_SIZE,
             "webhook_allow_private_hosts": True,  # the test's receiver is on loopback
         }

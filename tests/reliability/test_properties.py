@@ -16,11 +16,10 @@ from app.imap.headers import decode_header_value, parse_addresses
 from app.imap.message import Address, ParsedMessage
 from app.imap.message import parse_message as parse_raw_message
 from app.imap.search import SearchQueryBuilder
-from tests.imap.test_search import parse, terms_in_every_position, values, wire
+from tests.support.search_wire import Q, parse, terms_in_every_position, values, wire
 
 # Bounded so the file runs in seconds; no example database written into the checkout.
 PROPERTY = settings(max_examples=300, deadline=None, database=None)
-Q = SearchQueryBuilder()
 
 # Printable text, controls, non-ASCII, astral: everything a user could type but CR, LF, NUL.
 # Text a user can type: any character but CR, LF, NUL and lone surrogates (not Unicode text).

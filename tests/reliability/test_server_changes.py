@@ -8,7 +8,6 @@ each stored batch: the change then hits the next SELECT or FETCH of the same run
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
 from sqlalchemy import Engine
 from sqlmodel import select
@@ -16,12 +15,13 @@ from sqlmodel import select
 from app.config import Settings
 from app.db import session_scope
 from app.db.models import Email, SyncRunStatus
-from app.sync.folder_settings import FolderSyncSetting, save_folder_settings
 from app.sync.folder_sync import SyncProgress
 from app.sync.service import SyncResult
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.reliability.mirror import (
+from tests.support.crash_checks import enable_folder, once
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.mailgen import append_many, expected_message_ids
+from tests.support.mirror import (
     NETWORK_REASONS,
     assert_failed_on_network,
     assert_mirrors_server,
@@ -29,27 +29,9 @@ from tests.reliability.mirror import (
     sync,
     sync_to_completion,
 )
-from tests.sync.snapshot import events_of, folder_row
-from tests.sync.test_crash_safety import (
-    announced_ids,
-    append_many,
-    email_ids_of,
-    expected_message_ids,
-)
+from tests.support.snapshot import announced_ids, email_ids_of, events_of, folder_row
 
 KICK_EVERY = 0.5
-
-
-def once(change: Callable[[], None]) -> Callable[[SyncProgress], None]:
-    """A progress callback that makes `change` on the server after the first stored batch."""
-    done = threading.Event()
-
-    def after_batch(_: SyncProgress) -> None:
-        if not done.is_set():
-            done.set()
-            change()
-
-    return after_batch
 
 
 def assert_survived(engine: Engine, mailbox_id: int, result: SyncResult) -> None:
@@ -64,13 +46,6 @@ def email_ids(engine: Engine, mailbox_id: int) -> set[int]:
     with session_scope(engine) as session:
         found = session.exec(select(Email.id).where(Email.mailbox_id == mailbox_id))
         return {email_id for email_id in found if email_id is not None}
-
-
-def enable_folder(engine: Engine, settings: Settings, mailbox_id: int, name: str) -> None:
-    folder = folder_row(engine, mailbox_id, name)
-    assert folder is not None
-    assert folder.id is not None
-    save_folder_settings(engine, settings, mailbox_id, [FolderSyncSetting(folder.id, True)])
 
 
 def test_a_uidvalidity_reset_during_a_sync_relinks_old_mail_and_announces_none_of_it(

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine
 from sqlmodel import col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from app.config import Settings
 from app.db import session_scope
 from app.db.models import Email, Event, Folder
 from app.sync.service import sync_mailbox
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.mailgen import make_message
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.mailgen import make_message
 
 RECENT = datetime.now(UTC) - timedelta(days=3)
 CHANGE_EVENTS = ("email.received", "email.updated", "email.deleted", "folder.reset")
 
 
-def sync(engine: Engine, mailbox_id: int, settings: Settings) -> None:
-    result = sync_mailbox(engine, mailbox_id, settings)
+def sync(engine: Engine, mailbox_id: int, settings: Settings, *folders: str) -> None:
+    """Sync the mailbox (only `folders` when named, as a run the watcher queues)."""
+    result = sync_mailbox(engine, mailbox_id, settings, folders=frozenset(folders) or None)
     assert result is not None, "the lease was free"
     assert result.complete, "the run finished"
 
@@ -37,220 +42,210 @@ def change_events(engine: Engine, mailbox_id: int) -> list[tuple[str, dict[str, 
     return [(event_type, dict(data)) for event_type, data in rows]
 
 
-def events_after(engine: Engine, mailbox_id: int, seen: int) -> list[tuple[str, dict[str, Any]]]:
-    return change_events(engine, mailbox_id)[seen:]
+@dataclass
+class SyncedMailbox:
+    """A test user's mailbox after its first sync: what later syncs announce, and its rows."""
+
+    engine: Engine
+    settings: Settings
+    mailbox_id: int
+    events_before: int = 0
+
+    def sync(self, *folders: str) -> None:
+        sync(self.engine, self.mailbox_id, self.settings, *folders)
+
+    def announced(self) -> list[tuple[str, dict[str, Any]]]:
+        """The change events since the first sync."""
+        return change_events(self.engine, self.mailbox_id)[self.events_before :]
+
+    def email_id(self, subject: str) -> int:
+        return self._only(
+            select(Email.id).where(Email.mailbox_id == self.mailbox_id, Email.subject == subject)
+        )
+
+    def folder_id(self, full_name: str) -> int:
+        return self._only(
+            select(Folder.id).where(
+                Folder.mailbox_id == self.mailbox_id, Folder.full_name == full_name
+            )
+        )
+
+    def _only(self, statement: SelectOfScalar[Any]) -> int:
+        """The one id `statement` finds."""
+        with session_scope(self.engine) as session:
+            [found] = session.exec(statement).all()
+        assert isinstance(found, int)
+        return found
+
+    def updated(self, email_id: int, folder: str, uid: int, **flags: bool) -> dict[str, Any]:
+        """The state `email.updated` carries for an email found in one folder."""
+        state = {"seen": False, "flagged": False} | flags
+        return {
+            "id": email_id,
+            **state,
+            "folders": [{"folder_id": self.folder_id(folder), "uid": uid}],
+        }
 
 
-def email_id(engine: Engine, mailbox_id: int, subject: str) -> int:
-    with session_scope(engine) as session:
-        [found] = session.exec(
-            select(Email.id).where(Email.mailbox_id == mailbox_id, Email.subject == subject)
-        ).all()
-    assert found is not None
-    return found
+@pytest.fixture
+def first_sync(
+    engine: Engine, settings: Settings, mail_user: MailUser, add_mailbox: MailboxFactory
+) -> Callable[[], SyncedMailbox]:
+    """Register the test user (its mail appended already), sync it, note the events so far."""
 
+    def first() -> SyncedMailbox:
+        mailbox = SyncedMailbox(engine, settings, add_mailbox(mail_user))
+        mailbox.sync()
+        mailbox.events_before = len(change_events(engine, mailbox.mailbox_id))
+        return mailbox
 
-def folder_id(engine: Engine, mailbox_id: int, full_name: str) -> int:
-    with session_scope(engine) as session:
-        [found] = session.exec(
-            select(Folder.id).where(Folder.mailbox_id == mailbox_id, Folder.full_name == full_name)
-        ).all()
-    assert found is not None
-    return found
+    return first
 
 
 def test_a_flag_change_on_the_server_is_announced_once_with_the_new_flags(
-    engine: Engine, settings: Settings, mail_user: MailUser, add_mailbox: MailboxFactory
+    mail_user: MailUser, first_sync: Callable[[], SyncedMailbox]
 ) -> None:
     uid = mail_user.append("INBOX", make_message(subject="flag me"), date=RECENT)
     mail_user.append("INBOX", make_message(subject="leave me"), date=RECENT)
-    mailbox_id = add_mailbox(mail_user)
-    sync(engine, mailbox_id, settings)
-    before = len(change_events(engine, mailbox_id))
+    mailbox = first_sync()
 
     mail_user.add_flags("INBOX", [uid], ["\\Seen", "\\Flagged"])
-    sync(engine, mailbox_id, settings)
-    sync(engine, mailbox_id, settings)
+    mailbox.sync()
+    mailbox.sync()
 
-    inbox = folder_id(engine, mailbox_id, "INBOX")
-    expected = {
-        "id": email_id(engine, mailbox_id, "flag me"),
-        "seen": True,
-        "flagged": True,
-        "folders": [{"folder_id": inbox, "uid": uid}],
-    }
-    announced = events_after(engine, mailbox_id, before)
+    expected = mailbox.updated(mailbox.email_id("flag me"), "INBOX", uid, seen=True, flagged=True)
+    announced = mailbox.announced()
     assert announced == [("email.updated", {"emails": [expected]})], (
         "one email.updated with the new flags, and nothing from the second sync"
     )
 
 
 def test_a_flag_change_of_an_unannounced_flag_is_not_announced(
-    engine: Engine, settings: Settings, mail_user: MailUser, add_mailbox: MailboxFactory
+    mail_user: MailUser, first_sync: Callable[[], SyncedMailbox]
 ) -> None:
     uid = mail_user.append("INBOX", make_message(subject="answer me"), date=RECENT)
-    mailbox_id = add_mailbox(mail_user)
-    sync(engine, mailbox_id, settings)
-    before = len(change_events(engine, mailbox_id))
+    mailbox = first_sync()
 
     mail_user.add_flags("INBOX", [uid], ["\\Answered"])
-    sync(engine, mailbox_id, settings)
+    mailbox.sync()
 
-    assert events_after(engine, mailbox_id, before) == [], "email.updated carries seen/flagged"
+    assert mailbox.announced() == [], "email.updated carries seen/flagged"
 
 
 def test_mail_expunged_from_its_only_folder_is_announced_deleted(
-    engine: Engine, settings: Settings, mail_user: MailUser, add_mailbox: MailboxFactory
+    mail_user: MailUser, first_sync: Callable[[], SyncedMailbox]
 ) -> None:
     uid = mail_user.append("INBOX", make_message(subject="delete me"), date=RECENT)
     mail_user.append("INBOX", make_message(subject="keep me"), date=RECENT)
-    mailbox_id = add_mailbox(mail_user)
-    sync(engine, mailbox_id, settings)
-    deleted = email_id(engine, mailbox_id, "delete me")
-    before = len(change_events(engine, mailbox_id))
+    mailbox = first_sync()
+    deleted = mailbox.email_id("delete me")
 
     mail_user.expunge("INBOX", [uid])
-    sync(engine, mailbox_id, settings)
-    sync(engine, mailbox_id, settings)
+    mailbox.sync()
+    mailbox.sync()
 
-    assert events_after(engine, mailbox_id, before) == [
-        ("email.deleted", {"email_ids": [deleted]})
-    ], "one email.deleted, and nothing from the second sync"
+    assert mailbox.announced() == [("email.deleted", {"email_ids": [deleted]})], (
+        "one email.deleted, and nothing from the second sync"
+    )
 
 
 def test_mail_expunged_from_one_of_two_folders_is_announced_updated(
-    engine: Engine, settings: Settings, mail_user: MailUser, add_mailbox: MailboxFactory
+    mail_user: MailUser, first_sync: Callable[[], SyncedMailbox]
 ) -> None:
     uid = mail_user.append("INBOX", make_message(subject="copied"), date=RECENT)
     [copy_uid] = mail_user.copy("INBOX", [uid], "Sent")
-    mailbox_id = add_mailbox(mail_user)
-    sync(engine, mailbox_id, settings)
-    before = len(change_events(engine, mailbox_id))
+    mailbox = first_sync()
 
     mail_user.expunge("INBOX", [uid])
-    sync(engine, mailbox_id, settings)
+    mailbox.sync()
 
-    expected = {
-        "id": email_id(engine, mailbox_id, "copied"),
-        "seen": False,
-        "flagged": False,
-        "folders": [{"folder_id": folder_id(engine, mailbox_id, "Sent"), "uid": copy_uid}],
-    }
-    assert events_after(engine, mailbox_id, before) == [("email.updated", {"emails": [expected]})]
+    expected = mailbox.updated(mailbox.email_id("copied"), "Sent", copy_uid)
+    assert mailbox.announced() == [("email.updated", {"emails": [expected]})]
 
 
 def test_a_move_between_enabled_folders_is_one_update_with_the_new_folder(
-    engine: Engine, settings: Settings, mail_user: MailUser, add_mailbox: MailboxFactory
+    mail_user: MailUser, first_sync: Callable[[], SyncedMailbox]
 ) -> None:
     uid = mail_user.append("INBOX", make_message(subject="move me"), date=RECENT)
     mail_user.append("Sent", make_message(subject="stay"), date=RECENT)
-    mailbox_id = add_mailbox(mail_user)
-    sync(engine, mailbox_id, settings)
-    moved = email_id(engine, mailbox_id, "move me")
-    before = len(change_events(engine, mailbox_id))
+    mailbox = first_sync()
+    moved = mailbox.email_id("move me")
 
     [new_uid] = mail_user.move("INBOX", [uid], "Sent")
-    sync(engine, mailbox_id, settings)
-    sync(engine, mailbox_id, settings)
+    mailbox.sync()
+    mailbox.sync()
 
-    expected = {
-        "id": moved,
-        "seen": False,
-        "flagged": False,
-        "folders": [{"folder_id": folder_id(engine, mailbox_id, "Sent"), "uid": new_uid}],
-    }
-    announced = events_after(engine, mailbox_id, before)
+    expected = mailbox.updated(moved, "Sent", new_uid)
+    announced = mailbox.announced()
     assert announced == [("email.updated", {"emails": [expected]})], (
         "a move is neither deleted nor received mail"
     )
-    assert email_id(engine, mailbox_id, "move me") == moved
+    assert mailbox.email_id("move me") == moved
 
 
 def test_a_copy_into_another_folder_is_announced_updated(
-    engine: Engine, settings: Settings, mail_user: MailUser, add_mailbox: MailboxFactory
+    mail_user: MailUser, first_sync: Callable[[], SyncedMailbox]
 ) -> None:
     uid = mail_user.append("INBOX", make_message(subject="copy me"), date=RECENT)
-    mailbox_id = add_mailbox(mail_user)
-    sync(engine, mailbox_id, settings)
-    before = len(change_events(engine, mailbox_id))
+    mailbox = first_sync()
 
     [copy_uid] = mail_user.copy("INBOX", [uid], "Sent")
-    sync(engine, mailbox_id, settings)
+    mailbox.sync()
 
-    [(event_type, data)] = events_after(engine, mailbox_id, before)
+    [(event_type, data)] = mailbox.announced()
     assert event_type == "email.updated"
     [state] = data["emails"]
     assert sorted((f["folder_id"], f["uid"]) for f in state["folders"]) == sorted(
         [
-            (folder_id(engine, mailbox_id, "INBOX"), uid),
-            (folder_id(engine, mailbox_id, "Sent"), copy_uid),
+            (mailbox.folder_id("INBOX"), uid),
+            (mailbox.folder_id("Sent"), copy_uid),
         ]
     )
 
 
 def test_a_uidvalidity_reset_announces_only_the_reset(
-    engine: Engine, settings: Settings, mail_user: MailUser, add_mailbox: MailboxFactory
+    mail_user: MailUser, first_sync: Callable[[], SyncedMailbox]
 ) -> None:
     for n in range(3):
         mail_user.append("INBOX", make_message(subject=f"m{n}"), date=RECENT)
-    mailbox_id = add_mailbox(mail_user)
-    sync(engine, mailbox_id, settings)
-    before = len(change_events(engine, mailbox_id))
+    mailbox = first_sync()
 
     mail_user.set_uidvalidity("INBOX", mail_user.uidvalidity("INBOX") + 1000)
-    sync(engine, mailbox_id, settings)
-    sync(engine, mailbox_id, settings)
+    mailbox.sync()
+    mailbox.sync()
 
-    assert [event_type for event_type, _ in events_after(engine, mailbox_id, before)] == [
-        "folder.reset"
-    ]
-
-
-def sync_folders(engine: Engine, mailbox_id: int, settings: Settings, *names: str) -> None:
-    """Sync only `names`, as a run the watcher queues for the folders that changed."""
-    result = sync_mailbox(engine, mailbox_id, settings, folders=frozenset(names))
-    assert result is not None, "the lease was free"
-    assert result.complete, "the run finished"
+    assert [event_type for event_type, _ in mailbox.announced()] == ["folder.reset"]
 
 
 def test_a_run_of_the_changed_folder_announces_an_expunge_at_once(
-    engine: Engine, settings: Settings, mail_user: MailUser, add_mailbox: MailboxFactory
+    mail_user: MailUser, first_sync: Callable[[], SyncedMailbox]
 ) -> None:
     uid = mail_user.append("INBOX", make_message(subject="delete me"), date=RECENT)
     mail_user.append("Sent", make_message(subject="elsewhere"), date=RECENT)
-    mailbox_id = add_mailbox(mail_user)
-    sync(engine, mailbox_id, settings)
-    deleted = email_id(engine, mailbox_id, "delete me")
-    before = len(change_events(engine, mailbox_id))
+    mailbox = first_sync()
+    deleted = mailbox.email_id("delete me")
 
     mail_user.expunge("INBOX", [uid])
-    sync_folders(engine, mailbox_id, settings, "INBOX")
-    announced = events_after(engine, mailbox_id, before)
-    sync(engine, mailbox_id, settings)
+    mailbox.sync("INBOX")
+    announced = mailbox.announced()
+    mailbox.sync()
 
     assert announced == [("email.deleted", {"email_ids": [deleted]})], "the watcher's run"
-    assert events_after(engine, mailbox_id, before) == announced, "nothing more at the full run"
+    assert mailbox.announced() == announced, "nothing more at the full run"
 
 
 def test_a_run_of_the_source_folder_of_a_move_does_not_delete_the_mail(
-    engine: Engine, settings: Settings, mail_user: MailUser, add_mailbox: MailboxFactory
+    mail_user: MailUser, first_sync: Callable[[], SyncedMailbox]
 ) -> None:
     uid = mail_user.append("INBOX", make_message(subject="move me"), date=RECENT)
     mail_user.append("Sent", make_message(subject="stay"), date=RECENT)
-    mailbox_id = add_mailbox(mail_user)
-    sync(engine, mailbox_id, settings)
-    moved = email_id(engine, mailbox_id, "move me")
-    before = len(change_events(engine, mailbox_id))
+    mailbox = first_sync()
+    moved = mailbox.email_id("move me")
 
     [new_uid] = mail_user.move("INBOX", [uid], "Sent")
-    sync_folders(engine, mailbox_id, settings, "INBOX")
-    assert events_after(engine, mailbox_id, before) == [], "Sent grew: the mail may be there"
-    sync_folders(engine, mailbox_id, settings, "Sent")
+    mailbox.sync("INBOX")
+    assert mailbox.announced() == [], "Sent grew: the mail may be there"
+    mailbox.sync("Sent")
 
-    expected = {
-        "id": moved,
-        "seen": False,
-        "flagged": False,
-        "folders": [{"folder_id": folder_id(engine, mailbox_id, "Sent"), "uid": new_uid}],
-    }
-    assert events_after(engine, mailbox_id, before) == [("email.updated", {"emails": [expected]})]
+    expected = mailbox.updated(moved, "Sent", new_uid)
+    assert mailbox.announced() == [("email.updated", {"emails": [expected]})]

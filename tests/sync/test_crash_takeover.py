@@ -4,7 +4,6 @@ machine is waited for only until its lease expires."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -22,18 +21,13 @@ from app.db.repositories.mailboxes import acquire_lease
 from app.sync.folder_sync import SyncProgress
 from app.sync.holder import holder_is_gone, worker_identity
 from app.sync.service import SyncResult, sync_mailbox
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.mailgen import make_message
-from tests.sync.snapshot import stored_uids
-from tests.sync.test_crash_safety import (
-    RECENT,
-    announced_ids,
-    append_many,
-    kill_when,
-    stored_count,
-)
-from tests.worker_process import enqueue, wait_until, worker_process
+from tests.support.cli import start_imap_bridge
+from tests.support.crash_checks import kill_when
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.mailgen import RECENT, append_many, make_message
+from tests.support.snapshot import announced_ids, stored_count, stored_uids
+from tests.support.worker_process import enqueue, wait_until, worker_process
 
 SHORT_LEASE = 3  # seconds; the heartbeat renews it every second
 SECONDS = 30  # what "within seconds" may take on a loaded 2-core machine
@@ -43,22 +37,8 @@ ELSEWHERE = "other-host:4242:0badb007.4026531836:123456:abcdef01"
 
 def start_sync(settings: Settings, workdir: Path, mailbox_id: int) -> subprocess.Popen[str]:
     """`imap-bridge sync --mailbox ID` in a process of its own, configured by the environment."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "SECRET_KEYS": ",".join(key.get_secret_value() for key in settings.secret_keys),
-        "IMAP_ALLOW_PRIVATE_HOSTS": "true",
-        "IMAP_CA_FILE": str(settings.imap_ca_file),
-        "SYNC_BATCH_SIZE": "10",
-    }
-    env.pop("REDIS_URL", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "sync", "--mailbox", str(mailbox_id)],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    return start_imap_bridge(
+        settings, workdir, "sync", "--mailbox", str(mailbox_id), SYNC_BATCH_SIZE="10"
     )
 
 

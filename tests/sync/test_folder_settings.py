@@ -14,10 +14,10 @@ from app.db.models import Folder, Mailbox, SyncRun, SyncRunStatus, utcnow
 from app.sync.errors import UnknownFoldersError
 from app.sync.folder_settings import FolderSyncSetting, save_folder_settings
 from app.sync.service import sync_mailbox
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory, id_of
-from tests.mailgen import make_message
-from tests.sync.snapshot import email_count, folder_row, stored_uids
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory, id_of
+from tests.support.mailgen import make_message
+from tests.support.snapshot import email_count, folder_row, stored_uids
 
 RECENT = datetime.now(UTC) - timedelta(days=3)
 

@@ -21,9 +21,9 @@ from app.imap import Security
 from app.sync.folder_sync import SyncProgress
 from app.sync.health import MailboxHealth, mailbox_health
 from app.sync.service import SyncResult, sync_mailbox
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.mailgen import make_message
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.mailgen import make_message
 
 NOW = datetime.now(UTC)
 

@@ -1,7 +1,7 @@
 """The mailbox lease: one worker syncs a mailbox at a time, on SQLite and PostgreSQL.
 
 Races are real: threads released by one barrier, processes set off by one go-ahead
-(`tests.sync.sync_driver`), workers looping over the same mailboxes. Overlap is judged
+(`tests.support.sync_driver`), workers looping over the same mailboxes. Overlap is judged
 from the `sync_run` rows and from the IMAP sessions in the test Dovecot's log.
 """
 
@@ -27,11 +27,12 @@ from app.db.models import Event, Folder, Mailbox, SyncRun, SyncRunStatus, utcnow
 from app.db.repositories.mailboxes import acquire_lease, release_lease
 from app.sync.folder_sync import SyncProgress
 from app.sync.service import SyncResult, sync_mailbox
-from tests.dovecot import Dovecot, MailUser
-from tests.factories import MailboxFactory, create_mailbox, id_of
-from tests.sync.snapshot import email_count, server_uids, stored_uids
-from tests.sync.sync_driver import Drivers, reports
-from tests.sync.test_crash_safety import append_many, expire_lease
+from tests.support.crash_checks import expire_lease
+from tests.support.dovecot import Dovecot, MailUser
+from tests.support.factories import MailboxFactory, create_mailbox, id_of
+from tests.support.mailgen import append_many
+from tests.support.snapshot import email_count, server_uids, stored_uids
+from tests.support.sync_driver import Drivers, reports
 
 LEASE = timedelta(minutes=10)
 RACERS = 12  # below SQLAlchemy's default pool limit (5 + 10 overflow): all really run at once

@@ -12,9 +12,9 @@ from app.config import Settings
 from app.db import session_scope
 from app.db.models import Email, SyncRunStatus
 from app.sync.service import sync_mailbox
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.mailgen import Attachment, make_message
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.mailgen import Attachment, make_message
 
 RECENT = datetime.now(UTC) - timedelta(days=2)
 # Over the limit below by more than the literal slack (1 MiB): had the sync asked for its

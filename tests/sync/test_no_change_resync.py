@@ -15,10 +15,10 @@ from app.db.models import Email, Folder
 from app.db.repositories.folders import unlink_uids
 from app.sync.folder_settings import FolderSyncSetting, save_folder_settings
 from app.sync.service import SyncResult, sync_mailbox
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.mailgen import make_message
-from tests.sync.snapshot import email_count, folder_row, server_uids, stored_uids
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.mailgen import make_message
+from tests.support.snapshot import email_count, folder_row, server_uids, stored_uids
 
 RECENT = datetime.now(UTC) - timedelta(days=30)
 

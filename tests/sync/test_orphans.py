@@ -15,10 +15,10 @@ from app.db.migrate import alembic_config, upgrade_database
 from app.db.models import Email, EmailFolder, Folder
 from app.sync.folder_sync import ProgressCallback, SyncProgress
 from app.sync.service import SyncResult, sync_mailbox
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.mailgen import make_message
-from tests.sync.snapshot import events_of
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.mailgen import make_message
+from tests.support.snapshot import events_of
 
 RECENT = datetime.now(UTC) - timedelta(days=30)
 

@@ -16,11 +16,11 @@ from app.config import Settings
 from app.db import session_scope
 from app.db.models import SyncRun, SyncRunStatus
 from app.imap import Security
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.hostile_imap import rewriting_proxy
-from tests.reliability.mirror import sync
-from tests.sync.matrix import NOW, OLD, RECENT, Mirror, append
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.hostile_imap import rewriting_proxy
+from tests.support.mirror import sync
+from tests.support.server_matrix import NOW, OLD, RECENT, Mirror, append
 
 pytestmark = pytest.mark.parametrize("databases", ["sqlite"], indirect=True)
 

@@ -21,8 +21,8 @@ from sqlalchemy import Engine
 
 from app.config import Settings
 from app.sync.service import sync_mailbox
-from tests.factories import MailboxFactory
-from tests.sync.matrix import (
+from tests.support.factories import MailboxFactory
+from tests.support.server_matrix import (
     NOW,
     OLD,
     RECENT,
@@ -32,7 +32,7 @@ from tests.sync.matrix import (
     enable_sync,
     matrix_server,
 )
-from tests.sync.snapshot import events_of, folder_row
+from tests.support.snapshot import events_of, folder_row
 
 MATRIX = pytest.mark.parametrize(
     ("server_name", "databases"),

@@ -7,11 +7,11 @@ from sqlalchemy import Engine
 
 from app.config import Settings
 from app.sync.service import sync_mailbox
-from tests.debian_servers import Courier, Cyrus
-from tests.factories import MailboxFactory
-from tests.imap_account import ImapAccount
-from tests.sync.matrix import NOW, OLD, RECENT, Mirror, append, enable_sync
-from tests.sync.snapshot import events_of, folder_row
+from tests.support.debian_servers import Courier, Cyrus
+from tests.support.factories import MailboxFactory
+from tests.support.imap_account import ImapAccount
+from tests.support.server_matrix import NOW, OLD, RECENT, Mirror, append, enable_sync
+from tests.support.snapshot import events_of, folder_row
 
 pytestmark = pytest.mark.parametrize("databases", ["sqlite"], indirect=True)
 

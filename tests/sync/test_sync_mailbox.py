@@ -14,10 +14,10 @@ from app.config import Settings
 from app.db import session_scope
 from app.db.models import Email, Folder, Mailbox, SyncRun, SyncRunStatus
 from app.sync.service import SyncResult, sync_mailbox
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.mailgen import make_message
-from tests.sync.snapshot import (
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.mailgen import make_message
+from tests.support.snapshot import (
     email_count,
     events_of,
     folder_row,

@@ -13,9 +13,9 @@ from app.imap.aio_connect import connect_async
 from app.imap.config import ConnectOptions
 from app.imap.errors import AuthenticationFailed
 from app.watch.mailbox_watch import WatchMode, WatchTiming, watch_mailbox
-from tests.dovecot import MailUser
-from tests.imap.conftest import config_for
-from tests.mailgen import make_message
+from tests.support.dovecot import MailUser
+from tests.support.imap_config import config_for
+from tests.support.mailgen import make_message
 
 FOLDERS = ("INBOX", "Archive", "Sent")
 # Dovecot announces within about a second; the margin absorbs a loaded machine.

@@ -6,59 +6,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 import respx
 from pydantic import ValidationError
-from sqlalchemy import Engine, make_url
+from sqlalchemy import Engine
 
 from app.config import Settings
 from app.db import session_scope
 from app.db.models import AuthType, Mailbox, utcnow
 from app.imap import Security
 from app.security import SecretBox
-from app.watch.supervisor import WatchSupervisor
-from tests.dovecot import Dovecot, DovecotInstances
-from tests.factories import MailboxFactory
-from tests.login_catcher import login_catcher
-from tests.oauth.rig import (
+from tests.support.dovecot import Dovecot, DovecotInstances
+from tests.support.factories import MailboxFactory
+from tests.support.fault_proxy import FaultProxy
+from tests.support.login_catcher import login_catcher
+from tests.support.oauth_rig import (
     GOOGLE_TOKEN_URL,
     configure_gmail,
     google_tokens,
     oauth_dovecot,
     sign_jwt,
 )
-from tests.reliability.fault_proxy import FaultProxy
-from tests.secret_watch import SecretKind, register_secret
+from tests.support.redis_queue import redis_url_through
+from tests.support.secret_watch import SecretKind, register_secret
+from tests.support.watching import supervising, watching_records
 
 SECONDS = 30
-
-
-@pytest.fixture
-def watch_settings(settings: Settings) -> Settings:
-    return settings.model_copy(
-        update={
-            "watch_refresh_seconds": 0.2,
-            "watch_lease_seconds": 2.0,
-            "watch_poll_seconds": 0.5,
-            "watch_connect_rate": 50.0,
-        }
-    )
-
-
-@asynccontextmanager
-async def supervising(settings: Settings, engine: Engine) -> AsyncIterator[WatchSupervisor]:
-    """Run a supervisor (its own owner id) until the block ends."""
-    supervisor = WatchSupervisor(settings, engine)
-    task = asyncio.create_task(supervisor.run())
-    try:
-        yield supervisor
-    finally:
-        supervisor.stop()
-        await task
 
 
 async def eventually(condition: Callable[[], bool], what: str) -> None:
@@ -66,10 +42,6 @@ async def eventually(condition: Callable[[], bool], what: str) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"not within {SECONDS} s: {what}"
         await asyncio.sleep(0.05)
-
-
-def watching_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [record for record in caplog.records if record.getMessage() == "watch.watching"]
 
 
 def test_each_watcher_takes_up_to_its_share_and_no_mailbox_twice(
@@ -188,21 +160,19 @@ def test_a_watch_lease_shorter_than_two_heartbeats_is_refused() -> None:
 
 
 def test_a_watcher_started_while_redis_is_down_watches_once_it_answers(
+    *,
     engine: Engine,
     watch_settings: Settings,
     add_mailbox: MailboxFactory,
     dovecot: Dovecot,
     caplog: pytest.LogCaptureFixture,
+    redis_proxy: FaultProxy,
 ) -> None:
     add_mailbox(dovecot.add_user())
     caplog.set_level(logging.INFO, logger="app.watch.supervisor")
-    redis_address = make_url(str(watch_settings.redis_url))
-    assert redis_address.host is not None and redis_address.port is not None
+    proxied = watch_settings.model_copy(update={"redis_url": redis_url_through(redis_proxy)})
 
     async def scenario(proxy: FaultProxy) -> None:
-        proxied = watch_settings.model_copy(
-            update={"redis_url": f"redis://127.0.0.1:{proxy.port}/{redis_address.database}"}
-        )
         async with supervising(proxied, engine):
             await eventually(
                 lambda: any(r.getMessage() == "watch.redis_unavailable" for r in caplog.records),
@@ -212,6 +182,5 @@ def test_a_watcher_started_while_redis_is_down_watches_once_it_answers(
             proxy.heal()
             await eventually(lambda: len(watching_records(caplog)) == 1, "watching")
 
-    with FaultProxy(redis_address.host, redis_address.port) as proxy:
-        proxy.take_down()
-        asyncio.run(scenario(proxy))
+    redis_proxy.take_down()
+    asyncio.run(scenario(redis_proxy))

@@ -18,9 +18,9 @@ from app.db import session_scope
 from app.db.models import utcnow
 from app.sync.health import WatchHealth, mailbox_health
 from app.sync.service import sync_mailbox
-from tests.dovecot import MailUser
-from tests.factories import MailboxFactory
-from tests.worker_process import wait_until, worker_process
+from tests.support.dovecot import MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.worker_process import wait_until, worker_process
 
 SECONDS = 30  # what "within seconds" may take on a loaded 2-core machine
 WATCH_ENVIRONMENT = {

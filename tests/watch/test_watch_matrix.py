@@ -30,14 +30,14 @@ from app.imap.config import ConnectOptions, ImapConfig
 from app.job_queue import create_queue, take_pending_folders
 from app.sync.service import sync_mailbox
 from app.watch.mailbox_watch import WatchMode, WatchTiming, watch_mailbox
-from tests.debian_servers import Courier, PrivateServers
-from tests.dovecot import DovecotInstances
-from tests.factories import MailboxFactory
-from tests.imap_account import ImapAccount
-from tests.mailgen import make_message
-from tests.sync.matrix import NOW, MatrixServer, append, matrix_server
-from tests.watch.test_supervisor import supervising, watching_records
-from tests.watch.test_watcher_process import received_in, run_triggers
+from tests.support.debian_servers import Courier, PrivateServers
+from tests.support.dovecot import DovecotInstances
+from tests.support.factories import MailboxFactory
+from tests.support.imap_account import ImapAccount
+from tests.support.mailgen import make_message
+from tests.support.server_matrix import NOW, MatrixServer, append, matrix_server
+from tests.support.snapshot import received_in, run_triggers
+from tests.support.watching import supervising, watching_records
 
 SECONDS = 30  # what "within seconds" may take on a loaded 2-core machine
 # Well below the minute a server that idles without push takes, well above the poll interval.
@@ -76,18 +76,6 @@ def server(
             server_name, pushless.add_user, "", "/", condstore=True, connection=plain
         )
     return matrix_server(server_name, request)
-
-
-@pytest.fixture
-def watch_settings(settings: Settings) -> Settings:
-    return settings.model_copy(
-        update={
-            "watch_refresh_seconds": 0.2,
-            "watch_lease_seconds": 2.0,
-            "watch_poll_seconds": 0.5,
-            "watch_connect_rate": 50.0,
-        }
-    )
 
 
 async def sync_queued_until(

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 from sqlalchemy import Engine
-from sqlmodel import col, select
+from sqlmodel import select
 
 from app.config import Settings
 from app.db import session_scope
@@ -24,7 +24,6 @@ from app.db.models import (
     Folder,
     Mailbox,
     MailboxStatus,
-    SyncRun,
     SyncTrigger,
     utcnow,
 )
@@ -33,12 +32,12 @@ from app.imap import Security
 from app.job_queue import create_queue, enqueue_watched_sync, watched_sync_job_id
 from app.security import SecretBox
 from app.sync.service import sync_mailbox
-from tests.dovecot import Dovecot, DovecotInstances, MailUser
-from tests.factories import MailboxFactory
-from tests.mailgen import make_message
-from tests.reliability.fault_proxy import Fault, FaultProxy
-from tests.sync.snapshot import email_count, events_of, stored_uids
-from tests.worker_process import WorkerProcess, wait_until, worker_process
+from tests.support.dovecot import Dovecot, DovecotInstances, MailUser
+from tests.support.factories import MailboxFactory
+from tests.support.fault_proxy import Fault, FaultProxy
+from tests.support.mailgen import make_message
+from tests.support.snapshot import email_count, events_of, received_in, run_triggers, stored_uids
+from tests.support.worker_process import WorkerProcess, wait_until, worker_process
 
 WATCH_ENVIRONMENT = {
     "WATCH_LEASE_SECONDS": "2",
@@ -76,6 +75,14 @@ class ProcessStarter:
         self._stack = stack
         self._started = 0
 
+    def watching(self, *, worker: bool = True) -> WorkerProcess:
+        """Start a worker (unless told not to) and a watcher; return once the watcher watches."""
+        if worker:
+            self.start("worker")
+        watcher = self.start("watch")
+        wait_until(lambda: watching_sessions(watcher) >= 1, SECONDS, "the watcher watches")
+        return watcher
+
     def start(self, command: str, **environment: str) -> WorkerProcess:
         """Start `command` with WATCH_ENVIRONMENT, and `environment` on top of it."""
         self._started += 1
@@ -95,38 +102,23 @@ def watching_sessions(watcher: WorkerProcess) -> int:
     return watcher.log.count(WATCHING)
 
 
-def received_in(engine: Engine, mailbox_id: int, folder: str) -> int:
-    """Count the messages `email.received` events announced in `folder`."""
-    events = events_of(engine, mailbox_id, "email.received")
-    return sum(len(event["email_ids"]) for event in events if event["folder"] == folder)
-
-
-def run_triggers(engine: Engine, mailbox_id: int) -> list[SyncTrigger]:
-    with session_scope(engine) as session:
-        runs = session.exec(
-            select(SyncRun).where(SyncRun.mailbox_id == mailbox_id).order_by(col(SyncRun.id))
-        ).all()
-        return [run.trigger for run in runs]
+def wait_for_one_received(engine: Engine, mailbox_id: int, folder: str, what: str) -> None:
+    """Wait until `email.received` has announced one message in `folder`."""
+    wait_until(lambda: received_in(engine, mailbox_id, folder) == 1, SECONDS, what)
 
 
 def test_new_mail_in_inbox_and_sent_is_announced_within_seconds(
     engine: Engine, watched_mailbox: int, mail_user: MailUser, processes: ProcessStarter
 ) -> None:
-    processes.start("worker")
-    watcher = processes.start("watch")
-    wait_until(lambda: watching_sessions(watcher) >= 1, SECONDS, "the watcher watches")
+    watcher = processes.watching()
 
     mail_user.append("INBOX", make_message(subject="arrives in INBOX"))
-    wait_until(
-        lambda: received_in(engine, watched_mailbox, "INBOX") == 1,
-        SECONDS,
-        f"email.received for INBOX; watcher log:\n{watcher.log}",
+    wait_for_one_received(
+        engine, watched_mailbox, "INBOX", f"email.received for INBOX; watcher log:\n{watcher.log}"
     )
     mail_user.append("Sent", make_message(subject="sent elsewhere"))
-    wait_until(
-        lambda: received_in(engine, watched_mailbox, "Sent") == 1,
-        SECONDS,
-        f"email.received for Sent; watcher log:\n{watcher.log}",
+    wait_for_one_received(
+        engine, watched_mailbox, "Sent", f"email.received for Sent; watcher log:\n{watcher.log}"
     )
     triggers = run_triggers(engine, watched_mailbox)
     assert triggers[0] is SyncTrigger.CRON  # the fixture's first sync
@@ -184,6 +176,7 @@ def test_a_watch_that_begins_queues_a_sync_only_where_the_server_is_ahead(
         queued.close()
 
 
+@pytest.mark.parametrize("databases", ["sqlite"], indirect=True)  # Redis and arq are the point
 def test_a_burst_of_arrivals_queues_one_sync_that_stores_all_of_them(
     engine: Engine,
     settings: Settings,
@@ -191,8 +184,7 @@ def test_a_burst_of_arrivals_queues_one_sync_that_stores_all_of_them(
     mail_user: MailUser,
     processes: ProcessStarter,
 ) -> None:
-    watcher = processes.start("watch")
-    wait_until(lambda: watching_sessions(watcher) >= 1, SECONDS, "the watcher watches")
+    processes.watching(worker=False)
     client = mail_user.client()
     try:
         for number in range(40):
@@ -215,21 +207,16 @@ def test_a_burst_of_arrivals_queues_one_sync_that_stores_all_of_them(
     )
 
 
+@pytest.mark.parametrize("databases", ["sqlite"], indirect=True)  # the IMAP connection is the point
 def test_a_dropped_watch_connection_comes_back(
     engine: Engine, watched_mailbox: int, mail_user: MailUser, processes: ProcessStarter
 ) -> None:
-    processes.start("worker")
-    watcher = processes.start("watch")
-    wait_until(lambda: watching_sessions(watcher) >= 1, SECONDS, "the watcher watches")
+    watcher = processes.watching()
 
     mail_user.kick()
     wait_until(lambda: watching_sessions(watcher) >= 2, SECONDS, "the watcher reconnected")
     mail_user.append("INBOX", make_message(subject="after the kick"))
-    wait_until(
-        lambda: received_in(engine, watched_mailbox, "INBOX") == 1,
-        SECONDS,
-        "email.received after the reconnect",
-    )
+    wait_for_one_received(engine, watched_mailbox, "INBOX", "email.received after the reconnect")
 
 
 @pytest.mark.parametrize("lease_seconds", ["2", "600"], ids=["lease expires", "long lease"])
@@ -250,10 +237,8 @@ def test_a_killed_watchers_mailboxes_are_taken_over(
     first.process.wait()
     wait_until(lambda: watching_sessions(second) >= 1, SECONDS, "the second watcher took over")
     mail_user.append("INBOX", make_message(subject="watched by the second"))
-    wait_until(
-        lambda: received_in(engine, watched_mailbox, "INBOX") == 1,
-        SECONDS,
-        "email.received through the second watcher",
+    wait_for_one_received(
+        engine, watched_mailbox, "INBOX", "email.received through the second watcher"
     )
 
 
@@ -265,8 +250,7 @@ def test_a_mailbox_no_longer_watched_loses_its_connection(
     processes: ProcessStarter,
     change: str,
 ) -> None:
-    watcher = processes.start("watch")
-    wait_until(lambda: watching_sessions(watcher) >= 1, SECONDS, "the watcher watches")
+    processes.watching(worker=False)
     assert mail_user.open_sessions() == 1
     with session_scope(engine) as session:
         mailbox = session.get(Mailbox, watched_mailbox)
@@ -307,12 +291,11 @@ def test_a_server_without_idle_or_notify_is_polled(
     )
 
 
+@pytest.mark.parametrize("databases", ["sqlite"], indirect=True)  # the watch restart is the point
 def test_a_newly_enabled_folder_is_watched(
     engine: Engine, watched_mailbox: int, mail_user: MailUser, processes: ProcessStarter
 ) -> None:
-    processes.start("worker")
-    watcher = processes.start("watch")
-    wait_until(lambda: watching_sessions(watcher) >= 1, SECONDS, "the watcher watches")
+    watcher = processes.watching()
 
     set_folder_enabled(engine, watched_mailbox, "Archive")
     wait_until(lambda: watching_sessions(watcher) >= 2, SECONDS, "the watch restarted")
@@ -331,9 +314,7 @@ def test_a_refused_login_stops_the_watch_until_the_credentials_change(
     mail_user: MailUser,
     processes: ProcessStarter,
 ) -> None:
-    processes.start("worker")
-    watcher = processes.start("watch")
-    wait_until(lambda: watching_sessions(watcher) >= 1, SECONDS, "the watcher watches")
+    watcher = processes.watching()
 
     old_password = mail_user.password
     mail_user.set_password(f"{old_password}-changed")
@@ -373,10 +354,8 @@ def test_changes_seen_while_a_scheduled_sync_holds_the_mailbox_wait_for_it(
 
     with session_scope(engine) as session:
         release_lease(session, watched_mailbox, "cron-sync")
-    wait_until(
-        lambda: received_in(engine, watched_mailbox, "INBOX") == 1,
-        SECONDS,
-        "the follow-up synced the folder once the lease was free",
+    wait_for_one_received(
+        engine, watched_mailbox, "INBOX", "the follow-up synced the folder once the lease was free"
     )
 
 

@@ -28,8 +28,8 @@ from app.db import session_scope
 from app.db.models import OAuthProviderSettings
 from app.oauth.registry import ENTRY_POINT_GROUP, installed_providers
 from app.security import SecretBox
-from tests.dovecot import Dovecot, DovecotInstances
-from tests.secret_watch import SecretKind, register_secret
+from tests.support.dovecot import Dovecot, DovecotInstances
+from tests.support.secret_watch import SecretKind, register_secret
 
 JWT_KEY = secrets.token_bytes(32)
 register_secret(SecretKind.JWT_SIGNING_KEY, base64.b64encode(JWT_KEY).decode(), "test Dovecot's")

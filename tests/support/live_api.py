@@ -13,10 +13,12 @@ import uvicorn
 from sqlalchemy import Engine
 from starlette.applications import Starlette
 
+from app.config import Settings
 from app.db import session_scope
 from app.db.models import ApiKey
+from app.main import create_app
 from app.security import generate_api_key
-from tests.secret_watch import SecretKind, register_secret
+from tests.support.secret_watch import SecretKind, register_secret
 
 
 @dataclass(frozen=True)
@@ -57,3 +59,15 @@ def serving(app: Starlette, host: str = "127.0.0.1", port: int = 0) -> Iterator[
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextmanager
+def running_api(engine: Engine, settings: Settings) -> Iterator[LiveApi]:
+    """Serve the app built from `settings`, with a client holding a fresh API key."""
+    key = create_api_key(engine)
+    headers = {"Authorization": f"Bearer {key}"}
+    with (
+        serving(create_app(settings)) as base_url,
+        httpx.Client(base_url=base_url, headers=headers, timeout=30) as client,
+    ):
+        yield LiveApi(base_url, client, key)

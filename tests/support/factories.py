@@ -1,4 +1,8 @@
-"""Plain factory functions: a valid row with defaults, any column overridable."""
+"""Plain factory functions: a valid row with defaults, any column overridable.
+
+`create_mailbox` is the one way tests and the bench make a mailbox row; `account_mailbox`
+gives it the columns the API stores for an account of a test server.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,9 @@ from typing import Any
 from sqlmodel import Session
 
 from app.db.models import Email, EmailFolder, Folder, Mailbox
-from app.imap import FolderType
+from app.imap import FolderType, Security
+from tests.support.dovecot import MailUser
+from tests.support.imap_account import ImapAccount
 
 # add_mailbox(user, **columns) -> mailbox id: registers a Dovecot user as a mailbox.
 MailboxFactory = Callable[..., int]
@@ -33,6 +39,27 @@ def create_mailbox(session: Session, **overrides: Any) -> Mailbox:
     session.add(mailbox)
     session.flush()
     return mailbox
+
+
+def account_mailbox(account: ImapAccount, password_enc: str) -> dict[str, Any]:
+    """Return the columns the API stores for `account`, its password encrypted as given.
+
+    Dovecot's users connect over TLS; Cyrus and Courier serve plain IMAP only.
+    """
+    host, port = account.address()
+    security = Security.NONE
+    if isinstance(account, MailUser):
+        port, security = account.dovecot.tls_port, Security.SSL
+    return {
+        "owner_user_id": "crm-user-1",
+        "owner_email": "owner@example.com",
+        "email_address": f"{account.name}@example.com",
+        "host": host,
+        "port": port,
+        "security": security,
+        "username": account.name,
+        "password_enc": password_enc,
+    }
 
 
 def create_folder(session: Session, mailbox: Mailbox, **overrides: Any) -> Folder:

@@ -23,8 +23,8 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from tests.oauth.rig import id_token, sign_jwt
-from tests.secret_watch import SecretKind, register_secret
+from tests.support.oauth_rig import id_token, sign_jwt
+from tests.support.secret_watch import SecretKind, register_secret
 
 CLIENT_ID = "imap-bridge-test-client"
 CRM_USER = "crm-user-1"  # who is signed in to the CRM page

@@ -42,8 +42,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.imap_account import ImapAccount
-from tests.secret_watch import SecretKind, register_secret
+from tests.support.imap_account import ImapAccount
+from tests.support.secret_watch import SecretKind, register_secret
 
 DOVECOT_BIN = "/usr/sbin/dovecot"
 DOVEADM_BIN = "/usr/bin/doveadm"

@@ -19,12 +19,12 @@ from app.db import session_scope
 from app.db.models import Email, Folder, SyncRun, SyncRunStatus
 from app.imap import Security
 from app.sync.service import SyncResult
-from tests.debian_servers import Courier, Cyrus
-from tests.dovecot import Dovecot
-from tests.imap_account import ImapAccount
-from tests.mailgen import make_message
-from tests.reliability.mirror import MessageMap, server_messages, stored_messages, sync
-from tests.sync.snapshot import events_of
+from tests.support.debian_servers import Courier, Cyrus
+from tests.support.dovecot import Dovecot
+from tests.support.imap_account import ImapAccount
+from tests.support.mailgen import make_message
+from tests.support.mirror import MessageMap, server_messages, stored_messages, sync
+from tests.support.snapshot import events_of
 
 NOW = datetime.now(UTC)
 RECENT = NOW - timedelta(days=30)

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from tests.live_api import serving
+from tests.support.live_api import serving
 
 # Spellings that reach this machine when connected to; a server on 127.0.0.1 answers
 # all of them ("localhost" may resolve to ::1 first, then 127.0.0.1).

@@ -255,3 +255,6 @@ class FaultProxy:
         await connection.flowing()
         sink.write(data)
         await sink.drain()
+
+
+READ_TIMEOUT = 1.5

@@ -1,7 +1,8 @@
 """Sync mailboxes in a process of their own, so a test can kill the process or race two.
 
-    python -m tests.sync.sync_driver [--rounds N] [--wait-for-go] [--freeze-on-signal] MAILBOX_ID...
-    python -m tests.sync.sync_driver --lease-only [--wait-for-go] MAILBOX_ID...
+    python -m tests.support.sync_driver [--rounds N] [--wait-for-go] [--freeze-on-signal] \
+        MAILBOX_ID...
+    python -m tests.support.sync_driver --lease-only [--wait-for-go] MAILBOX_ID...
 
 Settings come from the environment, as the service reads them (DATABASE_URL, SECRET_KEYS,
 IMAP_ALLOW_PRIVATE_HOSTS, IMAP_CA_FILE, SYNC_BATCH_SIZE...). Every sync attempt prints one
@@ -105,7 +106,7 @@ def _place(filename: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.sync.sync_driver")
+    parser = argparse.ArgumentParser(prog="python -m tests.support.sync_driver")
     parser.add_argument("mailbox_ids", type=int, nargs="+", metavar="MAILBOX_ID")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--lease-only", action="store_true")
@@ -156,7 +157,7 @@ def _spelled(value: object) -> str:
 
 def _launch(settings: Settings, arguments: Sequence[str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.sync.sync_driver", *arguments],
+        [sys.executable, "-m", "tests.support.sync_driver", *arguments],
         cwd=REPO_ROOT,
         env=driver_environment(settings),
         stdin=subprocess.PIPE,

@@ -9,13 +9,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from arq import ArqRedis, Worker
+
 from app.config import Settings
 from app.job_queue import create_queue, enqueue_sync
+from app.worker import worker_settings
+from app.worker.state import BusyRetry
 
 
 @dataclass
@@ -93,14 +97,48 @@ def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None
         time.sleep(0.1)
 
 
+@asynccontextmanager
+async def open_queue(settings: Settings) -> AsyncIterator[ArqRedis]:
+    """The settings' queue, closed on leaving the block."""
+    pool = await create_queue(settings)
+    try:
+        yield pool
+    finally:
+        await pool.aclose()
+
+
 def enqueue(settings: Settings, mailbox_id: int) -> None:
     """Queue a sync of the mailbox as the cron does."""
 
     async def queue() -> None:
-        pool = await create_queue(settings)
-        try:
+        async with open_queue(settings) as pool:
             assert await enqueue_sync(pool, mailbox_id), "no sync of the mailbox is queued yet"
-        finally:
-            await pool.aclose()
 
     asyncio.run(queue())
+
+
+async def drain_queue(
+    settings: Settings,
+    queue_name: str | None = None,
+    *,
+    busy_retry: BusyRetry | None = None,
+    cron: bool = True,
+) -> None:
+    """Run a real arq worker in this process until its queue is empty (arq's burst mode)."""
+    options = worker_settings(settings, queue_name=queue_name, busy_retry=busy_retry)
+    if not cron:
+        options["cron_jobs"] = []
+    worker = Worker(**options, burst=True, poll_delay=0.02, handle_signals=False)
+    try:
+        await worker.async_run()
+    finally:
+        await worker.close()
+
+
+def run_worker(settings: Settings) -> None:
+    """Run every queued job, then stop (no cron).
+
+    A job that finds the mailbox leased by another job retries after 50 ms, not 30 s.
+    """
+    fast_retry = BusyRetry(delay_seconds=0.05, attempts=200)
+    asyncio.run(drain_queue(settings, busy_retry=fast_retry, cron=False))

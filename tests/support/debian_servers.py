@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from tests.imap_account import ImapAccount
-from tests.secret_watch import SecretKind, register_secret
+from tests.support.imap_account import ImapAccount
+from tests.support.secret_watch import SecretKind, register_secret
 
 HOST = "127.0.0.1"
-SERVERS_ROOT = Path(__file__).resolve().parents[1] / ".servers" / "root"
+SERVERS_ROOT = Path(__file__).resolve().parents[2] / ".servers" / "root"
 MAIL_USER = "mail"  # Debian's system account for mail spools; owns every mailbox here
 _STARTUP_TIMEOUT = 20.0
 _user_numbers = itertools.count(1)

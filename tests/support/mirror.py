@@ -16,9 +16,8 @@ from app.db import session_scope
 from app.db.models import Email, EmailFolder, Folder, Mailbox, MailboxStatus, SyncRun, SyncRunStatus
 from app.sync.folder_sync import ProgressCallback
 from app.sync.service import SyncResult, sync_mailbox
-from tests.imap_account import ImapAccount
-from tests.sync.snapshot import events_of
-from tests.sync.test_crash_safety import unlinked_emails
+from tests.support.imap_account import ImapAccount
+from tests.support.snapshot import events_of, unlinked_emails
 
 NETWORK_REASONS = {"connection_lost", "timeout", "unreachable"}
 SYNCED_BY_DEFAULT = ("INBOX", "Sent")

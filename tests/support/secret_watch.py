@@ -44,7 +44,7 @@ its DEBUG trace):
 - requests the tests send carry secrets on purpose: only answers are checked.
 
 uvicorn's loggers are watched like any other, even where uvicorn's own logging
-setup keeps them from propagating; tests serve at INFO (tests/live_api.py), so
+setup keeps them from propagating; tests serve at INFO (tests/support/live_api.py), so
 its access lines, with each request's query string, are made and checked.
 
 Not watched: answers read with `requests` (schemathesis) or by the browser

@@ -22,8 +22,8 @@ from app.config import Settings
 from app.db import session_scope
 from app.notify.webhook_endpoints import create_webhook_endpoint
 from app.security import SecretBox
-from tests.live_api import serving
-from tests.secret_watch import SecretKind, register_secret
+from tests.support.live_api import serving
+from tests.support.secret_watch import SecretKind, register_secret
 
 
 @dataclass

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import re
+from collections.abc import Container
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
+
+from tests.support.dovecot import MailUser
 
 _counter = itertools.count(1)
 
@@ -81,3 +85,52 @@ def make_message(
                 filename=attachment.filename,
             )
     return msg.as_bytes(policy=SMTP)
+
+
+RECENT = datetime.now(UTC) - timedelta(days=30)
+
+
+# Messages of the batch a kill must hit carry this much: fetching them takes long enough
+# for the test to see the batch started and kill the sync before it commits.
+HEAVY_ATTACHMENT = Attachment("scan.bin", b"\x00" * 128 * 1024)
+
+
+_APPENDUID = re.compile(rb"\[APPENDUID \d+ (\d+)(?::(\d+))?\]")
+
+
+def append_many(
+    user: MailUser, folder: str, tag: str, count: int, heavy: Container[int] = ()
+) -> list[int]:
+    """APPEND `count` messages in one MULTIAPPEND (RFC 3502); return their UIDs.
+
+    Message n has Message-ID <tag-n@example.com>; those numbered in `heavy` carry
+    HEAVY_ATTACHMENT. Each is a copy of one built message with its number stamped in:
+    building hundreds one by one would take seconds.
+    """
+    light, weighty = (
+        make_message(subject="{tag} {n}", message_id="<{tag}-{n}@example.com>", attachments=a)
+        for a in ((), (HEAVY_ATTACHMENT,))
+    )
+    messages = [
+        {
+            "msg": (weighty if n in heavy else light)
+            .replace(b"{tag}", tag.encode())
+            .replace(b"{n}", str(n).encode()),
+            "date": RECENT + timedelta(minutes=n),
+        }
+        for n in range(count)
+    ]
+    client = user.client()
+    try:
+        _, [response] = client.multiappend(folder, messages)
+    finally:
+        client.logout()
+    match = _APPENDUID.search(response)
+    assert match is not None, response
+    first, last = int(match.group(1)), int(match.group(2) or match.group(1))
+    assert last - first + 1 == count
+    return list(range(first, last + 1))
+
+
+def expected_message_ids(tag: str, count: int) -> set[str]:
+    return {f"<{tag}-{n}@example.com>" for n in range(count)}

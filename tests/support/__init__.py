@@ -1,0 +1,1 @@
+"""Rigs and helpers the tests and the bench share; no test module imports another one."""
