@@ -9,7 +9,6 @@
       queued by the cron, no longer due ........ done: synced since the cron read the list
       marked in progress for 2/3 of SYNC_LEASE_SECONDS, renewed while it runs: a
         killed worker's job goes to another worker that soon, not after arq's timeout
-      wait for a slot on the mailbox's host .... SYNC_MAX_CONNECTIONS_PER_HOST
       sync_mailbox in a thread
         lease held elsewhere, no run id ........ done: the holder is syncing it
         lease held elsewhere, a queued run ..... (the API's, with its run id) Retry every
@@ -44,13 +43,12 @@ failure, now when the time budget ran out), so a changed
 backoff. A follow-up that is lost (the worker died between the two steps) is
 picked up by the next tick, since the mailbox is due.
 
-Limits are per worker process: `SYNC_MAX_JOBS` jobs at once, and at most
-`SYNC_MAX_CONNECTIONS_PER_HOST` of them talking to one IMAP host (a job waits
-for a slot, holding one of the `SYNC_MAX_JOBS`). With N workers a host sees
-up to N times that many connections. Right after a Redis outage a process
-may run more jobs for a while (the replaced arq Worker's, finishing, and the
-new one's), but never more syncs per host nor more threads: those limits
-belong to the process, not to an arq Worker.
+A worker process runs `SYNC_MAX_JOBS` jobs at once. How many of them talk to
+one IMAP host is the connection budget's business (app.connection_budget),
+shared by every process: a sync waits for a slot there, holding one of the
+`SYNC_MAX_JOBS`. Right after a Redis outage a process may run more jobs for a
+while (the replaced arq Worker's, finishing, and the new one's), but never
+more threads: that limit belongs to the process, not to an arq Worker.
 """
 
 from __future__ import annotations
@@ -62,7 +60,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypedDict
 
@@ -128,26 +126,11 @@ class BusyRetry:
         return cls(delay_seconds, max(1, math.ceil(lease_seconds / delay_seconds)))
 
 
-class HostSlots:
-    """One semaphore per IMAP host, so a worker never opens too many connections to one server."""
-
-    def __init__(self, per_host: int) -> None:
-        self._per_host = per_host
-        self._slots: dict[str, asyncio.Semaphore] = {}
-
-    def __call__(self, host: str) -> asyncio.Semaphore:
-        return self._slots.setdefault(host.casefold(), asyncio.Semaphore(self._per_host))
-
-
 @dataclass(slots=True)
 class _WorkerState:
     settings: Settings
     busy_retry: BusyRetry
     engine: Engine
-    host_slots: HostSlots = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.host_slots = HostSlots(self.settings.sync_max_connections_per_host)
 
 
 @dataclass(slots=True)
@@ -256,7 +239,7 @@ async def sync_job(
     only_if_due: bool = False,
     watched: bool = False,
 ) -> str:
-    """Sync one mailbox in a thread, within its host's connection limit; safe to run twice.
+    """Sync one mailbox in a thread; safe to run twice.
 
     `watched` (the watcher's jobs) syncs only the folders that changed since the
     last watched sync took them; those it could not sync wait for a follow-up.
@@ -355,20 +338,19 @@ async def _sync(
         # job id before the cron queued it again: it was just synced.
         log.info("worker.sync_not_due", extra=facts)
         return "not due"
-    async with state.host_slots(target.host):
-        try:
-            result = await asyncio.to_thread(
-                sync_mailbox,
-                state.engine,
-                mailbox_id,
-                state.settings,
-                folders_only=folders_only,
-                trigger=SyncTrigger(trigger),
-                run_id=run_id,
-                folders=folders,
-            )
-        except MailboxNotFoundError:  # deleted while the job waited for its slot
-            return _mailbox_deleted(facts)
+    try:
+        result = await asyncio.to_thread(
+            sync_mailbox,
+            state.engine,
+            mailbox_id,
+            state.settings,
+            folders_only=folders_only,
+            trigger=SyncTrigger(trigger),
+            run_id=run_id,
+            folders=folders,
+        )
+    except MailboxNotFoundError:  # deleted since it was looked up
+        return _mailbox_deleted(facts)
     if result is None:
         return await (
             _watched_lease_held(ctx, mailbox_id, folders, facts)
@@ -494,7 +476,6 @@ def _due_mailbox_ids(engine: Engine) -> list[int]:
 
 @dataclass(frozen=True, slots=True)
 class _SyncTarget:
-    host: str
     due: bool
 
 
@@ -504,7 +485,7 @@ def _sync_target(engine: Engine, mailbox_id: int) -> _SyncTarget | None:
         if mailbox is None:
             return None
         due = mailbox.next_sync_at is None or mailbox.next_sync_at <= utcnow()
-        return _SyncTarget(mailbox.host, due)
+        return _SyncTarget(due)
 
 
 def _run_finished(engine: Engine, run_id: int) -> bool:

@@ -7,7 +7,6 @@ name is deleted afterwards, so tests never see each other's jobs.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import subprocess
 import sys
@@ -28,7 +27,8 @@ from app.db.models import Mailbox, MailboxStatus, SyncRun, SyncRunStatus, SyncTr
 from app.db.repositories.mailboxes import acquire_lease
 from app.queue import create_queue, enqueue_sync, sync_job_id
 from app.worker import BUSY_ERROR_CODE, BusyRetry, enqueue_due_syncs, worker_settings
-from tests.dovecot import MailUser
+from tests.dovecot import Dovecot, MailUser
+from tests.dovecot_sessions import SessionLog
 from tests.factories import MailboxFactory
 from tests.mailgen import make_message
 from tests.sync.snapshot import email_count, stored_uids
@@ -108,11 +108,6 @@ def sync_runs(engine: Engine, mailbox_id: int) -> list[SyncRun]:
     with session_scope(engine) as session:
         statement = select(SyncRun).where(SyncRun.mailbox_id == mailbox_id)
         return list(session.exec(statement.order_by(col(SyncRun.id))))
-
-
-def started_at(run: SyncRun) -> datetime:
-    assert run.started_at is not None
-    return run.started_at
 
 
 def test_cron_queues_each_due_mailbox_once(
@@ -208,13 +203,16 @@ def test_a_scheduled_job_for_a_mailbox_synced_since_the_cron_read_the_list_does_
 def test_one_connection_per_host_makes_syncs_of_one_server_take_turns(
     engine: Engine,
     queue_settings: Settings,
-    mail_user: MailUser,
+    dovecot: Dovecot,
     add_mailbox: MailboxFactory,
     queue_name: str,
 ) -> None:
-    mail_user.append("INBOX", make_message(), date=RECENT)
-    mailbox_ids = [add_mailbox(mail_user, email_address=f"{n}@example.com") for n in range(3)]
-    one_per_host = queue_settings.model_copy(update={"sync_max_connections_per_host": 1})
+    users = [dovecot.add_user() for _ in range(3)]
+    for user in users:
+        user.append("INBOX", make_message(), date=RECENT)
+    mailbox_ids = [add_mailbox(user) for user in users]
+    one_per_host = queue_settings.model_copy(update={"imap_max_connections_per_host": 1})
+    sessions = SessionLog(dovecot.config.log_file, {user.name for user in users})
 
     async def scenario() -> None:
         pool = await create_queue(one_per_host, queue_name=queue_name)
@@ -227,11 +225,10 @@ def test_one_connection_per_host_makes_syncs_of_one_server_take_turns(
 
     asyncio.run(scenario())
 
-    runs = sorted((run for m in mailbox_ids for run in sync_runs(engine, m)), key=started_at)
+    runs = [run for m in mailbox_ids for run in sync_runs(engine, m)]
     assert [run.status for run in runs] == [SyncRunStatus.SUCCEEDED] * 3
-    for earlier, later in itertools.pairwise(runs):
-        assert earlier.finished_at is not None
-        assert earlier.finished_at <= started_at(later), "never two connections to the host"
+    assert sessions.logins() == 3
+    assert sessions.most_at_once() == 1, "Dovecot saw two of the syncs' sessions at once"
 
 
 def test_incomplete_sync_is_followed_up_until_complete(
