@@ -68,8 +68,9 @@ class NoConnectionSlotError(ConnectionBudgetError):
     code = "waiting_for_connection_slot"
 
     def __init__(self, host: str, full: Usage, waited: float) -> None:
+        when = f"within {waited:g} s" if waited > 0 else "free"
         super().__init__(
-            f"no connection slot to {host} within {waited:g} s:"
+            f"no connection slot to {host} {when}:"
             f" {full.in_use} of {full.limit} {full.scope} connections in use"
         )
         self.host = host

@@ -41,7 +41,7 @@ def test_a_sync_without_a_free_slot_fails_waiting_for_one_and_is_retried_later(
         assert run is not None
         assert mailbox is not None
         assert run.error is not None
-        assert f"no connection slot to {host}" in run.error
+        assert f"no connection slot to {host} within 0.5 s" in run.error
         assert "1 of 1 per-host connections in use" in run.error
         assert mailbox.next_sync_at is not None
         assert mailbox.next_sync_at > utcnow(), "retried later, on the transient backoff"
