@@ -6,8 +6,9 @@ while it is down gets 503 `queue_unavailable` with Retry-After.
 
 A mailbox registered or given new credentials has its sync queued after the
 transaction commits (so the worker finds the row), when the app has a queue.
-Redis being down never fails that request: the mailbox is due either way and
-the scheduler's next round picks it up.
+The queue being away never fails that request: the mailbox is due either way and
+the scheduler's next round picks it up. (Redis down fails it earlier: its login
+cannot take a slot of the connection budget, 503 `connection_budget_unavailable`.)
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -29,11 +30,14 @@ from app.db.models import (
     SyncRun,
 )
 from app.db.repositories.folders import mailbox_folders
+from app.main import create_app
 from app.queue import sync_job_id
 from app.security import SecretBox
+from tests.conftest import TEST_REDIS_URL
 from tests.dovecot import MailUser
 from tests.factories import MailboxFactory, create_email, create_folder, id_of, link_email
-from tests.live_api import LiveApi
+from tests.live_api import LiveApi, create_api_key, serving
+from tests.reliability.fault_proxy import FaultProxy
 
 REDIS_DOWN = "redis://127.0.0.1:1/0"  # nothing listens on port 1: refused at once
 
@@ -437,12 +441,40 @@ def test_create_queues_the_first_sync(
 
 
 @pytest.mark.parametrize("redis_url", [REDIS_DOWN])
-def test_create_works_while_the_queue_is_down(
+def test_create_answers_503_while_redis_is_down_and_stores_nothing(
     live_api: LiveApi, mail_user: MailUser, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
 
     response = live_api.client.post("/v1/mailboxes", json=create_body(mail_user))
+
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == "connection_budget_unavailable", "no slot to log in with"
+    assert response.headers["retry-after"] == "10"
+    assert live_api.client.get("/v1/mailboxes").json()["items"] == []
+    for record in caplog.records:
+        assert mail_user.password not in str(record.__dict__)
+
+
+def test_create_works_when_the_queue_was_down_at_startup(
+    engine: Engine, settings: Settings, mail_user: MailUser, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    machine_redis = urlsplit(TEST_REDIS_URL)
+    assert machine_redis.hostname is not None
+    assert machine_redis.port is not None
+    with FaultProxy(machine_redis.hostname, machine_redis.port) as redis_proxy:
+        redis_proxy.take_down()
+        proxied = settings.model_copy(
+            update={"redis_url": f"redis://127.0.0.1:{redis_proxy.port}/0"}
+        )
+        headers = {"Authorization": f"Bearer {create_api_key(engine)}"}
+        with (
+            serving(create_app(proxied)) as base_url,  # starts without a queue
+            httpx.Client(base_url=base_url, headers=headers, timeout=30) as client,
+        ):
+            redis_proxy.heal()  # the budget answers again; the app has no queue yet
+            response = client.post("/v1/mailboxes", json=create_body(mail_user))
 
     assert response.status_code == 201, response.text
     assert response.json()["next_sync_at"] is None  # due: the scheduler's next round syncs it
