@@ -89,7 +89,8 @@ def log_in(
 def budgeted_session(config: ImapConfig, options: LoginOptions) -> Iterator[ImapConnection]:
     """Hold a slot of the connection budget for as long as the session is open.
 
-    Raises `NoConnectionSlotError` when none frees within `options.slot_wait`.
+    Raises `NoConnectionSlotError` when none frees within `options.slot_wait`,
+    `ConnectionBudgetUnavailableError` when Redis, which keeps the budget, does not answer.
     """
     with (
         options.budget.slot(Pool.IMAP, config.host, config.username, wait=options.slot_wait),
