@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DATA_DIR = Path("var")
@@ -124,8 +124,42 @@ class Settings(BaseSettings):
         ),
     )
     sync_max_jobs: int = Field(default=10, ge=1, description="Concurrent sync jobs per worker.")
-    sync_max_connections_per_host: int = Field(
-        default=4, ge=1, description="Concurrent IMAP connections to one server host."
+    imap_max_connections_per_host: int = Field(
+        default=4,
+        ge=1,
+        validation_alias=AliasChoices(
+            "imap_max_connections_per_host", "sync_max_connections_per_host"
+        ),
+        description=(
+            "IMAP sessions of syncs and API requests open at once to one server host, counted"
+            " across every process sharing the Redis (SYNC_MAX_CONNECTIONS_PER_HOST is the"
+            " old name)."
+        ),
+    )
+    imap_max_connections_per_account: int = Field(
+        default=10,
+        ge=1,
+        description=(
+            "IMAP sessions open at once to one account (host and username), watch sessions"
+            " included, across every process; Gmail allows about 15, Microsoft 365 about 20."
+        ),
+    )
+    imap_slot_seconds: float = Field(
+        default=15.0,
+        ge=1,
+        description=(
+            "How long a connection slot outlives a process that died holding it; a live"
+            " holder renews its slots every third of this."
+        ),
+    )
+    imap_slot_wait_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description=(
+            "How long a sync waits for a connection slot before it fails"
+            " `waiting_for_connection_slot` and is retried later (API requests do not wait:"
+            " 503 with Retry-After)."
+        ),
     )
     worker_niceness: int = Field(
         default=10,
@@ -146,6 +180,14 @@ class Settings(BaseSettings):
     )
     watch_max_connections: int = Field(
         default=1000, ge=1, description="Mailboxes one watcher process watches at most."
+    )
+    watch_max_connections_per_host: int = Field(
+        default=1000,
+        ge=1,
+        description=(
+            "Watch sessions open at once to one server host, across every watcher process;"
+            " a mailbox past it is watched once a slot frees (tried every minute)."
+        ),
     )
     watch_connect_rate: float = Field(
         default=20.0, gt=0, description="Watch connections a watcher process opens per second."

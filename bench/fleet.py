@@ -51,10 +51,10 @@ from tests.support.redis_queue import TEST_REDIS_URL
 
 SEED_CONNECTIONS = 4
 FLEET_WORKERS = 2
-# Every mailbox is on one host, so the per-host limit (default 4) is what binds: 2 workers
-# x 10 = 20 connections to the one Dovecot, each worker running 20 jobs (default 10).
+# Every mailbox is on one host, so the per-host budget (default 4, shared by every worker)
+# is what binds: 20 connections to the one Dovecot, each worker running 20 jobs (default 10).
 FLEET_MAX_JOBS = 20
-FLEET_CONNECTIONS_PER_HOST = 10
+FLEET_CONNECTIONS_PER_HOST = 20
 FLEET_TIMEOUT_SECONDS = 900.0  # a cycle still running then is cut off, its mailboxes unfinished
 SCALE_MAILBOXES = 1_000
 SCALE_MESSAGES = 5  # INBOX messages per mailbox (Sent gets a twentieth: none)
@@ -184,7 +184,7 @@ class FleetRows:
     max_jobs: int = field(default_factory=lambda: _setting("sync_max_jobs", FLEET_MAX_JOBS))
     connections_per_host: int = field(
         default_factory=lambda: _setting(
-            "sync_max_connections_per_host", FLEET_CONNECTIONS_PER_HOST
+            "imap_max_connections_per_host", FLEET_CONNECTIONS_PER_HOST
         )
     )
     timeout_seconds: float = FLEET_TIMEOUT_SECONDS
@@ -272,9 +272,9 @@ class FleetRows:
         section = FleetSection(
             f"Cron path, {describe(users)}: {fleet.workers} workers,"
             f" SYNC_MAX_JOBS {fleet.max_jobs},"
-            f" SYNC_MAX_CONNECTIONS_PER_HOST {fleet.connections_per_host}"
+            f" IMAP_MAX_CONNECTIONS_PER_HOST {fleet.connections_per_host}"
         )
-        at_once = fleet.workers * fleet.connections_per_host
+        at_once = fleet.connections_per_host
         self.run(
             section,
             f"imapclient STATUS per folder, {at_once} at once (reference)",
@@ -307,7 +307,7 @@ class FleetRows:
         syncs = FleetSection(
             f"First sync of {describe(users)}, {backend}, {fleet.workers} workers,"
             f" SYNC_MAX_JOBS {fleet.max_jobs},"
-            f" SYNC_MAX_CONNECTIONS_PER_HOST {fleet.connections_per_host}"
+            f" IMAP_MAX_CONNECTIONS_PER_HOST {fleet.connections_per_host}"
         )
         api = LatencySection(
             f"API during that first sync: {LOAD_CLIENTS} clients without pause, each request"

@@ -48,7 +48,7 @@ class Fleet:
     queue_name: str
     workers: int
     max_jobs: int  # SYNC_MAX_JOBS of each worker
-    connections_per_host: int  # SYNC_MAX_CONNECTIONS_PER_HOST of each worker
+    connections_per_host: int  # IMAP_MAX_CONNECTIONS_PER_HOST, shared by the workers
     mailboxes: int
     user_prefix: str
     timeout_seconds: float

@@ -188,7 +188,7 @@ def check_every_mailbox(job: Job) -> Measurement:
     ]
     errors = 0
     started = perf_counter()
-    with ThreadPoolExecutor(fleet.workers * fleet.connections_per_host) as pool:
+    with ThreadPoolExecutor(fleet.connections_per_host) as pool:
         futures = [pool.submit(check_with_imapclient, check) for check in checks]
         for future in futures:
             if future.exception() is not None:

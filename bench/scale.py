@@ -76,7 +76,7 @@ def service_environment(job: Job) -> dict[str, str]:
         "IMAP_ALLOW_PRIVATE_HOSTS": "true",
         "IMAP_CA_FILE": job.server.ca_file,
         "SYNC_MAX_JOBS": str(fleet.max_jobs),
-        "SYNC_MAX_CONNECTIONS_PER_HOST": str(fleet.connections_per_host),
+        "IMAP_MAX_CONNECTIONS_PER_HOST": str(fleet.connections_per_host),
     }
 
 

@@ -7,7 +7,6 @@ name is deleted afterwards, so tests never see each other's jobs.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import subprocess
 import sys
@@ -26,7 +25,8 @@ from app.job_queue import enqueue_sync, sync_job_id
 from app.worker.cron_jobs import enqueue_due_syncs
 from app.worker.state import BusyRetry
 from app.worker.sync_job import BUSY_ERROR_CODE
-from tests.support.dovecot import MailUser
+from tests.support.dovecot import Dovecot, MailUser
+from tests.support.dovecot_sessions import SessionLog
 from tests.support.factories import MailboxFactory
 from tests.support.mailgen import make_message
 from tests.support.snapshot import email_count, stored_uids, sync_runs
@@ -70,11 +70,6 @@ def fresh_workdir(
 
 async def queued_job_ids(pool: ArqRedis) -> set[str]:
     return {job_id.decode() for job_id in await pool.zrange(pool.default_queue_name, 0, -1)}
-
-
-def started_at(run: SyncRun) -> datetime:
-    assert run.started_at is not None
-    return run.started_at
 
 
 def test_cron_queues_each_due_mailbox_once(
@@ -159,12 +154,15 @@ def test_a_scheduled_job_for_a_mailbox_synced_since_the_cron_read_the_list_does_
 def test_one_connection_per_host_makes_syncs_of_one_server_take_turns(
     engine: Engine,
     settings: Settings,
-    mail_user: MailUser,
+    dovecot: Dovecot,
     add_mailbox: MailboxFactory,
 ) -> None:
-    mail_user.append("INBOX", make_message(), date=RECENT)
-    mailbox_ids = [add_mailbox(mail_user, email_address=f"{n}@example.com") for n in range(3)]
-    one_per_host = settings.model_copy(update={"sync_max_connections_per_host": 1})
+    users = [dovecot.add_user() for _ in range(3)]
+    for user in users:
+        user.append("INBOX", make_message(), date=RECENT)
+    mailbox_ids = [add_mailbox(user) for user in users]
+    one_per_host = settings.model_copy(update={"imap_max_connections_per_host": 1})
+    sessions = SessionLog(dovecot.config.log_file, {user.name for user in users})
 
     async def scenario() -> None:
         async with open_queue(one_per_host) as pool:
@@ -174,11 +172,10 @@ def test_one_connection_per_host_makes_syncs_of_one_server_take_turns(
 
     asyncio.run(scenario())
 
-    runs = sorted((run for m in mailbox_ids for run in sync_runs(engine, m)), key=started_at)
+    runs = [run for m in mailbox_ids for run in sync_runs(engine, m)]
     assert [run.status for run in runs] == [SyncRunStatus.SUCCEEDED] * 3
-    for earlier, later in itertools.pairwise(runs):
-        assert earlier.finished_at is not None
-        assert earlier.finished_at <= started_at(later), "never two connections to the host"
+    assert sessions.logins() == 3
+    assert sessions.most_at_once() == 1, "Dovecot saw two of the syncs' sessions at once"
 
 
 def test_incomplete_sync_is_followed_up_until_complete(

@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
+from app import connection_budget as budget
 from app import imap, sync
 from app.db.engine import is_unavailable
 from app.job_queue import QueueUnavailableError
@@ -117,6 +118,8 @@ STATUS_OF: dict[type[Exception], tuple[int, str]] = {
     oauth.ProviderUnavailableError: (502, "The OAuth provider cannot be reached"),
     oauth.OAuthError: (502, "The OAuth provider answered with an error"),
     QueueUnavailableError: (503, "The job queue is not available"),
+    budget.NoConnectionSlotError: (503, "Every connection slot to the IMAP server is in use"),
+    budget.ConnectionBudgetUnavailableError: (503, "The connection budget is not available"),
 }
 # Errors that pass: the client may try again after this many seconds (`Retry-After`).
 RETRY_AFTER_OF: dict[type[Exception], int] = {QueueUnavailableError: QUEUE_RETRY_AFTER_SECONDS}
@@ -247,6 +250,17 @@ def install_problem_handlers(app: FastAPI) -> None:
         errors = [FieldError(field=field, message=str(exc))] if fixable else None
         return problem_response(status, code, title, str(exc), errors=errors, headers=headers)
 
+    @app.exception_handler(budget.ConnectionBudgetError)
+    async def _budget_error(_request: Request, exc: budget.ConnectionBudgetError) -> JSONResponse:
+        status, title = _for_known_error(exc) or (503, "No IMAP connection can be opened now")
+        return problem_response(
+            status,
+            exc.code,
+            title,
+            str(exc),
+            headers={"Retry-After": str(exc.retry_after_seconds)},
+        )
+
     @app.exception_handler(DBAPIError)
     @app.exception_handler(sync.DatabaseUnavailableError)
     async def _database_error(request: Request, exc: Exception) -> JSONResponse:
@@ -320,6 +334,18 @@ IMAP_PROBLEMS = (
     ProblemDoc(
         503,
         "`imap_busy`: this API process already talks to API_IMAP_CONCURRENCY IMAP servers",
+        retry_after=True,
+    ),
+    ProblemDoc(
+        503,
+        "`waiting_for_connection_slot`: IMAP_MAX_CONNECTIONS_PER_HOST sessions to the server, or"
+        " IMAP_MAX_CONNECTIONS_PER_ACCOUNT to the account, are open (every process counted)",
+        retry_after=True,
+    ),
+    ProblemDoc(
+        503,
+        "`connection_budget_unavailable`: Redis, which counts the open IMAP sessions, does not"
+        " answer",
         retry_after=True,
     ),
     ProblemDoc(504, "`timeout`: the IMAP server did not answer in time"),

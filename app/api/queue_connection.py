@@ -9,6 +9,8 @@ Work a request only hands on is queued once the response is on its way and
 never fails the request when Redis is down: a registered or re-authenticated
 mailbox's sync (the mailbox is due either way and the scheduler's next round
 picks it up), and a wake-up of the event dispatcher (its cron runs every 10 s).
+(A mailbox's own login fails earlier while Redis is down: it cannot take a slot of
+the connection budget, 503 `connection_budget_unavailable`.)
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Try IMAP settings and credentials without saving anything.
 
     plain IMAP without IMAP_ALLOW_PLAINTEXT -> PlaintextRefusedError (nothing sent)
-    connect (SSRF guard, TLS, login) -> capabilities -> LIST -> log out
+    a slot of the connection budget (app.connection_budget), else NoConnectionSlotError
+    connect (SSRF guard, TLS, login) -> capabilities -> LIST -> log out -> slot given back
 
 Every failure leaves as the `ImapError` that says why (`auth_failed`,
 `tls_error`, `unreachable`, `timeout`, `blocked_host`...), which is what a
@@ -11,10 +12,13 @@ mailbox goes through the same login first (`app.sync.mailboxes`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 from pydantic import SecretStr
 
+from app.connection_budget import ConnectionBudget, Pool
 from app.imap import (
     ConnectOptions,
     FolderManager,
@@ -59,10 +63,14 @@ class ConnectionReport:
 
 @dataclass(frozen=True, slots=True)
 class LoginOptions:
-    """How the service logs in anywhere: the connector's options, and the plain-IMAP rule."""
+    """How the service logs in anywhere: the connector's options, the plain-IMAP rule, and
+    the connection budget every session takes a slot of (waiting up to `slot_wait` seconds).
+    """
 
     connect: ConnectOptions
     allow_plaintext: bool
+    budget: ConnectionBudget
+    slot_wait: float = 0.0
 
 
 def refuse_plaintext(security: Security, options: LoginOptions) -> None:
@@ -74,10 +82,28 @@ def refuse_plaintext(security: Security, options: LoginOptions) -> None:
         )
 
 
-def log_in(server: ServerSettings, credential: Credential, options: LoginOptions) -> ImapConnection:
+@contextmanager
+def log_in(
+    server: ServerSettings, credential: Credential, options: LoginOptions
+) -> Iterator[ImapConnection]:
     """Connect and log in with `credential`; refuse plain IMAP before anything is sent."""
     refuse_plaintext(server.security, options)
-    return connect(login_config(server, credential), options.connect)
+    with budgeted_session(login_config(server, credential), options) as connection:
+        yield connection
+
+
+@contextmanager
+def budgeted_session(config: ImapConfig, options: LoginOptions) -> Iterator[ImapConnection]:
+    """Hold a slot of the connection budget for as long as the session is open.
+
+    Raises `NoConnectionSlotError` when none frees within `options.slot_wait`,
+    `ConnectionBudgetUnavailableError` when Redis, which keeps the budget, does not answer.
+    """
+    with (
+        options.budget.slot(Pool.IMAP, config.host, config.username, wait=options.slot_wait),
+        connect(config, options.connect) as connection,
+    ):
+        yield connection
 
 
 def login_config(server: ServerSettings, credential: Credential) -> ImapConfig:

@@ -2,37 +2,43 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
 from app.config import Settings
+from app.connection_budget import connection_budget
 from app.db.models import AuthType, Mailbox
-from app.imap import ImapConnection, connect
+from app.imap import ImapConnection
 from app.imap.config import ConnectOptions, ImapConfig
 from app.security import SecretBox
-from app.sync.connection_check import LoginOptions, refuse_plaintext
+from app.sync.connection_check import LoginOptions, budgeted_session, refuse_plaintext
 from app.sync.token_refresh import refresh_if_expiring
 
 
+@contextmanager
 def connect_mailbox(
     engine: Engine,
     mailbox: Mailbox,
     settings: Settings,
     secrets: SecretBox,
     options: LoginOptions,
-) -> ImapConnection:
+) -> Iterator[ImapConnection]:
     """Log in to the mailbox's server, refreshing an OAuth token that is about to expire.
 
     A mailbox stored with plain IMAP while IMAP_ALLOW_PLAINTEXT is off raises
-    `PlaintextRefusedError` before any connection is made.
+    `PlaintextRefusedError` before any connection is made; no free slot of the
+    connection budget within `options.slot_wait`, `NoConnectionSlotError`.
     """
     refuse_plaintext(mailbox.security, options)
     mailbox = refresh_if_expiring(
         engine, mailbox, secrets, allow_private_hosts=settings.oauth_allow_private_hosts
     )
-    return connect(imap_config(mailbox, secrets), options.connect)
+    with budgeted_session(imap_config(mailbox, secrets), options) as connection:
+        yield connection
 
 
 def imap_config(mailbox: Mailbox, secrets: SecretBox) -> ImapConfig:
@@ -54,13 +60,24 @@ def imap_config(mailbox: Mailbox, secrets: SecretBox) -> ImapConfig:
 
 
 def login_options(settings: Settings) -> LoginOptions:
-    """Build a sync's login rules: `connect_options` and the plain-IMAP rule."""
-    return LoginOptions(connect_options(settings), settings.imap_allow_plaintext)
+    """Build a sync's login rules: `connect_options`, the plain-IMAP rule, and a slot
+    of the connection budget waited for up to IMAP_SLOT_WAIT_SECONDS."""
+    return LoginOptions(
+        connect_options(settings),
+        settings.imap_allow_plaintext,
+        connection_budget(settings),
+        settings.imap_slot_wait_seconds,
+    )
 
 
 def interactive_login_options(settings: Settings) -> LoginOptions:
-    """Build the login rules of a session an API request waits on."""
-    return LoginOptions(interactive_connect_options(settings), settings.imap_allow_plaintext)
+    """Build the login rules of a session an API request waits on: no wait for a slot
+    (the caller is told to retry, as when the API's own IMAP slots are all taken)."""
+    return LoginOptions(
+        interactive_connect_options(settings),
+        settings.imap_allow_plaintext,
+        connection_budget(settings),
+    )
 
 
 # What an interactive session may hold at once besides download chunks: a header block

@@ -5,6 +5,10 @@
       |  renewed every third of SYNC_LEASE_SECONDS until the run ends (app.sync.heartbeat)
       | sync_run: running (the same transaction)
     refresh the OAuth token when it expires within 5 minutes (app.sync.token_refresh)
+    a connection slot (app.connection_budget): none within IMAP_SLOT_WAIT_SECONDS,
+      or Redis away ----------------------------------> run failed `waiting_for_connection_slot`
+                                                         (`connection_budget_unavailable`),
+                                                         retried with backoff, nobody is told
     connect + log in -- AuthenticationFailed ----------> mailbox auth_failed, run failed;
       |                 (or the refresh's invalid_grant)
       |                                                  `mailbox.credentials_invalid` once
@@ -60,6 +64,7 @@ from sqlmodel import Session
 
 from app.backoff import Backoff
 from app.config import Settings
+from app.connection_budget import ConnectionBudgetError
 from app.db import session_scope
 from app.db.models import (
     Mailbox,
@@ -205,7 +210,12 @@ class _Run:
             return self._failed(Failure(exc.code, str(exc), "credentials"))
         except (ProviderHostBlockedError, PlaintextRefusedError) as exc:  # settings must change
             return self._failed(Failure(exc.code, str(exc), "permanent"))
-        except (NetworkError, ProviderUnavailableError, FolderDivergedError) as exc:
+        except (
+            NetworkError,
+            ProviderUnavailableError,
+            FolderDivergedError,
+            ConnectionBudgetError,  # no slot free in time, or Redis away: retried soon
+        ) as exc:
             return self._failed(Failure(exc.code, str(exc), "transient"))
         except (ImapError, SecretError, OAuthError) as exc:
             return self._failed(Failure(exc.code, str(exc), "permanent"))

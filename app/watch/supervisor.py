@@ -11,6 +11,10 @@
       OAuth token expires within 5 minutes ..................... restart: the new
                                                                  session refreshes it
       new .................................................... start its watch
+    a watch holds a slot of the connection budget (app.connection_budget: the host's
+      WATCH_MAX_CONNECTIONS_PER_HOST, the account's IMAP_MAX_CONNECTIONS_PER_ACCOUNT) from
+      its start to its end, reconnects included; none free, or Redis away: start again
+      after a minute
     a watch (app.watch.mailbox_watch), its connections paced at WATCH_CONNECT_RATE:
       folders changed ............ enqueue_watched_sync: one queued, one running
       BlockedHost, TlsFailed ..... stop until the settings change
@@ -57,6 +61,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings
+from app.connection_budget import ConnectionBudgetError, Pool, connection_budget
 from app.db import create_db_engine, session_scope
 from app.db.models import AuthType, Mailbox, SyncTrigger, utcnow
 from app.db.repositories.folders import mailbox_folders
@@ -113,6 +118,8 @@ class WatchTarget:
     """A leased mailbox as the watch needs it; a change of `key` restarts its watch."""
 
     mailbox_id: int
+    host: str
+    username: str
     folders: tuple[str, ...]
     key: tuple[object, ...]  # connection settings, credentials and enabled folders
     token_expires_at: datetime | None
@@ -135,7 +142,8 @@ class WatchTarget:
             tuple(folders),
         )
         oauth = mailbox.auth_type is AuthType.OAUTH and mailbox.refresh_token_enc is not None
-        return cls(mailbox.id, tuple(folders), key, mailbox.token_expires_at if oauth else None)
+        expires_at = mailbox.token_expires_at if oauth else None
+        return cls(mailbox.id, mailbox.host, mailbox.username, tuple(folders), key, expires_at)
 
 
 @dataclass(slots=True)
@@ -335,14 +343,19 @@ class WatchSupervisor:
             return await self._in_thread(self._checkpoint, mailbox_id)
 
         try:
-            await watch_mailbox(
-                connect,
-                target.folders,
-                on_change,
-                self._timing,
-                on_watching=on_watching,
-                checkpoint=checkpoint,
-            )
+            budget = connection_budget(self._settings)  # once run() found Redis: see its doc
+            async with budget.slot_async(Pool.WATCH, target.host, target.username):
+                await watch_mailbox(
+                    connect,
+                    target.folders,
+                    on_change,
+                    self._timing,
+                    on_watching=on_watching,
+                    checkpoint=checkpoint,
+                )
+        except ConnectionBudgetError as exc:  # the host's watch slots are taken, or Redis away
+            log.info("watch.no_connection_slot", extra={"mailbox_id": mailbox_id, "code": exc.code})
+            self._pause(target)
         except _STOPPING_FAILURES as exc:
             log.warning("watch.failed", extra={"mailbox_id": mailbox_id, "code": exc.code})
             refused = isinstance(exc, (AuthenticationFailed, InvalidGrantError))

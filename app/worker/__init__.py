@@ -10,7 +10,6 @@
       queued by the cron, no longer due ........ done: synced since the cron read the list
       marked in progress for 2/3 of SYNC_LEASE_SECONDS, renewed while it runs: a
         killed worker's job goes to another worker that soon, not after arq's timeout
-      wait for a slot on the mailbox's host .... SYNC_MAX_CONNECTIONS_PER_HOST
       sync_mailbox in a thread
         lease held elsewhere, no run id ........ done: the holder is syncing it
         lease held elsewhere, a queued run ..... (the API's, with its run id) Retry every
@@ -45,13 +44,12 @@ failure, now when the time budget ran out), so a changed
 backoff. A follow-up that is lost (the worker died between the two steps) is
 picked up by the next tick, since the mailbox is due.
 
-Limits are per worker process: `SYNC_MAX_JOBS` jobs at once, and at most
-`SYNC_MAX_CONNECTIONS_PER_HOST` of them talking to one IMAP host (a job waits
-for a slot, holding one of the `SYNC_MAX_JOBS`). With N workers a host sees
-up to N times that many connections. Right after a Redis outage a process
-may run more jobs for a while (the replaced arq Worker's, finishing, and the
-new one's), but never more syncs per host nor more threads: those limits
-belong to the process, not to an arq Worker.
+A worker process runs `SYNC_MAX_JOBS` jobs at once. How many of them talk to
+one IMAP host is the connection budget's business (app.connection_budget),
+shared by every process: a sync waits for a slot there, holding one of the
+`SYNC_MAX_JOBS`. Right after a Redis outage a process may run more jobs for a
+while (the replaced arq Worker's, finishing, and the new one's), but never
+more threads: that limit belongs to the process, not to an arq Worker.
 
 The package: `settings` (the arq Worker's arguments: jobs, crons, limits),
 `state` (what the process keeps between jobs), `sync_job` (the job drawn

@@ -8,9 +8,8 @@ outage finds it in place (app.supervised_worker).
 
 from __future__ import annotations
 
-import asyncio
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -35,28 +34,13 @@ class BusyRetry:
         return cls(delay_seconds, max(1, math.ceil(lease_seconds / delay_seconds)))
 
 
-class HostSlots:
-    """One semaphore per IMAP host, so a worker never opens too many connections to one server."""
-
-    def __init__(self, per_host: int) -> None:
-        self._per_host = per_host
-        self._slots: dict[str, asyncio.Semaphore] = {}
-
-    def __call__(self, host: str) -> asyncio.Semaphore:
-        return self._slots.setdefault(host.casefold(), asyncio.Semaphore(self._per_host))
-
-
 @dataclass(slots=True)
 class WorkerState:
-    """The process's share of every job: settings, database engine, per-host limits."""
+    """The process's share of every job: settings, database engine, busy retries."""
 
     settings: Settings
     busy_retry: BusyRetry
     engine: Engine
-    host_slots: HostSlots = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.host_slots = HostSlots(self.settings.sync_max_connections_per_host)
 
 
 def worker_state(ctx: JobContext) -> WorkerState:

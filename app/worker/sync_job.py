@@ -64,7 +64,7 @@ async def sync_job(
     only_if_due: bool = False,
     watched: bool = False,
 ) -> str:
-    """Sync one mailbox in a thread, within its host's connection limit; safe to run twice.
+    """Sync one mailbox in a thread; safe to run twice.
 
     `watched` (the watcher's jobs) syncs only the folders that changed since the
     last watched sync took them; those it could not sync wait for a follow-up.
@@ -163,20 +163,19 @@ async def _sync(
         # job id before the cron queued it again: it was just synced.
         log.info("worker.sync_not_due", extra=facts)
         return "not due"
-    async with state.host_slots(target.host):
-        try:
-            result = await asyncio.to_thread(
-                sync_mailbox,
-                state.engine,
-                mailbox_id,
-                state.settings,
-                folders_only=folders_only,
-                trigger=SyncTrigger(trigger),
-                run_id=run_id,
-                folders=folders,
-            )
-        except MailboxNotFoundError:  # deleted while the job waited for its slot
-            return _mailbox_deleted(facts)
+    try:
+        result = await asyncio.to_thread(
+            sync_mailbox,
+            state.engine,
+            mailbox_id,
+            state.settings,
+            folders_only=folders_only,
+            trigger=SyncTrigger(trigger),
+            run_id=run_id,
+            folders=folders,
+        )
+    except MailboxNotFoundError:  # deleted since it was looked up
+        return _mailbox_deleted(facts)
     if result is None:
         return await (
             _watched_lease_held(ctx, mailbox_id, folders, facts)
@@ -267,7 +266,6 @@ async def enqueue_follow_up(ctx: JobContext) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _SyncTarget:
-    host: str
     due: bool
 
 
@@ -277,7 +275,7 @@ def _sync_target(engine: Engine, mailbox_id: int) -> _SyncTarget | None:
         if mailbox is None:
             return None
         due = mailbox.next_sync_at is None or mailbox.next_sync_at <= utcnow()
-        return _SyncTarget(mailbox.host, due)
+        return _SyncTarget(due)
 
 
 def _run_finished(engine: Engine, run_id: int) -> bool:

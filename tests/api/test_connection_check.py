@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from app.config import Settings
+from app.connection_budget import Pool, connection_budget
 from tests.support.dovecot import MailUser
 from tests.support.live_api import LiveApi
 from tests.support.secret_watch import SecretKind, register_secret
@@ -197,3 +198,29 @@ def test_check_needs_an_api_key(live_api: LiveApi, mail_user: MailUser) -> None:
         f"{live_api.base_url}/v1/connection/check", json=check_body(mail_user), timeout=10
     )
     assert_problem(response, 401, "unauthorized")
+
+
+@pytest.mark.parametrize("settings", [{"imap_max_connections_per_host": 1}], indirect=True)
+def test_check_answers_503_with_retry_after_while_every_slot_of_the_host_is_taken(
+    live_api: LiveApi, mail_user: MailUser, settings: Settings
+) -> None:
+    budget = connection_budget(settings)
+
+    with budget.slot(Pool.IMAP, mail_user.dovecot.host, "a-syncing-account", wait=0):
+        refused = check(live_api, check_body(mail_user), secret=mail_user.password)
+    allowed = check(live_api, check_body(mail_user), secret=mail_user.password)
+
+    problem = assert_problem(refused, 503, "waiting_for_connection_slot")
+    assert refused.headers["retry-after"] == "5"
+    assert "1 of 1 per-host connections in use" in problem["detail"]
+    assert allowed.status_code == 200, allowed.text
+
+
+@pytest.mark.parametrize("settings", [{"redis_url": "redis://127.0.0.1:1/0"}], indirect=True)
+def test_check_answers_503_with_retry_after_while_the_budget_redis_is_away(
+    live_api: LiveApi, mail_user: MailUser
+) -> None:
+    response = check(live_api, check_body(mail_user), secret=mail_user.password)
+
+    assert_problem(response, 503, "connection_budget_unavailable")
+    assert response.headers["retry-after"] == "10"

@@ -32,7 +32,9 @@ from app.job_queue import sync_job_id
 from app.security import SecretBox
 from tests.support.dovecot import MailUser
 from tests.support.factories import MailboxFactory, create_email, create_folder, id_of, link_email
+from tests.support.fault_proxy import FaultProxy
 from tests.support.live_api import LiveApi, running_api
+from tests.support.redis_queue import redis_url_through
 
 REDIS_DOWN = "redis://127.0.0.1:1/0"  # nothing listens on port 1: refused at once
 
@@ -419,13 +421,36 @@ def test_create_queues_the_first_sync(
         queue.close()
 
 
-def test_create_works_while_the_queue_is_down(
+def test_create_answers_503_while_redis_is_down_and_stores_nothing(
     engine: Engine, settings: Settings, mail_user: MailUser, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
 
     queue_down = settings.model_copy(update={"redis_url": REDIS_DOWN})
     with running_api(engine, queue_down) as live_api:
+        response = live_api.client.post("/v1/mailboxes", json=create_body(mail_user))
+        listed = live_api.client.get("/v1/mailboxes").json()["items"]
+
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == "connection_budget_unavailable", "no slot to log in with"
+    assert response.headers["retry-after"] == "10"
+    assert listed == []
+    for record in caplog.records:
+        assert mail_user.password not in str(record.__dict__)
+
+
+def test_create_works_when_the_queue_was_down_at_startup(
+    engine: Engine,
+    settings: Settings,
+    mail_user: MailUser,
+    redis_proxy: FaultProxy,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    redis_proxy.take_down()
+    proxied = settings.model_copy(update={"redis_url": redis_url_through(redis_proxy)})
+    with running_api(engine, proxied) as live_api:  # starts without a queue
+        redis_proxy.heal()  # the budget answers again; the app has no queue yet
         response = live_api.client.post("/v1/mailboxes", json=create_body(mail_user))
 
     assert response.status_code == 201, response.text

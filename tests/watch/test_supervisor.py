@@ -184,3 +184,33 @@ def test_a_watcher_started_while_redis_is_down_watches_once_it_answers(
 
     redis_proxy.take_down()
     asyncio.run(scenario(redis_proxy))
+
+
+def test_watch_sessions_to_one_host_stop_at_its_cap_across_watchers(
+    engine: Engine,
+    watch_settings: Settings,
+    add_mailbox: MailboxFactory,
+    dovecot: Dovecot,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    mailboxes = {add_mailbox(dovecot.add_user()) for _ in range(3)}
+    capped = watch_settings.model_copy(update={"watch_max_connections_per_host": 2})
+    caplog.set_level(logging.INFO, logger="app.watch.supervisor")
+
+    def refused() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.getMessage() == "watch.no_connection_slot"]
+
+    async def scenario() -> frozenset[int]:
+        async with supervising(capped, engine) as first, supervising(capped, engine) as second:
+            await eventually(
+                lambda: len(watching_records(caplog)) == 2 and bool(refused()),
+                "two watches begin and the third finds no slot",
+            )
+            await asyncio.sleep(3 * capped.watch_refresh_seconds)  # some refreshes later
+            assert len(watching_records(caplog)) == 2, "no third watch began"
+            return first.watched | second.watched
+
+    watched = asyncio.run(scenario())
+
+    assert len(watched) == 2
+    assert {record.__dict__["mailbox_id"] for record in refused()} == mailboxes - watched
