@@ -76,6 +76,7 @@ from sqlalchemy.engine import Engine
 
 from app.backoff import Backoff
 from app.config import Settings
+from app.correlation import correlated, correlation_scope, current_correlation_id
 from app.db import create_db_engine, session_scope
 from app.db.models import SyncRun, SyncRunStatus, SyncTrigger, utcnow
 from app.db.repositories.mailboxes import due_mailbox_ids, get_mailbox
@@ -156,6 +157,7 @@ class _FollowUp:
     trigger: SyncTrigger
     watched: bool = False  # queue a watched sync if changed folders wait, after `defer_seconds`
     defer_seconds: float = 0
+    correlation_id: str | None = field(default_factory=current_correlation_id)  # the job's
 
 
 class WorkerSettings(TypedDict):
@@ -201,20 +203,25 @@ def worker_settings(
         _state(ctx).engine.dispose()
 
     return WorkerSettings(
+        # Every job runs with the correlation id it was queued with, or a new one (app.correlation).
         # One spare try beyond the busy retries: a redelivery after a crash also counts.
         functions=[
-            func(sync_job, name=SYNC_JOB, max_tries=retry.attempts + 2),
-            func(dispatch_events_job, name=DISPATCH_JOB, timeout=_DISPATCH_TIMEOUT_SECONDS),
+            func(correlated(sync_job), name=SYNC_JOB, max_tries=retry.attempts + 2),
+            func(
+                correlated(dispatch_events_job),
+                name=DISPATCH_JOB,
+                timeout=_DISPATCH_TIMEOUT_SECONDS,
+            ),
         ],
         cron_jobs=[
             cron(
-                dispatch_events_job,
+                correlated(dispatch_events_job),
                 name=f"{queue_name}:dispatch-events",
                 second=set(range(0, 60, 10)),
                 timeout=_DISPATCH_TIMEOUT_SECONDS,
             ),
             cron(
-                enqueue_due_syncs_job,
+                correlated(enqueue_due_syncs_job),
                 name=f"{queue_name}:enqueue-due-syncs",  # cron job ids are global, like all
                 second=0,
                 timeout=_CRON_TIMEOUT_SECONDS,
@@ -237,7 +244,8 @@ async def enqueue_due_syncs(pool: ArqRedis, engine: Engine) -> list[int]:
     queued = [
         mailbox_id for mailbox_id in due if await enqueue_sync(pool, mailbox_id, only_if_due=True)
     ]
-    log.info("worker.due_queued", extra={"due": len(due), "queued": len(queued)})
+    level = logging.INFO if queued else logging.DEBUG  # quiet while nothing is due
+    log.log(level, "worker.due_queued", extra={"due": len(due), "queued": len(queued)})
     return queued
 
 
@@ -464,7 +472,13 @@ async def _enqueue_follow_up(ctx: JobContext) -> None:
     After a watched job, queue one more if changes arrived while it ran.
     """
     follow_up = ctx.get(_FOLLOW_UP)
-    if isinstance(follow_up, _FollowUp) and follow_up.watched:
+    if isinstance(follow_up, _FollowUp):
+        with correlation_scope(follow_up.correlation_id):  # after_job_end runs outside the job
+            await _queue_follow_up(ctx, follow_up)
+
+
+async def _queue_follow_up(ctx: JobContext, follow_up: _FollowUp) -> None:
+    if follow_up.watched:
         if await pending_folders_exist(ctx["redis"], follow_up.mailbox_id):
             queued = await enqueue_watched_sync(
                 ctx["redis"], follow_up.mailbox_id, defer_seconds=follow_up.defer_seconds
@@ -473,7 +487,7 @@ async def _enqueue_follow_up(ctx: JobContext) -> None:
                 "worker.watched_follow_up_queued",
                 extra={"mailbox_id": follow_up.mailbox_id, "queued": queued},
             )
-    elif isinstance(follow_up, _FollowUp):
+    else:
         queued = await enqueue_sync(ctx["redis"], follow_up.mailbox_id, trigger=follow_up.trigger)
         log.info(
             "worker.follow_up_queued",

@@ -19,6 +19,7 @@ from app.db.models import Mailbox, MailboxSecurity
 from app.imap.config import ConnectOptions
 from app.main import create_app
 from app.security import SecretBox
+from app.sync.service import sync_mailbox
 from tests.databases import BACKENDS, Backend, ThrowawayDatabases, throwaway_databases
 from tests.debian_servers import Courier, Cyrus, PrivateServers
 from tests.dovecot import Dovecot, DovecotInstances, MailUser
@@ -180,6 +181,17 @@ def add_mailbox(engine: Engine, settings: Settings) -> MailboxFactory:
             return mailbox.id
 
     return add
+
+
+@pytest.fixture
+def watched_mailbox(
+    engine: Engine, settings: Settings, add_mailbox: MailboxFactory, mail_user: MailUser
+) -> int:
+    """A mailbox synced once (its folders known, INBOX and Sent enabled) and not due again."""
+    mailbox_id = add_mailbox(mail_user)
+    result = sync_mailbox(engine, mailbox_id, settings)
+    assert result is not None and result.complete, "the first sync did not complete"
+    return mailbox_id
 
 
 @pytest.fixture

@@ -317,7 +317,7 @@ class WatchSupervisor:
                 connect, target.folders, on_change, self._timing, on_watching=on_watching
             )
         except _STOPPING_FAILURES as exc:
-            log.warning("watch.failed", extra={"mailbox_id": mailbox_id, "code": exc.code})
+            log.warning("watch.failed", extra={"mailbox_id": mailbox_id, "error_code": exc.code})
             refused = isinstance(exc, (AuthenticationFailed, InvalidGrantError))
             # A refused login is retried after an hour anyway: the queued sync marks the
             # mailbox auth_failed (unwatched until new credentials), unless it logged in.
@@ -334,7 +334,7 @@ class WatchSupervisor:
             pass  # deleted: the next refresh forgets it
         except (OAuthError, SecretError) as exc:  # the provider is away, or a key is missing
             log.warning(
-                "watch.login_unavailable", extra={"mailbox_id": mailbox_id, "code": exc.code}
+                "watch.login_unavailable", extra={"mailbox_id": mailbox_id, "error_code": exc.code}
             )
             self._pause(target)
         except Exception:
