@@ -48,14 +48,14 @@ from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from app.config import Settings, get_settings
+from app.config import LogSettings, Settings, get_settings
 from app.db import create_db_engine, session_scope
 from app.db.migrate import is_migrated, upgrade_database
 from app.db.models import ApiKeyScope, SyncRun, SyncRunStatus, SyncTrigger, utcnow
 from app.db.repositories.api_keys import create_api_key, get_api_key, list_api_keys
 from app.db.repositories.mailboxes import due_mailbox_ids
 from app.db.repositories.secrets import rotate_secrets
-from app.log_redaction import configure_logging
+from app.logs import configure_logging
 from app.main import create_app
 from app.process_priority import lower_cpu_priority
 from app.security import SecretBox, SecretDecryptionError
@@ -114,7 +114,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     """Serve the API with uvicorn until SIGINT or SIGTERM (workers run separately)."""
-    uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port)
+    uvicorn.run(
+        "app.main:create_app", factory=True, host=args.host, port=args.port, log_config=None
+    )
     return 0
 
 
@@ -463,13 +465,24 @@ def _add_listen_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _configure_logging(args: argparse.Namespace) -> None:
+    """Log at DEBUG with -v, else at LOG_LEVEL, else at the command's own level."""
+    settings = LogSettings()
+    level = (
+        args.log_level
+        if settings.log_level is None
+        else logging.getLevelNamesMapping()[settings.log_level]
+    )
+    configure_logging(logging.DEBUG if args.verbose else level, settings.log_format)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "sync" and args.folders_only and args.mailbox is None:
         parser.error("--folders-only needs --mailbox")
-    configure_logging(logging.DEBUG if args.verbose else args.log_level)
+    _configure_logging(args)
     handler: Command = args.handler
     try:
         with database_outages():

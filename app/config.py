@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
@@ -41,7 +41,36 @@ def web_origin(value: str) -> str:
     return f"{parts.scheme}://{parts.netloc.lower()}"
 
 
-class Settings(BaseSettings):
+LogFormat = Literal["text", "json"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class LogSettings(BaseSettings):
+    """How the process logs; read on their own first, so a bad other setting is logged well."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    log_format: LogFormat = Field(
+        default="text",
+        description="`text`: one line per record, its fields as key=value; `json`: JSON lines.",
+    )
+    log_level: LogLevel | None = Field(
+        default=None,
+        description="Lowest level logged; unset: INFO for the long-running commands, else WARNING.",
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: object) -> object:
+        return (value.strip().upper() or None) if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _format_in_any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+
+class Settings(LogSettings):
     """Every knob of the service; names are the environment variables, upper-cased."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")

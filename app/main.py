@@ -10,10 +10,12 @@ from functools import cache
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from app.api import health, metrics
 from app.api.auth import VerifiedKeys
 from app.api.connection.router import router as connection_router
+from app.api.correlation import RequestCorrelation
 from app.api.deps import ImapSlots
 from app.api.emails.router import router as emails_router
 from app.api.events.router import install_stream_threads
@@ -55,6 +57,10 @@ class BridgeApi(FastAPI):
         if self.openapi_schema is None:
             self.openapi_schema = link_created_resources(document_problems(super().openapi()))
         return self.openapi_schema
+
+    def build_middleware_stack(self) -> ASGIApp:
+        """Bind each request's correlation id outside every other layer, error handling too."""
+        return RequestCorrelation(super().build_middleware_stack())
 
 
 @cache

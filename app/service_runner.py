@@ -131,6 +131,7 @@ async def _serve_work_and_watch(
             host=host,
             port=port,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            log_config=None,  # its lines go through the process's one handler (app.logs)
         )
     )
     worker = SupervisedWorker(worker_options)

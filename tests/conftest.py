@@ -14,6 +14,7 @@ from app.config import Settings
 from app.db import create_db_engine, session_scope
 from app.imap.config import ConnectOptions
 from app.security import SecretBox
+from app.sync.service import sync_mailbox
 from tests.support.databases import BACKENDS, Backend, ThrowawayDatabases, throwaway_databases
 from tests.support.debian_servers import Courier, Cyrus, PrivateServers
 from tests.support.dovecot import Dovecot, DovecotInstances, MailUser
@@ -161,6 +162,17 @@ def add_mailbox(engine: Engine, settings: Settings) -> MailboxFactory:
             return id_of(create_mailbox(session, **(columns | overrides)))
 
     return add
+
+
+@pytest.fixture
+def watched_mailbox(
+    engine: Engine, settings: Settings, add_mailbox: MailboxFactory, mail_user: MailUser
+) -> int:
+    """A mailbox synced once (its folders known, INBOX and Sent enabled) and not due again."""
+    mailbox_id = add_mailbox(mail_user)
+    result = sync_mailbox(engine, mailbox_id, settings)
+    assert result is not None and result.complete, "the first sync did not complete"
+    return mailbox_id
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from bench.corpus import CorpusSpec
 from bench.fleet import LOAD_CLIENTS, LOAD_MESSAGES, SCALE_MESSAGES, FleetRows
 from bench.job import Measurement, Server
 from bench.load import MIX
+from bench.scale import error_lines
 from bench.table import FleetSection, LatencySection, worker_peaks_kb
 from tests.support.databases import ThrowawayDatabases, throwaway_databases
 from tests.support.dovecot import Dovecot
@@ -60,20 +61,22 @@ def _measured(section: FleetSection | LatencySection, title: str) -> Measurement
     return row.measurement
 
 
-def _assert_every_mailbox_synced(cycle: Measurement, new_messages: int) -> None:
+def _assert_every_mailbox_synced(cycle: Measurement, new_messages: int, scratch: Path) -> None:
+    """`scratch`: the row's folder, where its workers' logs are."""
     figures = cycle.figures
     assert figures["mailboxes"] == MAILBOXES
     assert figures["succeeded"] == MAILBOXES
     assert figures["runs"] >= MAILBOXES
     assert cycle.messages == new_messages
-    assert figures["errors"] == 0
-    assert figures["unfinished"] == figures["failed runs"] == figures["log errors"] == 0
+    errors = error_lines(sorted(scratch.glob("worker-*.log")))
+    assert figures["log errors"] == len(errors) == 0, "the workers logged:\n" + "\n".join(errors)
+    assert figures["unfinished"] == figures["failed runs"] == figures["errors"] == 0, figures
     assert len(worker_peaks_kb(figures)) == 2
     assert all(peak > 0 for peak in worker_peaks_kb(figures))
 
 
 def test_scale_rows_sync_every_mailbox_then_find_nothing_new(
-    fleet_rows: FleetRows, databases: ThrowawayDatabases
+    fleet_rows: FleetRows, databases: ThrowawayDatabases, tmp_path: Path
 ) -> None:
     section = fleet_rows.scale(MAILBOXES, [("backend", databases)])
 
@@ -82,9 +85,13 @@ def test_scale_rows_sync_every_mailbox_then_find_nothing_new(
     assert reference.measurement is not None
     assert reference.measurement.figures["succeeded"] == MAILBOXES
     assert reference.measurement.figures["errors"] == 0
-    _assert_every_mailbox_synced(_measured(section, "first cycle, backend"), MAILBOXES * SCALE_MAIL)
+    _assert_every_mailbox_synced(
+        _measured(section, "first cycle, backend"),
+        MAILBOXES * SCALE_MAIL,
+        tmp_path / "scale-backend-first",
+    )
     no_change = _measured(section, "no-change cycle, backend")
-    _assert_every_mailbox_synced(no_change, 0)
+    _assert_every_mailbox_synced(no_change, 0, tmp_path / "scale-backend-no-change")
     assert "target under 60 s" in section.rows[-1].note
 
 
@@ -95,10 +102,12 @@ def test_load_row_answers_every_request_while_every_mailbox_syncs(
         syncs, api = fleet_rows.load(MAILBOXES, "PostgreSQL", postgres)
 
     _assert_every_mailbox_synced(
-        _measured(syncs, "first cycle, no API load (reference)"), MAILBOXES * LOAD_MAIL
+        _measured(syncs, "first cycle, no API load (reference)"),
+        MAILBOXES * LOAD_MAIL,
+        tmp_path / "load-reference",
     )
     loaded = _measured(syncs, f"first cycle, {LOAD_CLIENTS} API clients")
-    _assert_every_mailbox_synced(loaded, MAILBOXES * LOAD_MAIL)
+    _assert_every_mailbox_synced(loaded, MAILBOXES * LOAD_MAIL, tmp_path / "load")
     assert isinstance(api, LatencySection)
     assert [row.title.split(":")[0] for row in api.rows[1:]] == [e.name for e in MIX]
     assert all(row.requests > 0 and row.errors == 0 for row in api.rows)

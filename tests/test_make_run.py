@@ -36,7 +36,7 @@ API_KEY = re.compile(r"^\s+(ib_\w+_[\w-]+)$", re.MULTILINE)
 DOCS_URL = re.compile(r"^API docs\s+(http://\S+)/docs$", re.MULTILINE)
 KEY_EXISTS = "an API key exists; make another with: imap-bridge apikey create --name NAME"
 RECENT = datetime.now(UTC) - timedelta(days=2)
-START_SECONDS = 60
+START_SECONDS = 180  # a deadline: at a load of 26 on 2 cores, migrating and starting took over 60 s
 StartService = Callable[[], "RunningService"]
 SYNC_SECONDS = 30
 WATCHING = re.compile(r"watch\.watching")

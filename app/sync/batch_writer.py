@@ -18,6 +18,7 @@ early.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -57,7 +58,9 @@ class BatchWriter(Generic[T]):
 
         Raises the error of the first write that failed.
         """
-        self._pending.append(self._executor.submit(self._run, write))
+        # In the caller's context: rows and log lines keep its correlation id (app.correlation).
+        context = contextvars.copy_context()
+        self._pending.append(self._executor.submit(context.run, self._run, write))
         return self._collect(keep=self._ahead)
 
     def finish(self) -> list[T]:

@@ -14,6 +14,7 @@ the long stretches without one (a large FETCH, a slow server, the login).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from types import TracebackType
@@ -38,7 +39,10 @@ class LeaseHeartbeat:
         self._interval = lease.duration.total_seconds() / 3
         self._stopped = threading.Event()
         self._thread = threading.Thread(
-            target=self._beat, name=f"lease-heartbeat-{lease.mailbox_id}", daemon=True
+            target=contextvars.copy_context().run,  # its lines carry the run's correlation id
+            args=(self._beat,),
+            name=f"lease-heartbeat-{lease.mailbox_id}",
+            daemon=True,
         )
 
     def __enter__(self) -> LeaseHeartbeat:

@@ -117,7 +117,7 @@ async def watch_mailbox(
 async def _wait_before_retry(timing: WatchTiming, failures: int, error: ImapError) -> None:
     """Sleep the backoff's delay with +-25 % jitter, so a restarted server is not stormed."""
     delay = timing.reconnect.delay(failures) * random.uniform(0.75, 1.25)  # noqa: S311
-    log.info("watch.reconnect_wait", extra={"code": error.code, "seconds": round(delay, 1)})
+    log.info("watch.reconnect_wait", extra={"error_code": error.code, "seconds": round(delay, 1)})
     await asyncio.sleep(delay)
 
 

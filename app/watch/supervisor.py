@@ -354,10 +354,12 @@ class WatchSupervisor:
                     checkpoint=checkpoint,
                 )
         except ConnectionBudgetError as exc:  # the host's watch slots are taken, or Redis away
-            log.info("watch.no_connection_slot", extra={"mailbox_id": mailbox_id, "code": exc.code})
+            log.info(
+                "watch.no_connection_slot", extra={"mailbox_id": mailbox_id, "error_code": exc.code}
+            )
             self._pause(target)
         except _STOPPING_FAILURES as exc:
-            log.warning("watch.failed", extra={"mailbox_id": mailbox_id, "code": exc.code})
+            log.warning("watch.failed", extra={"mailbox_id": mailbox_id, "error_code": exc.code})
             refused = isinstance(exc, (AuthenticationFailed, InvalidGrantError))
             # A refused login is retried after an hour anyway: the queued sync marks the
             # mailbox auth_failed (unwatched until new credentials), unless it logged in.
@@ -374,7 +376,7 @@ class WatchSupervisor:
             pass  # deleted: the next refresh forgets it
         except (OAuthError, SecretError) as exc:  # the provider is away, or a key is missing
             log.warning(
-                "watch.login_unavailable", extra={"mailbox_id": mailbox_id, "code": exc.code}
+                "watch.login_unavailable", extra={"mailbox_id": mailbox_id, "error_code": exc.code}
             )
             self._pause(target)
         except Exception:

@@ -34,7 +34,8 @@ async def enqueue_due_syncs(pool: ArqRedis, engine: Engine) -> list[int]:
     queued = [
         mailbox_id for mailbox_id in due if await enqueue_sync(pool, mailbox_id, only_if_due=True)
     ]
-    log.info("worker.due_queued", extra={"due": len(due), "queued": len(queued)})
+    level = logging.INFO if queued else logging.DEBUG  # quiet while nothing is due
+    log.log(level, "worker.due_queued", extra={"due": len(due), "queued": len(queued)})
     return queued
 
 

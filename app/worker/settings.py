@@ -19,6 +19,7 @@ from arq.typing import StartupShutdown
 from arq.worker import Function
 
 from app.config import Settings
+from app.correlation import correlated
 from app.db import create_db_engine
 from app.job_queue import DISPATCH_JOB, SYNC_JOB, redis_settings
 from app.worker.cron_jobs import dispatch_events_job, enqueue_due_syncs_job
@@ -75,20 +76,25 @@ def worker_settings(
         worker_state(ctx).engine.dispose()
 
     return WorkerSettings(
+        # Every job runs with the correlation id it was queued with, or a new one (app.correlation).
         # One spare try beyond the busy retries: a redelivery after a crash also counts.
         functions=[
-            func(sync_job, name=SYNC_JOB, max_tries=retry.attempts + 2),
-            func(dispatch_events_job, name=DISPATCH_JOB, timeout=_DISPATCH_TIMEOUT_SECONDS),
+            func(correlated(sync_job), name=SYNC_JOB, max_tries=retry.attempts + 2),
+            func(
+                correlated(dispatch_events_job),
+                name=DISPATCH_JOB,
+                timeout=_DISPATCH_TIMEOUT_SECONDS,
+            ),
         ],
         cron_jobs=[
             cron(
-                dispatch_events_job,
+                correlated(dispatch_events_job),
                 name=f"{queue_name}:dispatch-events",
                 second=set(range(0, 60, 10)),
                 timeout=_DISPATCH_TIMEOUT_SECONDS,
             ),
             cron(
-                enqueue_due_syncs_job,
+                correlated(enqueue_due_syncs_job),
                 name=f"{queue_name}:enqueue-due-syncs",  # cron job ids are global, like all
                 second=0,
                 timeout=_CRON_TIMEOUT_SECONDS,

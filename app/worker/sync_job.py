@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +19,7 @@ from arq.constants import in_progress_key_prefix
 from sqlalchemy.engine import Engine
 
 from app.backoff import Backoff
+from app.correlation import correlation_scope, current_correlation_id
 from app.db import session_scope
 from app.db.models import SyncRunStatus, SyncTrigger, utcnow
 from app.db.repositories.mailboxes import get_mailbox
@@ -52,6 +53,7 @@ class _FollowUp:
     trigger: SyncTrigger
     watched: bool = False  # queue a watched sync if changed folders wait, after `defer_seconds`
     defer_seconds: float = 0
+    correlation_id: str | None = field(default_factory=current_correlation_id)  # the job's
 
 
 async def sync_job(
@@ -247,7 +249,13 @@ async def enqueue_follow_up(ctx: JobContext) -> None:
     After a watched job, queue one more if changes arrived while it ran.
     """
     follow_up = ctx.get(_FOLLOW_UP)
-    if isinstance(follow_up, _FollowUp) and follow_up.watched:
+    if isinstance(follow_up, _FollowUp):
+        with correlation_scope(follow_up.correlation_id):  # after_job_end runs outside the job
+            await _queue_follow_up(ctx, follow_up)
+
+
+async def _queue_follow_up(ctx: JobContext, follow_up: _FollowUp) -> None:
+    if follow_up.watched:
         if await pending_folders_exist(ctx["redis"], follow_up.mailbox_id):
             queued = await enqueue_watched_sync(
                 ctx["redis"], follow_up.mailbox_id, defer_seconds=follow_up.defer_seconds
@@ -256,7 +264,7 @@ async def enqueue_follow_up(ctx: JobContext) -> None:
                 "worker.watched_follow_up_queued",
                 extra={"mailbox_id": follow_up.mailbox_id, "queued": queued},
             )
-    elif isinstance(follow_up, _FollowUp):
+    else:
         queued = await enqueue_sync(ctx["redis"], follow_up.mailbox_id, trigger=follow_up.trigger)
         log.info(
             "worker.follow_up_queued",

@@ -50,17 +50,6 @@ WATCHING = "watch.watching"
 
 
 @pytest.fixture
-def watched_mailbox(
-    engine: Engine, settings: Settings, add_mailbox: MailboxFactory, mail_user: MailUser
-) -> int:
-    """A mailbox synced once (its folders known, INBOX and Sent enabled) and not due again."""
-    mailbox_id = add_mailbox(mail_user)
-    result = sync_mailbox(engine, mailbox_id, settings)
-    assert result is not None and result.complete, "the first sync did not complete"
-    return mailbox_id
-
-
-@pytest.fixture
 def processes(settings: Settings, tmp_path: Path) -> Iterator[ProcessStarter]:
     with ExitStack() as stack:
         yield ProcessStarter(settings, tmp_path, stack)
@@ -348,7 +337,9 @@ def test_changes_seen_while_a_scheduled_sync_holds_the_mailbox_wait_for_it(
     mail_user.append("INBOX", make_message(subject="arrives during a long sync"))
     assert asyncio.run(queue_watched_sync(settings, watched_mailbox, {"INBOX"}))
     wait_until(
-        lambda: "tries again" in worker.log, SECONDS, "the watched sync found the lease held"
+        lambda: "worker.watched_sync_waits_for_lease" in worker.log,
+        SECONDS,
+        "the watched sync found the lease held",
     )
     assert email_count(engine, watched_mailbox) == 0
 

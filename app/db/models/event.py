@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field
 
+from app.correlation import MAX_LENGTH, current_correlation_id
 from app.db.models.base import Model, utcnow
 
 
@@ -39,3 +40,8 @@ class Event(EventBase, table=True):
     created_at: datetime = Field(default_factory=utcnow, index=True)
     # Set when the dispatcher made the event's `event_delivery` rows (its channels).
     dispatched_at: datetime | None = Field(default=None, index=True)
+    # The request or job that caused the event: the id its log lines carry (app.correlation).
+    # Not part of the envelope: CRMs get the event, operators trace it.
+    correlation_id: str | None = Field(
+        default_factory=current_correlation_id, max_length=MAX_LENGTH
+    )

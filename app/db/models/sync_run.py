@@ -8,6 +8,7 @@ from enum import StrEnum
 import sqlalchemy as sa
 from sqlmodel import Field
 
+from app.correlation import MAX_LENGTH, current_correlation_id
 from app.db.models.base import Model, enum_type, utcnow
 
 
@@ -59,3 +60,7 @@ class SyncRun(SyncRunBase, table=True):
     bytes_fetched: int = Field(default=0, sa_type=sa.BigInteger)
     error_code: str | None = Field(default=None, max_length=64)
     error: str | None = Field(default=None, sa_type=sa.Text)
+    # What caused the run (an API request, a job): the id its log lines carry (app.correlation).
+    correlation_id: str | None = Field(
+        default_factory=current_correlation_id, max_length=MAX_LENGTH
+    )
