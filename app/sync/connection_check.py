@@ -2,6 +2,8 @@
 
     plain IMAP without IMAP_ALLOW_PLAINTEXT -> PlaintextRefusedError (nothing sent)
     connect (SSRF guard, TLS, login) -> capabilities -> LIST -> log out
+                                        (with a preview: LIST-STATUS, else STATUS per
+                                        folder, and the first-sync window, app.sync.preview)
 
 Every failure leaves as the `ImapError` that says why (`auth_failed`,
 `tls_error`, `unreachable`, `timeout`, `blocked_host`...), which is what a
@@ -12,12 +14,15 @@ mailbox goes through the same login first (`app.sync.mailboxes`).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import date
 
 from pydantic import SecretStr
 
 from app.imap import ConnectOptions, FolderManager, FolderNode, ImapConfig, ImapConnection, connect
 from app.imap.config import Security
+from app.imap.folder_manager import folder_tree
 from app.sync.errors import PlaintextRefusedError
+from app.sync.preview import SyncPreview, preview_sync
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +49,11 @@ class Credential:
 
 @dataclass(frozen=True, slots=True)
 class ConnectionReport:
-    """What a successful login showed: the server's capabilities and its folder tree."""
+    """What a successful login showed: the server's capabilities, its folder tree, the cost."""
 
     capabilities: list[str]
     folders: list[FolderNode]
+    preview: SyncPreview | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +87,24 @@ def login_config(server: ServerSettings, credential: Credential) -> ImapConfig:
 
 
 def check_connection(
-    server: ServerSettings, credential: Credential, options: LoginOptions
+    server: ServerSettings,
+    credential: Credential,
+    options: LoginOptions,
+    *,
+    preview_since: date | None = None,
 ) -> ConnectionReport:
-    """Log in, list the folders, log out; raise the error that stopped it."""
+    """Log in, list the folders (and preview a sync since `preview_since`), log out.
+
+    Raises the error that stopped it.
+    """
     with log_in(server, credential, options) as connection:
+        capabilities = sorted(connection.capabilities)
+        manager = FolderManager(connection)
+        if preview_since is None:
+            return ConnectionReport(capabilities, manager.tree())
+        folders, counts = manager.counted_listing()
         return ConnectionReport(
-            capabilities=sorted(connection.capabilities),
-            folders=FolderManager(connection).tree(),
+            capabilities,
+            folder_tree(folders),
+            preview_sync(connection, folders, counts, preview_since),
         )
