@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
 from arq.jobs import Job, JobStatus
 from pydantic import SecretStr
 from sqlalchemy import Engine
@@ -39,29 +37,18 @@ from tests.worker_process import enqueue
 INVALID = "mailbox.credentials_invalid"
 RESTORED = "mailbox.credentials_restored"
 NEW_PASSWORD = "changed-on-the-server"
+RECONNECT = "https://crm.test/mailboxes/{mailbox_id}/reconnect"
 
 
 @pytest.fixture
-def smtp_inbox() -> Iterator[tuple[Inbox, int]]:
-    """Run aiosmtpd on a free loopback port; yield what it received and the port."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    handler = Inbox()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield handler, port
-    controller.stop()
-
-
-@pytest.fixture
-def settings(settings: Settings, smtp_inbox: tuple[Inbox, int]) -> Settings:
+def settings(settings: Settings, inbox: tuple[Inbox, int]) -> Settings:
     """The shared settings, mailing through the test's SMTP server, webhooks to loopback."""
     return settings.model_copy(
         update={
-            "smtp_url": SecretStr(f"smtp://127.0.0.1:{smtp_inbox[1]}"),
+            "smtp_url": SecretStr(f"smtp://127.0.0.1:{inbox[1]}"),
             "smtp_from": "bridge@crm.test",
             "webhook_allow_private_hosts": True,
+            "reauth_url_template": RECONNECT,
         }
     )
 
@@ -165,7 +152,7 @@ def test_a_password_changed_on_the_server_is_told_once_everywhere_until_fixed(
     mail_user: MailUser,
     add_mailbox: MailboxFactory,
     receiver: WebhookReceiver,
-    smtp_inbox: tuple[Inbox, int],
+    inbox: tuple[Inbox, int],
 ) -> None:
     mailbox_id = add_mailbox(mail_user, owner_user_id="alice", owner_email="alice@crm.test")
     address = f"{mail_user.name}@example.com"
@@ -181,14 +168,18 @@ def test_a_password_changed_on_the_server_is_told_once_everywhere_until_fixed(
     assert len(receiver.requests) == 1
     (invalid,) = receiver.accepted.values()
     assert (invalid["mailbox_id"], invalid["owner"]) == (mailbox_id, "alice")
-    ((recipients, mail),) = smtp_inbox[0].messages
+    reconnect_url = RECONNECT.replace("{mailbox_id}", str(mailbox_id))
+    assert invalid["data"]["reconnect_url"] == reconnect_url
+    ((recipients, mail),) = inbox[0].messages
     assert recipients == ["alice@crm.test"]
     assert address in mail["Subject"]
     text = mail.get_body(("plain",))
     assert text is not None
     assert address in text.get_content()
+    assert reconnect_url in text.get_content()
     (notification,) = pending(live_api, "alice")
     assert (notification["mailbox_id"], notification["kind"]) == (mailbox_id, "credentials_invalid")
+    assert notification["reconnect_url"] == reconnect_url
     assert address in notification["title"]
 
     mail_user.append("INBOX", make_message(subject="sent while the sync was stopped"))
@@ -197,7 +188,7 @@ def test_a_password_changed_on_the_server_is_told_once_everywhere_until_fixed(
     assert webhook_types(receiver) == [INVALID, RESTORED]
     assert len(receiver.requests) == 2
     assert pending(live_api, "alice") == []
-    assert len(smtp_inbox[0].messages) == 1  # a restore is not mailed
+    assert len(inbox[0].messages) == 1  # a restore is not mailed
     streamed = credential_events_until_restored(live_api, "alice")
     assert [event["type"] for event in streamed] == [INVALID, RESTORED]
     assert {event["mailbox_id"] for event in streamed} == {mailbox_id}
@@ -214,7 +205,7 @@ def test_a_system_mailbox_tells_each_recipient_once_and_acks_are_per_user(
     mail_user: MailUser,
     add_mailbox: MailboxFactory,
     receiver: WebhookReceiver,
-    smtp_inbox: tuple[Inbox, int],
+    inbox: tuple[Inbox, int],
 ) -> None:
     recipients = [
         {"user_id": "admin-1", "email": "a1@crm.test"},
@@ -227,7 +218,7 @@ def test_a_system_mailbox_tells_each_recipient_once_and_acks_are_per_user(
     break_password_and_sync_twice(settings, mail_user, mailbox_id)
 
     assert webhook_types(receiver) == [INVALID]
-    mails = smtp_inbox[0].messages
+    mails = inbox[0].messages
     assert sorted(to for to, _ in mails) == [["a1@crm.test"], ["a2@crm.test"]]
     assert all(address in mail["Subject"] for _, mail in mails)
     (first,) = pending(live_api, "admin-1")

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import email
-import socket
-from collections.abc import Iterator
 from email.message import EmailMessage
 from email.policy import default
 
-import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from pydantic import SecretStr
 from sqlalchemy import Engine
@@ -37,18 +33,6 @@ class Inbox:
         assert isinstance(message, EmailMessage)
         self.messages.append((list(envelope.rcpt_tos), message))
         return "250 OK"
-
-
-@pytest.fixture
-def inbox() -> Iterator[tuple[Inbox, int]]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    handler = Inbox()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield handler, port
-    controller.stop()
 
 
 def send_failure(engine: Engine, settings: Settings, owner: str | None) -> None:

@@ -10,7 +10,12 @@ from sqlmodel import Session, col, select
 from app.db.models import Event, NotificationRecipient
 
 # Events of a system mailbox that its notification recipients hear about.
-RECIPIENT_EVENT_TYPES = ("mailbox.credentials_invalid", "mailbox.credentials_restored")
+RECIPIENT_EVENT_TYPES = (
+    "mailbox.credentials_invalid",
+    "mailbox.credentials_restored",
+    "mailbox.connection_failing",
+    "mailbox.connection_restored",
+)
 
 
 def event_ids_after(
