@@ -129,6 +129,11 @@ document.getElementById("connect").addEventListener("click", () => {{
       post("/crm/authorize", {{ provider, origin, login_hint: loginHint }}),
     exchange: (code, state) => post("/crm/token", {{ code, state }}),
   }};
+  const reconnect = {reconnect};
+  const reconnecting = reconnect === null ? {{}} : {{
+    authorize: (provider, origin) => post(`/crm/reconnect/${{reconnect}}`, {{ origin }}),
+    exchange: (code, state) => post(`/crm/reconnect/${{reconnect}}/complete`, {{ code, state }}),
+  }};
   connectMailbox({{
     provider: "{provider}",
     origin: {origin},
@@ -136,6 +141,7 @@ document.getElementById("connect").addEventListener("click", () => {{
     timeoutMs: 8000,
     apiBase: "/crm/bridge",
     ...({keep_tokens} ? ownTokens : {{}}),
+    ...reconnecting,
   }}).then(
     (result) => {{ window.outcome = {{ result }}; }},
     (error) => {{
@@ -153,7 +159,8 @@ class CrmHost:
 
     By default the page lets the module finish the flow through the backend's
     `/crm/bridge/...` routes, which add the signed-in user as the owner; with
-    `keep_tokens` it passes its own `authorize` and `exchange` (get-token).
+    `keep_tokens` it passes its own `authorize` and `exchange` (get-token); with
+    `reconnect` (a mailbox id) they reconnect that mailbox.
     """
 
     bridge_url: str
@@ -172,6 +179,7 @@ class CrmHost:
             login_hint: str,
             bind_origin: Annotated[str | None, Query()] = None,
             keep_tokens: bool = False,
+            reconnect: int | None = None,
         ) -> HTMLResponse:
             origin = f'"{bind_origin}"' if bind_origin else "window.location.origin"
             return HTMLResponse(
@@ -181,6 +189,7 @@ class CrmHost:
                     origin=origin,
                     login_hint=login_hint,
                     keep_tokens="true" if keep_tokens else "false",
+                    reconnect="null" if reconnect is None else reconnect,
                 )
             )
 
@@ -209,6 +218,24 @@ class CrmHost:
             body = await request.json() | {"owner": {"user_id": CRM_USER}}  # from the session
             async with httpx.AsyncClient(base_url=self.bridge_url, headers=headers) as bridge:
                 answer = await bridge.post(f"/v1/oauth/{provider}/complete", json=body)
+            self.exchanges.append({"request": body, "status": answer.status_code})
+            return JSONResponse(answer.json(), status_code=answer.status_code)
+
+        @app.post("/crm/reconnect/{mailbox_id}")
+        async def reconnect_start(mailbox_id: int, request: Request) -> JSONResponse:
+            async with httpx.AsyncClient(base_url=self.bridge_url, headers=headers) as bridge:
+                answer = await bridge.post(
+                    f"/v1/mailboxes/{mailbox_id}/reauthorize", json=await request.json()
+                )
+            return JSONResponse(answer.json(), status_code=answer.status_code)
+
+        @app.post("/crm/reconnect/{mailbox_id}/complete")
+        async def reconnect_complete(mailbox_id: int, request: Request) -> JSONResponse:
+            body = await request.json()
+            async with httpx.AsyncClient(base_url=self.bridge_url, headers=headers) as bridge:
+                answer = await bridge.post(
+                    f"/v1/mailboxes/{mailbox_id}/reauthorize/complete", json=body
+                )
             self.exchanges.append({"request": body, "status": answer.status_code})
             return JSONResponse(answer.json(), status_code=answer.status_code)
 
