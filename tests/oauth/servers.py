@@ -12,6 +12,7 @@ in a real XOAUTH2 login.
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -193,58 +194,46 @@ class CrmHost:
                 )
             )
 
+        async def forward(path: str, body: Any, *, exchange: bool = False) -> JSONResponse:
+            """POST `body` to the service with the API key; an exchange is also recorded."""
+            async with httpx.AsyncClient(base_url=self.bridge_url, headers=headers) as bridge:
+                answer = await bridge.post(path, json=body)
+            if exchange:
+                self.exchanges.append({"request": body, "status": answer.status_code})
+            return JSONResponse(answer.json(), status_code=answer.status_code)
+
         @app.post("/crm/authorize")
         async def authorize(request: Request) -> JSONResponse:
             body = await request.json()
-            async with httpx.AsyncClient(base_url=self.bridge_url, headers=headers) as bridge:
-                answer = await bridge.post(
-                    f"/v1/oauth/{body['provider']}/authorize",
-                    json={"origin": body["origin"], "login_hint": body["login_hint"]},
-                )
+            answer = await forward(
+                f"/v1/oauth/{body['provider']}/authorize",
+                {"origin": body["origin"], "login_hint": body["login_hint"]},
+            )
             for hook in self.after_authorize:
-                hook(answer.json())
-            return JSONResponse(answer.json(), status_code=answer.status_code)
+                hook(json.loads(bytes(answer.body)))
+            return answer
 
         @app.post("/crm/bridge/oauth/{provider}/authorize")
         async def bridge_authorize(provider: str, request: Request) -> JSONResponse:
-            async with httpx.AsyncClient(base_url=self.bridge_url, headers=headers) as bridge:
-                answer = await bridge.post(
-                    f"/v1/oauth/{provider}/authorize", json=await request.json()
-                )
-            return JSONResponse(answer.json(), status_code=answer.status_code)
+            return await forward(f"/v1/oauth/{provider}/authorize", await request.json())
 
         @app.post("/crm/bridge/oauth/{provider}/complete")
         async def bridge_complete(provider: str, request: Request) -> JSONResponse:
             body = await request.json() | {"owner": {"user_id": CRM_USER}}  # from the session
-            async with httpx.AsyncClient(base_url=self.bridge_url, headers=headers) as bridge:
-                answer = await bridge.post(f"/v1/oauth/{provider}/complete", json=body)
-            self.exchanges.append({"request": body, "status": answer.status_code})
-            return JSONResponse(answer.json(), status_code=answer.status_code)
+            return await forward(f"/v1/oauth/{provider}/complete", body, exchange=True)
 
         @app.post("/crm/reconnect/{mailbox_id}")
         async def reconnect_start(mailbox_id: int, request: Request) -> JSONResponse:
-            async with httpx.AsyncClient(base_url=self.bridge_url, headers=headers) as bridge:
-                answer = await bridge.post(
-                    f"/v1/mailboxes/{mailbox_id}/reauthorize", json=await request.json()
-                )
-            return JSONResponse(answer.json(), status_code=answer.status_code)
+            return await forward(f"/v1/mailboxes/{mailbox_id}/reauthorize", await request.json())
 
         @app.post("/crm/reconnect/{mailbox_id}/complete")
         async def reconnect_complete(mailbox_id: int, request: Request) -> JSONResponse:
-            body = await request.json()
-            async with httpx.AsyncClient(base_url=self.bridge_url, headers=headers) as bridge:
-                answer = await bridge.post(
-                    f"/v1/mailboxes/{mailbox_id}/reauthorize/complete", json=body
-                )
-            self.exchanges.append({"request": body, "status": answer.status_code})
-            return JSONResponse(answer.json(), status_code=answer.status_code)
+            path = f"/v1/mailboxes/{mailbox_id}/reauthorize/complete"
+            return await forward(path, await request.json(), exchange=True)
 
         @app.post("/crm/token")
         async def token(request: Request) -> JSONResponse:
-            body = await request.json()
-            async with httpx.AsyncClient(base_url=self.bridge_url, headers=headers) as bridge:
-                answer = await bridge.post(f"/v1/oauth/{self.provider}/token", json=body)
-            self.exchanges.append({"request": body, "status": answer.status_code})
-            return JSONResponse(answer.json(), status_code=answer.status_code)
+            path = f"/v1/oauth/{self.provider}/token"
+            return await forward(path, await request.json(), exchange=True)
 
         return app
