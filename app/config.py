@@ -274,6 +274,26 @@ class Settings(LogSettings):
     event_retention_days: int = Field(
         default=7, ge=1, description="Days the outbox keeps delivered events for SSE resumes."
     )
+    failing_notice_after_seconds: float = Field(
+        default=21600.0,
+        gt=0,
+        description=(
+            "Seconds a mailbox may keep failing for a reason other than its credentials"
+            " (TLS, unreachable, blocked host, server unavailable) before"
+            " `mailbox.connection_failing` tells its owner; recovery sends"
+            " `mailbox.connection_restored`."
+        ),
+    )
+    reauth_url_template: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^/?#\s]+[^\s]*\{mailbox_id\}[^\s]*$",
+        examples=["https://crm.example.com/mailboxes/{mailbox_id}/reconnect"],
+        description=(
+            "The CRM page where an owner fixes a mailbox; `{mailbox_id}` is replaced by the"
+            " mailbox's id. Credential and connection notices carry it as `reconnect_url`;"
+            " unset, they carry null."
+        ),
+    )
     smtp_allow_private_hosts: bool = Field(
         default=False,
         description=(

@@ -206,12 +206,17 @@ class EmailManager:
         limit = self._max_message_bytes
         if limit is None or not batch:
             return set()
+        return {uid for uid, size in self.sizes(batch).items() if size is not None and size > limit}
+
+    def sizes(self, uids: Sequence[int]) -> dict[int, int | None]:
+        """Return each message's size in bytes (RFC822.SIZE) without downloading it."""
+        if not uids:
+            return {}
         with imap_errors():
-            sizes = {
+            return {
                 uid: _optional_int(data.get(b"RFC822.SIZE"))
-                for uid, data in uid_fetch(self._client._imap, batch, [b"UID", b"RFC822.SIZE"])
+                for uid, data in uid_fetch(self._client._imap, uids, [b"UID", b"RFC822.SIZE"])
             }
-        return {uid for uid, size in sizes.items() if size is not None and size > limit}
 
     def _bodiless(self, message: ParsedMessage) -> ParsedMessage:
         defect = (

@@ -15,6 +15,7 @@ from imapclient.imap_utf7 import decode as decode_utf7
 from imapclient.response_parser import parse_response
 
 from app.imap.connection import ImapConnection, imap_errors
+from app.imap.errors import ProtocolError
 
 
 class FolderType(StrEnum):
@@ -224,6 +225,15 @@ class FolderStatus:
     highestmodseq: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class FolderCounts:
+    """What a folder holds (RFC 3501 STATUS); `size` in bytes only with STATUS=SIZE (RFC 8438)."""
+
+    messages: int
+    unseen: int
+    size: int | None
+
+
 def _text(value: bytes | str | None) -> str | None:
     if value is None:
         return None
@@ -256,15 +266,45 @@ class FolderManager:
         """List folders, with every folder's STATUS in the same round trip where possible.
 
         With LIST-STATUS (RFC 5819) one command tells whether any folder of the
-        mailbox changed; SPECIAL-USE attributes are asked for explicitly
-        (RFC 6154 `RETURN (SPECIAL-USE)`) because servers need not send them
-        unasked.
+        mailbox changed.
+        """
+        folders, statuses = self._list(self._status_items())
+        return FolderListing(folders, {name: _folder_status(raw) for name, raw in statuses.items()})
+
+    def counted_listing(self) -> tuple[list[RemoteFolder], dict[str, FolderCounts]]:
+        """List folders and count what each selectable one holds: one LIST-STATUS, else STATUS each.
+
+        The size comes only from a server offering STATUS=SIZE (RFC 8438). A folder
+        whose STATUS the server refuses (no access, just deleted) is left uncounted.
+        """
+        items = ("MESSAGES", "UNSEEN", *(("SIZE",) if self._connection.has("STATUS=SIZE") else ()))
+        folders, statuses = self._list(items)
+        counts: dict[str, FolderCounts] = {}
+        for folder in folders:
+            raw = statuses.get(folder.full_name)
+            if raw is None and folder.selectable:
+                try:
+                    with imap_errors():
+                        raw = self._client.folder_status(folder.full_name, list(items))
+                except ProtocolError:
+                    continue
+            if raw is not None:
+                counts[folder.full_name] = _folder_counts(raw)
+        return folders, counts
+
+    def _list(
+        self, status_items: tuple[str, ...]
+    ) -> tuple[list[RemoteFolder], dict[str, dict[bytes | str, object]]]:
+        """LIST every folder, with `status_items` of each where LIST-STATUS allows.
+
+        SPECIAL-USE attributes are asked for explicitly (RFC 6154 `RETURN
+        (SPECIAL-USE)`) because servers need not send them unasked.
         """
         options = []
         if self._connection.has("SPECIAL-USE") and self._connection.has("LIST-EXTENDED"):
             options.append("SPECIAL-USE")
         if self._connection.has("LIST-STATUS"):
-            options.append(f"STATUS ({' '.join(self._status_items())})")
+            options.append(f"STATUS ({' '.join(status_items)})")
         imap = self._client._imap
         with imap_errors():
             if options:
@@ -278,19 +318,11 @@ class FolderManager:
             _typ, lines = imap._untagged_response(typ, data, "LIST")
             listed = self._client._proc_folder_list(lines)
         statuses = dict(_parse_status_line(line) for line in status_lines if line)
-        return FolderListing(_remote_folders(listed), statuses)
+        return _remote_folders(listed), statuses
 
     def tree(self) -> list[FolderNode]:
         """Return the folders as a tree of roots with their children."""
-        nodes = {folder.full_name: FolderNode(folder) for folder in self.folders()}
-        roots = []
-        for node in nodes.values():
-            parent = node.folder.parent
-            if parent is None:
-                roots.append(node)
-            else:
-                nodes[parent].children.append(node)
-        return roots
+        return folder_tree(self.folders())
 
     def status(self, full_name: str) -> FolderStatus:
         """Ask STATUS for the counters that tell whether a folder changed, without selecting it."""
@@ -302,6 +334,19 @@ class FolderManager:
         if self._connection.has("CONDSTORE"):
             return (*_STATUS_ITEMS, "HIGHESTMODSEQ")
         return _STATUS_ITEMS
+
+
+def folder_tree(folders: list[RemoteFolder]) -> list[FolderNode]:
+    """Arrange listed folders (parents first) as a tree of roots with their children."""
+    nodes = {folder.full_name: FolderNode(folder) for folder in folders}
+    roots = []
+    for node in nodes.values():
+        parent = node.folder.parent
+        if parent is None:
+            roots.append(node)
+        else:
+            nodes[parent].children.append(node)
+    return roots
 
 
 def _remote_folders(
@@ -338,11 +383,20 @@ def _folder_status(raw: dict[bytes | str, object]) -> FolderStatus:
     )
 
 
-def _parse_status_line(line: bytes | tuple[bytes, bytes]) -> tuple[str, FolderStatus]:
+def _folder_counts(raw: dict[bytes | str, object]) -> FolderCounts:
+    counters = {(_text(key) or "").upper(): int(str(value)) for key, value in raw.items()}
+    return FolderCounts(
+        messages=counters["MESSAGES"], unseen=counters["UNSEEN"], size=counters.get("SIZE")
+    )
+
+
+def _parse_status_line(
+    line: bytes | tuple[bytes, bytes],
+) -> tuple[str, dict[bytes | str, object]]:
     """Parse one untagged `STATUS name (ITEM n ...)` that LIST-STATUS sent."""
     name, items = parse_response([line])
     full_name = decode_utf7(name) if isinstance(name, bytes) else str(name)
-    return full_name, _folder_status(dict(zip(items[::2], items[1::2], strict=True)))
+    return full_name, dict(zip(items[::2], items[1::2], strict=True))
 
 
 def _tree_order(folder: RemoteFolder) -> tuple[int, list[str]]:

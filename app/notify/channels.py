@@ -2,9 +2,10 @@
 
     every event .................. each enabled webhook endpoint whose filter matches
     mailbox.credentials_invalid .. + `notification` and, with SMTP_URL set, mail:
-                                     owned mailbox: `email` (the owner's address)
+    mailbox.connection_failing       owned mailbox: `email` (the owner's address)
                                      system mailbox: `email:<user id>` per recipient
-    mailbox.credentials_restored . + `notification` (clears the pending ones)
+    mailbox.credentials_restored . + `notification` (clears the pending ones
+    mailbox.connection_restored      of its failure)
 
 An endpoint's filter matches when every part of it that is set matches:
 `event_types` holds the type (empty: any type), `owner_user_id` equals the
@@ -22,12 +23,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from app.db.models import Event, NotificationRecipient, WebhookEndpoint
-from app.notify.envelope import CREDENTIALS_INVALID, CREDENTIALS_RESTORED
+from app.notify.envelope import (
+    CONNECTION_FAILING,
+    CONNECTION_RESTORED,
+    CREDENTIALS_INVALID,
+    CREDENTIALS_RESTORED,
+)
 
 NOTIFICATION_CHANNEL = "notification"
 EMAIL_CHANNEL = "email"
 _WEBHOOK_PREFIX = "webhook:"
 _RECIPIENT_EMAIL_PREFIX = "email:"
+
+# The notices a person is told of (login notification and mail), by their kind;
+# a recovery event clears the pending notifications of the kind it ends.
+NOTICE_KINDS = {
+    CREDENTIALS_INVALID: "credentials_invalid",
+    CONNECTION_FAILING: "connection_failing",
+}
+RECOVERY_ENDS = {
+    CREDENTIALS_RESTORED: "credentials_invalid",
+    CONNECTION_RESTORED: "connection_failing",
+}
 
 
 def webhook_channel(endpoint_id: int) -> str:
@@ -78,10 +95,12 @@ def channels_for(
         for endpoint in endpoints
         if endpoint.id is not None and endpoint.enabled and endpoint_wants(endpoint, event)
     ]
-    if event.mailbox_id is None or event.type not in (CREDENTIALS_INVALID, CREDENTIALS_RESTORED):
+    if event.mailbox_id is None or (
+        event.type not in NOTICE_KINDS and event.type not in RECOVERY_ENDS
+    ):
         return channels
     channels.append(NOTIFICATION_CHANNEL)
-    if event.type == CREDENTIALS_INVALID and email_enabled:
+    if event.type in NOTICE_KINDS and email_enabled:
         if event.owner_user_id is not None:
             channels.append(EMAIL_CHANNEL)
         else:

@@ -78,15 +78,17 @@ from app.db.repositories.webhooks import (
     get_webhook_endpoint,
 )
 from app.notify.channels import (
+    NOTICE_KINDS,
     NOTIFICATION_CHANNEL,
+    RECOVERY_ENDS,
     channels_for,
     email_recipient_of,
     is_email_channel,
     webhook_endpoint_of,
 )
 from app.notify.email import MailNotSent, send_mail, smtp_server
-from app.notify.envelope import CREDENTIALS_INVALID, CREDENTIALS_RESTORED, EventEnvelope
-from app.notify.messages import credentials_invalid_message
+from app.notify.envelope import CREDENTIALS_INVALID, EventEnvelope
+from app.notify.messages import notice_message, reconnect_url_of
 from app.notify.retry import RETRY_DELAYS, next_attempt_at
 from app.notify.webhook_endpoints import signing_secrets
 from app.notify.webhooks import AttemptOutcome, WebhookAttempt, post_webhook, webhook_message_id
@@ -94,7 +96,6 @@ from app.security import SecretBox
 
 log = logging.getLogger(__name__)
 
-CREDENTIALS_NOTIFICATION_KIND = "credentials_invalid"
 FAN_OUT_BATCH = 200
 DELIVERY_BATCH = 100
 CLAIM_LEASE = timedelta(minutes=2)
@@ -233,20 +234,21 @@ class Dispatcher:
             mailbox = get_mailbox(session, event.mailbox_id) if event and event.mailbox_id else None
             if event is None or mailbox is None or mailbox.id is None:
                 return DeliveryState.SUCCEEDED  # the mailbox is gone, and its notifications too
-            if event.type == CREDENTIALS_RESTORED:
+            if event.type in RECOVERY_ENDS:
                 acknowledge_mailbox_notifications(
-                    session, mailbox.id, CREDENTIALS_NOTIFICATION_KIND, now
+                    session, mailbox.id, RECOVERY_ENDS[event.type], now
                 )
-            elif event.type == CREDENTIALS_INVALID and mailbox.status is MailboxStatus.AUTH_FAILED:
-                message = credentials_invalid_message(event, mailbox)
+            elif event.type in NOTICE_KINDS and _still_failing(event, mailbox):
+                message = notice_message(event, mailbox)
                 for user_id in _people_to_tell(session, mailbox):
                     add_notification(
                         session,
                         user_id=user_id,
                         mailbox_id=mailbox.id,
-                        kind=CREDENTIALS_NOTIFICATION_KIND,
+                        kind=NOTICE_KINDS[event.type],
                         title=message.title,
                         body=message.text,
+                        reconnect_url=reconnect_url_of(event),
                     )
             return DeliveryState.SUCCEEDED
 
@@ -258,7 +260,7 @@ class Dispatcher:
             event = session.get(Event, delivery.event_id)
             mailbox = get_mailbox(session, event.mailbox_id) if event and event.mailbox_id else None
             address = _email_address(session, mailbox, email_recipient_of(delivery.channel))
-            message = credentials_invalid_message(event, mailbox) if event and mailbox else None
+            message = notice_message(event, mailbox) if event and mailbox else None
         if server is None or message is None or address is None:
             reason = "SMTP_URL is not set" if server is None else "no address to mail to"
             return self._finish(delivery, DeliveryState.FAILED, error=reason)
@@ -378,6 +380,13 @@ def _disable(endpoint: WebhookEndpoint, reason: str) -> None:
     endpoint.enabled = False
     endpoint.disabled_reason = reason
     log.warning("notify.webhook_disabled", extra={"endpoint_id": endpoint.id, "reason": reason})
+
+
+def _still_failing(event: Event, mailbox: Mailbox) -> bool:
+    """Say whether the failure a notice tells of is not over by the time it is delivered."""
+    if event.type == CREDENTIALS_INVALID:
+        return mailbox.status is MailboxStatus.AUTH_FAILED
+    return mailbox.failing_noticed_at is not None
 
 
 def _people_to_tell(session: Session, mailbox: Mailbox) -> list[str]:

@@ -40,7 +40,7 @@ from app.netguard import (
     connect_resolved,
     resolve,
 )
-from app.notify.messages import CredentialsMessage
+from app.notify.messages import NoticeMessage
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def smtp_server(settings: Settings) -> SmtpServer | None:
     )
 
 
-def send_mail(server: SmtpServer, sender: str, recipient: str, message: CredentialsMessage) -> None:
+def send_mail(server: SmtpServer, sender: str, recipient: str, message: NoticeMessage) -> None:
     """Send one message to one recipient (blocking); raise MailNotSent when it did not go."""
     mail = _mail(sender, recipient, message)
     addresses = _vetted_addresses(server)
@@ -182,7 +182,7 @@ def send_mail(server: SmtpServer, sender: str, recipient: str, message: Credenti
         raise MailNotSent(f"SMTP failed: {type(exc).__name__}", permanent=False) from exc
 
 
-def _mail(sender: str, recipient: str, message: CredentialsMessage) -> EmailMessage:
+def _mail(sender: str, recipient: str, message: NoticeMessage) -> EmailMessage:
     """Write the message; an address the email package cannot put in a header is permanent.
 
     The package refuses any header value that `str.splitlines` would split

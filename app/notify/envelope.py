@@ -25,6 +25,8 @@ from app.db.models import persisted_id
 WEBHOOK_TEST_EVENT = "webhook.test"
 CREDENTIALS_INVALID = "mailbox.credentials_invalid"
 CREDENTIALS_RESTORED = "mailbox.credentials_restored"
+CONNECTION_FAILING = "mailbox.connection_failing"
+CONNECTION_RESTORED = "mailbox.connection_restored"
 
 # Every type the outbox holds (docs/architecture.md, "The real-time path"); webhook filters
 # and SSE `types` name these.
@@ -36,6 +38,8 @@ EventType = Literal[
     "mailbox.sync_failed",
     "mailbox.credentials_invalid",
     "mailbox.credentials_restored",
+    "mailbox.connection_failing",
+    "mailbox.connection_restored",
     "folder.deleted",
     "folder.renamed",
     "folder.reset",
@@ -133,10 +137,34 @@ class CredentialsInvalidData(EventData):
 
     error_code: str
     message: str = Field(description="What the server or provider said, for a person to read.")
+    reconnect_url: str | None = Field(
+        default=None,
+        description="The CRM page where the owner reconnects the mailbox (REAUTH_URL_TEMPLATE).",
+    )
 
 
 class CredentialsRestoredData(EventData):
     """A login worked again after `mailbox.credentials_invalid`; no facts."""
+
+
+class ConnectionFailingData(EventData):
+    """Syncs kept failing for another reason than the credentials, for FAILING_NOTICE_AFTER_SECONDS.
+
+    Sent once per episode of failures; `mailbox.connection_restored` ends it.
+    """
+
+    error_code: str = Field(description="The last failure: `tls_error`, `unreachable`...")
+    message: str = Field(description="What the last failure said, for a person to read.")
+    failing_since: datetime = Field(description="The first failed run of the episode.")
+    reconnect_url: str | None = Field(
+        default=None, description="The CRM page to fix the mailbox (REAUTH_URL_TEMPLATE)."
+    )
+
+
+class ConnectionRestoredData(EventData):
+    """A run worked again after `mailbox.connection_failing`."""
+
+    failing_since: datetime = Field(description="When the episode of failures began.")
 
 
 class FolderDeletedData(EventData):
@@ -213,6 +241,16 @@ class CredentialsRestoredEvent(_Envelope):
     data: CredentialsRestoredData
 
 
+class ConnectionFailingEvent(_Envelope):
+    type: Literal["mailbox.connection_failing"]
+    data: ConnectionFailingData
+
+
+class ConnectionRestoredEvent(_Envelope):
+    type: Literal["mailbox.connection_restored"]
+    data: ConnectionRestoredData
+
+
 class FolderDeletedEvent(_Envelope):
     type: Literal["folder.deleted"]
     data: FolderDeletedData
@@ -243,6 +281,8 @@ class Event(
             | MailboxSyncFailedEvent
             | CredentialsInvalidEvent
             | CredentialsRestoredEvent
+            | ConnectionFailingEvent
+            | ConnectionRestoredEvent
             | FolderDeletedEvent
             | FolderRenamedEvent
             | FolderResetEvent

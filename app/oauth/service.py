@@ -10,7 +10,8 @@
                 bound to provider, opener origin and redirect URI, valid a few minutes
                 -> authorization URL
     callback:   state -> the origin to post the result to (never an unbound origin)
-    token:      spend the state once (conditional UPDATE) -> exchange code + verifier
+    token:      a flow bound to a mailbox (a reconnect) finished elsewhere -> refused
+                spend the state once (conditional UPDATE) -> exchange code + verifier
                 -> learn the address -> TokenData
 
 Provider adapters (`app.oauth.providers`, `app.oauth.client`) know nothing of
@@ -199,8 +200,9 @@ def start_flow(
     login_hint: str | None,
     redirect_uri: str,
     ttl_seconds: int,
+    mailbox_id: int | None = None,
 ) -> tuple[str, str]:
-    """Open a flow bound to `origin`; return the popup's authorization URL and the state.
+    """Open a flow bound to `origin` (and to `mailbox_id`, a reconnect); return its URL and state.
 
     Only an allowed origin may receive the code: a page elsewhere that got a CRM
     backend to start a flow for it would otherwise read the victim's code.
@@ -223,6 +225,7 @@ def start_flow(
             redirect_uri=redirect_uri,
             code_verifier_enc=secrets.encrypt(verifier),
             expires_at=now + timedelta(seconds=ttl_seconds),
+            mailbox_id=mailbox_id,
         ),
         now,
     )
@@ -258,14 +261,26 @@ def finish_flow(
     code: str,
     state: str,
     allow_private_hosts: bool,
+    mailbox_id: int | None = None,
 ) -> TokenData:
-    """Spend the state, exchange the code for tokens and learn the account's address."""
+    """Spend the state, exchange the code for tokens and learn the account's address.
+
+    A reconnect flow is finished only by its mailbox (`mailbox_id`), and a flow
+    that registers a mailbox only without one: the tokens of a reconnect never
+    reach get-token, so they never leave the service.
+    """
     provider = registry.get(name)
     client = client_settings(session, secrets, provider)
     now = utcnow()
     flow = get_flow(session, state)
     if flow is None or flow.provider != name:
         raise FlowStateError("the state was not issued for this provider")
+    if flow.mailbox_id != mailbox_id:
+        raise FlowStateError(
+            "the state was issued to reconnect a mailbox; finish it there"
+            if flow.mailbox_id is not None
+            else "the state was not issued to reconnect this mailbox"
+        )
     if not spend_flow(session, state, name, now):
         session.refresh(flow)
         _refuse_unusable(flow, now)

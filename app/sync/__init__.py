@@ -43,7 +43,9 @@ from app.sync.mailboxes import (
     register_mailbox,
     remove_mailbox,
 )
+from app.sync.preview import FolderPreview, SyncPreview, new_mailbox_window_start
 from app.sync.queued_runs import queue_sync_run
+from app.sync.reconnect import complete_reconnect, start_reconnect
 from app.sync.remote_search import RemoteSearchCriteria, RemoteSearchResult, search_remote_folder
 from app.sync.service import SyncResult
 
@@ -58,6 +60,7 @@ __all__ = [
     "EmailNotFoundError",
     "FleetHealth",
     "FolderDivergedError",
+    "FolderPreview",
     "FolderSyncSetting",
     "HealthState",
     "LeaseLostError",
@@ -73,21 +76,25 @@ __all__ = [
     "RemoteSearchResult",
     "ServerSettings",
     "SyncError",
+    "SyncPreview",
     "SyncResult",
     "UnknownFoldersError",
     "WatchState",
     "change_mailbox",
     "check_connection",
     "complete_oauth_mailbox",
+    "complete_reconnect",
     "fetch_attachment",
     "fetch_message_source",
     "fleet_health",
     "interactive_login_options",
     "mailbox_health",
+    "new_mailbox_window_start",
     "queue_sync_run",
     "register_mailbox",
     "remove_mailbox",
     "save_folder_settings",
     "search_remote_folder",
+    "start_reconnect",
     "write_flags",
 ]

@@ -3,6 +3,8 @@
     plain IMAP without IMAP_ALLOW_PLAINTEXT -> PlaintextRefusedError (nothing sent)
     a slot of the connection budget (app.connection_budget), else NoConnectionSlotError
     connect (SSRF guard, TLS, login) -> capabilities -> LIST -> log out -> slot given back
+                                        (with a preview: LIST-STATUS, else STATUS per
+                                        folder, and the first-sync window, app.sync.preview)
 
 Every failure leaves as the `ImapError` that says why (`auth_failed`,
 `tls_error`, `unreachable`, `timeout`, `blocked_host`...), which is what a
@@ -15,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from datetime import date
 
 from pydantic import SecretStr
 
@@ -28,7 +31,9 @@ from app.imap import (
     Security,
     connect,
 )
+from app.imap.folder_manager import folder_tree
 from app.sync.errors import PlaintextRefusedError
+from app.sync.preview import SyncPreview, preview_sync
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +60,11 @@ class Credential:
 
 @dataclass(frozen=True, slots=True)
 class ConnectionReport:
-    """What a successful login showed: the server's capabilities and its folder tree."""
+    """What a successful login showed: the server's capabilities, its folder tree, the cost."""
 
     capabilities: list[str]
     folders: list[FolderNode]
+    preview: SyncPreview | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +120,24 @@ def login_config(server: ServerSettings, credential: Credential) -> ImapConfig:
 
 
 def check_connection(
-    server: ServerSettings, credential: Credential, options: LoginOptions
+    server: ServerSettings,
+    credential: Credential,
+    options: LoginOptions,
+    *,
+    preview_since: date | None = None,
 ) -> ConnectionReport:
-    """Log in, list the folders, log out; raise the error that stopped it."""
+    """Log in, list the folders (and preview a sync since `preview_since`), log out.
+
+    Raises the error that stopped it.
+    """
     with log_in(server, credential, options) as connection:
+        capabilities = sorted(connection.capabilities)
+        manager = FolderManager(connection)
+        if preview_since is None:
+            return ConnectionReport(capabilities, manager.tree())
+        folders, counts = manager.counted_listing()
         return ConnectionReport(
-            capabilities=sorted(connection.capabilities),
-            folders=FolderManager(connection).tree(),
+            capabilities,
+            folder_tree(folders),
+            preview_sync(connection, folders, counts, preview_since),
         )

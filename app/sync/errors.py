@@ -107,3 +107,15 @@ class FolderDivergedError(SyncError):
     """
 
     code = "folder_diverged"
+
+
+class NotAnOAuthMailboxError(SyncError):
+    """A reconnect popup was asked for a mailbox that logs in with a password."""
+
+    code = "not_oauth_mailbox"
+
+
+class AccountMismatchError(SyncError):
+    """The reconnect popup signed in another account than the mailbox's."""
+
+    code = "account_mismatch"

@@ -46,6 +46,7 @@ from app.sync.connection_check import Credential, LoginOptions, ServerSettings, 
 from app.sync.credentials import imap_config
 from app.sync.errors import CredentialsRequiredError, ProviderHostRequiredError, SyncError
 from app.sync.folders import reconcile_folders
+from app.sync.notices import note_success
 
 
 class MailboxExistsError(SyncError):
@@ -340,5 +341,6 @@ def _credentials_work(session: Session, mailbox: Mailbox) -> None:
     if mailbox.status is MailboxStatus.AUTH_FAILED:
         mailbox.status = MailboxStatus.ACTIVE
         record_event(session, "mailbox.credentials_restored", mailbox, {})
+    note_success(session, mailbox)
     mailbox.last_error = None
     mailbox.consecutive_failures = 0

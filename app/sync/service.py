@@ -16,6 +16,8 @@
       |              -- NetworkError ------------------> run failed, retried with backoff,
       |                                                  nobody is told
       |              -- any other ImapError -----------> run failed, `mailbox.sync_failed`
+      |              (any failure but credentials, past FAILING_NOTICE_AFTER_SECONDS:
+      |               `mailbox.connection_failing` once, app.sync.notices)
       |              -- plain IMAP, not allowed -------> the same, before anything is sent
     folders: LIST (+STATUS) and reconcile ------------> folders_only: done
     each enabled folder, inbox and sent first, until the time budget is spent
@@ -106,6 +108,7 @@ from app.sync.folders import (
 from app.sync.heartbeat import LeaseHeartbeat
 from app.sync.holder import worker_identity
 from app.sync.lease import Lease
+from app.sync.notices import note_failure, note_success, reconnect_url
 from app.sync.orphans import orphans_after_complete_run, orphans_after_folders_run
 from app.sync.run_claim import RunClaim, claimed, when_database_answers
 
@@ -296,6 +299,7 @@ class _Run:
             if mailbox.status is MailboxStatus.AUTH_FAILED:
                 mailbox.status = MailboxStatus.ACTIVE
                 record_event(session, "mailbox.credentials_restored", mailbox, {})
+            note_success(session, mailbox)
             mailbox.last_error = None
             if self.run.folders_only and mailbox.consecutive_failures:
                 mailbox.next_sync_at = now  # the server answers again: mail need not wait
@@ -336,10 +340,18 @@ class _Run:
                     session,
                     "mailbox.credentials_invalid",
                     mailbox,
-                    {"error_code": failure.code, "message": failure.message},
+                    {
+                        "error_code": failure.code,
+                        "message": failure.message,
+                        "reconnect_url": reconnect_url(self.settings, mailbox.id),
+                    },
                 )
             elif failure.kind == "permanent":
                 record_event(session, "mailbox.sync_failed", mailbox, {"error_code": failure.code})
+            if failure.kind != "credentials":
+                note_failure(
+                    session, mailbox, self.settings, now, code=failure.code, message=failure.message
+                )
             run = self._finish(session, SyncRunStatus.FAILED, now, failure)
         self.claim.released = True
         log.warning("sync.failed", extra={"mailbox_id": run.mailbox_id, "error_code": failure.code})

@@ -115,6 +115,7 @@ RATE_LIMITED_CALLS = [
     ("PUT", "/v1/oauth/providers/{name}", {}),
     ("POST", "/v1/mailboxes", {}),
     ("PATCH", "/v1/mailboxes/{mailbox_id}", {}),
+    ("POST", "/v1/mailboxes/{mailbox_id}/reauthorize/complete", {}),
     ("PATCH", "/v1/mailboxes/{mailbox_id}/folders", []),
     ("POST", "/v1/mailboxes/{mailbox_id}/search", SEARCH),
     ("POST", "/v1/mailboxes/{mailbox_id}/sync", None),

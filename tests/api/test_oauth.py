@@ -27,6 +27,7 @@ from app.db.models import AuthType, Mailbox, OAuthFlow, OAuthProviderSettings, u
 from app.security import SecretBox
 from tests.support.dovecot import Dovecot, DovecotInstances, MailUser
 from tests.support.live_api import LiveApi
+from tests.support.mailgen import make_message
 from tests.support.oauth_rig import (
     GOOGLE_CLIENT_ID,
     GOOGLE_INVALID_CLIENT,
@@ -368,10 +369,17 @@ def test_an_expired_or_foreign_state_is_refused(live_api: LiveApi, engine: Engin
 
 def test_check_connection_logs_in_with_the_token(live_api: LiveApi, jwt_dovecot: Dovecot) -> None:
     user = jwt_dovecot.add_user()
+    message = make_message()
+    user.append("INBOX", message)
     imap = {"host": jwt_dovecot.host, "port": jwt_dovecot.tls_port, "username": user.name}
 
     works = live_api.client.post(
         "/v1/oauth/gmail/check-connection",
+        json={"access_token": sign_jwt(user.name), "imap": imap},
+    )
+    yes_or_no = live_api.client.post(
+        "/v1/oauth/gmail/check-connection",
+        params={"preview": "false"},
         json={"access_token": sign_jwt(user.name), "imap": imap},
     )
     expired = live_api.client.post(
@@ -381,6 +389,10 @@ def test_check_connection_logs_in_with_the_token(live_api: LiveApi, jwt_dovecot:
 
     assert works.status_code == 200, works.text
     assert "INBOX" in {folder["full_name"] for folder in works.json()["folders"]}
+    preview = works.json()["preview"]
+    assert (preview["messages"], preview["bytes"]) == (1, len(message))
+    assert yes_or_no.status_code == 200, yes_or_no.text
+    assert yes_or_no.json()["preview"] is None
     assert expired.status_code == 422
     assert expired.json()["code"] == "auth_failed"
 

@@ -36,6 +36,7 @@ from tests.support.worker_process import enqueue, run_worker
 INVALID = "mailbox.credentials_invalid"
 RESTORED = "mailbox.credentials_restored"
 NEW_PASSWORD = "changed-on-the-server"
+RECONNECT = "https://crm.test/mailboxes/{mailbox_id}/reconnect"
 
 
 @pytest.fixture
@@ -46,6 +47,7 @@ def settings(settings: Settings, inbox: tuple[Inbox, int]) -> Settings:
             "smtp_url": SecretStr(f"smtp://127.0.0.1:{inbox[1]}"),
             "smtp_from": "bridge@crm.test",
             "webhook_allow_private_hosts": True,
+            "reauth_url_template": RECONNECT,
         }
     )
 
@@ -165,14 +167,18 @@ def test_a_password_changed_on_the_server_is_told_once_everywhere_until_fixed(
     assert len(receiver.requests) == 1
     (invalid,) = receiver.accepted.values()
     assert (invalid["mailbox_id"], invalid["owner"]) == (mailbox_id, "alice")
+    reconnect_url = RECONNECT.replace("{mailbox_id}", str(mailbox_id))
+    assert invalid["data"]["reconnect_url"] == reconnect_url
     ((recipients, mail),) = inbox[0].messages
     assert recipients == ["alice@crm.test"]
     assert address in mail["Subject"]
     text = mail.get_body(("plain",))
     assert text is not None
     assert address in text.get_content()
+    assert reconnect_url in text.get_content()
     (notification,) = pending(live_api, "alice")
     assert (notification["mailbox_id"], notification["kind"]) == (mailbox_id, "credentials_invalid")
+    assert notification["reconnect_url"] == reconnect_url
     assert address in notification["title"]
 
     mail_user.append("INBOX", make_message(subject="sent while the sync was stopped"))

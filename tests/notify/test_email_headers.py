@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 
 from app.notify.email import MailNotSent, SmtpServer, send_mail
-from app.notify.messages import CredentialsMessage
+from app.notify.messages import NoticeMessage
 
-MESSAGE = CredentialsMessage("A mailbox can no longer sign in", "text", "<p>html</p>")
+MESSAGE = NoticeMessage("A mailbox can no longer sign in", "text", "<p>html</p>")
 NOWHERE = SmtpServer.from_url("smtp://127.0.0.1:9", allow_private_hosts=True, deadline_seconds=5)
 
 

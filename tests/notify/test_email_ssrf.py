@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from app.config import Settings
 from app.db.models import DeliveryState
 from app.notify.email import MailNotSent, SmtpServer, send_mail
-from app.notify.messages import CredentialsMessage
+from app.notify.messages import NoticeMessage
 from tests.support.outbox import email_delivery, mail_a_credential_failure
 from tests.support.smtp_inbox import Inbox, running_inbox
 from tests.support.ssrf import (
@@ -32,7 +32,7 @@ from tests.support.ssrf import (
     url_host,
 )
 
-MESSAGE = CredentialsMessage("A mailbox can no longer sign in", "text", "<p>html</p>")
+MESSAGE = NoticeMessage("A mailbox can no longer sign in", "text", "<p>html</p>")
 RECIPIENT = "owner@crm.test"
 REFUSED = (
     "SMTP host {host} resolves to a loopback, private or link-local address;"

@@ -2,7 +2,8 @@
 
 Real flows against Dovecot (new mail, a flag change and an
 expunge, a folder renamed, one deleted, one renumbered, a password changed and
-changed back, a secret no key opens, a webhook test) fill the outbox; each row,
+changed back, a server gone for a while, a secret no key opens, a webhook test)
+fill the outbox; each row,
 as the channels send it, must validate strictly against the published union.
 """
 
@@ -23,6 +24,7 @@ from app.sync.folder_settings import FolderSyncSetting, save_folder_settings
 from app.sync.service import sync_mailbox
 from tests.support.dovecot import MailUser
 from tests.support.factories import MailboxFactory
+from tests.support.fault_proxy import FaultProxy
 from tests.support.mailgen import make_message
 from tests.support.snapshot import assert_in_contract, folder_row
 from tests.support.webhook_receiver import register_endpoint
@@ -57,7 +59,12 @@ def test_every_event_the_flows_record_matches_the_published_contract(
     mail_user: MailUser,
     add_mailbox: MailboxFactory,
 ) -> None:
-    settings = webhook_settings
+    settings = webhook_settings.model_copy(
+        update={
+            "failing_notice_after_seconds": 0.001,  # the second failed run tells
+            "reauth_url_template": "https://crm.test/mailboxes/{mailbox_id}/reconnect",
+        }
+    )
     for folder in ("Projects", "Scratch"):
         mail_user.create_folder(folder)
     uids = [mail_user.append("INBOX", make_message(subject=f"in {n}")) for n in range(3)]
@@ -81,6 +88,13 @@ def test_every_event_the_flows_record_matches_the_published_contract(
     sync_until_done(engine, settings, mailbox_id, runs=1)
     mail_user.set_password(password)
     sync_until_done(engine, settings, mailbox_id)
+
+    with FaultProxy(mail_user.dovecot.host, mail_user.dovecot.tls_port) as proxy:
+        unreachable = add_mailbox(mail_user, port=proxy.port, owner_user_id="crm-user-2")
+        proxy.take_down()
+        sync_until_done(engine, settings, unreachable, runs=2)
+        proxy.heal()
+        sync_until_done(engine, settings, unreachable)
 
     unreadable = add_mailbox(mail_user, owner_user_id=None, password_enc="gAAAAA-not-a-token")
     sync_until_done(engine, settings, unreadable, runs=1)

@@ -5,6 +5,7 @@
             -> /oauth/<provider>/callback -> postMessage to the bound origin
       -> by default: the CRM backend adds the owner -> complete -> the mailbox (no token)
       -> with `exchange`: the CRM backend -> get-token -> token data
+      -> reconnecting a mailbox: the CRM backend -> reauthorize, then its complete
 
 The provider is a plug-in found through an entry point of a small test
 distribution, and its access tokens are JWTs the test Dovecot checks, so the
@@ -27,7 +28,7 @@ from sqlalchemy import Engine
 
 from app.config import Settings
 from app.db import session_scope
-from app.db.models import OAuthFlow, utcnow
+from app.db.models import Mailbox, MailboxStatus, OAuthFlow, utcnow
 from tests.support.chromium import headless_chromium
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.live_api import LiveApi, serving
@@ -165,6 +166,27 @@ def test_the_popup_hands_token_data_to_the_crm_page_and_the_token_logs_in(
     )
     assert replay.status_code == 400
     assert replay.json()["code"] == "state_used"
+
+
+def test_the_popup_reconnects_an_auth_failed_mailbox_and_no_token_reaches_the_page(
+    flow: Flow, engine: Engine
+) -> None:
+    created = flow.run()["result"]
+    with session_scope(engine) as session:
+        session.execute(
+            sa.update(Mailbox)
+            .where(Mailbox.id == created["id"])
+            .values(status=MailboxStatus.AUTH_FAILED)
+        )
+
+    outcome = flow.run(reconnect=str(created["id"]))
+
+    mailbox = outcome.get("result")
+    assert mailbox is not None, outcome
+    assert (mailbox["id"], mailbox["status"]) == (created["id"], "active")
+    assert "access_token" not in str(outcome)
+    assert flow.crm.exchanges[-1]["status"] == 200
+    assert len(flow.live_api.client.get("/v1/mailboxes").json()["items"]) == 1
 
 
 def test_a_page_on_another_origin_receives_nothing(flow: Flow) -> None:

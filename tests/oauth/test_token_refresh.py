@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -35,7 +35,10 @@ from app.imap import ImapConfig, connect
 from app.imap.config import ConnectOptions
 from app.imap.errors import AuthenticationFailed
 from app.oauth.errors import ProviderUnavailableError
+from app.oauth.registry import installed_providers
 from app.security import SecretBox
+from app.sync.credentials import interactive_login_options
+from app.sync.reconnect import complete_reconnect, start_reconnect
 from app.sync.service import sync_mailbox
 from app.sync.token_refresh import refresh_if_expiring
 from tests.support.dovecot import Dovecot, MailUser
@@ -213,6 +216,63 @@ def test_a_revoked_refresh_token_marks_the_mailbox_auth_failed_and_tells_the_own
         events = session.exec(select(Event).where(Event.mailbox_id == mailbox_id)).all()
     assert [e.type for e in events] == ["mailbox.credentials_invalid"]
     assert "1//revoked" not in json.dumps([e.data for e in events])
+
+
+def test_a_revoked_gmail_grant_is_reconnected_in_a_popup_that_keeps_the_refresh_token(
+    rig: Rig, settings: Settings
+) -> None:
+    token_route = rig.google.post(GOOGLE_TOKEN_URL).respond(400, json=GOOGLE_INVALID_GRANT)
+    mailbox_id = rig.add(
+        access_token=sign_jwt(rig.user.name, expires_in=-60),
+        refresh_token="1//kept",
+        expires_in=timedelta(minutes=-1),
+    )
+    sync_mailbox(rig.engine, mailbox_id, settings)
+    assert rig.stored(mailbox_id).status is MailboxStatus.AUTH_FAILED
+    address = rig.stored(mailbox_id).email_address
+    fresh = sign_jwt(rig.user.name)
+    # Google sends no new refresh token when the user had consented before.
+    token_route.respond(200, json=google_tokens(fresh, email=address))
+
+    origin = "https://crm.example.com"
+    with session_scope(rig.engine) as session:
+        url, state = start_reconnect(
+            session,
+            rig.secrets,
+            installed_providers(),
+            rig.stored(mailbox_id),
+            origin=origin,
+            allowed_origins=[origin],
+            redirect_uri="https://bridge.example.com/oauth/gmail/callback",
+            ttl_seconds=600,
+        )
+    with session_scope(rig.engine) as session:
+        mailbox = session.get(Mailbox, mailbox_id)
+        assert mailbox is not None
+        complete_reconnect(
+            session,
+            rig.secrets,
+            interactive_login_options(settings),
+            installed_providers(),
+            mailbox,
+            code="4/0AX4XfWh-popup-code",
+            state=state,
+            allow_private_hosts=False,
+        )
+
+    assert parse_qs(urlsplit(url).query)["login_hint"] == [address]
+    stored = rig.stored(mailbox_id)
+    assert stored.status is MailboxStatus.ACTIVE
+    assert rig.decrypted(stored.access_token_enc) == fresh
+    assert rig.decrypted(stored.refresh_token_enc) == "1//kept"
+    result = sync_mailbox(rig.engine, mailbox_id, settings)
+    assert result is not None and result.status is SyncRunStatus.SUCCEEDED, result
+    with session_scope(rig.engine) as session:
+        events = session.exec(select(Event).where(Event.mailbox_id == mailbox_id)).all()
+    assert [e.type for e in events][:2] == [
+        "mailbox.credentials_invalid",
+        "mailbox.credentials_restored",
+    ]
 
 
 def test_a_refresh_losing_the_race_keeps_the_newer_refresh_token(rig: Rig) -> None:

@@ -12,6 +12,7 @@ in a real XOAUTH2 login.
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -129,6 +130,11 @@ document.getElementById("connect").addEventListener("click", () => {{
       post("/crm/authorize", {{ provider, origin, login_hint: loginHint }}),
     exchange: (code, state) => post("/crm/token", {{ code, state }}),
   }};
+  const reconnect = {reconnect};
+  const reconnecting = reconnect === null ? {{}} : {{
+    authorize: (provider, origin) => post(`/crm/reconnect/${{reconnect}}`, {{ origin }}),
+    exchange: (code, state) => post(`/crm/reconnect/${{reconnect}}/complete`, {{ code, state }}),
+  }};
   connectMailbox({{
     provider: "{provider}",
     origin: {origin},
@@ -136,6 +142,7 @@ document.getElementById("connect").addEventListener("click", () => {{
     timeoutMs: 8000,
     apiBase: "/crm/bridge",
     ...({keep_tokens} ? ownTokens : {{}}),
+    ...reconnecting,
   }}).then(
     (result) => {{ window.outcome = {{ result }}; }},
     (error) => {{
@@ -153,7 +160,8 @@ class CrmHost:
 
     By default the page lets the module finish the flow through the backend's
     `/crm/bridge/...` routes, which add the signed-in user as the owner; with
-    `keep_tokens` it passes its own `authorize` and `exchange` (get-token).
+    `keep_tokens` it passes its own `authorize` and `exchange` (get-token); with
+    `reconnect` (a mailbox id) they reconnect that mailbox.
     """
 
     bridge_url: str
@@ -172,6 +180,7 @@ class CrmHost:
             login_hint: str,
             bind_origin: Annotated[str | None, Query()] = None,
             keep_tokens: bool = False,
+            reconnect: int | None = None,
         ) -> HTMLResponse:
             origin = f'"{bind_origin}"' if bind_origin else "window.location.origin"
             return HTMLResponse(
@@ -181,43 +190,50 @@ class CrmHost:
                     origin=origin,
                     login_hint=login_hint,
                     keep_tokens="true" if keep_tokens else "false",
+                    reconnect="null" if reconnect is None else reconnect,
                 )
             )
+
+        async def forward(path: str, body: Any, *, exchange: bool = False) -> JSONResponse:
+            """POST `body` to the service with the API key; an exchange is also recorded."""
+            async with httpx.AsyncClient(base_url=self.bridge_url, headers=headers) as bridge:
+                answer = await bridge.post(path, json=body)
+            if exchange:
+                self.exchanges.append({"request": body, "status": answer.status_code})
+            return JSONResponse(answer.json(), status_code=answer.status_code)
 
         @app.post("/crm/authorize")
         async def authorize(request: Request) -> JSONResponse:
             body = await request.json()
-            async with httpx.AsyncClient(base_url=self.bridge_url, headers=headers) as bridge:
-                answer = await bridge.post(
-                    f"/v1/oauth/{body['provider']}/authorize",
-                    json={"origin": body["origin"], "login_hint": body["login_hint"]},
-                )
+            answer = await forward(
+                f"/v1/oauth/{body['provider']}/authorize",
+                {"origin": body["origin"], "login_hint": body["login_hint"]},
+            )
             for hook in self.after_authorize:
-                hook(answer.json())
-            return JSONResponse(answer.json(), status_code=answer.status_code)
+                hook(json.loads(bytes(answer.body)))
+            return answer
 
         @app.post("/crm/bridge/oauth/{provider}/authorize")
         async def bridge_authorize(provider: str, request: Request) -> JSONResponse:
-            async with httpx.AsyncClient(base_url=self.bridge_url, headers=headers) as bridge:
-                answer = await bridge.post(
-                    f"/v1/oauth/{provider}/authorize", json=await request.json()
-                )
-            return JSONResponse(answer.json(), status_code=answer.status_code)
+            return await forward(f"/v1/oauth/{provider}/authorize", await request.json())
 
         @app.post("/crm/bridge/oauth/{provider}/complete")
         async def bridge_complete(provider: str, request: Request) -> JSONResponse:
             body = await request.json() | {"owner": {"user_id": CRM_USER}}  # from the session
-            async with httpx.AsyncClient(base_url=self.bridge_url, headers=headers) as bridge:
-                answer = await bridge.post(f"/v1/oauth/{provider}/complete", json=body)
-            self.exchanges.append({"request": body, "status": answer.status_code})
-            return JSONResponse(answer.json(), status_code=answer.status_code)
+            return await forward(f"/v1/oauth/{provider}/complete", body, exchange=True)
+
+        @app.post("/crm/reconnect/{mailbox_id}")
+        async def reconnect_start(mailbox_id: int, request: Request) -> JSONResponse:
+            return await forward(f"/v1/mailboxes/{mailbox_id}/reauthorize", await request.json())
+
+        @app.post("/crm/reconnect/{mailbox_id}/complete")
+        async def reconnect_complete(mailbox_id: int, request: Request) -> JSONResponse:
+            path = f"/v1/mailboxes/{mailbox_id}/reauthorize/complete"
+            return await forward(path, await request.json(), exchange=True)
 
         @app.post("/crm/token")
         async def token(request: Request) -> JSONResponse:
-            body = await request.json()
-            async with httpx.AsyncClient(base_url=self.bridge_url, headers=headers) as bridge:
-                answer = await bridge.post(f"/v1/oauth/{self.provider}/token", json=body)
-            self.exchanges.append({"request": body, "status": answer.status_code})
-            return JSONResponse(answer.json(), status_code=answer.status_code)
+            path = f"/v1/oauth/{self.provider}/token"
+            return await forward(path, await request.json(), exchange=True)
 
         return app

@@ -28,7 +28,10 @@ LOGIN_OPERATIONS = {
 }
 WEBHOOK_OPERATIONS = {("POST", "/v1/webhooks"), ("PATCH", "/v1/webhooks/{webhook_id}")}
 WEBHOOK_URL = "http://127.0.0.1:9/hooks"
-AUTHORIZE_OPERATION = ("POST", "/v1/oauth/{provider}/authorize")
+AUTHORIZE_OPERATIONS = {
+    ("POST", "/v1/oauth/{provider}/authorize"),
+    ("POST", "/v1/mailboxes/{mailbox_id}/reauthorize"),
+}
 
 
 def _dovecot_login() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -60,6 +63,6 @@ def map_case(context: HookContext, case: Case[Any]) -> Case[Any]:
                     case.body[field] = value
         if operation in WEBHOOK_OPERATIONS and case.body.get("url") is not None:
             case.body["url"] = WEBHOOK_URL
-        if operation == AUTHORIZE_OPERATION and "origin" in case.body:
+        if operation in AUTHORIZE_OPERATIONS and "origin" in case.body:
             case.body["origin"] = os.environ["SCHEMATHESIS_OAUTH_ORIGIN"]
     return case

@@ -6,8 +6,10 @@ one form for "test connection" and "save".
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Any, Literal
 
+from fastapi import Query
 from pydantic import (
     BaseModel,
     Field,
@@ -24,9 +26,17 @@ from pydantic_core import InitErrorDetails
 from app.api.request_models import WHOLE_NUMBER, RequestModel, WholeNumber
 from app.imap import FolderNode, FolderType, ImapConfig, ImapPassword, Security
 from app.oauth.registry import installed_providers
-from app.sync import ConnectionReport, Credential, ServerSettings
+from app.sync import ConnectionReport, Credential, FolderPreview, ServerSettings, SyncPreview
 
 _TAG_ERRORS = {"union_tag_invalid", "union_tag_not_found"}
+
+PreviewFlag = Annotated[
+    bool,
+    Query(
+        description="false: only log in and list the folders, without counting what a sync"
+        " would fetch (faster on large accounts)."
+    ),
+]
 
 
 class ImapSettings(RequestModel):
@@ -169,16 +179,69 @@ class FolderNodeRead(BaseModel):
         )
 
 
+class FolderPreviewRead(BaseModel):
+    """One folder's counts; for a folder a new mailbox syncs, what its window holds."""
+
+    full_name: str
+    messages: int | None = Field(description="null: the server refused STATUS for the folder.")
+    unseen: int | None
+    size: int | None = Field(
+        description="Bytes in the folder; only from a server offering STATUS=SIZE (RFC 8438)."
+    )
+    synced: bool = Field(description="A new mailbox syncs this folder (inbox and sent).")
+    window_messages: int | None = Field(
+        description="Messages inside the first-sync window; null for a folder not synced."
+    )
+    window_bytes: int | None = Field(description="Their bytes (RFC822.SIZE).")
+
+    @classmethod
+    def of(cls, folder: FolderPreview) -> FolderPreviewRead:
+        counts = folder.counts
+        return cls(
+            full_name=folder.full_name,
+            messages=counts.messages if counts else None,
+            unseen=counts.unseen if counts else None,
+            size=counts.size if counts else None,
+            synced=folder.synced,
+            window_messages=folder.window_messages,
+            window_bytes=folder.window_bytes,
+        )
+
+
+class SyncPreviewRead(BaseModel):
+    """What connecting would cost: a first sync's messages, bytes and rough duration."""
+
+    window_start: date = Field(description="The first day a first sync reaches back to.")
+    folders: list[FolderPreviewRead]
+    messages: int = Field(description="Messages a first sync fetches, over the synced folders.")
+    bytes: int
+    estimated_first_sync_seconds: float = Field(
+        description="A rough estimate: our per-message cost plus 2 MB/s for the transfer."
+    )
+
+    @classmethod
+    def of(cls, preview: SyncPreview) -> SyncPreviewRead:
+        return cls(
+            window_start=preview.window_start,
+            folders=[FolderPreviewRead.of(folder) for folder in preview.folders],
+            messages=preview.messages,
+            bytes=preview.bytes,
+            estimated_first_sync_seconds=preview.estimated_seconds,
+        )
+
+
 class ConnectionCheckResult(BaseModel):
-    """The login worked: what the server can do, and its folders."""
+    """The login worked: what the server can do, its folders, and what syncing would cost."""
 
     ok: Literal[True] = True
     capabilities: list[str]
     folders: list[FolderNodeRead]
+    preview: SyncPreviewRead | None = Field(description="null when asked with `preview=false`.")
 
     @classmethod
     def from_report(cls, report: ConnectionReport) -> ConnectionCheckResult:
         return cls(
             capabilities=report.capabilities,
             folders=[FolderNodeRead.from_node(node) for node in report.folders],
+            preview=SyncPreviewRead.of(report.preview) if report.preview else None,
         )

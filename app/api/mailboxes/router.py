@@ -21,6 +21,8 @@ from app.api.deps import (
 )
 from app.api.limits import RATE_LIMIT
 from app.api.mailboxes.schemas import MailboxCreate, MailboxRead, MailboxUpdate
+from app.api.oauth.router import allowed_origins, redirect_uri
+from app.api.oauth.schemas import AuthorizeResponse, ReauthorizeRequest, TokenRequest
 from app.api.pagination import CursorQuery, LimitQuery, Page, decode_id_cursor, id_page
 from app.api.problems import (
     API_KEY_PROBLEMS,
@@ -37,11 +39,14 @@ from app.api.queue_connection import queue_sync_after_commit
 from app.api.request_models import USER_ID_PATTERN
 from app.db.models import Mailbox, MailboxStatus
 from app.db.repositories.mailboxes import get_mailbox, list_mailboxes
+from app.oauth.registry import installed_providers
 from app.sync import (
     change_mailbox,
+    complete_reconnect,
     interactive_login_options,
     register_mailbox,
     remove_mailbox,
+    start_reconnect,
 )
 
 router = APIRouter(
@@ -182,3 +187,88 @@ def update_mailbox(
 )
 def delete_mailbox(mailbox: MailboxDep, session: SessionDep) -> None:
     remove_mailbox(session, mailbox)
+
+
+@router.post(
+    "/{mailbox_id}/reauthorize",
+    operation_id="start_mailbox_reauthorization",
+    summary="Start a popup flow that reconnects this OAuth mailbox (login hint: its address)",
+    description=(
+        "Open `authorization_url` in a popup from the page at `origin`; the callback page"
+        " posts the code and state back to it. `POST /v1/mailboxes/{id}/reauthorize/complete`"
+        " finishes the flow: the new tokens stay inside the service."
+    ),
+    response_model=AuthorizeResponse,
+    responses=problem_responses(
+        INVALID_INPUT,
+        _NO_SUCH_MAILBOX,
+        ProblemDoc(409, "`not_oauth_mailbox`, or `provider_disabled`"),
+        ProblemDoc(422, "`origin_not_allowed`: the origin is not in OAUTH_ALLOWED_ORIGINS"),
+    ),
+)
+def start_reauthorization(
+    *,
+    mailbox: MailboxDep,
+    body: ReauthorizeRequest,
+    session: SessionDep,
+    settings: SettingsDep,
+    secrets: SecretsDep,
+    request: Request,
+) -> AuthorizeResponse:
+    provider = mailbox.provider or ""
+    url, state = start_reconnect(
+        session,
+        secrets,
+        installed_providers(),
+        mailbox,
+        origin=body.origin,
+        allowed_origins=allowed_origins(settings, request),
+        redirect_uri=redirect_uri(settings, request, provider),
+        ttl_seconds=settings.oauth_state_ttl_seconds,
+    )
+    return AuthorizeResponse(authorization_url=url, state=state)
+
+
+@router.post(
+    "/{mailbox_id}/reauthorize/complete",
+    operation_id="complete_mailbox_reauthorization",
+    dependencies=[RATE_LIMIT, IMAP_SESSION],
+    summary="Finish the reconnect popup: new tokens stored, `auth_failed` cleared, no token out",
+    description=(
+        "The service exchanges the code, checks the provider signed in the mailbox's own"
+        " account, logs in with the new token and stores it. A mailbox that was `auth_failed`"
+        " becomes `active` (`mailbox.credentials_restored`) and is synced at once."
+    ),
+    response_model=MailboxRead,
+    responses=problem_responses(
+        ProblemDoc(400, "`invalid_state`, `state_expired`, `state_used` or `invalid_grant`"),
+        _NO_SUCH_MAILBOX,
+        ProblemDoc(409, "`account_mismatch`: another account signed in; `not_oauth_mailbox`"),
+        *_LOGIN,
+        RATE_LIMITED,
+        ProblemDoc(502, "`provider_unavailable` or an unexpected answer"),
+    ),
+)
+def complete_reauthorization(
+    *,
+    mailbox: MailboxDep,
+    body: TokenRequest,
+    request: Request,
+    background: BackgroundTasks,
+    session: SessionDep,
+    settings: SettingsDep,
+    secrets: SecretsDep,
+) -> MailboxRead:
+    changed = complete_reconnect(
+        session,
+        secrets,
+        interactive_login_options(settings),
+        installed_providers(),
+        mailbox,
+        code=body.code,
+        state=body.state,
+        allow_private_hosts=settings.oauth_allow_private_hosts,
+    )
+    if changed.due_now:
+        queue_sync_after_commit(request, background, changed.mailbox)
+    return MailboxRead.from_mailbox(changed.mailbox)

@@ -17,9 +17,12 @@ class NotificationRead(BaseModel):
     id: int
     user_id: str
     mailbox_id: int | None
-    kind: str = Field(description="e.g. `credentials_invalid`.")
+    kind: str = Field(description="`credentials_invalid` or `connection_failing`.")
     title: str
     body: str
+    reconnect_url: str | None = Field(
+        description="The CRM page where the owner fixes the mailbox (REAUTH_URL_TEMPLATE)."
+    )
     created_at: datetime
     acknowledged_at: datetime | None
 
@@ -32,6 +35,7 @@ class NotificationRead(BaseModel):
             kind=notification.kind,
             title=notification.title,
             body=notification.body,
+            reconnect_url=notification.reconnect_url,
             created_at=notification.created_at,
             acknowledged_at=notification.acknowledged_at,
         )

@@ -15,7 +15,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.api.auth import require_api_key
-from app.api.connection.schemas import ConnectionCheckResult
+from app.api.connection.schemas import ConnectionCheckResult, PreviewFlag
 from app.api.deps import DATABASE_ONLY, IMAP_SESSION, SecretsDep, SessionDep, SettingsDep
 from app.api.limits import RATE_LIMIT
 from app.api.mailboxes.schemas import MailboxRead
@@ -57,6 +57,7 @@ from app.sync import (
     check_connection,
     complete_oauth_mailbox,
     interactive_login_options,
+    new_mailbox_window_start,
 )
 
 router = APIRouter(
@@ -280,19 +281,28 @@ def get_token(
     "/{provider}/check-connection",
     operation_id="check_oauth_connection",
     dependencies=[RATE_LIMIT, IMAP_SESSION],
-    summary="Log in over XOAUTH2 with an access token and return the folders",
+    summary="Log in over XOAUTH2 with an access token; the folders and a sync's cost",
     response_model=ConnectionCheckResult,
     responses=problem_responses(
         _NO_PROVIDER, INVALID_INPUT, *LOGIN_PROBLEMS, RATE_LIMITED, DATABASE_UNAVAILABLE
     ),
 )
 def check_oauth_connection(
-    provider: str, body: OAuthConnectionCheck, settings: SettingsDep, registry: RegistryDep
+    provider: str,
+    body: OAuthConnectionCheck,
+    settings: SettingsDep,
+    registry: RegistryDep,
+    preview: PreviewFlag = True,
 ) -> ConnectionCheckResult:
     known = registry.get(provider)
     server = body.to_server(ProviderImap(host=known.imap_host, port=known.imap_port))
     credential = Credential(access_token=body.access_token, provider=provider)
-    report = check_connection(server, credential, interactive_login_options(settings))
+    report = check_connection(
+        server,
+        credential,
+        interactive_login_options(settings),
+        preview_since=new_mailbox_window_start(settings) if preview else None,
+    )
     return ConnectionCheckResult.from_report(report)
 
 

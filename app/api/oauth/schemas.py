@@ -86,7 +86,7 @@ class ProviderSettingsUpdate(RequestModel):
         )
 
 
-class AuthorizeRequest(RequestModel):
+class ReauthorizeRequest(RequestModel):
     """Start a popup flow for the page at `origin`."""
 
     origin: str = Field(
@@ -95,12 +95,17 @@ class AuthorizeRequest(RequestModel):
         examples=["https://crm.example.com"],
         description="The opener page's origin; the result is posted to it and no other.",
     )
-    login_hint: str | None = Field(default=None, max_length=320, pattern=EMAIL_ADDRESS)
 
     @field_validator("origin")
     @classmethod
     def _is_an_origin(cls, value: str) -> str:
         return web_origin(value)
+
+
+class AuthorizeRequest(ReauthorizeRequest):
+    """Start a popup flow for the page at `origin`, hinting at the account to sign in."""
+
+    login_hint: str | None = Field(default=None, max_length=320, pattern=EMAIL_ADDRESS)
 
 
 class AuthorizeResponse(BaseModel):

@@ -10,6 +10,9 @@ Addresses are compared as stored: the service lower-cases them on the way in.
 Secrets (`*_enc`) hold `app.security.SecretBox` tokens, never plaintext.
 `lease_owner`/`lease_expires_at` let exactly one worker sync the mailbox;
 `next_sync_at` and `consecutive_failures` drive the schedule and its backoff.
+`failing_since` is the first failed run of the current episode of failures other
+than credentials, `failing_noticed_at` when `mailbox.connection_failing` told of it
+(once per episode; `app.sync.notices`).
 `orphans_possible` says an email of the mailbox may be in no folder: every
 removal of a folder link sets it in its transaction, and a complete sync that
 deletes all such emails clears it, so a sync looks for them only when it is set.
@@ -82,6 +85,8 @@ class Mailbox(MailboxBase, table=True):
     last_synced_at: datetime | None = None
     next_sync_at: datetime | None = None
     consecutive_failures: int = 0
+    failing_since: datetime | None = None
+    failing_noticed_at: datetime | None = None
     orphans_possible: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     lease_owner: str | None = Field(default=None, max_length=255)
     lease_expires_at: datetime | None = None

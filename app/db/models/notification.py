@@ -18,6 +18,9 @@ class NotificationBase(Model):
     kind: str = Field(max_length=64, description="e.g. credentials_invalid")
     title: str = Field(max_length=255)
     body: str = Field(default="", sa_type=sa.Text)
+    reconnect_url: str | None = Field(
+        default=None, max_length=2048, description="Where the owner fixes the mailbox."
+    )
 
 
 class Notification(NotificationBase, table=True):

@@ -4,6 +4,8 @@ The `state` is 256 random bits, so it cannot be guessed or forged; the row
 binds it to the provider, the opener's origin and the PKCE code verifier
 (encrypted). It expires after a few minutes and is spent by the first code
 exchange: `used_at` is set by a conditional UPDATE, so a replay loses.
+A reconnect flow (`POST /v1/mailboxes/{id}/reauthorize`) is bound to its
+mailbox by `mailbox_id`, and only that mailbox's completion may spend it.
 """
 
 from __future__ import annotations
@@ -27,3 +29,4 @@ class OAuthFlow(Model, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime = Field(index=True)
     used_at: datetime | None = None
+    mailbox_id: int | None = Field(default=None, foreign_key="mailbox.id", ondelete="CASCADE")

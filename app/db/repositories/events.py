@@ -47,7 +47,12 @@ def record_email_updates(
 
 
 # Events of a system mailbox that its notification recipients hear about.
-RECIPIENT_EVENT_TYPES = ("mailbox.credentials_invalid", "mailbox.credentials_restored")
+RECIPIENT_EVENT_TYPES = (
+    "mailbox.credentials_invalid",
+    "mailbox.credentials_restored",
+    "mailbox.connection_failing",
+    "mailbox.connection_restored",
+)
 
 
 def event_ids_after(

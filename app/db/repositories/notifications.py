@@ -12,10 +12,22 @@ from app.db.repositories.results import rows_changed
 
 
 def add_notification(
-    session: Session, *, user_id: str, mailbox_id: int | None, kind: str, title: str, body: str
+    session: Session,
+    *,
+    user_id: str,
+    mailbox_id: int | None,
+    kind: str,
+    title: str,
+    body: str,
+    reconnect_url: str | None = None,
 ) -> Notification:
     notification = Notification(
-        user_id=user_id, mailbox_id=mailbox_id, kind=kind, title=title, body=body
+        user_id=user_id,
+        mailbox_id=mailbox_id,
+        kind=kind,
+        title=title,
+        body=body,
+        reconnect_url=reconnect_url,
     )
     session.add(notification)
     return notification

@@ -33,6 +33,12 @@ export function describe(body: WebhookBody): string {
       return `${event.data.error_code}: ${event.data.message}`;
     case "mailbox.credentials_restored":
       return `mailbox ${event.mailbox_id ?? "deleted"} of ${event.owner ?? "the system"} is back`;
+    case "mailbox.connection_failing": {
+      const fix: string | null | undefined = event.data.reconnect_url;
+      return `${event.data.error_code} since ${event.data.failing_since}; fix at ${fix ?? "-"}`;
+    }
+    case "mailbox.connection_restored":
+      return `working again after failing since ${event.data.failing_since}`;
     case "folder.deleted":
       return `${event.data.full_name} kept=${event.data.kept}`;
     case "folder.renamed":
