@@ -1,7 +1,7 @@
 """Mailbox health: each state, reached by real syncs of real Dovecot mailboxes (SQLite, PostgreSQL).
 
-The states that need the queue, the API or another worker's lease (`behind`,
-`disabled`) are in tests/api/test_mailbox_health.py.
+The other causes of `behind` (the queue, another worker's lease) and `disabled`
+are in tests/api/test_mailbox_health.py.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import Engine
 
 from app.config import Settings
+from app.connection_budget import Pool, connection_budget
 from app.db import session_scope
 from app.db.models import SyncRunStatus, utcnow
 from app.imap import Security
@@ -235,3 +236,23 @@ def test_a_refused_password_is_auth_failed(
     assert health.summary.startswith("The server refuses the credentials ("), health.summary
     assert health.watch.state == "off", "the watcher leaves an auth_failed mailbox alone"
     assert health.last_success_at is not None, "the first sync had succeeded"
+
+
+def test_a_sync_that_found_no_connection_slot_is_behind_and_says_why(
+    engine: Engine, settings: Settings, mail_user: MailUser, add_mailbox: MailboxFactory
+) -> None:
+    one_slot = settings.model_copy(
+        update={"imap_max_connections_per_host": 1, "imap_slot_wait_seconds": 0.2}
+    )
+    mailbox_id = add_mailbox(mail_user)
+    host, _ = mail_user.address()
+    with connection_budget(one_slot).slot(Pool.IMAP, host, "another-account", wait=0):
+        result = run(engine, mailbox_id, one_slot)
+
+    health = health_of(engine, mailbox_id, one_slot)
+
+    assert result.error_code == "waiting_for_connection_slot"
+    assert health.state == "behind", health.summary
+    assert health.blockers[0].code == "waiting_for_connection_slot"
+    assert f"no connection slot to {host}" in health.blockers[0].detail
+    assert "1 of 1 per-host connections in use" in health.summary, health.summary
