@@ -148,20 +148,8 @@ class WebhookDeliveryRead(BaseModel):
 
     @classmethod
     def of(cls, delivery: WebhookDelivery) -> WebhookDeliveryRead:
-        return cls(
-            id=persisted_id(delivery),
-            event_id=delivery.event_id,
-            webhook_id=delivery.webhook_id,
-            event_type=delivery.event_type,
-            attempt=delivery.attempt,
-            state=delivery.state,
-            status_code=delivery.status_code,
-            latency_ms=delivery.latency_ms,
-            error=delivery.error,
-            delivered_at=delivery.delivered_at,
-            next_attempt_at=delivery.next_attempt_at,
-            created_at=delivery.created_at,
-        )
+        """Read every field from the row's column of the same name."""
+        return cls.model_validate(delivery, from_attributes=True)
 
 
 class WebhookTestQueued(BaseModel):
