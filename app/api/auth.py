@@ -11,13 +11,13 @@ import time
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import EngineDep
-from app.api.problems import ApiError
+from app.api.problems import API_KEY_PROBLEMS, ApiError
 from app.db import session_scope
 from app.db.models import ApiKey, ApiKeyScope, utcnow
 from app.db.repositories.api_keys import api_key_by_prefix
@@ -111,6 +111,16 @@ async def require_api_key(key: Annotated[ApiKey, Depends(verified_api_key)]) -> 
             "this is a status key: it opens the health routes only",
         )
     return key
+
+
+def full_key_router(prefix: str, tag: str) -> APIRouter:
+    """Return a router whose every route a key of scope `full` opens (401/403 documented)."""
+    return APIRouter(
+        prefix=prefix,
+        tags=[tag],
+        dependencies=[Depends(require_api_key)],
+        responses=API_KEY_PROBLEMS,
+    )
 
 
 async def require_status_key(key: Annotated[ApiKey, Depends(verified_api_key)]) -> ApiKey:

@@ -260,21 +260,15 @@ class EmailManager:
         items = [b"UID", b"FLAGS", b"RFC822.SIZE", _IDENTITY_HEADERS]
         if self._connection.has("X-GM-EXT-1"):
             items.append(b"X-GM-MSGID")
-        for batch in chunked(list(uids), IDENTITY_BATCH_SIZE):
-            with imap_errors():
-                response: dict[int, dict[bytes, Any]] = self._client.fetch(batch, items)
-            for uid in batch:
-                data = response.get(uid)
-                if data is None:
-                    continue
-                header = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER")), b"")
-                yield parse_message(
-                    bytes(header or b""),
-                    uid=uid,
-                    flags=data.get(b"FLAGS", ()),
-                    size=_optional_int(data.get(b"RFC822.SIZE")),
-                    gm_msgid=_optional_int(data.get(b"X-GM-MSGID")),
-                )
+        for uid, data in self._fetch_each(uids, items, IDENTITY_BATCH_SIZE):
+            header = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER")), b"")
+            yield parse_message(
+                bytes(header or b""),
+                uid=uid,
+                flags=data.get(b"FLAGS", ()),
+                size=_optional_int(data.get(b"RFC822.SIZE")),
+                gm_msgid=_optional_int(data.get(b"X-GM-MSGID")),
+            )
 
     def summaries(self, uids: Sequence[int]) -> Iterator[ParsedMessage]:
         """Fetch what a list of messages shows, never a body: header, flags, size, structure.
@@ -291,22 +285,29 @@ class EmailManager:
             b"BODYSTRUCTURE",
             _partial_item("HEADER", 0, SUMMARY_HEADER_BYTES),
         ]
-        for batch in chunked(list(uids), self._batch_size):
+        for uid, data in self._fetch_each(uids, items, self._batch_size):
+            message = parse_message(
+                _section(data, "HEADER") or b"",
+                uid=uid,
+                flags=data.get(b"FLAGS", ()),
+                internal_date=_optional_datetime(data.get(b"INTERNALDATE")),
+                size=_optional_int(data.get(b"RFC822.SIZE")),
+            )
+            attachments = tuple(structure_attachments(data.get(b"BODYSTRUCTURE")))
+            yield replace(message, text=None, html=None, attachments=attachments)
+
+    def _fetch_each(
+        self, uids: Sequence[int], items: list[bytes], batch_size: int
+    ) -> Iterator[tuple[int, dict[bytes, Any]]]:
+        """FETCH `items` batch by batch; yield each UID the server answered for, in order
+        (a UID expunged meanwhile has no answer and is passed over)."""
+        for batch in chunked(list(uids), batch_size):
             with imap_errors():
                 response: dict[int, dict[bytes, Any]] = self._client.fetch(batch, items)
             for uid in batch:
                 data = response.get(uid)
-                if data is None:
-                    continue
-                message = parse_message(
-                    _section(data, "HEADER") or b"",
-                    uid=uid,
-                    flags=data.get(b"FLAGS", ()),
-                    internal_date=_optional_datetime(data.get(b"INTERNALDATE")),
-                    size=_optional_int(data.get(b"RFC822.SIZE")),
-                )
-                attachments = tuple(structure_attachments(data.get(b"BODYSTRUCTURE")))
-                yield replace(message, text=None, html=None, attachments=attachments)
+                if data is not None:
+                    yield uid, data
 
     def flags(self, first_uid: int, last_uid: int) -> dict[int, frozenset[str]]:
         """Return the flags of every message in the UID range (a full flag scan)."""

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from app.db.models import Event as OutboxEvent
-from app.db.models import persisted_id
+from app.db.models import column_values
 
 # Sent to one endpoint by `POST /v1/webhooks/{id}/test`; no other channel sees it.
 WEBHOOK_TEST_EVENT = "webhook.test"
@@ -58,14 +58,8 @@ class EventEnvelope(BaseModel):
 
     @classmethod
     def of(cls, event: OutboxEvent) -> EventEnvelope:
-        return cls(
-            id=persisted_id(event),
-            type=event.type,
-            created_at=event.created_at,
-            mailbox_id=event.mailbox_id,
-            owner=event.owner_user_id,
-            data=event.data,
-        )
+        """Read the row's columns by name; the owner is `owner_user_id` there."""
+        return cls.model_validate({**column_values(event, cls), "owner": event.owner_user_id})
 
 
 # -- the contract: each type's `data` ---------------------------------------------------------

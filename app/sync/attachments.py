@@ -27,6 +27,7 @@ closed, and within IMAP_OPERATION_TIMEOUT in any case.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
@@ -134,19 +135,36 @@ def _download(
     download: _Download,
 ) -> Generator[bytes]:
     """Try each copy in turn on one session; raise MessageGoneError when none is left."""
-    if copies:
-        options = interactive_login_options(settings)
-        with connect_mailbox(engine, mailbox, settings, secrets, options) as connection:
-            mail = EmailManager(connection)
-            for place in copies:
-                try:
-                    selected = mail.select_folder(place.folder_name)
-                except FolderNotFound:
-                    continue
-                if place.uidvalidity is not None and selected.uidvalidity != place.uidvalidity:
-                    continue
-                chunks = download(mail, place.uid)
-                if chunks is not None:
-                    yield from chunks
-                    return
+    with closing(selected_copies(engine, mailbox, copies, settings, secrets)) as found:
+        for mail, place in found:
+            chunks = download(mail, place.uid)
+            if chunks is not None:
+                yield from chunks
+                return
     raise MessageGoneError("no folder on the server holds this message any more")
+
+
+def selected_copies(
+    engine: Engine,
+    mailbox: Mailbox,
+    copies: list[MessageCopy],
+    settings: Settings,
+    secrets: SecretBox,
+    *,
+    readonly: bool = True,
+) -> Generator[tuple[EmailManager, MessageCopy]]:
+    """Select each copy's folder in turn on one session (opened only if there is a copy),
+    passing over a folder that is gone or whose UIDVALIDITY changed (the UID now names
+    another message, RFC 3501 2.3.1.1); close the generator to end the session."""
+    if not copies:
+        return
+    options = interactive_login_options(settings)
+    with connect_mailbox(engine, mailbox, settings, secrets, options) as connection:
+        mail = EmailManager(connection)
+        for place in copies:
+            try:
+                selected = mail.select_folder(place.folder_name, readonly=readonly)
+            except FolderNotFound:
+                continue
+            if place.uidvalidity is None or selected.uidvalidity == place.uidvalidity:
+                yield mail, place

@@ -22,17 +22,16 @@ announces nothing more.
 
 from __future__ import annotations
 
+from contextlib import closing
+
 from sqlalchemy.engine import Engine
 
 from app.config import Settings
 from app.db import session_scope
 from app.db.repositories.emails import EmailDetail, email_detail, set_flags
 from app.db.repositories.events import record_email_updates
-from app.imap import EmailManager
-from app.imap.errors import FolderNotFound
 from app.security import SecretBox
-from app.sync.attachments import locate_copies
-from app.sync.credentials import connect_mailbox, interactive_login_options
+from app.sync.attachments import locate_copies, selected_copies
 from app.sync.errors import EmailNotFoundError, MessageGoneError
 
 
@@ -51,18 +50,10 @@ def write_flags(
     add = [flag for flag, value in (("\\Seen", seen), ("\\Flagged", flagged)) if value is True]
     remove = [flag for flag, value in (("\\Seen", seen), ("\\Flagged", flagged)) if value is False]
     stored = 0
-    if copies:
-        options = interactive_login_options(settings)
-        with connect_mailbox(engine, mailbox, settings, secrets, options) as connection:
-            mail = EmailManager(connection)
-            for place in copies:
-                try:
-                    selected = mail.select_folder(place.folder_name, readonly=False)
-                except FolderNotFound:
-                    continue
-                if place.uidvalidity is not None and selected.uidvalidity != place.uidvalidity:
-                    continue
-                stored += mail.store_flags(place.uid, add=add, remove=remove)
+    found = selected_copies(engine, mailbox, copies, settings, secrets, readonly=False)
+    with closing(found):
+        for mail, place in found:
+            stored += mail.store_flags(place.uid, add=add, remove=remove)
     if not stored:
         raise MessageGoneError("no folder on the server holds this message any more")
     with session_scope(engine) as session:

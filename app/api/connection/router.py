@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
-
-from app.api.auth import require_api_key
+from app.api.auth import full_key_router
 from app.api.connection.schemas import ConnectionCheck, ConnectionCheckResult, PreviewFlag
 from app.api.deps import IMAP_SESSION, SettingsDep
 from app.api.limits import RATE_LIMIT
 from app.api.problems import (
-    API_KEY_PROBLEMS,
     DATABASE_UNAVAILABLE,
     INVALID_INPUT,
     LOGIN_PROBLEMS,
@@ -18,12 +15,7 @@ from app.api.problems import (
 )
 from app.sync import check_connection, interactive_login_options, new_mailbox_window_start
 
-router = APIRouter(
-    prefix="/v1/connection",
-    tags=["connection"],
-    dependencies=[Depends(require_api_key)],
-    responses=API_KEY_PROBLEMS,
-)
+router = full_key_router("/v1/connection", "connection")
 
 
 @router.post(

@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import Path, Query
 from fastapi.responses import Response, StreamingResponse
 from sqlmodel import Session
 
-from app.api.auth import require_api_key
+from app.api.auth import full_key_router
 from app.api.deps import (
     DATABASE_ONLY,
     IMAP_SESSION,
@@ -46,7 +46,6 @@ from app.api.pagination import (
     encode_cursor,
 )
 from app.api.problems import (
-    API_KEY_PROBLEMS,
     DATABASE_UNAVAILABLE,
     IMAP_PROBLEMS,
     INVALID_INPUT,
@@ -68,12 +67,7 @@ from app.db.repositories.emails import (
 )
 from app.sync import fetch_attachment, fetch_message_source, write_flags
 
-router = APIRouter(
-    prefix="/v1",
-    tags=["emails"],
-    dependencies=[Depends(require_api_key)],
-    responses=API_KEY_PROBLEMS,
-)
+router = full_key_router("/v1", "emails")
 
 # A MIME type as RFC 6838 spells one; anything else is served as opaque bytes.
 _MIME_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")

@@ -25,17 +25,16 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.engine import Engine
 
-from app.api.auth import ApiKeyDep, require_api_key
+from app.api.auth import ApiKeyDep, full_key_router
 from app.api.deps import MAX_ROW_ID, EngineDep, SettingsDep
 from app.api.events.schemas import EventEnvelope, EventType
 from app.api.limits import STREAM_SLOT
 from app.api.problems import (
-    API_KEY_PROBLEMS,
     TOO_MANY_STREAMS,
     ApiError,
     FieldError,
@@ -47,12 +46,7 @@ from app.db.models import persisted_id
 from app.db.repositories.api_keys import is_live_api_key
 from app.notify.event_stream import OutboxTail
 
-router = APIRouter(
-    prefix="/v1",
-    tags=["events"],
-    dependencies=[Depends(require_api_key)],
-    responses=API_KEY_PROBLEMS,
-)
+router = full_key_router("/v1", "events")
 
 POLL_SECONDS = 1.0
 _EVENT_TYPES = TypeAdapter(list[EventType])

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Response
+from fastapi import Body, Response
 
-from app.api.auth import require_api_key
+from app.api.auth import full_key_router
 from app.api.deps import DATABASE_ONLY, EngineDep, MailboxIdDep, SessionDep, SettingsDep
 from app.api.folders.schemas import FolderRead, FolderSetting
 from app.api.limits import RATE_LIMIT
 from app.api.problems import (
-    API_KEY_PROBLEMS,
     RATE_LIMITED,
     ApiError,
     FieldError,
@@ -27,12 +26,7 @@ from app.api.problems import (
 from app.db.repositories.folders import folders_with_email_counts
 from app.sync import FolderSyncSetting, SyncResult, UnknownFoldersError, save_folder_settings
 
-router = APIRouter(
-    prefix="/v1",
-    tags=["folders"],
-    dependencies=[Depends(require_api_key)],
-    responses=API_KEY_PROBLEMS,
-)
+router = full_key_router("/v1", "folders")
 _NO_SUCH_MAILBOX = problem_responses(missing("mailbox"))
 
 _SYNC_HEADERS = {

@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from app.api.request_models import RequestModel, WholeNumber
-from app.db.models import Folder, persisted_id
+from app.db.models import Folder, column_values
 from app.imap import FolderType
 
 
@@ -34,18 +34,9 @@ class FolderRead(BaseModel):
 
     @classmethod
     def of(cls, folder: Folder, message_count: int) -> FolderRead:
-        return cls(
-            id=persisted_id(folder),
-            full_name=folder.full_name,
-            name=folder.name,
-            parent_id=folder.parent_id,
-            delimiter=folder.delimiter,
-            type=folder.type,
-            sync_enabled=folder.sync_enabled,
-            outdated=folder.outdated_since is not None,
-            message_count=message_count,
-            synced_at=folder.synced_at,
-        )
+        """Read the row's columns by name, and add what is computed from them."""
+        computed = {"outdated": folder.outdated_since is not None, "message_count": message_count}
+        return cls.model_validate({**column_values(folder, cls), **computed})
 
 
 class FolderSetting(RequestModel):

@@ -7,7 +7,6 @@ from datetime import date, datetime
 from pydantic import BaseModel, Field
 
 from app.sync import (
-    Backfill,
     FleetHealth,
     HealthState,
     MailboxHealth,
@@ -47,18 +46,6 @@ class BackfillRead(BaseModel):
     window_start: date | None = Field(description="The first day the first sync reaches back to.")
     folders: list[FolderBackfillRead] = Field(description="The folders that are synced.")
 
-    @classmethod
-    def of(cls, backfill: Backfill) -> BackfillRead:
-        return cls(
-            complete=backfill.complete,
-            oldest_date_reached=backfill.oldest_date_reached,
-            window_start=backfill.window_start,
-            folders=[
-                FolderBackfillRead.model_validate(folder, from_attributes=True)
-                for folder in backfill.folders
-            ],
-        )
-
 
 class WatchRead(BaseModel):
     state: WatchState = Field(
@@ -89,18 +76,8 @@ class MailboxHealthRead(BaseModel):
 
     @classmethod
     def of(cls, health: MailboxHealth) -> MailboxHealthRead:
-        return cls(
-            mailbox_id=health.mailbox_id,
-            state=health.state,
-            summary=health.summary,
-            since=health.since,
-            next_attempt_at=health.next_attempt_at,
-            last_success_at=health.last_success_at,
-            lag_seconds=health.lag_seconds,
-            blockers=[BlockerRead.model_validate(b, from_attributes=True) for b in health.blockers],
-            backfill=BackfillRead.of(health.backfill),
-            watch=WatchRead.model_validate(health.watch, from_attributes=True),
-        )
+        """Read every field, nested ones too, from the attribute of the same name."""
+        return cls.model_validate(health, from_attributes=True)
 
 
 class LaggingMailboxRead(BaseModel):
@@ -134,14 +111,5 @@ class FleetHealthRead(BaseModel):
 
     @classmethod
     def of(cls, fleet: FleetHealth) -> FleetHealthRead:
-        return cls(
-            counts=fleet.counts,
-            worst_lags=[
-                LaggingMailboxRead.model_validate(m, from_attributes=True) for m in fleet.worst_lags
-            ],
-            recent_failures=[
-                RecentFailureRead.model_validate(f, from_attributes=True)
-                for f in fleet.recent_failures
-            ],
-            queue_depth=fleet.queue_depth,
-        )
+        """Read every field, nested ones too, from the attribute of the same name."""
+        return cls.model_validate(fleet, from_attributes=True)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Response
+from fastapi import BackgroundTasks, Depends, Query, Request, Response
 
-from app.api.auth import require_api_key
+from app.api.auth import full_key_router
 from app.api.deps import (
     DATABASE_ONLY,
     IMAP_SESSION,
@@ -25,7 +25,6 @@ from app.api.oauth.router import allowed_origins, redirect_uri
 from app.api.oauth.schemas import AuthorizeResponse, ReauthorizeRequest, TokenRequest
 from app.api.pagination import CursorQuery, LimitQuery, Page, decode_id_cursor, id_page
 from app.api.problems import (
-    API_KEY_PROBLEMS,
     DATABASE_UNAVAILABLE,
     INVALID_INPUT,
     LOGIN_PROBLEMS,
@@ -49,12 +48,7 @@ from app.sync import (
     start_reconnect,
 )
 
-router = APIRouter(
-    prefix="/v1/mailboxes",
-    tags=["mailboxes"],
-    dependencies=[Depends(require_api_key)],
-    responses=API_KEY_PROBLEMS,
-)
+router = full_key_router("/v1/mailboxes", "mailboxes")
 
 _NO_SUCH_MAILBOX = missing("mailbox")
 _ADDRESS_TAKEN = ProblemDoc(409, "`mailbox_exists`: the owner has a mailbox of this address")

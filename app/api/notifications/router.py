@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Path
+from fastapi import Body, Path
 
-from app.api.auth import require_api_key
+from app.api.auth import full_key_router
 from app.api.deps import DATABASE_ONLY, MAX_ROW_ID, SessionDep
 from app.api.notifications.schemas import NotificationRead, NotificationRecipientItem
 from app.api.pagination import (
@@ -17,7 +17,6 @@ from app.api.pagination import (
     id_page,
 )
 from app.api.problems import (
-    API_KEY_PROBLEMS,
     ApiError,
     FieldError,
     missing,
@@ -26,12 +25,7 @@ from app.api.problems import (
 from app.db.repositories.notifications import pending_notifications
 from app.notify.login_notifications import acknowledge_notification, set_notification_recipients
 
-router = APIRouter(
-    prefix="/v1",
-    tags=["notifications"],
-    dependencies=[Depends(require_api_key)],
-    responses=API_KEY_PROBLEMS,
-)
+router = full_key_router("/v1", "notifications")
 
 UserIdPath = Annotated[
     str, Path(min_length=1, max_length=255, pattern=r"^[^\x00]+$", description="A CRM user id.")

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from app.api.mailboxes.schemas import EMAIL_ADDRESS
 from app.api.request_models import RequestModel
-from app.db.models import Notification, NotificationRecipient, persisted_id
+from app.db.models import Notification, NotificationRecipient
 
 
 class NotificationRead(BaseModel):
@@ -28,17 +28,8 @@ class NotificationRead(BaseModel):
 
     @classmethod
     def of(cls, notification: Notification) -> NotificationRead:
-        return cls(
-            id=persisted_id(notification),
-            user_id=notification.user_id,
-            mailbox_id=notification.mailbox_id,
-            kind=notification.kind,
-            title=notification.title,
-            body=notification.body,
-            reconnect_url=notification.reconnect_url,
-            created_at=notification.created_at,
-            acknowledged_at=notification.acknowledged_at,
-        )
+        """Read every field from the row's column of the same name."""
+        return cls.model_validate(notification, from_attributes=True)
 
 
 class NotificationRecipientItem(RequestModel):

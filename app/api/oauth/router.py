@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from app.api.auth import require_api_key
+from app.api.auth import full_key_router
 from app.api.connection.schemas import ConnectionCheckResult, PreviewFlag
 from app.api.deps import DATABASE_ONLY, IMAP_SESSION, SecretsDep, SessionDep, SettingsDep
 from app.api.limits import RATE_LIMIT
@@ -31,7 +31,6 @@ from app.api.oauth.schemas import (
     TokenRequest,
 )
 from app.api.problems import (
-    API_KEY_PROBLEMS,
     DATABASE_UNAVAILABLE,
     INVALID_INPUT,
     LOGIN_PROBLEMS,
@@ -60,12 +59,7 @@ from app.sync import (
     new_mailbox_window_start,
 )
 
-router = APIRouter(
-    prefix="/v1/oauth",
-    tags=["oauth"],
-    dependencies=[Depends(require_api_key)],
-    responses=API_KEY_PROBLEMS,
-)
+router = full_key_router("/v1/oauth", "oauth")
 public_router = APIRouter(tags=["oauth"])
 
 RegistryDep = Annotated[ProviderRegistry, Depends(installed_providers)]

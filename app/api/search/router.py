@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
-
-from app.api.auth import require_api_key
+from app.api.auth import full_key_router
 from app.api.deps import IMAP_SESSION, EngineDep, MailboxIdPath, SecretsDep, SettingsDep
 from app.api.limits import RATE_LIMIT
 from app.api.problems import (
-    API_KEY_PROBLEMS,
     DATABASE_UNAVAILABLE,
     IMAP_PROBLEMS,
     INVALID_INPUT,
@@ -20,12 +17,7 @@ from app.api.problems import (
 from app.api.search.schemas import RemoteSearchPage, RemoteSearchRequest
 from app.sync import search_remote_folder
 
-router = APIRouter(
-    prefix="/v1",
-    tags=["search"],
-    dependencies=[Depends(require_api_key)],
-    responses=API_KEY_PROBLEMS,
-)
+router = full_key_router("/v1", "search")
 
 
 @router.post(

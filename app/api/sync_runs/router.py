@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import Body
 
-from app.api.auth import require_api_key
+from app.api.auth import full_key_router
 from app.api.deps import DATABASE_ONLY, EngineDep, MailboxIdDep, SessionDep, SyncRunIdPath
 from app.api.limits import RATE_LIMIT
 from app.api.pagination import (
@@ -22,7 +22,6 @@ from app.api.pagination import (
     id_page,
 )
 from app.api.problems import (
-    API_KEY_PROBLEMS,
     DATABASE_UNAVAILABLE,
     RATE_LIMITED,
     ProblemDoc,
@@ -35,12 +34,7 @@ from app.api.sync_runs.schemas import SyncRequest, SyncRunRead
 from app.db.repositories.sync_runs import get_sync_run, mailbox_sync_runs
 from app.sync import queue_sync_run
 
-router = APIRouter(
-    prefix="/v1",
-    tags=["sync"],
-    dependencies=[Depends(require_api_key)],
-    responses=API_KEY_PROBLEMS,
-)
+router = full_key_router("/v1", "sync")
 
 _NO_SUCH_MAILBOX = missing("mailbox")
 # The body may be left out. A default object, not `None`: a nullable optional body makes

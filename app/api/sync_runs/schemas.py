@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from app.api.request_models import RequestModel
-from app.db.models import SyncRun, SyncRunStatus, SyncTrigger, persisted_id
+from app.db.models import SyncRun, SyncRunStatus, SyncTrigger, column_values
 
 
 class SyncRequest(RequestModel):
@@ -54,24 +54,9 @@ class SyncRunRead(BaseModel):
             if run.started_at is not None and run.finished_at is not None
             else None
         )
-        return cls(
-            id=persisted_id(run),
-            mailbox_id=run.mailbox_id,
-            folders_only=run.folders_only,
-            trigger=run.trigger,
-            status=run.status,
-            created_at=run.created_at,
-            started_at=run.started_at,
-            finished_at=run.finished_at,
-            duration_seconds=duration,
-            counts=SyncRunCounts(
-                new=run.new,
-                flags_changed=run.flags_changed,
-                expunged=run.expunged,
-                folders_added=run.folders_added,
-                folders_removed=run.folders_removed,
-            ),
-            bytes=run.bytes_fetched,
-            error_code=run.error_code,
-            error=run.error,
-        )
+        computed = {
+            "duration_seconds": duration,
+            "counts": SyncRunCounts.model_validate(run, from_attributes=True),
+            "bytes": run.bytes_fetched,
+        }
+        return cls.model_validate({**column_values(run, cls), **computed})

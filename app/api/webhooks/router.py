@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import Path, Request
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
-from app.api.auth import require_api_key
+from app.api.auth import full_key_router
 from app.api.deps import DATABASE_ONLY, MAX_ROW_ID, EngineDep, SecretsDep, SessionDep, SettingsDep
 from app.api.limits import RATE_LIMIT
 from app.api.pagination import (
@@ -20,7 +20,6 @@ from app.api.pagination import (
     id_page,
 )
 from app.api.problems import (
-    API_KEY_PROBLEMS,
     INVALID_INPUT,
     RATE_LIMITED,
     ProblemDoc,
@@ -52,12 +51,7 @@ from app.notify.webhook_endpoints import (
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(
-    prefix="/v1",
-    tags=["webhooks"],
-    dependencies=[Depends(require_api_key)],
-    responses=API_KEY_PROBLEMS,
-)
+router = full_key_router("/v1", "webhooks")
 
 WebhookIdPath = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="A webhook endpoint id.")]
 _NO_SUCH_ENDPOINT = missing("webhook endpoint")

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from app.api.deps import MAX_ROW_ID
 from app.api.request_models import USER_ID_PATTERN, WHOLE_NUMBER, RequestModel, WholeNumber
-from app.db.models import DeliveryState, WebhookDelivery, WebhookEndpoint, persisted_id
+from app.db.models import DeliveryState, WebhookDelivery, WebhookEndpoint, column_values
 from app.notify.envelope import EventType
 from app.notify.webhook_endpoints import (
     DEFAULT_SECRET_GRACE,
@@ -103,19 +103,8 @@ class WebhookRead(BaseModel):
 
     @classmethod
     def of(cls, endpoint: WebhookEndpoint) -> WebhookRead:
-        return cls(
-            id=persisted_id(endpoint),
-            url=endpoint.url,
-            event_types=endpoint.event_types,
-            owner=endpoint.owner_user_id,
-            mailbox_id=endpoint.mailbox_id,
-            enabled=endpoint.enabled,
-            disabled_reason=endpoint.disabled_reason,
-            failure_count=endpoint.failure_count,
-            previous_secret_expires_at=endpoint.previous_secret_expires_at,
-            created_at=endpoint.created_at,
-            updated_at=endpoint.updated_at,
-        )
+        """Read the row's columns by name; the owner filter is `owner_user_id` there."""
+        return cls.model_validate({**column_values(endpoint, cls), "owner": endpoint.owner_user_id})
 
 
 class WebhookCreated(WebhookRead):
@@ -148,20 +137,8 @@ class WebhookDeliveryRead(BaseModel):
 
     @classmethod
     def of(cls, delivery: WebhookDelivery) -> WebhookDeliveryRead:
-        return cls(
-            id=persisted_id(delivery),
-            event_id=delivery.event_id,
-            webhook_id=delivery.webhook_id,
-            event_type=delivery.event_type,
-            attempt=delivery.attempt,
-            state=delivery.state,
-            status_code=delivery.status_code,
-            latency_ms=delivery.latency_ms,
-            error=delivery.error,
-            delivered_at=delivery.delivered_at,
-            next_attempt_at=delivery.next_attempt_at,
-            created_at=delivery.created_at,
-        )
+        """Read every field from the row's column of the same name."""
+        return cls.model_validate(delivery, from_attributes=True)
 
 
 class WebhookTestQueued(BaseModel):

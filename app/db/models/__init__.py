@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from app.db.models.api_key import ApiKey, ApiKeyBase, ApiKeyScope
 from app.db.models.attachment import Attachment, AttachmentBase
-from app.db.models.base import Model, Stored, persisted_id, utcnow
+from app.db.models.base import Model, Stored, column_values, persisted_id, utcnow
 from app.db.models.email import Email, EmailBase, MailAddress
 from app.db.models.email_folder import EmailFolder, EmailFolderBase
 from app.db.models.event import Event, EventBase
@@ -64,6 +64,7 @@ __all__ = [
     "WebhookDeliveryBase",
     "WebhookEndpoint",
     "WebhookEndpointBase",
+    "column_values",
     "metadata",
     "persisted_id",
     "utcnow",

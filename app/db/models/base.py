@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 import sqlalchemy as sa
+from pydantic import BaseModel
 from sqlalchemy.orm import registry
 from sqlmodel import SQLModel
 
@@ -64,3 +65,10 @@ def persisted_id(row: Stored) -> int:
     if row.id is None:
         raise ValueError(f"the {type(row).__name__} has no id before its INSERT is flushed")
     return row.id
+
+
+def column_values(row: SQLModel, wanted: type[BaseModel]) -> dict[str, Any]:
+    """Return the row's columns that `wanted` has a field of the same name for, read through
+    the session (an expired attribute loads); no other column, a secret one least of all."""
+    columns = type(row).model_fields
+    return {name: getattr(row, name) for name in wanted.model_fields if name in columns}
