@@ -31,6 +31,7 @@ Slot expiry is counted in Redis's clock, so machines whose clocks differ agree.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import enum
 import logging
@@ -384,6 +385,10 @@ def _client(location: str) -> redis.Redis:
     """One client (a connection pool) per Redis, shared by the budgets of every queue."""
     client = _clients.get(location)
     if client is None:
+        if not _clients:
+            # Registered after the embedded Redis's own exit hook, so it runs first: the
+            # server stops at exit only when no other client is connected, and these are.
+            atexit.register(_close_clients)
         client = redis.Redis.from_url(
             location,
             socket_connect_timeout=_REDIS_TIMEOUT_SECONDS,
@@ -391,3 +396,8 @@ def _client(location: str) -> redis.Redis:
         )
         _clients[location] = client
     return client
+
+
+def _close_clients() -> None:
+    for client in _clients.values():
+        client.close()
