@@ -27,7 +27,6 @@ create --name crm)`); only its SHA-256 is stored, so it cannot be shown again.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import shutil
@@ -38,34 +37,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-import uvicorn
-from cryptography.fernet import Fernet
-from fastapi import FastAPI
-from pydantic import SecretStr
-from sqlalchemy import inspect
-from sqlalchemy.engine import Engine
-from sqlmodel import Session
-
-from app.config import Settings, get_settings
-from app.db import create_db_engine, session_scope
-from app.db.migrate import upgrade_database
-from app.db.models import ApiKey, SyncRun, SyncRunStatus, SyncTrigger, utcnow
-from app.db.repositories.api_keys import create_api_key, get_api_key, list_api_keys
-from app.db.repositories.mailboxes import due_mailbox_ids
-from app.db.repositories.secrets import rotate_secrets
 from app.log_redaction import configure_logging
-from app.main import create_app
-from app.process_priority import lower_cpu_priority
-from app.security import SecretBox, SecretDecryptionError
-from app.service_runner import run_service
-from app.supervised_worker import SupervisedWorker
-from app.sync.errors import DatabaseUnavailableError, MailboxNotFoundError, database_outages
-from app.sync.folder_sync import SyncProgress
-from app.sync.service import sync_mailbox
-from app.watch.supervisor import watch_supervisor
-from app.worker import worker_settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from sqlalchemy.engine import Engine
+    from sqlmodel import Session
+
+    from app.config import Settings
+    from app.sync.folder_sync import SyncProgress
+
+# Each command imports what it needs when it runs: `--help` and the light commands
+# do not pay for the web framework, the ORM or the sync engine (see bench "start-up").
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -82,6 +67,9 @@ class _NoSchemaError(Exception):
 
 def _migrate(_args: argparse.Namespace) -> int:
     """Bring the database schema up to date (idempotent)."""
+    from app.config import get_settings
+    from app.db.migrate import upgrade_database
+
     upgrade_database(get_settings().database_url)
     print("database is up to date")
     return 0
@@ -89,6 +77,13 @@ def _migrate(_args: argparse.Namespace) -> int:
 
 def _worker(_args: argparse.Namespace) -> int:
     """Run the arq worker until SIGINT or SIGTERM, through Redis outages (app.worker)."""
+    import asyncio
+
+    from app.config import get_settings
+    from app.process_priority import lower_cpu_priority
+    from app.supervised_worker import SupervisedWorker
+    from app.worker import worker_settings
+
     settings = get_settings()
     lower_cpu_priority(settings.worker_niceness)
     worker = SupervisedWorker(worker_settings(settings))  # may start the embedded Redis
@@ -98,6 +93,10 @@ def _worker(_args: argparse.Namespace) -> int:
 
 def _watch(_args: argparse.Namespace) -> int:
     """Watch this process's share of the mailboxes until SIGINT or SIGTERM (app.watch)."""
+    import asyncio
+
+    from app.config import get_settings
+    from app.watch.supervisor import watch_supervisor
 
     async def watch() -> None:
         async with watch_supervisor(get_settings()) as supervisor:  # may start the embedded Redis
@@ -109,11 +108,16 @@ def _watch(_args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     """Run the API and one worker in this process until SIGINT or SIGTERM."""
+    from app.config import get_settings
+    from app.service_runner import run_service
+
     return run_service(get_settings(), args.host, args.port, sys.stdout)
 
 
 def _serve(args: argparse.Namespace) -> int:
     """Serve the API with uvicorn until SIGINT or SIGTERM (workers run separately)."""
+    import uvicorn
+
     uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port)
     return 0
 
@@ -129,6 +133,12 @@ def _openapi(args: argparse.Namespace) -> int:
     The document does not depend on where the service runs, so the app is built
     with settings that create nothing: an in-memory database, a throwaway key.
     """
+    from cryptography.fernet import Fernet
+    from pydantic import SecretStr
+
+    from app.config import Settings
+    from app.main import create_app
+
     offline = Settings(
         database_url="sqlite://", secret_keys=[SecretStr(Fernet.generate_key().decode())]
     )
@@ -146,6 +156,12 @@ def _openapi(args: argparse.Namespace) -> int:
 @contextmanager
 def _migrated_session() -> Iterator[Session]:
     """Yield a session on the configured database, refusing one that was never migrated."""
+    from sqlalchemy import inspect
+
+    from app.config import get_settings
+    from app.db import create_db_engine, session_scope
+    from app.db.models import ApiKey
+
     engine = create_db_engine(get_settings().database_url)
     try:
         if not inspect(engine).has_table(ApiKey.__tablename__):
@@ -158,6 +174,10 @@ def _migrated_session() -> Iterator[Session]:
 
 def _rotate_keys(_args: argparse.Namespace) -> int:
     """Re-encrypt every stored secret under the newest of `SECRET_KEYS`, in one transaction."""
+    from app.config import get_settings
+    from app.db.repositories.secrets import rotate_secrets
+    from app.security import SecretBox, SecretDecryptionError
+
     settings = get_settings()
     try:
         with _migrated_session() as session:
@@ -176,6 +196,8 @@ def _rotate_keys(_args: argparse.Namespace) -> int:
 
 def _apikey_create(args: argparse.Namespace) -> int:
     """Print a new key alone on stdout, the facts about it on stderr."""
+    from app.db.repositories.api_keys import create_api_key
+
     with _migrated_session() as session:
         row, key = create_api_key(session, args.name)
     print(key)
@@ -189,6 +211,8 @@ def _apikey_create(args: argparse.Namespace) -> int:
 
 def _apikey_list(_args: argparse.Namespace) -> int:
     """Print one line per key; the secret part of a key is never stored, so never shown."""
+    from app.db.repositories.api_keys import list_api_keys
+
     with _migrated_session() as session:
         rows = list_api_keys(session)
     if not rows:
@@ -216,6 +240,9 @@ def _apikey_list(_args: argparse.Namespace) -> int:
 
 def _apikey_revoke(args: argparse.Namespace) -> int:
     """Revoke a key by id; requests with it get 401 from now on."""
+    from app.db.models import utcnow
+    from app.db.repositories.api_keys import get_api_key
+
     with _migrated_session() as session:
         row = get_api_key(session, args.id)
         if row is None:
@@ -297,6 +324,11 @@ class _ProgressLine:
 
 def _sync(args: argparse.Namespace) -> int:
     """Sync the due mailboxes (or the one asked for) in this process, without Redis."""
+    from app.config import get_settings
+    from app.db import create_db_engine, session_scope
+    from app.db.models import utcnow
+    from app.db.repositories.mailboxes import due_mailbox_ids
+
     settings = get_settings()
     engine = create_db_engine(settings.database_url)
     tally = _Tally()
@@ -331,6 +363,10 @@ def _sync_until_complete(
     line: _ProgressLine,
 ) -> None:
     """Run the engine on one mailbox until a run completes (each run is bounded by the budget)."""
+    from app.db.models import SyncRunStatus, SyncTrigger
+    from app.sync.errors import MailboxNotFoundError
+    from app.sync.service import sync_mailbox
+
     messages = size = 0
     started = time.monotonic()
     while True:
@@ -371,6 +407,9 @@ def _sync_until_complete(
 
 
 def _run_error(engine: Engine, run_id: int) -> str | None:
+    from app.db import session_scope
+    from app.db.models import SyncRun
+
     with session_scope(engine) as session:
         run = session.get(SyncRun, run_id)
         return run.error if run is not None else None
@@ -461,6 +500,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "sync" and args.folders_only and args.mailbox is None:
         parser.error("--folders-only needs --mailbox")
     configure_logging(logging.DEBUG if args.verbose else args.log_level)
+    # After parsing, so that `--help` and a usage error do not import the ORM.
+    from app.sync.errors import DatabaseUnavailableError, database_outages
+
     handler: Command = args.handler
     try:
         with database_outages():
