@@ -1,4 +1,4 @@
-"""Queries on `sync_run`: the runs the API queues and the history it lists."""
+"""Queries on `sync_run`: the runs the API queues, the history it lists, and its pruning."""
 
 from __future__ import annotations
 
@@ -112,3 +112,34 @@ def open_sync_runs(session: Session, mailbox_id: int, *, including: int | None) 
         wanted = sa.or_(wanted, col(SyncRun.id) == including)
     statement = select(SyncRun).where(SyncRun.mailbox_id == mailbox_id, wanted)
     return list(session.exec(statement.order_by(col(SyncRun.id))))
+
+
+def prune_sync_runs(session: Session, *, keep: int, limit: int) -> int:
+    """Delete up to `limit` finished runs beyond each mailbox's newest `keep`; return how many.
+
+    Each mailbox's newest succeeded run stays whatever its age (mailbox health reads
+    it), and so does its newest run (`keep` >= 1), so the table holds at most
+    `keep` + 1 finished runs a mailbox: it grows with the mailboxes, not with time.
+    """
+    newest_first = sa.func.row_number().over(
+        partition_by=col(SyncRun.mailbox_id), order_by=col(SyncRun.id).desc()
+    )
+    ranked = sa.select(
+        col(SyncRun.id), col(SyncRun.finished_at), newest_first.label("newest_first")
+    ).subquery()
+    last_successes = (
+        sa.select(sa.func.max(SyncRun.id))
+        .where(col(SyncRun.status) == SyncRunStatus.SUCCEEDED)
+        .group_by(col(SyncRun.mailbox_id))
+    )
+    doomed = (
+        sa.select(ranked.c.id)
+        .where(
+            ranked.c.newest_first > keep,
+            ranked.c.finished_at.is_not(None),
+            ranked.c.id.not_in(last_successes),
+        )
+        .limit(limit)
+    )
+    result = session.execute(sa.delete(SyncRun).where(col(SyncRun.id).in_(doomed)))
+    return int(result.rowcount)  # type: ignore[attr-defined]
