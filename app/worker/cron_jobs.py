@@ -27,7 +27,6 @@ from app.worker.state import JobContext, worker_state
 log = logging.getLogger(__name__)
 
 _DISPATCH_BUDGET_SECONDS = 50  # a pass over the outbox, then the next cron tick continues
-_PRUNE_BATCH = 5_000  # runs deleted per transaction: no long lock on `sync_run`
 
 
 async def enqueue_due_syncs(pool: ArqRedis, engine: Engine) -> list[int]:
@@ -85,14 +84,9 @@ async def prune_sync_runs_job(ctx: JobContext) -> int:
 
 
 def prune_old_sync_runs(engine: Engine, keep: int) -> int:
-    """Prune the run history batch by batch, each in its own transaction, until none is left."""
-    pruned = 0
-    while True:
-        with session_scope(engine) as session:
-            deleted = prune_sync_runs(session, keep=keep, limit=_PRUNE_BATCH)
-        pruned += deleted
-        if deleted < _PRUNE_BATCH:
-            return pruned
+    """Prune every mailbox's run history in one transaction; return how many runs went."""
+    with session_scope(engine) as session:
+        return prune_sync_runs(session, keep=keep)
 
 
 def _due_mailbox_ids(engine: Engine) -> list[int]:

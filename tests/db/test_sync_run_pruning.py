@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from app.db import session_scope
 from app.db.models import SyncRun, SyncRunStatus, utcnow
-from app.db.repositories.sync_runs import mailbox_sync_runs, prune_sync_runs
+from app.db.repositories.sync_runs import mailbox_sync_runs
 from app.worker.cron_jobs import prune_old_sync_runs
 from tests.factories import create_mailbox, id_of
 
@@ -74,17 +74,3 @@ def test_prune_leaves_unfinished_runs_and_a_mailbox_within_its_allowance(engine:
         "a run still running is never pruned, however many runs came after it"
     )
     assert _kept(engine, young) == [young_runs[-1]], "within the allowance only the newest stays"
-
-
-def test_one_prune_statement_deletes_at_most_its_limit(engine: Engine) -> None:
-    with session_scope(engine) as session:
-        mailbox_id = id_of(create_mailbox(session))
-        runs = _add_runs(session, mailbox_id, [FAILED] * 8)
-
-    with session_scope(engine) as session:
-        first = prune_sync_runs(session, keep=2, limit=4)
-    with session_scope(engine) as session:
-        second = prune_sync_runs(session, keep=2, limit=4)
-
-    assert (first, second) == (4, 2), "6 runs beyond the allowance go in batches of at most 4"
-    assert _kept(engine, mailbox_id) == runs[-2:]

@@ -114,12 +114,16 @@ def open_sync_runs(session: Session, mailbox_id: int, *, including: int | None) 
     return list(session.exec(statement.order_by(col(SyncRun.id))))
 
 
-def prune_sync_runs(session: Session, *, keep: int, limit: int) -> int:
-    """Delete up to `limit` finished runs beyond each mailbox's newest `keep`; return how many.
+def prune_sync_runs(session: Session, *, keep: int) -> int:
+    """Delete the finished runs beyond each mailbox's newest `keep`; return how many.
 
     Each mailbox's newest succeeded run stays whatever its age (mailbox health reads
     it), and so does its newest run (`keep` >= 1), so the table holds at most
     `keep` + 1 finished runs a mailbox: it grows with the mailboxes, not with time.
+    One statement, one pass over the table: slices of mailboxes would each visit
+    most of its pages (a mailbox's runs are spread over all of them, one a cycle).
+    The rows it deletes are finished and nobody else writes them, so on PostgreSQL
+    it blocks no sync.
     """
     newest_first = sa.func.row_number().over(
         partition_by=col(SyncRun.mailbox_id), order_by=col(SyncRun.id).desc()
@@ -132,14 +136,10 @@ def prune_sync_runs(session: Session, *, keep: int, limit: int) -> int:
         .where(col(SyncRun.status) == SyncRunStatus.SUCCEEDED)
         .group_by(col(SyncRun.mailbox_id))
     )
-    doomed = (
-        sa.select(ranked.c.id)
-        .where(
-            ranked.c.newest_first > keep,
-            ranked.c.finished_at.is_not(None),
-            ranked.c.id.not_in(last_successes),
-        )
-        .limit(limit)
+    doomed = sa.select(ranked.c.id).where(
+        ranked.c.newest_first > keep,
+        ranked.c.finished_at.is_not(None),
+        ranked.c.id.not_in(last_successes),
     )
     result = session.execute(sa.delete(SyncRun).where(col(SyncRun.id).in_(doomed)))
     return int(result.rowcount)  # type: ignore[attr-defined]
