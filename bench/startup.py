@@ -32,6 +32,7 @@ def time_command(command: list[str], environment: dict[str, str], repeat: int) -
     """Run `command` `repeat` times; median wall seconds, median CPU seconds in the figures."""
     walls: list[float] = []
     cpus: list[float] = []
+    peaks_kb: list[int] = []
     for _ in range(repeat):
         started = perf_counter()
         process = subprocess.Popen(
@@ -49,10 +50,12 @@ def time_command(command: list[str], environment: dict[str, str], repeat: int) -
         if process.returncode != 0:
             raise RuntimeError(f"{command} exited {process.returncode}: {errors.decode()[-2000:]}")
         cpus.append(usage.ru_utime + usage.ru_stime)
+        peaks_kb.append(usage.ru_maxrss)  # the command's own peak, in kB on Linux
     return Measurement(
         statistics.median(walls),
         0,
         0,
+        peak_rss_kb=max(peaks_kb),
         figures={"cpu s": statistics.median(cpus), "runs": repeat},
     )
 
