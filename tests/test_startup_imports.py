@@ -65,3 +65,9 @@ def test_the_imap_library_does_not_load_the_http_client() -> None:
     loaded = _third_party_after("import app.imap")
     unwanted = loaded & {"httpx", "httpcore", "sqlalchemy", "sqlmodel", "fastapi"}
     assert not unwanted, f"import app.imap loaded {sorted(unwanted)}"
+
+
+def test_syncing_a_password_mailbox_does_not_load_the_oauth_client() -> None:
+    loaded = _third_party_after("import app.sync.service")
+    unwanted = loaded & {"httpx", "httpcore", "authlib"}
+    assert not unwanted, f"import app.sync.service loaded {sorted(unwanted)}"

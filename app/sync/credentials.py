@@ -13,7 +13,6 @@ from app.imap import ImapConnection, connect
 from app.imap.config import ConnectOptions, ImapConfig
 from app.security import SecretBox
 from app.sync.connection_check import LoginOptions, refuse_plaintext
-from app.sync.token_refresh import refresh_if_expiring
 
 
 def connect_mailbox(
@@ -29,9 +28,14 @@ def connect_mailbox(
     `PlaintextRefusedError` before any connection is made.
     """
     refuse_plaintext(mailbox.security.value, options)
-    mailbox = refresh_if_expiring(
-        engine, mailbox, secrets, allow_private_hosts=settings.oauth_allow_private_hosts
-    )
+    if mailbox.auth_type is AuthType.OAUTH:
+        # Here, not at the top: the OAuth client (httpx, authlib) is a quarter of the
+        # imports of a password mailbox's `imap-bridge sync`, which never uses it.
+        from app.sync.token_refresh import refresh_if_expiring  # noqa: PLC0415
+
+        mailbox = refresh_if_expiring(
+            engine, mailbox, secrets, allow_private_hosts=settings.oauth_allow_private_hosts
+        )
     return connect(imap_config(mailbox, secrets), options.connect)
 
 
