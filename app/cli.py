@@ -28,7 +28,6 @@ create --name crm)`); only its SHA-256 is stored, so it cannot be shown again.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import shutil
@@ -39,33 +38,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-import uvicorn
-from cryptography.fernet import Fernet
-from fastapi import FastAPI
-from pydantic import SecretStr
-from sqlalchemy.engine import Engine
-from sqlmodel import Session
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from sqlalchemy.engine import Engine
+    from sqlmodel import Session
 
-from app.config import LogSettings, Settings, get_settings
-from app.db import create_db_engine, session_scope
-from app.db.migrate import is_migrated, upgrade_database
-from app.db.models import ApiKeyScope, SyncRun, SyncRunStatus, SyncTrigger, utcnow
-from app.db.repositories.api_keys import create_api_key, get_api_key, list_api_keys
-from app.db.repositories.mailboxes import due_mailbox_ids
-from app.db.repositories.secrets import rotate_secrets
-from app.logs import configure_logging
-from app.main import create_app
-from app.process_priority import lower_cpu_priority
-from app.security import SecretBox, SecretDecryptionError
-from app.service_runner import run_service
-from app.supervised_worker import SupervisedWorker
-from app.sync.errors import DatabaseUnavailableError, MailboxNotFoundError, database_outages
-from app.sync.folder_sync import SyncProgress
-from app.sync.service import sync_mailbox
-from app.watch.supervisor import watch_supervisor
-from app.worker import worker_settings
+    from app.config import Settings
+    from app.sync.folder_sync import SyncProgress
+
+# Each command imports what it needs when it runs: `--help` and the light commands
+# do not pay for the web framework, the ORM or the sync engine (see bench "start-up").
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -82,6 +66,9 @@ class _NoSchemaError(Exception):
 
 def _migrate(_args: argparse.Namespace) -> int:
     """Bring the database schema up to date (idempotent)."""
+    from app.config import get_settings
+    from app.db.migrate import upgrade_database
+
     upgrade_database(get_settings().database_url)
     print("database is up to date")
     return 0
@@ -89,6 +76,13 @@ def _migrate(_args: argparse.Namespace) -> int:
 
 def _worker(_args: argparse.Namespace) -> int:
     """Run the arq worker until SIGINT or SIGTERM, through Redis outages (app.worker)."""
+    import asyncio
+
+    from app.config import get_settings
+    from app.process_priority import lower_cpu_priority
+    from app.supervised_worker import SupervisedWorker
+    from app.worker import worker_settings
+
     settings = get_settings()
     lower_cpu_priority(settings.worker_niceness)
     worker = SupervisedWorker(worker_settings(settings))  # may start the embedded Redis
@@ -98,6 +92,10 @@ def _worker(_args: argparse.Namespace) -> int:
 
 def _watch(_args: argparse.Namespace) -> int:
     """Watch this process's share of the mailboxes until SIGINT or SIGTERM (app.watch)."""
+    import asyncio
+
+    from app.config import get_settings
+    from app.watch.supervisor import watch_supervisor
 
     async def watch() -> None:
         async with watch_supervisor(get_settings()) as supervisor:  # may start the embedded Redis
@@ -109,11 +107,16 @@ def _watch(_args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     """Run the API and one worker in this process until SIGINT or SIGTERM."""
+    from app.config import get_settings
+    from app.service_runner import run_service
+
     return run_service(get_settings(), args.host, args.port, sys.stdout)
 
 
 def _serve(args: argparse.Namespace) -> int:
     """Serve the API with uvicorn until SIGINT or SIGTERM (workers run separately)."""
+    import uvicorn
+
     uvicorn.run(
         "app.main:create_app", factory=True, host=args.host, port=args.port, log_config=None
     )
@@ -131,6 +134,12 @@ def _openapi(args: argparse.Namespace) -> int:
     The document does not depend on where the service runs, so the app is built
     with settings that create nothing: an in-memory database, a throwaway key.
     """
+    from cryptography.fernet import Fernet
+    from pydantic import SecretStr
+
+    from app.config import Settings
+    from app.main import create_app
+
     offline = Settings(
         database_url="sqlite://", secret_keys=[SecretStr(Fernet.generate_key().decode())]
     )
@@ -148,6 +157,10 @@ def _openapi(args: argparse.Namespace) -> int:
 @contextmanager
 def _migrated_session() -> Iterator[Session]:
     """Yield a session on the configured database, refusing one that was never migrated."""
+    from app.config import get_settings
+    from app.db import create_db_engine, session_scope
+    from app.db.migrate import is_migrated
+
     engine = create_db_engine(get_settings().database_url)
     try:
         if not is_migrated(engine):
@@ -160,6 +173,10 @@ def _migrated_session() -> Iterator[Session]:
 
 def _rotate_keys(_args: argparse.Namespace) -> int:
     """Re-encrypt every stored secret under the newest of `SECRET_KEYS`, in one transaction."""
+    from app.config import get_settings
+    from app.db.repositories.secrets import rotate_secrets
+    from app.security import SecretBox, SecretDecryptionError
+
     settings = get_settings()
     try:
         with _migrated_session() as session:
@@ -178,8 +195,11 @@ def _rotate_keys(_args: argparse.Namespace) -> int:
 
 def _apikey_create(args: argparse.Namespace) -> int:
     """Print a new key alone on stdout, the facts about it on stderr."""
+    from app.db.models import ApiKeyScope
+    from app.db.repositories.api_keys import create_api_key
+
     with _migrated_session() as session:
-        row, key = create_api_key(session, args.name, args.scope)
+        row, key = create_api_key(session, args.name, ApiKeyScope(args.scope))
     print(key)
     print(
         f'created {row.scope.value} API key {row.id} "{row.name}" (prefix {row.prefix});'
@@ -191,6 +211,8 @@ def _apikey_create(args: argparse.Namespace) -> int:
 
 def _apikey_list(_args: argparse.Namespace) -> int:
     """Print one line per key; the secret part of a key is never stored, so never shown."""
+    from app.db.repositories.api_keys import list_api_keys
+
     with _migrated_session() as session:
         rows = list_api_keys(session)
     if not rows:
@@ -219,6 +241,9 @@ def _apikey_list(_args: argparse.Namespace) -> int:
 
 def _apikey_revoke(args: argparse.Namespace) -> int:
     """Revoke a key by id; requests with it get 401 from now on."""
+    from app.db.models import utcnow
+    from app.db.repositories.api_keys import get_api_key
+
     with _migrated_session() as session:
         row = get_api_key(session, args.id)
         if row is None:
@@ -300,6 +325,11 @@ class _ProgressLine:
 
 def _sync(args: argparse.Namespace) -> int:
     """Sync the due mailboxes (or the one asked for) in this process, without Redis."""
+    from app.config import get_settings
+    from app.db import create_db_engine, session_scope
+    from app.db.models import utcnow
+    from app.db.repositories.mailboxes import due_mailbox_ids
+
     settings = get_settings()
     engine = create_db_engine(settings.database_url)
     tally = _Tally()
@@ -334,6 +364,10 @@ def _sync_until_complete(
     line: _ProgressLine,
 ) -> None:
     """Run the engine on one mailbox until a run completes (each run is bounded by the budget)."""
+    from app.db.models import SyncRunStatus, SyncTrigger
+    from app.sync.errors import MailboxNotFoundError
+    from app.sync.service import sync_mailbox
+
     messages = size = 0
     started = time.monotonic()
     while True:
@@ -374,6 +408,9 @@ def _sync_until_complete(
 
 
 def _run_error(engine: Engine, run_id: int) -> str | None:
+    from app.db import session_scope
+    from app.db.models import SyncRun
+
     with session_scope(engine) as session:
         run = session.get(SyncRun, run_id)
         return run.error if run is not None else None
@@ -432,9 +469,8 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True, type=_key_name, help="what the key is for")
     create.add_argument(
         "--scope",
-        type=ApiKeyScope,
-        choices=list(ApiKeyScope),
-        default=ApiKeyScope.FULL,
+        choices=["full", "status"],  # ApiKeyScope's values; the ORM is not imported for --help
+        default="full",
         help="full: every route (the CRM backend's key); status: the health routes alone,"
         " read-only (the status page's key, the one meant for a browser)",
     )
@@ -467,6 +503,9 @@ def _add_listen_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _configure_logging(args: argparse.Namespace) -> None:
     """Log at DEBUG with -v, else at LOG_LEVEL, else at the command's own level."""
+    from app.config import LogSettings
+    from app.logs import configure_logging
+
     settings = LogSettings()
     level = (
         args.log_level
@@ -483,6 +522,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "sync" and args.folders_only and args.mailbox is None:
         parser.error("--folders-only needs --mailbox")
     _configure_logging(args)
+    # After parsing, so that `--help` and a usage error do not import the ORM.
+    from app.sync.errors import DatabaseUnavailableError, database_outages
+
     handler: Command = args.handler
     try:
         with database_outages():

@@ -152,6 +152,14 @@ class Settings(LogSettings):
             " on the same machine is taken over at once)."
         ),
     )
+    sync_runs_kept_per_mailbox: int = Field(
+        default=100,
+        ge=1,
+        description=(
+            "Finished sync runs kept per mailbox (the worker prunes older ones every hour);"
+            " each mailbox's newest successful run is kept too, however old."
+        ),
+    )
     sync_max_jobs: int = Field(default=10, ge=1, description="Concurrent sync jobs per worker.")
     imap_max_connections_per_host: int = Field(
         default=4,

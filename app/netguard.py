@@ -14,22 +14,19 @@ than left to `ipaddress`, whose tables differ between Python versions.
                   -> one is not: AddressBlocked, nothing connects
 
 Plain sockets (IMAP, SMTP) use `resolve` + `connect_resolved`; an httpx client
-(OAuth) uses `GuardedTransport`, whose network backend does the same for each
-new connection the client opens, so every connection is vetted on its own.
+(OAuth) uses `app.netguard_http.GuardedTransport`, whose network backend does
+the same for each new connection the client opens, so every connection is
+vetted on its own. That part lives apart because importing httpx costs more
+than the whole IMAP layer, which needs only the sockets.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
-from typing import Any, TypeVar
-
-import httpcore
-import httpx
+from typing import TypeVar
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # IPv6 prefixes whose last 32 bits are the IPv4 address a packet is meant for.
@@ -128,63 +125,10 @@ def connect_resolved(addresses: list[ResolvedAddress], timeout: float) -> socket
             raise
         return sock
 
-    return _first_answering(addresses, open_socket, (OSError,))
+    return first_answering(addresses, open_socket, (OSError,))
 
 
-class GuardedNetworkBackend(httpcore.NetworkBackend):
-    """httpcore's blocking network backend, connecting only to addresses `resolve` vetted."""
-
-    def __init__(self, *, allow_private: bool) -> None:
-        self._allow_private = allow_private
-        self._sockets = httpcore.SyncBackend()
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        """Resolve `host` once, refuse it if blocked, then connect to a vetted IP literal."""
-        try:
-            addresses = resolve(host, port, allow_private=self._allow_private)
-        except ResolutionFailed as exc:
-            raise httpcore.ConnectError(str(exc)) from exc
-        return _first_answering(
-            addresses,
-            lambda entry: self._sockets.connect_tcp(
-                str(entry.address), entry.port, timeout, local_address, socket_options
-            ),
-            (httpcore.ConnectError, httpcore.ConnectTimeout),
-        )
-
-
-class GuardedTransport(httpx.HTTPTransport):
-    """httpx's transport with every connection made by `GuardedNetworkBackend`.
-
-    A blocked host raises `AddressBlocked` out of the request. There is no
-    proxy option: a proxy would resolve and connect on our behalf, past the
-    guard (so give the client `trust_env=False` too). TLS still checks the
-    certificate against the URL's host name, which is also the SNI sent.
-    """
-
-    def __init__(self, *, allow_private: bool) -> None:
-        ssl_context = _trust_store_context()
-        super().__init__(verify=ssl_context)
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=ssl_context,
-            network_backend=GuardedNetworkBackend(allow_private=allow_private),
-        )
-
-
-@cache
-def _trust_store_context() -> ssl.SSLContext:
-    """Build httpx's verifying TLS context once: loading the CA store costs ~25 ms a client."""
-    return httpx.create_ssl_context()
-
-
-def _first_answering(
+def first_answering(
     addresses: list[ResolvedAddress],
     connect: Callable[[ResolvedAddress], Connection],
     failures: tuple[type[Exception], ...],

@@ -39,7 +39,7 @@ import httpx
 from app.db import create_db_engine, session_scope
 from app.db.repositories.api_keys import create_api_key
 from bench.child import vm_hwm_kb
-from bench.job import Job, Measurement
+from bench.job import Job, Measurement, service_environment
 
 CLIENTS = 20
 PROBE_INTERVAL = 0.02  # seconds between two GET /healthz, answered or not
@@ -101,15 +101,7 @@ def _insert_api_key(database_url: str) -> str:
 
 def _start_server(job: Job, port: int, log: Path) -> subprocess.Popen[bytes]:
     """Start uvicorn with the service's settings from the environment, as in production."""
-    assert job.database_url is not None
-    assert job.secret_key is not None
-    env = {
-        **os.environ,
-        "DATABASE_URL": job.database_url,
-        "SECRET_KEYS": job.secret_key,
-        "IMAP_ALLOW_PRIVATE_HOSTS": "true",
-        "IMAP_CA_FILE": job.server.ca_file,
-    }
+    env = service_environment(job)
     command = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app"]
     options = ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     with log.open("wb") as output:

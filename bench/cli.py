@@ -85,6 +85,7 @@ from bench.job import Fleet, Job, Measurement, Server, median_run
 from bench.mbsync import MBSYNC
 from bench.realtime import PUSHES, REALTIME_MAILBOXES, REALTIME_MESSAGES, realtime_section
 from bench.servers import SERVER_MESSAGES, ServerRows, matrix_servers
+from bench.startup import STARTUP_REPEAT
 from bench.table import (
     FleetSection,
     Latency,
@@ -398,6 +399,7 @@ def _single_mailbox_rows(
         rows.skip("PostgreSQL", postgres)
     elif postgres is not None:
         rows.ours("PostgreSQL", postgres)
+    rows.startups()
     rows.after_changes(user)
     rows.api_during_sync()
     if args.memory:
@@ -665,6 +667,10 @@ class Rows:
             f" {api.ROUNDS} syncs pooled"
         )
         self.sizes = Section("Peak memory of a first sync, SQLite, all mail", Ratio.MEMORY)
+        self.startup = Section(
+            f"Start-up, median of {STARTUP_REPEAT} fresh processes (CPU user+sys in the notes)",
+            Ratio.TIME,
+        )
 
     def measure(self, section: Section, title: str, job: Job) -> bool:
         measurement = self._run(section, title, job)
@@ -769,6 +775,49 @@ class Rows:
             lambda: self.new_mailbox(self.sqlite, None),
         )
 
+    def startups(self) -> None:
+        """Time the commands' start-up beside a bare interpreter; the last one syncs for real.
+
+        The no-change `imap-bridge sync` runs on the SQLite copy the first sync filled;
+        its target is `--help`'s time plus twice the QRESYNC check of the same folders.
+        """
+        server, repeat = self.target.server, STARTUP_REPEAT
+        rows = [
+            ("python -c pass (reference)", "bench.startup:bare_python", ""),
+            ("imap-bridge --help", "bench.startup:cli_help", "target <= 0.3 s"),
+            ('python -c "import app.imap"', "bench.startup:import_imap", "target <= 0.15 s"),
+        ]
+        for title, operation, target in rows:
+            self._startup_row(title, Job(operation, server, (), repeat=repeat), target)
+        synced = self.synced.get("SQLite")
+        title = "imap-bridge sync --mailbox ID, no change, SQLite"
+        if synced is None:
+            self.startup.rows.append(Row(title, len(FOLDERS), None, outcome="skipped"))
+            return
+        help_seconds = _seconds_of(self.startup, "imap-bridge --help")
+        qresync = _seconds_of(self.check, "imapclient QRESYNC EXAMINE per folder (reference)")
+        target = (
+            f"target <= --help + 2x QRESYNC = {help_seconds + 2 * qresync:.3f} s"
+            if help_seconds is not None and qresync is not None
+            else ""
+        )
+        job = replace(synced, operation="bench.startup:cli_sync", repeat=repeat)
+        self._startup_row(title, job, target)
+
+    def _startup_row(self, title: str, job: Job, target: str) -> None:
+        measurement = self._run(self.startup, title, job)
+        if measurement is None:
+            return
+        cpu = measurement.figures["cpu s"]
+        reference = self.startup.rows[0].measurement if self.startup.rows else None
+        versus = (
+            f" ({cpu / reference.figures['cpu s']:.1f}x python -c pass)"
+            if reference is not None and reference.figures.get("cpu s")
+            else ""
+        )
+        note = f"CPU {cpu:.3f} s{versus}" + (f"; {target}" if target else "")
+        self.startup.rows.append(Row(title, len(job.folders), measurement, note))
+
     def after_changes(self, user: MailUser) -> None:
         """Change the mailbox as another client would, then resync every copy of it once.
 
@@ -870,7 +919,14 @@ class Rows:
     @property
     def sections(self) -> list[Section | LatencySection]:
         memory = [self.sizes] if self.sizes.rows else []
-        return [self.fetch, self.check, self.changed, self.api_idle, self.api, *memory]
+        startup = [self.startup] if self.startup.rows else []
+        return [self.fetch, self.check, self.changed, *startup, self.api_idle, self.api, *memory]
+
+
+def _seconds_of(section: Section, title: str) -> float | None:
+    """The wall time of a measured row of `section`, if it was measured."""
+    row = next((row for row in section.rows if row.title.startswith(title)), None)
+    return row.measurement.seconds if row is not None and row.measurement is not None else None
 
 
 def first_sync_title(backend: str) -> str:

@@ -11,6 +11,7 @@ this module and the peers' module import nothing from `app`.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -117,6 +118,19 @@ class Measurement:
     @classmethod
     def from_json(cls, text: str) -> Measurement:
         return cls(**json.loads(text))
+
+
+def service_environment(job: Job) -> dict[str, str]:
+    """The environment a service process (`imap-bridge ...`, uvicorn) reads the job's setup from."""
+    assert job.database_url is not None
+    assert job.secret_key is not None
+    return {
+        **os.environ,
+        "DATABASE_URL": job.database_url,
+        "SECRET_KEYS": job.secret_key,
+        "IMAP_ALLOW_PRIVATE_HOSTS": "true",
+        "IMAP_CA_FILE": job.server.ca_file,
+    }
 
 
 def folder_scoped(commands: list[str]) -> int:

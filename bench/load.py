@@ -42,10 +42,10 @@ from bench.scale import (
     CycleOutcome,
     cpu_seconds,
     cycle_measurement,
+    fleet_environment,
     fleet_of,
     run_cycle,
     running_workers,
-    service_environment,
     service_settings,
 )
 
@@ -203,7 +203,7 @@ def api_during_first_syncs(job: Job) -> Measurement:
     assert job.scratch_dir is not None
     fleet = fleet_of(job)
     scratch = Path(job.scratch_dir)
-    environment = service_environment(job)
+    environment = fleet_environment(job)
     settings: Settings = service_settings(job)
     engine = create_db_engine(settings.database_url)
     key = _create_api_key(environment)

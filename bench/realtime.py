@@ -65,9 +65,9 @@ from bench.peers import imapclient_session
 from bench.scale import (
     SERVICE_COMMAND,
     cpu_seconds,
+    fleet_environment,
     fleet_of,
     run_cycle,
-    service_environment,
     service_settings,
 )
 from bench.table import TargetRow, TargetSection
@@ -143,7 +143,7 @@ def running_service(job: Job, log: Path, *, watch: bool) -> Iterator[Service]:
     """Run `imap-bridge run` with the job's settings until the block ends (SIGTERM)."""
     port = free_port()
     environment = {
-        **service_environment(job),
+        **fleet_environment(job),
         "WATCH_ENABLED": str(watch).lower(),
         "WEBHOOK_ALLOW_PRIVATE_HOSTS": "true",
     }

@@ -49,7 +49,7 @@ from app.db.models import Mailbox, SyncRun, SyncRunStatus, utcnow
 from app.job_queue import create_queue
 from app.worker.cron_jobs import enqueue_due_syncs
 from bench.child import vm_hwm_kb
-from bench.job import Fleet, Job, Measurement
+from bench.job import Fleet, Job, Measurement, service_environment
 
 SERVICE_COMMAND = str(Path(sys.executable).with_name("imap-bridge"))
 _PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -65,20 +65,14 @@ def fleet_of(job: Job) -> Fleet:
     return job.fleet
 
 
-def service_environment(job: Job) -> dict[str, str]:
+def fleet_environment(job: Job) -> dict[str, str]:
     """The environment of the service's processes, as an operator would set it."""
-    assert job.database_url is not None
-    assert job.secret_key is not None
     fleet = fleet_of(job)
     return {
-        **os.environ,
-        "DATABASE_URL": job.database_url,
+        **service_environment(job),
         "REDIS_URL": fleet.redis_url,
         "QUEUE_NAME": fleet.queue_name,
-        "SECRET_KEYS": job.secret_key,
-        "LOG_FORMAT": "json",
-        "IMAP_ALLOW_PRIVATE_HOSTS": "true",
-        "IMAP_CA_FILE": job.server.ca_file,
+        "LOG_FORMAT": "json",  # error_lines() reads the workers' logs
         "SYNC_MAX_JOBS": str(fleet.max_jobs),
         "IMAP_MAX_CONNECTIONS_PER_HOST": str(fleet.connections_per_host),
     }
@@ -101,7 +95,7 @@ class Workers:
     """`imap-bridge worker` subprocesses, each logging to its own file under `scratch`."""
 
     def __init__(self, job: Job, scratch: Path) -> None:
-        self.environment = service_environment(job)
+        self.environment = fleet_environment(job)
         self.logs = [scratch / f"worker-{n + 1}.log" for n in range(fleet_of(job).workers)]
         self.processes: list[subprocess.Popen[bytes]] = []
         self.peaks_kb: list[int] = []

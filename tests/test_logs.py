@@ -24,6 +24,8 @@ from app.db.models import Mailbox, utcnow
 from app.job_queue import create_queue
 from app.log_redaction import REDACTED
 from app.logs import log_handler
+from app.notify.dispatcher import dispatch_due
+from app.security import SecretBox
 from app.worker.cron_jobs import enqueue_due_syncs
 from tests.support.dovecot import MailUser
 from tests.support.factories import MailboxFactory
@@ -136,9 +138,11 @@ def _started(process: WorkerProcess, line: str) -> int:
 @pytest.mark.slow
 @pytest.mark.parametrize("databases", ["sqlite"], indirect=True)  # the same on both
 def test_an_idle_worker_and_watcher_log_nothing_after_starting(
-    settings: Settings, watched_mailbox: int, tmp_path: Path
+    engine: Engine, settings: Settings, watched_mailbox: int, tmp_path: Path
 ) -> None:
     """A DEBUG worker beside them shows the dispatcher's cron ran meanwhile, twice."""
+    # The first sync's events go out now, so that the workers find nothing to announce.
+    asyncio.run(dispatch_due(engine, settings, SecretBox.from_settings(settings)))
     debug_settings = settings.model_copy(update={"queue_name": f"{settings.queue_name}-debug"})
     for name in ("worker", "watch", "debug"):
         (tmp_path / name).mkdir()

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from app import netguard
+from app import netguard, netguard_http
 from tests.support.ssrf import (
     BLOCKED_FORMS,
     PUBLIC_ADDRESS,
@@ -106,7 +106,7 @@ def loopback_server() -> Iterator[RecordingServer]:
 
 def guarded_client(*, allow_private: bool) -> httpx.Client:
     return httpx.Client(
-        transport=netguard.GuardedTransport(allow_private=allow_private), trust_env=False
+        transport=netguard_http.GuardedTransport(allow_private=allow_private), trust_env=False
     )
 
 

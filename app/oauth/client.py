@@ -34,7 +34,8 @@ from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from pydantic import SecretStr
 
-from app.netguard import AddressBlocked, GuardedTransport
+from app.netguard import AddressBlocked
+from app.netguard_http import GuardedTransport
 from app.oauth.errors import (
     InvalidClientError,
     InvalidGrantError,

@@ -1,4 +1,4 @@
-"""The jobs the cron runs: queue the mailboxes that are due, deliver the outbox.
+"""The jobs the cron runs: queue the mailboxes that are due, deliver the outbox, prune runs.
 
 `dispatch_events_job` is also queued after every sync job, whose events are
 committed by then; its cron runs every 10 seconds for the events other
@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from app.db import session_scope
 from app.db.models import utcnow
 from app.db.repositories.mailboxes import due_mailbox_ids
+from app.db.repositories.sync_runs import prune_sync_runs
 from app.job_queue import enqueue_sync
 from app.notify.dispatcher import dispatch_due
 from app.security import SecretBox
@@ -66,6 +67,27 @@ async def dispatch_events_job(ctx: JobContext) -> str:
         failed += report.failed
         if not report.busy or time.monotonic() > deadline:
             return f"{delivered} delivered, {failed} failed"
+
+
+async def prune_sync_runs_job(ctx: JobContext) -> int:
+    """Cron entry point: delete the runs beyond SYNC_RUNS_KEPT_PER_MAILBOX; return how many."""
+    state = worker_state(ctx)
+    try:
+        with database_outages():
+            pruned = await asyncio.to_thread(
+                prune_old_sync_runs, state.engine, state.settings.sync_runs_kept_per_mailbox
+            )
+    except DatabaseUnavailableError as exc:
+        log.warning("worker.prune_database_unavailable", extra={"reason": str(exc)})
+        return 0
+    log.info("worker.sync_runs_pruned", extra={"pruned": pruned})
+    return pruned
+
+
+def prune_old_sync_runs(engine: Engine, keep: int) -> int:
+    """Prune every mailbox's run history in one transaction; return how many runs went."""
+    with session_scope(engine) as session:
+        return prune_sync_runs(session, keep=keep)
 
 
 def _due_mailbox_ids(engine: Engine) -> list[int]:

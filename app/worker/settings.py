@@ -22,7 +22,7 @@ from app.config import Settings
 from app.correlation import correlated
 from app.db import create_db_engine
 from app.job_queue import DISPATCH_JOB, SYNC_JOB, redis_settings
-from app.worker.cron_jobs import dispatch_events_job, enqueue_due_syncs_job
+from app.worker.cron_jobs import dispatch_events_job, enqueue_due_syncs_job, prune_sync_runs_job
 from app.worker.state import STATE_KEY, BusyRetry, JobContext, WorkerState, worker_state
 from app.worker.sync_job import enqueue_follow_up, sync_job
 
@@ -31,6 +31,7 @@ _JOB_TIMEOUT_MARGIN_SECONDS = 600
 _CRON_TIMEOUT_SECONDS = 60
 _SPARE_THREADS = 4  # database look-ups of waiting jobs and the cron's query
 _DISPATCH_TIMEOUT_SECONDS = 120
+_PRUNE_TIMEOUT_SECONDS = 600
 
 
 class WorkerSettings(TypedDict):
@@ -98,6 +99,13 @@ def worker_settings(
                 name=f"{queue_name}:enqueue-due-syncs",  # cron job ids are global, like all
                 second=0,
                 timeout=_CRON_TIMEOUT_SECONDS,
+            ),
+            cron(
+                correlated(prune_sync_runs_job),
+                name=f"{queue_name}:prune-sync-runs",
+                minute=17,  # once an hour, off the minute the due mailboxes are queued
+                second=30,
+                timeout=_PRUNE_TIMEOUT_SECONDS,
             ),
         ],
         redis_settings=redis_settings(settings),

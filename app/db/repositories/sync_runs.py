@@ -1,4 +1,4 @@
-"""Queries on `sync_run`: the runs the API queues and the history it lists."""
+"""Queries on `sync_run`: the runs the API queues, the history it lists, and its pruning."""
 
 from __future__ import annotations
 
@@ -113,3 +113,34 @@ def open_sync_runs(session: Session, mailbox_id: int, *, including: int | None) 
         wanted = sa.or_(wanted, col(SyncRun.id) == including)
     statement = select(SyncRun).where(SyncRun.mailbox_id == mailbox_id, wanted)
     return list(session.exec(statement.order_by(col(SyncRun.id))))
+
+
+def prune_sync_runs(session: Session, *, keep: int) -> int:
+    """Delete the finished runs beyond each mailbox's newest `keep`; return how many.
+
+    Each mailbox's newest succeeded run stays whatever its age (mailbox health reads
+    it), and so does its newest run (`keep` >= 1), so the table holds at most
+    `keep` + 1 finished runs a mailbox: it grows with the mailboxes, not with time.
+    One statement, one pass over the table: slices of mailboxes would each visit
+    most of its pages (a mailbox's runs are spread over all of them, one a cycle).
+    The rows it deletes are finished and nobody else writes them, so on PostgreSQL
+    it blocks no sync.
+    """
+    newest_first = sa.func.row_number().over(
+        partition_by=col(SyncRun.mailbox_id), order_by=col(SyncRun.id).desc()
+    )
+    ranked = sa.select(
+        col(SyncRun.id), col(SyncRun.finished_at), newest_first.label("newest_first")
+    ).subquery()
+    last_successes = (
+        sa.select(sa.func.max(SyncRun.id))
+        .where(col(SyncRun.status) == SyncRunStatus.SUCCEEDED)
+        .group_by(col(SyncRun.mailbox_id))
+    )
+    doomed = sa.select(ranked.c.id).where(
+        ranked.c.newest_first > keep,
+        ranked.c.finished_at.is_not(None),
+        ranked.c.id.not_in(last_successes),
+    )
+    result = session.execute(sa.delete(SyncRun).where(col(SyncRun.id).in_(doomed)))
+    return int(result.rowcount)  # type: ignore[attr-defined]
