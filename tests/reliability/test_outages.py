@@ -29,7 +29,7 @@ from app.db.models import Mailbox, MailboxStatus, SyncRunStatus, utcnow
 from app.job_queue import create_queue, sync_job_id
 from app.supervised_worker import SupervisedWorker
 from app.worker import worker_settings
-from app.worker.cron_jobs import dispatch_events_job
+from app.worker.cron_jobs import dispatch_events_job, enqueue_due_syncs_job
 from tests.support.crash_checks import assert_complete, assert_consistent
 from tests.support.dovecot import MailUser
 from tests.support.factories import MailboxFactory
@@ -45,7 +45,7 @@ from tests.support.webhook_receiver import (
     running_receiver,
     subscribe_to_everything,
 )
-from tests.support.worker_process import enqueue, wait_until, worker_process
+from tests.support.worker_process import enqueue, open_queue, wait_until, worker_process
 
 BATCH_SIZE = 20
 FIRST_INBOX, FIRST_SENT = 400, 40
@@ -303,6 +303,48 @@ def test_with_the_database_away_a_dispatcher_tick_logs_one_warning_and_the_next_
     assert warning.__dict__["reason"].startswith("the database did not answer: ")
     assert after == "1 delivered, 0 failed"
     assert [payload["id"] for payload in receiver.accepted.values()] == [event_id]
+
+
+@POSTGRESQL_ONLY  # SQLite's lock stops writers only: this cron merely reads
+def test_with_the_database_away_the_due_cron_logs_one_warning_and_the_next_tick_queues(
+    *,
+    engine: Engine,
+    settings: Settings,
+    database_outage: DatabaseOutage,
+    mail_user: MailUser,
+    add_mailbox: MailboxFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    mailbox_id = add_mailbox(mail_user)  # never synced: due
+
+    async def two_ticks() -> tuple[int, int, bool]:
+        """The due-mailbox cron as the worker runs it: during the outage, then after."""
+        options = worker_settings(settings)
+        ctx: dict[str, Any] = {}
+        await options["on_startup"](ctx)
+        try:
+            async with open_queue(settings) as pool:
+                ctx["redis"] = pool
+                database_outage.begin()
+                try:
+                    during = await enqueue_due_syncs_job(ctx)
+                finally:
+                    database_outage.end()
+                after = await enqueue_due_syncs_job(ctx)
+                job_id = sync_job_id(settings.queue_name, mailbox_id)
+                job = Job(job_id, pool, _queue_name=settings.queue_name)
+                queued = await job.status() is JobStatus.queued
+            return during, after, queued
+        finally:
+            await options["on_shutdown"](ctx)
+
+    during, after, queued = asyncio.run(two_ticks())
+
+    assert (during, after) == (0, 1), "nothing queued during the outage, the mailbox after"
+    assert queued, "the mailbox's sync waits in the queue"
+    [warning] = [r for r in caplog.records if r.getMessage() == "worker.due_database_unavailable"]
+    assert warning.exc_info is None, "one line, no traceback"
+    assert warning.__dict__["reason"].startswith("the database did not answer: ")
 
 
 @pytest.mark.slow
