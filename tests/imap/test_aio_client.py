@@ -21,7 +21,7 @@ from app.imap.changes import (
     MessagesExist,
     MessagesVanished,
 )
-from app.imap.config import ConnectOptions, ImapConfig
+from app.imap.config import ConnectOptions, ImapConfig, Security
 from app.imap.errors import (
     AuthenticationFailed,
     ConnectionLost,
@@ -429,7 +429,7 @@ def test_plaintext_injected_after_starttls_is_refused() -> None:
         async with hostile_server(injecting) as config:
             with pytest.raises(TlsFailed, match="before the TLS handshake"):
                 await connect_async(
-                    config.model_copy(update={"security": "starttls"}), HOSTILE_OPTIONS
+                    config.model_copy(update={"security": Security.STARTTLS}), HOSTILE_OPTIONS
                 )
 
     run(scenario())
