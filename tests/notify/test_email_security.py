@@ -20,16 +20,16 @@ from urllib.parse import quote
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from app.config import Settings
 from app.db.models import DeliveryState
+from app.demo.certificates import CertificateAuthority, certificate_pem, private_key_pem
 from app.notify.dispatcher import dispatch_due
 from app.security import SecretBox
-from tests.support.dovecot import _CertificateAuthority
+from tests.support.dovecot import CERTIFICATE_VALIDITY
 from tests.support.outbox import email_delivery, mail_a_credential_failure
 from tests.support.secret_watch import SecretKind, register_secret
 from tests.support.ssrf import resolve_name
@@ -49,18 +49,12 @@ class ServerCertificates:
     untrusted: ssl.SSLContext
 
 
-def _server_context(ca: _CertificateAuthority, directory: Path) -> ssl.SSLContext:
+def _server_context(ca: CertificateAuthority, directory: Path) -> ssl.SSLContext:
     key = ec.generate_private_key(ec.SECP256R1())
-    certificate = ca.issue_server_certificate(key, "localhost", HOST)
+    certificate = ca.issue_server_certificate(key, HOST, "localhost")
     cert_file, key_file = directory / "server.pem", directory / "server.key"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert_file.write_bytes(certificate_pem(certificate))
+    key_file.write_bytes(private_key_pem(key))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)
     return context
@@ -68,11 +62,11 @@ def _server_context(ca: _CertificateAuthority, directory: Path) -> ssl.SSLContex
 
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> ServerCertificates:
-    trusted_ca = _CertificateAuthority("imap-bridge SMTP test CA")
-    stranger_ca = _CertificateAuthority("imap-bridge SMTP stranger CA")
+    trusted_ca = CertificateAuthority("imap-bridge SMTP test CA", CERTIFICATE_VALIDITY)
+    stranger_ca = CertificateAuthority("imap-bridge SMTP stranger CA", CERTIFICATE_VALIDITY)
     trusted_dir = tmp_path_factory.mktemp("smtp-trusted")
     ca_file = trusted_dir / "ca.pem"
-    ca_file.write_bytes(trusted_ca.certificate.public_bytes(serialization.Encoding.PEM))
+    ca_file.write_bytes(certificate_pem(trusted_ca.certificate))
     return ServerCertificates(
         trusted_ca_file=ca_file,
         trusted=_server_context(trusted_ca, trusted_dir),

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import ipaddress
 import itertools
 import os
 import pwd
@@ -37,11 +36,9 @@ from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from app.demo.certificates import CertificateAuthority, certificate_pem, private_key_pem
 from tests.support.imap_account import ImapAccount
 from tests.support.secret_watch import SecretKind, register_secret
 
@@ -67,6 +64,7 @@ _CAPABILITIES_WITHOUT_CONDSTORE = (
 )
 _USER_NAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,63}$")
 _STARTUP_TIMEOUT = 15.0
+CERTIFICATE_VALIDITY = dt.timedelta(days=7)  # the rig's CAs and the servers they sign
 _EX_NOUSER = 68  # doveadm kick: the user had no session to drop
 _user_numbers = itertools.count(1)
 
@@ -570,81 +568,14 @@ def _read_text(path: Path) -> str:
 
 def _write_certificates(tls_dir: Path) -> tuple[Path, Path]:
     """Write the server key and chain plus two CA files: the signing one and an unrelated one."""
-    ca = _CertificateAuthority("imap-bridge test CA")
-    other_ca = _CertificateAuthority("imap-bridge unrelated CA")
+    ca = CertificateAuthority("imap-bridge test CA", CERTIFICATE_VALIDITY)
+    other_ca = CertificateAuthority("imap-bridge unrelated CA", CERTIFICATE_VALIDITY)
     server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = ca.issue_server_certificate(server_key, "localhost", HOST)
-    (tls_dir / "server.key").write_bytes(
-        server_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    (tls_dir / "server.pem").write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    server_cert = ca.issue_server_certificate(server_key, HOST, "localhost")
+    (tls_dir / "server.key").write_bytes(private_key_pem(server_key))
+    (tls_dir / "server.pem").write_bytes(certificate_pem(server_cert))
     ca_file = tls_dir / "ca.pem"
     other_ca_file = tls_dir / "other-ca.pem"
-    ca_file.write_bytes(ca.certificate.public_bytes(serialization.Encoding.PEM))
-    other_ca_file.write_bytes(other_ca.certificate.public_bytes(serialization.Encoding.PEM))
+    ca_file.write_bytes(certificate_pem(ca.certificate))
+    other_ca_file.write_bytes(certificate_pem(other_ca.certificate))
     return ca_file, other_ca_file
-
-
-class _CertificateAuthority:
-    """A self-signed CA that issues one server certificate, valid for a few days."""
-
-    def __init__(self, common_name: str) -> None:
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        public_key = self.key.public_key()
-        self.certificate = (
-            _certificate_builder(name, name, public_key)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-            .sign(self.key, hashes.SHA256())
-        )
-
-    def issue_server_certificate(
-        self, key: ec.EllipticCurvePrivateKey, dns_name: str, ip: str
-    ) -> x509.Certificate:
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_name)])
-        names = [x509.DNSName(dns_name), x509.IPAddress(ipaddress.ip_address(ip))]
-        return (
-            _certificate_builder(subject, self.certificate.subject, key.public_key())
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
-                critical=False,
-            )
-            .sign(self.key, hashes.SHA256())
-        )
-
-
-def _certificate_builder(
-    subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey
-) -> x509.CertificateBuilder:
-    now = dt.datetime.now(dt.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=7))
-    )
