@@ -20,6 +20,7 @@ from app.api.problems import ApiError, not_found
 from app.config import Settings
 from app.db import session_scope
 from app.db.repositories.mailboxes import get_mailbox
+from app.oauth.registry import ProviderRegistry, installed_providers
 from app.security import SecretBox
 
 
@@ -122,6 +123,7 @@ SyncRunIdPath = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="A sync run
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 SecretsDep = Annotated[SecretBox, Depends(get_secret_box)]
+RegistryDep = Annotated[ProviderRegistry, Depends(installed_providers)]
 # scope="function": the commit happens before the response is sent, so a client
 # that reads right after a write sees it.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]

@@ -15,6 +15,7 @@ from app.api.deps import (
     DATABASE_ONLY,
     IMAP_SESSION,
     MailboxIdPath,
+    RegistryDep,
     SecretsDep,
     SessionDep,
     SettingsDep,
@@ -38,7 +39,6 @@ from app.api.queue_connection import queue_sync_after_commit
 from app.api.request_models import USER_ID_PATTERN
 from app.db.models import Mailbox, MailboxStatus
 from app.db.repositories.mailboxes import get_mailbox, list_mailboxes
-from app.oauth.registry import installed_providers
 from app.sync import (
     change_mailbox,
     complete_reconnect,
@@ -207,13 +207,14 @@ def start_reauthorization(
     session: SessionDep,
     settings: SettingsDep,
     secrets: SecretsDep,
+    registry: RegistryDep,
     request: Request,
 ) -> AuthorizeResponse:
     provider = mailbox.provider or ""
     url, state = start_reconnect(
         session,
         secrets,
-        installed_providers(),
+        registry,
         mailbox,
         origin=body.origin,
         allowed_origins=allowed_origins(settings, request),
@@ -252,12 +253,13 @@ def complete_reauthorization(
     session: SessionDep,
     settings: SettingsDep,
     secrets: SecretsDep,
+    registry: RegistryDep,
 ) -> MailboxRead:
     changed = complete_reconnect(
         session,
         secrets,
         interactive_login_options(settings),
-        installed_providers(),
+        registry,
         mailbox,
         code=body.code,
         state=body.state,

@@ -11,12 +11,19 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.api.auth import full_key_router
 from app.api.connection.schemas import ConnectionCheckResult, PreviewFlag
-from app.api.deps import DATABASE_ONLY, IMAP_SESSION, SecretsDep, SessionDep, SettingsDep
+from app.api.deps import (
+    DATABASE_ONLY,
+    IMAP_SESSION,
+    RegistryDep,
+    SecretsDep,
+    SessionDep,
+    SettingsDep,
+)
 from app.api.limits import RATE_LIMIT
 from app.api.mailboxes.schemas import MailboxRead
 from app.api.oauth.schemas import (
@@ -43,7 +50,6 @@ from app.api.queue_connection import queue_sync_after_commit
 from app.api.request_models import NO_NUL_PATTERN
 from app.config import Settings
 from app.oauth.popup import callback_page, js_module
-from app.oauth.registry import ProviderRegistry, installed_providers
 from app.oauth.service import (
     callback_target,
     configure_provider,
@@ -62,7 +68,6 @@ from app.sync import (
 router = full_key_router("/v1/oauth", "oauth")
 public_router = APIRouter(tags=["oauth"])
 
-RegistryDep = Annotated[ProviderRegistry, Depends(installed_providers)]
 
 _NO_PROVIDER = missing("provider")
 _DISABLED = ProblemDoc(409, "`provider_disabled`: not configured or not enabled")
